@@ -1,0 +1,213 @@
+//! The command-line helper every ferry binary shares (feature `cli`).
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use etl_core::cli::{CommonArgs, parse_args, init_tracing};
+//!
+//! #[derive(Parser, Debug)]
+//! /// My migration.
+//! struct Args {
+//!     #[command(flatten)]
+//!     common: CommonArgs,
+//!     /// Input directory.
+//!     #[arg(long)]
+//!     input: Option<std::path::PathBuf>,
+//! }
+//!
+//! let args: Args = parse_args();
+//! init_tracing(args.common.verbosity());
+//! ```
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::config::{Secret, load_config_value};
+
+/// Options every migration binary takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// A TOML (or JSON) file whose keys are long option names (`batch_size = 10000`);
+    /// `${ENV_VAR}` in it is replaced from the environment. Options on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL (e.g. postgres://user@host/db). Never printed: logs and reports
+    /// show it without the password. When neither this nor DATABASE_URL is set, the
+    /// examples start a throwaway local cluster.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<Secret>,
+    /// Read, transform and validate everything, but write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue the last unfinished run: units it committed are skipped, the rest redone.
+    #[arg(long)]
+    pub resume: bool,
+    /// Where report.json, summary.txt and rejects.csv go.
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Rows per Arrow batch.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub batch_size: usize,
+    /// Units processed at once (files, tables, API types); each uses one connection.
+    #[arg(long, value_name = "N", default_value_t = default_parallelism())]
+    pub parallel: usize,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only); also hides progress bars.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+}
+
+impl CommonArgs {
+    /// `verbose - quiet`.
+    pub fn verbosity(&self) -> i8 {
+        self.verbose as i8 - self.quiet as i8
+    }
+
+    /// Whether progress bars are wanted.
+    pub fn progress(&self) -> bool {
+        self.quiet == 0
+    }
+}
+
+/// The number of cores, at least 1.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parse the process arguments, applying `--config FILE` first; exits on `--help` or errors.
+pub fn parse_args<T: clap::Parser>() -> T {
+    match parse_args_from(std::env::args_os()) {
+        Ok(v) => v,
+        Err(e) => e.exit(),
+    }
+}
+
+/// Parse `argv` (program name first). Keys of the `--config` file become options placed
+/// before the command line's, so the command line overrides the file. Nested tables are
+/// left to the binary (read them with [`crate::config::load_config`]).
+pub fn parse_args_from<T: clap::Parser>(
+    argv: impl IntoIterator<Item = OsString>,
+) -> Result<T, clap::Error> {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    let mut cmd = T::command().args_override_self(true);
+    let mut args: Vec<OsString> = argv.iter().take(1).cloned().collect();
+    if let Some(path) = find_config(&argv) {
+        let value = load_config_value(&path)
+            .map_err(|e| cmd.error(clap::error::ErrorKind::ValueValidation, e.to_string()))?;
+        if let Some(obj) = value.as_object() {
+            for (k, v) in obj {
+                let flag = format!("--{}", k.replace('_', "-"));
+                match v {
+                    serde_json::Value::Bool(true) => args.push(flag.into()),
+                    serde_json::Value::Bool(false) | serde_json::Value::Null => {}
+                    serde_json::Value::String(s) => args.push(format!("{flag}={s}").into()),
+                    serde_json::Value::Number(n) => args.push(format!("{flag}={n}").into()),
+                    serde_json::Value::Array(items) => {
+                        for item in items {
+                            let s = item
+                                .as_str()
+                                .map_or_else(|| item.to_string(), str::to_owned);
+                            args.push(format!("{flag}={s}").into());
+                        }
+                    }
+                    serde_json::Value::Object(_) => {}
+                }
+            }
+        }
+    }
+    args.extend(argv.into_iter().skip(1));
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    T::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+}
+
+fn find_config(argv: &[OsString]) -> Option<PathBuf> {
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = s.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    None
+}
+
+/// Log to stderr with `tracing`, above any progress bars. `RUST_LOG` overrides the level.
+pub fn init_tracing(verbosity: i8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbosity {
+        i8::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,hyper=warn,aws=warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(|| BarSafeWriter)
+        .try_init();
+}
+
+/// Writes log lines to stderr without tearing the progress bars.
+struct BarSafeWriter;
+
+impl std::io::Write for BarSafeWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::multi().suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Args {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        input: Option<String>,
+    }
+
+    #[test]
+    fn config_file_sets_options_and_command_line_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        // SAFETY: the test sets a variable no other test reads.
+        unsafe { std::env::set_var("FERRY_TEST_INPUT", "/data/in") };
+        std::fs::write(
+            &path,
+            "input = \"${FERRY_TEST_INPUT}\"\nbatch_size = 1000\ndry_run = true\n",
+        )
+        .unwrap();
+        let a: Args = parse_args_from(
+            ["x", "--config", path.to_str().unwrap(), "--batch-size", "5"].map(OsString::from),
+        )
+        .unwrap();
+        assert_eq!(a.input.as_deref(), Some("/data/in"));
+        assert_eq!(a.common.batch_size, 5);
+        assert!(a.common.dry_run);
+    }
+
+    #[test]
+    fn unknown_config_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "bacth_size = 1\n").unwrap();
+        let e =
+            parse_args_from::<Args>(["x", "--config", path.to_str().unwrap()].map(OsString::from))
+                .unwrap_err();
+        assert!(e.to_string().contains("bacth-size"), "{e}");
+    }
+}

@@ -1,0 +1,383 @@
+//! The run report: `report.json`, `summary.txt` and `rejects.csv` in `--report-dir`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::reject::{REJECTS_CSV_HEADER, reject_csv_line};
+use crate::{Error, Finding, Reject, Result, RunTotals, UnitSummary};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Everything loaded and every gate passed.
+    Succeeded,
+    /// An error or a failed gate; production untouched.
+    Failed,
+    /// Nothing was written.
+    DryRun,
+    /// A rollback restored the previous state.
+    RolledBack,
+}
+
+impl RunStatus {
+    /// The lowercase name used in reports and ledgers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::DryRun => "dry_run",
+            RunStatus::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// Everything a run did, as written to `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Migration name.
+    pub migration: String,
+    /// Run id.
+    pub run_id: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// The error that stopped it, if any.
+    pub error: Option<String>,
+    /// Totals over all units.
+    pub totals: RunTotals,
+    /// One line per unit.
+    pub units: Vec<UnitReport>,
+    /// Results of every validation check.
+    pub validation: Vec<Finding>,
+    /// Start time (UTC).
+    pub started_at: DateTime<Utc>,
+    /// End time (UTC).
+    pub finished_at: DateTime<Utc>,
+    /// Wall seconds.
+    pub duration_s: f64,
+    /// Records read per second of wall time.
+    pub rows_per_s: f64,
+    /// Migration-specific figures (unmatched taxa, match rate, switchover, ...).
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One unit's line in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitReport {
+    /// Unit name.
+    pub name: String,
+    /// Records read.
+    pub read: u64,
+    /// Rows loaded.
+    pub loaded: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Records filtered.
+    pub filtered: u64,
+    /// `completed`, `resumed`, `failed`, ...
+    pub status: crate::UnitStatus,
+    /// Seconds spent.
+    pub duration_s: f64,
+    /// Rejects by kind.
+    pub rejected_by_reason: crate::batch::Counts,
+    /// Filtered by reason.
+    pub filtered_by_reason: crate::batch::Counts,
+    /// Stage counters.
+    pub counters: crate::batch::Counts,
+    /// The unit's error, if any.
+    pub error: Option<String>,
+}
+
+impl From<&UnitSummary> for UnitReport {
+    fn from(u: &UnitSummary) -> Self {
+        UnitReport {
+            name: u.name.clone(),
+            read: u.read,
+            loaded: u.loaded,
+            rejected: u.rejected,
+            filtered: u.filtered,
+            status: u.status,
+            duration_s: u.duration_s,
+            rejected_by_reason: u.rejected_by_reason.clone(),
+            filtered_by_reason: u.filtered_by_reason.clone(),
+            counters: u.counters.clone(),
+            error: u.error.clone(),
+        }
+    }
+}
+
+impl RunReport {
+    /// Build a report from the ledger lines.
+    pub fn new(
+        migration: &str,
+        run_id: &str,
+        status: RunStatus,
+        units: &[UnitSummary],
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        let finished_at = Utc::now();
+        let duration_s = (finished_at - started_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        let totals = RunTotals::from_units(units);
+        let rows_per_s = if duration_s > 0.0 {
+            totals.read as f64 / duration_s
+        } else {
+            0.0
+        };
+        RunReport {
+            migration: migration.to_owned(),
+            run_id: run_id.to_owned(),
+            status,
+            error: None,
+            totals,
+            units: units.iter().map(UnitReport::from).collect(),
+            validation: Vec::new(),
+            started_at,
+            finished_at,
+            duration_s,
+            rows_per_s,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Whether the run succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.status == RunStatus::Succeeded
+    }
+
+    /// The human summary (`summary.txt`).
+    pub fn summary_text(&self) -> String {
+        let mut s = String::new();
+        let t = &self.totals;
+        let _ = writeln!(s, "migration   {}", self.migration);
+        let _ = writeln!(s, "run         {}", self.run_id);
+        let _ = writeln!(s, "status      {}", self.status.as_str());
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "error       {e}");
+        }
+        let _ = writeln!(
+            s,
+            "started     {}\nfinished    {}\nduration    {:.1} s ({:.0} rows/s)",
+            self.started_at.to_rfc3339(),
+            self.finished_at.to_rfc3339(),
+            self.duration_s,
+            self.rows_per_s
+        );
+        let _ = writeln!(
+            s,
+            "\nread {}  =  loaded {}  +  rejected {}  +  filtered {}   [{}]",
+            t.read,
+            t.loaded,
+            t.rejected,
+            t.filtered,
+            if t.reconciles() {
+                "reconciles"
+            } else {
+                "DOES NOT RECONCILE"
+            }
+        );
+        if !t.rejected_by_reason.is_empty() {
+            let _ = writeln!(s, "\nrejected by reason:");
+            for (k, v) in &t.rejected_by_reason {
+                let _ = writeln!(s, "  {v:>10}  {k}");
+            }
+        }
+        if !t.filtered_by_reason.is_empty() {
+            let _ = writeln!(s, "\nfiltered by reason:");
+            for (k, v) in &t.filtered_by_reason {
+                let _ = writeln!(s, "  {v:>10}  {k}");
+            }
+        }
+        if !self.units.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<32} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+                "unit", "read", "loaded", "rejected", "filtered", "status", "secs"
+            );
+            for u in &self.units {
+                let status = serde_json::to_value(u.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "{:<32} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8.2}",
+                    u.name, u.read, u.loaded, u.rejected, u.filtered, status, u.duration_s
+                );
+            }
+        }
+        if !self.validation.is_empty() {
+            let _ = writeln!(s, "\nvalidation:");
+            for f in &self.validation {
+                let mark = if f.passed {
+                    "ok  "
+                } else if f.vetoes() {
+                    "FAIL"
+                } else {
+                    "warn"
+                };
+                let _ = writeln!(s, "  [{mark}] {:<28} {}", f.check, f.message);
+            }
+        }
+        for (k, v) in &self.extra {
+            if let Some(text) = v.as_str() {
+                let _ = writeln!(s, "\n{k}: {text}");
+            }
+        }
+        s
+    }
+
+    /// Write `report.json` and `summary.txt` into `dir` (atomically: temp file then rename),
+    /// and merge the spooled rejects into `rejects.csv` if `rejects` is given.
+    pub fn write(&self, dir: &Path, rejects: Option<&RejectSpool>) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Config(format!("cannot serialize report: {e}")))?;
+        write_atomic(&dir.join("report.json"), &json)?;
+        write_atomic(&dir.join("summary.txt"), self.summary_text().as_bytes())?;
+        match rejects {
+            Some(spool) => {
+                let names: Vec<&str> = self.units.iter().map(|u| u.name.as_str()).collect();
+                spool.merge_into(&dir.join("rejects.csv"), &names)?;
+            }
+            None => {
+                let path = dir.join("rejects.csv");
+                if !path.exists() {
+                    write_atomic(&path, REJECTS_CSV_HEADER.as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write a file atomically: write a temp file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp~");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
+}
+
+/// Rejects spooled to disk per unit, so memory stays flat and a resumed run still has the
+/// rejects of the units an earlier attempt committed.
+///
+/// Each unit writes `DIR/rejects/<unit>.csv.part`; [`RejectSpool::seal`] (called right
+/// after the unit's commit) renames it to `<unit>.csv`. A resumed run promotes a leftover
+/// `.part` of a unit the sink says is complete (a crash between commit and rename).
+#[derive(Debug, Clone)]
+pub struct RejectSpool {
+    dir: PathBuf,
+}
+
+/// The open spool file of one unit.
+#[derive(Debug)]
+pub struct UnitSpool {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    buf: String,
+}
+
+impl RejectSpool {
+    /// A spool under `report_dir/rejects/`.
+    pub fn new(report_dir: &Path) -> Result<Self> {
+        let dir = report_dir.join("rejects");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+        Ok(RejectSpool { dir })
+    }
+
+    fn file_name(unit: &str) -> String {
+        unit.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+
+    fn sealed(&self, unit: &str) -> PathBuf {
+        self.dir.join(format!("{}.csv", Self::file_name(unit)))
+    }
+
+    fn part(&self, unit: &str) -> PathBuf {
+        self.dir.join(format!("{}.csv.part", Self::file_name(unit)))
+    }
+
+    /// Start (or restart) the spool of a unit.
+    pub fn open(&self, unit: &str) -> Result<UnitSpool> {
+        let path = self.part(unit);
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(path.display(), e))?;
+        Ok(UnitSpool {
+            path,
+            file: std::io::BufWriter::new(file),
+            buf: String::new(),
+        })
+    }
+
+    /// The unit committed: keep its rejects.
+    pub fn seal(&self, unit: &str) -> Result<()> {
+        let part = self.part(unit);
+        if part.exists() {
+            std::fs::rename(&part, self.sealed(unit)).map_err(|e| Error::io(part.display(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Forget a unit's spooled rejects (a fresh, non-resumed run).
+    pub fn clear(&self) -> Result<()> {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Concatenate the sealed spools of `units` (in that order) into `path`.
+    pub fn merge_into(&self, path: &Path, units: &[&str]) -> Result<()> {
+        let tmp = path.with_extension("tmp~");
+        let out = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+        let mut out = std::io::BufWriter::new(out);
+        out.write_all(REJECTS_CSV_HEADER.as_bytes())
+            .map_err(|e| Error::io(tmp.display(), e))?;
+        for unit in units {
+            let p = self.sealed(unit);
+            if let Ok(mut f) = std::fs::File::open(&p) {
+                std::io::copy(&mut f, &mut out).map_err(|e| Error::io(p.display(), e))?;
+            }
+        }
+        out.flush().map_err(|e| Error::io(tmp.display(), e))?;
+        drop(out);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
+    }
+}
+
+impl UnitSpool {
+    /// Append rejects.
+    pub fn append(&mut self, rejects: &[Reject]) -> Result<()> {
+        self.buf.clear();
+        for r in rejects {
+            reject_csv_line(&mut self.buf, r);
+        }
+        self.file
+            .write_all(self.buf.as_bytes())
+            .map_err(|e| Error::io(self.path.display(), e))
+    }
+
+    /// Flush and fsync, before the unit commits.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .and_then(|_| self.file.get_ref().sync_data())
+            .map_err(|e| Error::io(self.path.display(), e))
+    }
+}
