@@ -1,0 +1,1 @@
+//! ferry `sink-dynamodb` (work in progress).

@@ -1,0 +1,1 @@
+//! ferry `source-bubble` (work in progress).

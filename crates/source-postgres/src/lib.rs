@@ -1,0 +1,1 @@
+//! ferry `source-postgres` (work in progress).

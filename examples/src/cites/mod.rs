@@ -1,0 +1,1 @@
+//! The CITES trade migrations (seeds 000 and 001).

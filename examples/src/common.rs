@@ -1,0 +1,1 @@
+//! Helpers every example shares.

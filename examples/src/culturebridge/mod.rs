@@ -1,0 +1,1 @@
+//! The CultureBridge migration from the Bubble Data API (seed 004).

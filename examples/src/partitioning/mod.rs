@@ -1,0 +1,1 @@
+//! The observations partitioning migration (seed 002).

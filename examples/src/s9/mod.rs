@@ -1,0 +1,1 @@
+//! The S9 sales migration to DynamoDB (seed 003).
