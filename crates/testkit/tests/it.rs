@@ -1,0 +1,130 @@
+//! Integration tests: real clusters from the installed PostgreSQL binaries.
+
+use etl_testkit::{TempPostgres, TestDb};
+use sqlx::Connection as _;
+
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    etl_testkit::target_dir()
+        .join("ferry-testkit-it")
+        .join(format!("{tag}-{}", std::process::id()))
+}
+
+#[tokio::test]
+async fn temp_postgres_starts_reuses_and_cleans_up() {
+    let dir = scratch_dir("cluster");
+    let _ = std::fs::remove_dir_all(&dir);
+    let pg = TempPostgres::start(&dir).await.expect("start");
+    assert_eq!(
+        pg.url(),
+        format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port())
+    );
+    assert!(pg.data_dir().join("PG_VERSION").is_file());
+
+    let mut conn = sqlx::PgConnection::connect(pg.url())
+        .await
+        .expect("connect");
+    let (one,): (i32,) = sqlx::query_as("SELECT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    let (fsync,): (String,) = sqlx::query_as("SHOW fsync")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fsync, "off");
+    let (listen,): (String,) = sqlx::query_as("SHOW listen_addresses")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listen, "127.0.0.1");
+    conn.close().await.unwrap();
+
+    // keep + start again on the same dir = reuse the running server.
+    let port = pg.port();
+    let url = pg.keep();
+    let again = TempPostgres::start(&dir).await.expect("reuse");
+    assert_eq!(again.port(), port);
+    assert_eq!(again.url(), url);
+
+    let data_dir = again.data_dir().to_path_buf();
+    drop(again);
+    assert!(!data_dir.exists(), "data dir must be deleted on drop");
+    assert!(
+        sqlx::PgConnection::connect(&url).await.is_err(),
+        "server must be stopped"
+    );
+}
+
+#[tokio::test]
+async fn explicit_stop_deletes_the_cluster() {
+    let dir = scratch_dir("stop");
+    let _ = std::fs::remove_dir_all(&dir);
+    let pg = TempPostgres::start(&dir).await.expect("start");
+    let data_dir = pg.data_dir().to_path_buf();
+    pg.stop().await.expect("stop");
+    assert!(!data_dir.exists());
+}
+
+#[tokio::test]
+async fn test_db_is_fresh_and_dropped() {
+    let db = TestDb::create().await.expect("create test db");
+    assert!(db.name().starts_with("ferry_t_"));
+    assert!(db.url().ends_with(db.name()));
+    let pool = db.pool().await.expect("pool");
+    let (current,): (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(current, db.name());
+    let (tables,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(tables, 0);
+    sqlx::query("CREATE TABLE t (id int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let name = db.name().to_string();
+    let server = etl_testkit::test_server_url().await.unwrap();
+    drop(db); // pool still open: DROP ... WITH (FORCE) ends its connections
+    drop(pool);
+    let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "test database must be dropped");
+}
+
+#[tokio::test]
+async fn database_url_or_start_passes_a_given_url_through() {
+    let (url, guard) =
+        etl_testkit::database_url_or_start(Some("postgres://x@127.0.0.1:1/y"), "unused")
+            .await
+            .unwrap();
+    assert_eq!(url, "postgres://x@127.0.0.1:1/y");
+    assert!(guard.is_none());
+
+    let (url, guard) =
+        etl_testkit::database_url_or_start(None, &format!("it-{}", std::process::id()))
+            .await
+            .unwrap();
+    let guard = guard.expect("a started cluster");
+    assert_eq!(url, guard.url());
+    let dir = guard.data_dir().to_path_buf();
+    assert!(
+        dir.starts_with(
+            etl_testkit::target_dir()
+                .join("ferry-pg")
+                .canonicalize()
+                .unwrap()
+        )
+    );
+    drop(guard);
+    assert!(!dir.exists());
+}
