@@ -307,6 +307,10 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         rows: &AtomicU64,
         t0: Instant,
     ) -> Result<()> {
+        if cancel.is_cancelled() {
+            // Not started: stays pending in the ledger; a resume will do it.
+            return Err(Error::Cancelled);
+        }
         let mut summary = UnitSummary::new(&unit.name);
         summary.status = UnitStatus::Running;
         summary.started_at = Some(Utc::now());

@@ -1,0 +1,13 @@
+//! Integration tests against a real PostgreSQL (the test server of `etl-testkit`).
+
+mod copy_roundtrip;
+mod load_resume;
+mod switchover;
+
+use sqlx::{Connection, PgConnection};
+
+pub async fn db() -> (etl_testkit::TestDb, PgConnection) {
+    let db = etl_testkit::TestDb::create().await.expect("test database");
+    let conn = PgConnection::connect(db.url()).await.expect("connect");
+    (db, conn)
+}
