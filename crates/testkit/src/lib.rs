@@ -87,7 +87,7 @@ pub enum Error {
     },
     /// The data directory exists and is not empty but holds no PostgreSQL cluster.
     #[error(
-        "{0} is not empty but holds no PostgreSQL cluster (no PG_VERSION file): remove it or pick \
+        "{0} is not empty but holds no PostgreSQL cluster (no PG_VERSION file): refusing to use or delete it; pick \
          an empty or non-existent directory"
     )]
     NotACluster(PathBuf),
@@ -735,6 +735,54 @@ impl Drop for TempPostgres {
             );
         }
     }
+}
+
+/// The URL of the server running on `data_dir` (per its `postmaster.pid`), if one is running.
+///
+/// Does not check that it accepts connections.
+pub fn running_url(data_dir: impl AsRef<Path>) -> Option<String> {
+    running_postmaster(data_dir.as_ref()).map(|(_, port)| local_url(port))
+}
+
+/// Stops the server running on `data_dir`, if any (`pg_ctl stop -m fast`), and with `delete`
+/// deletes the directory afterwards. Returns whether a server was running.
+///
+/// For clusters left running by [`TempPostgres::keep`] or [`test_server_url`]. To protect against
+/// a wrong path, `delete` only deletes a directory that holds a cluster (`PG_VERSION`) or is
+/// empty, and fails otherwise.
+pub async fn stop_cluster(data_dir: impl AsRef<Path>, delete: bool) -> Result<bool, Error> {
+    let data_dir = data_dir.as_ref().to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<bool, Error> {
+        let was_running = match running_postmaster(&data_dir) {
+            Some(_) => {
+                let runner = Runner::new()?;
+                let mut cmd = runner.command(&pg_bin_dir()?.join("pg_ctl"));
+                cmd.args(["stop", "-w", "-t", "60", "-m", "fast", "-D"])
+                    .arg(&data_dir);
+                run(cmd)?;
+                true
+            }
+            None => false,
+        };
+        if delete && data_dir.exists() {
+            let is_cluster = data_dir.join("PG_VERSION").is_file();
+            let is_empty = fs::read_dir(&data_dir)
+                .map_err(io_err(format!("reading {}", data_dir.display())))?
+                .next()
+                .is_none();
+            if !is_cluster && !is_empty {
+                return Err(Error::NotACluster(data_dir));
+            }
+            fs::remove_dir_all(&data_dir)
+                .map_err(io_err(format!("deleting {}", data_dir.display())))?;
+        }
+        Ok(was_running)
+    })
+    .await
+    .map_err(|e| Error::Io {
+        context: "pg_ctl stop task".into(),
+        source: std::io::Error::other(e),
+    })?
 }
 
 // ---------------------------------------------------------------------------------------------

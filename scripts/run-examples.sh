@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs every example once on its bundled sample (debug build). Called by scripts/test.sh, which
+# exports DATABASE_URL (a throwaway cluster) and FERRY_TMP; runnable on its own too (examples
+# then start their own cluster via etl_testkit::database_url_or_start, or use $DATABASE_URL).
+#
+# To add an example, add ONE line between the markers below, of the form
+#     run cargo run --example NAME -- ARGS...
+# Write outputs under "$TMP" (a scratch directory, deleted afterwards unless FERRY_KEEP_TMP=1).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+own_tmp=""
+if [[ -n "${FERRY_TMP:-}" ]]; then
+    TMP="$FERRY_TMP/examples"
+else
+    own_tmp="$(mktemp -d "${TMPDIR:-/tmp}/ferry-examples.XXXXXX")"
+    TMP="$own_tmp"
+fi
+mkdir -p "$TMP"
+export TMP
+cleanup() {
+    if [[ -n "$own_tmp" && -z "${FERRY_KEEP_TMP:-}" ]]; then rm -rf "$own_tmp"; fi
+}
+trap cleanup EXIT
+
+export AWS_EC2_METADATA_DISABLED=true
+ran=0
+failed=()
+results=()
+# run CMD...: print the command, run it, record pass/fail and wall time; never aborts the list.
+run() {
+    local start end status
+    ran=$((ran + 1))
+    echo "==> example: $*"
+    start=$(date +%s)
+    set +e
+    "$@" </dev/null
+    status=$?
+    set -e
+    end=$(date +%s)
+    if [[ $status -eq 0 ]]; then
+        results+=("ok     $((end - start))s  $*")
+    else
+        results+=("FAILED $((end - start))s  $*  (exit $status)")
+        failed+=("$*")
+    fi
+}
+
+# ======================= EXAMPLES: one `run cargo run --example ...` line each =================
+# e.g. run cargo run --example cites_trade -- --report-dir "$TMP/cites"
+# ======================= END EXAMPLES ==========================================================
+
+echo
+if [[ $ran -eq 0 ]]; then
+    echo "run-examples: no examples registered yet (add lines to scripts/run-examples.sh)"
+    exit 0
+fi
+echo "run-examples: $ran run, ${#failed[@]} failed"
+printf '  %s\n' "${results[@]}"
+[[ ${#failed[@]} -eq 0 ]]
