@@ -1,0 +1,952 @@
+//! The push decoder: CSV bytes in, typed [`Batch`]es with [`Reject`]s out. No I/O.
+
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_buffer::Buffer;
+use arrow_schema::SchemaRef;
+use etl_core::{Batch, Reject};
+use memchr::{memchr, memchr2};
+
+use crate::columns::{Column, ValueError, ViewSource, shown};
+use crate::error::{CsvError, Result};
+use crate::options::CsvOptions;
+
+/// Raw text kept in a reject of an over-long record.
+const MAX_RAW: usize = 1024;
+/// A batch's raw-byte buffer stays below this so view offsets fit in `u32`.
+const DATA_LIMIT: usize = 1 << 31;
+
+/// Where one field lies in the input.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FieldPos {
+    /// Start of the value (after the opening quote), or of the raw quoted text if `escaped`.
+    start: usize,
+    /// End of the value (before the closing quote), or of the raw text if `escaped`.
+    end: usize,
+    /// The raw text must be unescaped (`""` inside, or text after the closing quote).
+    escaped: bool,
+}
+
+/// What the splitter found at a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// A record: text up to `end` (without terminator); the next record starts at `next`.
+    Record {
+        end: usize,
+        next: usize,
+        newlines: u32,
+        spanned: bool,
+    },
+    /// An empty line; the next record starts at `next`.
+    Blank { next: usize },
+    /// The input ends inside the record; `spanned` if a quoted field already crossed a line.
+    Incomplete { spanned: bool },
+    /// A quoted field crossed a line and the record went wrong: reject the first line.
+    StrayQuote,
+}
+
+/// Split one record starting at `start` into `fields`.
+///
+/// `expect` is the expected field count: once a record that crossed a line inside quotes
+/// has more fields than that, it is a stray quote (no need to read further).
+#[inline]
+fn split(
+    fields: &mut Vec<FieldPos>,
+    delim: u8,
+    expect: usize,
+    buf: &[u8],
+    start: usize,
+    eof: bool,
+) -> Split {
+    let n = buf.len();
+    fields.clear();
+    match buf.get(start) {
+        Some(b'\n') => return Split::Blank { next: start + 1 },
+        Some(b'\r') => match buf.get(start + 1) {
+            Some(b'\n') => return Split::Blank { next: start + 2 },
+            None if eof => return Split::Blank { next: start + 1 },
+            None => return Split::Incomplete { spanned: false },
+            _ => {}
+        },
+        _ => {}
+    }
+    let mut i = start;
+    let mut newlines = 0u32;
+    let mut spanned = false;
+    loop {
+        // At the start of a field.
+        if i < n && buf[i] == b'"' {
+            let open = i;
+            let mut j = i + 1;
+            let mut escaped = false;
+            let close = loop {
+                match memchr2(b'"', b'\n', &buf[j..]) {
+                    None => {
+                        return if eof && spanned {
+                            Split::StrayQuote
+                        } else if eof {
+                            // Opened on the last line and never closed: that line is bad.
+                            Split::StrayQuote
+                        } else {
+                            Split::Incomplete { spanned }
+                        };
+                    }
+                    Some(k) => {
+                        let q = j + k;
+                        if buf[q] == b'\n' {
+                            newlines += 1;
+                            spanned = true;
+                            j = q + 1;
+                            continue;
+                        }
+                        if q + 1 < n {
+                            if buf[q + 1] == b'"' {
+                                escaped = true;
+                                j = q + 2;
+                                continue;
+                            }
+                            break q;
+                        } else if eof {
+                            break q;
+                        } else {
+                            return Split::Incomplete { spanned };
+                        }
+                    }
+                }
+            };
+            let mut k = close + 1;
+            // What follows the closing quote: a delimiter, a line end, the end, or junk.
+            let junk = if k < n {
+                let c = buf[k];
+                if c == delim || c == b'\n' {
+                    false
+                } else if c == b'\r' {
+                    match buf.get(k + 1) {
+                        Some(b'\n') => false,
+                        Some(_) => true,
+                        None if eof => false,
+                        None => return Split::Incomplete { spanned },
+                    }
+                } else {
+                    true
+                }
+            } else {
+                false
+            };
+            if junk {
+                escaped = true;
+                match memchr2(delim, b'\n', &buf[k..]) {
+                    Some(x) => k += x,
+                    None if eof => k = n,
+                    None => return Split::Incomplete { spanned },
+                }
+            }
+            if escaped {
+                let mut end = k;
+                if (k == n || buf[k] == b'\n') && buf[end - 1] == b'\r' && end - 1 > close {
+                    end -= 1;
+                }
+                fields.push(FieldPos {
+                    start: open,
+                    end,
+                    escaped: true,
+                });
+            } else {
+                fields.push(FieldPos {
+                    start: open + 1,
+                    end: close,
+                    escaped: false,
+                });
+            }
+            i = k;
+        } else {
+            let fs = i;
+            let e = match memchr2(delim, b'\n', &buf[i..]) {
+                Some(x) => i + x,
+                None if eof => n,
+                None => return Split::Incomplete { spanned },
+            };
+            let mut fe = e;
+            if (e == n || buf[e] == b'\n') && fe > fs && buf[fe - 1] == b'\r' {
+                fe -= 1;
+            }
+            fields.push(FieldPos {
+                start: fs,
+                end: fe,
+                escaped: false,
+            });
+            i = e;
+        }
+        // After a field: delimiter, line end or end of input.
+        if i == n {
+            let end = if n > start && buf[n - 1] == b'\r' {
+                n - 1
+            } else {
+                n
+            };
+            return Split::Record {
+                end,
+                next: n,
+                newlines,
+                spanned,
+            };
+        }
+        let c = buf[i];
+        if c == delim {
+            i += 1;
+            if spanned && fields.len() > expect {
+                return Split::StrayQuote;
+            }
+            continue;
+        }
+        // `\n`, or `\r\n` after a quoted field.
+        let nl = if c == b'\r' { i + 1 } else { i };
+        let end = if nl > start && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        return Split::Record {
+            end,
+            next: (nl + 1).min(n),
+            newlines,
+            spanned,
+        };
+    }
+}
+
+/// Unescape the raw text of a quoted field (`"a""b"c` -> `a"bc`) into `out`.
+fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
+    debug_assert_eq!(raw.first(), Some(&b'"'));
+    let mut i = 1;
+    while i < raw.len() {
+        match memchr(b'"', &raw[i..]) {
+            None => {
+                out.extend_from_slice(&raw[i..]);
+                return;
+            }
+            Some(k) => {
+                out.extend_from_slice(&raw[i..i + k]);
+                let q = i + k;
+                if raw.get(q + 1) == Some(&b'"') {
+                    out.push(b'"');
+                    i = q + 2;
+                } else {
+                    // Closing quote: whatever follows is taken literally.
+                    out.extend_from_slice(&raw[q + 1..]);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The header line of a file: column names, and how many bytes and lines it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Column names, in file order.
+    pub names: Vec<String>,
+    /// Bytes of the header, including a UTF-8 BOM, blank lines before it and its line end.
+    pub len: usize,
+    /// Line number of the first line after the header (2 for a one-line header).
+    pub next_line: u64,
+}
+
+impl Header {
+    /// Parse the header at the start of `buf` (a UTF-8 BOM and blank lines before it are
+    /// skipped). `Ok(None)` when `buf` does not hold the whole header yet and `eof` is false.
+    ///
+    /// # Errors
+    /// [`CsvError::NoHeader`] for an empty input, [`CsvError::InvalidHeader`] for a header
+    /// that is not UTF-8, has an unterminated quote or is longer than `max_record_bytes`.
+    ///
+    /// # Examples
+    /// ```
+    /// use etl_source_csv::{CsvOptions, Header};
+    /// let h = Header::parse("a.csv", b"\xEF\xBB\xBFId,\"Year\"\r\n1,2\r\n", &CsvOptions::default(), false)
+    ///     .unwrap()
+    ///     .unwrap();
+    /// assert_eq!(h.names, ["Id", "Year"]);
+    /// assert_eq!((h.len, h.next_line), (14, 2));
+    /// ```
+    pub fn parse(
+        unit: &str,
+        buf: &[u8],
+        options: &CsvOptions,
+        eof: bool,
+    ) -> Result<Option<Header>> {
+        let invalid = |reason: &str| CsvError::InvalidHeader {
+            unit: unit.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut pos = if buf.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else if !eof && b"\xEF\xBB\xBF".starts_with(buf) {
+            return Ok(None);
+        } else {
+            0
+        };
+        let mut line = 1u64;
+        let mut fields = Vec::new();
+        loop {
+            if pos >= buf.len() && eof {
+                return Err(CsvError::NoHeader {
+                    unit: unit.to_owned(),
+                });
+            }
+            match split(&mut fields, options.delimiter(), usize::MAX, buf, pos, eof) {
+                Split::Blank { next } => {
+                    pos = next;
+                    line += 1;
+                }
+                Split::Incomplete { .. } => {
+                    if buf.len() - pos > options.max_record_bytes() {
+                        return Err(invalid("longer than max_record_bytes"));
+                    }
+                    return Ok(None);
+                }
+                Split::StrayQuote => return Err(invalid("unterminated quoted field")),
+                Split::Record { next, newlines, .. } => {
+                    let mut names = Vec::with_capacity(fields.len());
+                    let mut scratch = Vec::new();
+                    for f in &fields {
+                        let bytes = if f.escaped {
+                            scratch.clear();
+                            unescape_into(&buf[f.start..f.end], &mut scratch);
+                            &scratch[..]
+                        } else {
+                            &buf[f.start..f.end]
+                        };
+                        let name = std::str::from_utf8(bytes)
+                            .map_err(|_| invalid("column names are not valid UTF-8"))?;
+                        names.push(name.to_owned());
+                    }
+                    return Ok(Some(Header {
+                        names,
+                        len: next,
+                        next_line: line + 1 + newlines as u64,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Builds a [`Decoder`]: the schema, the unit name for rejects, options, batch size.
+#[derive(Debug, Clone)]
+pub struct DecoderBuilder {
+    schema: SchemaRef,
+    unit: Arc<str>,
+    options: CsvOptions,
+    batch_size: usize,
+    first_line: u64,
+}
+
+impl DecoderBuilder {
+    /// The unit (file) name put in rejects and errors (default empty).
+    pub fn unit(mut self, unit: impl Into<Arc<str>>) -> Self {
+        self.unit = unit.into();
+        self
+    }
+
+    /// Reading options (delimiter, `max_record_bytes`, empty as NULL).
+    pub fn options(mut self, options: CsvOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Records (rows + rejects) per batch (default 65 536).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Line number of the first byte given to `decode` (default 2: after a one-line header).
+    pub fn first_line(mut self, line: u64) -> Self {
+        self.first_line = line;
+        self
+    }
+
+    /// Match the schema's columns with the file's `header` by name and build the decoder.
+    ///
+    /// # Errors
+    /// [`CsvError::MissingColumns`] naming every declared column the header lacks (extra
+    /// header columns are ignored), [`CsvError::UnsupportedType`],
+    /// [`CsvError::InvalidOption`].
+    pub fn build<S: AsRef<str>>(self, header: &[S]) -> Result<Decoder> {
+        self.options.validate()?;
+        let mut col_to_file = Vec::with_capacity(self.schema.fields().len());
+        let mut missing = Vec::new();
+        for f in self.schema.fields() {
+            match header.iter().position(|h| h.as_ref() == f.name()) {
+                Some(i) => col_to_file.push(i),
+                None => missing.push(f.name().clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(CsvError::MissingColumns {
+                unit: self.unit.to_string(),
+                columns: missing,
+            });
+        }
+        let cap = self.batch_size.min(1 << 16);
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| Column::new(f, self.options.empty_is_null(), cap))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Decoder {
+            schema: self.schema,
+            unit: self.unit,
+            columns,
+            col_to_file,
+            file_fields: header.len(),
+            delimiter: self.options.delimiter(),
+            max_record_bytes: self.options.max_record_bytes(),
+            batch_size: self.batch_size,
+            line: self.first_line,
+            skipping: false,
+            data: Vec::new(),
+            extra: Vec::new(),
+            records: Vec::with_capacity(cap),
+            rejects: Vec::new(),
+            rows: 0,
+            consumed: 0,
+            fields: Vec::with_capacity(header.len() + 1),
+            scratch: Vec::new(),
+            data_hint: 0,
+        })
+    }
+}
+
+/// A push decoder from CSV bytes (after the header) to typed batches with rejects.
+///
+/// Feed it with [`decode`](Decoder::decode) (consumes whole records only; give the rest
+/// back with more bytes) and, at the end of the input, [`decode_eof`](Decoder::decode_eof);
+/// take batches with [`flush`](Decoder::flush) whenever [`capacity`](Decoder::capacity) is 0
+/// and at the end. Every malformed record becomes a [`Reject`] in the batch; the others load.
+///
+/// # Examples
+/// ```
+/// use std::sync::Arc;
+/// use arrow_array::Array;
+/// use arrow_array::cast::AsArray;
+/// use arrow_array::types::Int32Type;
+/// use arrow_schema::{DataType, Field, Schema};
+/// use etl_source_csv::Decoder;
+///
+/// let schema = Arc::new(Schema::new(vec![
+///     Field::new("name", DataType::Utf8View, true),
+///     Field::new("year", DataType::Int32, false),
+/// ]));
+/// // Columns are matched by name; `extra` is ignored.
+/// let mut dec = Decoder::new(schema, &["year", "extra", "name"]).unwrap();
+/// let input = b"2001,x,\"Falco rusticolus\"\n19x5,y,\"NA\"\n2003,z,\n";
+/// assert_eq!(dec.decode_eof(input).unwrap(), input.len());
+/// let batch = dec.flush().unwrap().unwrap();
+/// assert_eq!(batch.records, [2, 4]);
+/// let names = batch.data.column(0).as_string_view();
+/// assert_eq!(names.value(0), "Falco rusticolus");
+/// assert!(names.is_null(1));
+/// assert_eq!(batch.data.column(1).as_primitive::<Int32Type>().values(), &[2001, 2003]);
+/// assert_eq!(batch.rejects[0].record, 3);
+/// assert_eq!(batch.rejects[0].reason, "year: \"19x5\" is not an integer");
+/// ```
+#[derive(Debug)]
+pub struct Decoder {
+    schema: SchemaRef,
+    unit: Arc<str>,
+    columns: Vec<Column>,
+    /// Declared column -> field index in the file.
+    col_to_file: Vec<usize>,
+    /// Fields per record in the file (the header's length).
+    file_fields: usize,
+    delimiter: u8,
+    max_record_bytes: usize,
+    batch_size: usize,
+    /// Line on which the next record starts.
+    line: u64,
+    /// Inside an over-long record: drop bytes up to the next line end.
+    skipping: bool,
+    /// Raw bytes of the records consumed into this batch (view buffer 0).
+    data: Vec<u8>,
+    /// Unescaped values (view buffer 1).
+    extra: Vec<u8>,
+    records: Vec<u64>,
+    rejects: Vec<Reject>,
+    rows: usize,
+    consumed: u64,
+    fields: Vec<FieldPos>,
+    scratch: Vec<u8>,
+    data_hint: usize,
+}
+
+impl Decoder {
+    /// A decoder for `schema` over a file whose header is `header`, default options.
+    ///
+    /// # Errors
+    /// As [`DecoderBuilder::build`].
+    pub fn new<S: AsRef<str>>(schema: SchemaRef, header: &[S]) -> Result<Self> {
+        Self::builder(schema).build(header)
+    }
+
+    /// A builder, to set the unit name, options and batch size.
+    pub fn builder(schema: SchemaRef) -> DecoderBuilder {
+        DecoderBuilder {
+            schema,
+            unit: Arc::from(""),
+            options: CsvOptions::default(),
+            batch_size: 65_536,
+            first_line: 2,
+        }
+    }
+
+    /// The schema of the batches.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Records (rows or rejects) that can still be decoded before [`flush`](Self::flush)
+    /// must be called.
+    pub fn capacity(&self) -> usize {
+        if self.data.len() >= DATA_LIMIT {
+            return 0;
+        }
+        self.batch_size
+            .saturating_sub(self.rows + self.rejects.len())
+    }
+
+    /// Line number on which the next record starts.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Whether a flush would yield something (rows, rejects or consumed bytes).
+    pub fn has_pending(&self) -> bool {
+        self.rows > 0 || !self.rejects.is_empty() || self.consumed > 0
+    }
+
+    /// Decode the whole records at the start of `buf`; returns the bytes consumed.
+    ///
+    /// Stops when the batch is full ([`capacity`](Self::capacity) 0) or at the first
+    /// incomplete record: the caller keeps the unconsumed bytes and passes them again,
+    /// followed by more input. The caller's buffer must be able to hold
+    /// `max_record_bytes + 1` bytes, after which an incomplete record is rejected.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for fatal input errors.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<usize> {
+        Ok(self.decode_inner(buf, false))
+    }
+
+    /// Like [`decode`](Self::decode), but `buf` is the end of the input: the last record
+    /// needs no line end, and an unterminated quote is rejected.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    pub fn decode_eof(&mut self, buf: &[u8]) -> Result<usize> {
+        Ok(self.decode_inner(buf, true))
+    }
+
+    fn reject(&mut self, line: u64, column: Option<&str>, kind: &str, reason: String, raw: &[u8]) {
+        let raw = if raw.len() > MAX_RAW {
+            let mut s = String::from_utf8_lossy(&raw[..MAX_RAW]).into_owned();
+            s.push('…');
+            s
+        } else {
+            String::from_utf8_lossy(raw).into_owned()
+        };
+        self.rejects.push(Reject {
+            unit: self.unit.clone(),
+            record: line,
+            column: column.map(str::to_owned),
+            kind: kind.to_owned(),
+            reason,
+            raw,
+        });
+    }
+
+    /// Reject the first line of the record at `pos` (a stray quote); returns where the
+    /// next record starts.
+    fn reject_stray_quote(&mut self, buf: &[u8], pos: usize) -> usize {
+        let (end, next) = match memchr(b'\n', &buf[pos..]) {
+            Some(k) => (pos + k, pos + k + 1),
+            None => (buf.len(), buf.len()),
+        };
+        let end = if end > pos && buf[end - 1] == b'\r' {
+            end - 1
+        } else {
+            end
+        };
+        self.reject(
+            self.line,
+            None,
+            "unterminated_quote",
+            "unterminated quoted field: the quote opened on this line is not closed before the record goes wrong; line skipped".into(),
+            &buf[pos..end],
+        );
+        self.line += 1;
+        next
+    }
+
+    fn decode_inner(&mut self, buf: &[u8], eof: bool) -> usize {
+        let n = buf.len();
+        let mut pos = 0;
+        if self.skipping {
+            match memchr(b'\n', buf) {
+                Some(k) => {
+                    pos = k + 1;
+                    self.skipping = false;
+                    self.line += 1;
+                }
+                None => {
+                    if eof {
+                        self.skipping = false;
+                        self.line += 1;
+                    }
+                    self.consumed += n as u64;
+                    return n;
+                }
+            }
+        }
+        let copy_from = pos;
+        let base = self.data.len();
+        // UTF-8 is checked once for the whole input; records past the first bad byte are
+        // checked one by one.
+        let mut utf8_ok_until = copy_from;
+        while pos < n && self.capacity() > 0 && base + (pos - copy_from) < DATA_LIMIT {
+            let split = split(
+                &mut self.fields,
+                self.delimiter,
+                self.file_fields,
+                buf,
+                pos,
+                eof,
+            );
+            match split {
+                Split::Blank { next } => {
+                    self.line += 1;
+                    pos = next;
+                }
+                Split::StrayQuote => pos = self.reject_stray_quote(buf, pos),
+                Split::Incomplete { spanned } => {
+                    if n - pos <= self.max_record_bytes {
+                        break;
+                    }
+                    if spanned {
+                        pos = self.reject_stray_quote(buf, pos);
+                    } else {
+                        // One line longer than the limit: reject it and drop it up to its end.
+                        self.reject(
+                            self.line,
+                            None,
+                            "record_too_long",
+                            format!(
+                                "record is longer than max_record_bytes ({} bytes)",
+                                self.max_record_bytes
+                            ),
+                            &buf[pos..],
+                        );
+                        self.skipping = true;
+                        self.data.extend_from_slice(&buf[copy_from..pos]);
+                        self.consumed += n as u64;
+                        return n;
+                    }
+                }
+                Split::Record {
+                    end,
+                    next,
+                    newlines,
+                    spanned,
+                } => {
+                    let line = self.line;
+                    let nfields = self.fields.len();
+                    if spanned
+                        && (nfields != self.file_fields || next - pos > self.max_record_bytes)
+                    {
+                        pos = self.reject_stray_quote(buf, pos);
+                        continue;
+                    }
+                    self.line += 1 + newlines as u64;
+                    if nfields != self.file_fields {
+                        let reason =
+                            format!("expected {} fields, found {nfields}", self.file_fields);
+                        self.reject(line, None, "field_count", reason, &buf[pos..end]);
+                    } else if next - pos > self.max_record_bytes {
+                        let reason = format!(
+                            "record is longer than max_record_bytes ({} bytes)",
+                            self.max_record_bytes
+                        );
+                        self.reject(line, None, "record_too_long", reason, &buf[pos..end]);
+                    } else {
+                        if end > utf8_ok_until {
+                            utf8_ok_until = extend_utf8(buf, utf8_ok_until, end);
+                        }
+                        if end > utf8_ok_until {
+                            // Bad bytes in this record: look at it field by field.
+                            utf8_ok_until = next;
+                            if self.check_utf8(buf, pos, end, line) {
+                                self.push_record(buf, pos, end, line, base, copy_from);
+                            }
+                        } else {
+                            self.push_record(buf, pos, end, line, base, copy_from);
+                        }
+                    }
+                    pos = next;
+                }
+            }
+        }
+        self.data.extend_from_slice(&buf[copy_from..pos]);
+        self.consumed += pos as u64;
+        pos
+    }
+
+    /// Slow path for a record with invalid UTF-8 somewhere: reject it if a declared
+    /// column's field is not UTF-8; returns whether the record is good.
+    #[cold]
+    fn check_utf8(&mut self, buf: &[u8], pos: usize, end: usize, line: u64) -> bool {
+        for ci in 0..self.columns.len() {
+            let f = self.fields[self.col_to_file[ci]];
+            if let Err(e) = std::str::from_utf8(&buf[f.start..f.end]) {
+                let name = self.columns[ci].field.name().clone();
+                let at = f.start - pos + e.valid_up_to() + 1;
+                let reason = format!(
+                    "{name}: invalid UTF-8 at byte {at} of the record in {:?}",
+                    shown(&buf[f.start..f.end])
+                );
+                self.reject(line, Some(&name), "invalid_utf8", reason, &buf[pos..end]);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Append the fields of a good record to the columns, or reject it on the first bad
+    /// value. `buf[copy_from]` goes to position `base` of the batch's raw buffer.
+    #[inline]
+    fn push_record(
+        &mut self,
+        buf: &[u8],
+        pos: usize,
+        end: usize,
+        line: u64,
+        base: usize,
+        copy_from: usize,
+    ) {
+        let row = self.rows;
+        for ci in 0..self.columns.len() {
+            let f = self.fields[self.col_to_file[ci]];
+            let col = &mut self.columns[ci];
+            let res = if !f.escaped {
+                col.push(
+                    &buf[f.start..f.end],
+                    ViewSource {
+                        buffer: 0,
+                        offset: (base + f.start - copy_from) as u32,
+                    },
+                )
+            } else if col.is_text() {
+                let off = self.extra.len();
+                unescape_into(&buf[f.start..f.end], &mut self.extra);
+                col.push(
+                    &self.extra[off..],
+                    ViewSource {
+                        buffer: 1,
+                        offset: off as u32,
+                    },
+                )
+            } else {
+                self.scratch.clear();
+                unescape_into(&buf[f.start..f.end], &mut self.scratch);
+                col.push(
+                    &self.scratch,
+                    ViewSource {
+                        buffer: 1,
+                        offset: 0,
+                    },
+                )
+            };
+            if let Err(e) = res {
+                self.bad_value(buf, pos, end, line, row, ci, e);
+                return;
+            }
+        }
+        self.rows += 1;
+        self.records.push(line);
+    }
+
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn bad_value(
+        &mut self,
+        buf: &[u8],
+        pos: usize,
+        end: usize,
+        line: u64,
+        row: usize,
+        ci: usize,
+        e: ValueError,
+    ) {
+        for c in &mut self.columns[..ci] {
+            c.truncate(row);
+        }
+        let f = self.fields[self.col_to_file[ci]];
+        let mut value = Vec::new();
+        if f.escaped {
+            unescape_into(&buf[f.start..f.end], &mut value);
+        } else {
+            value.extend_from_slice(&buf[f.start..f.end]);
+        }
+        let field = self.columns[ci].field.clone();
+        let reason = e.reason(field.name(), field.data_type(), &value);
+        self.reject(line, Some(field.name()), e.kind(), reason, &buf[pos..end]);
+    }
+
+    /// Take the decoded rows and rejects as a [`Batch`] (`None` if nothing is pending).
+    ///
+    /// `Batch.consumed` is the bytes consumed since the previous flush.
+    ///
+    /// # Errors
+    /// [`CsvError::Arrow`] if the arrays do not make a record batch (a bug).
+    pub fn flush(&mut self) -> Result<Option<Batch>> {
+        if !self.has_pending() {
+            return Ok(None);
+        }
+        self.data_hint = self.data_hint.max(self.data.len());
+        let data = std::mem::replace(&mut self.data, Vec::with_capacity(self.data_hint));
+        let mut buffers = vec![Buffer::from_vec(data)];
+        if !self.extra.is_empty() {
+            buffers.push(Buffer::from_vec(std::mem::take(&mut self.extra)));
+        }
+        let buffers: Arc<[Buffer]> = buffers.into();
+        let arrays = self
+            .columns
+            .iter_mut()
+            .map(|c| c.finish(&buffers))
+            .collect::<Vec<_>>();
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(self.rows)),
+        )?;
+        let records = std::mem::replace(&mut self.records, Vec::with_capacity(self.rows));
+        let mut batch = Batch::new(self.unit.clone(), data, records);
+        batch.rejects = std::mem::take(&mut self.rejects);
+        batch.consumed = std::mem::take(&mut self.consumed);
+        self.rows = 0;
+        Ok(Some(batch))
+    }
+}
+
+/// Extend the checked UTF-8 prefix of `buf` from `ok` to cover `want` (in windows of
+/// 64 KiB so that a full batch does not re-check the rest of the input); returns the new
+/// end of the valid prefix, which stops at the first invalid byte.
+#[inline]
+fn extend_utf8(buf: &[u8], mut ok: usize, want: usize) -> usize {
+    while ok < want {
+        let stop = (ok + (1 << 16)).max(want).min(buf.len());
+        match std::str::from_utf8(&buf[ok..stop]) {
+            Ok(_) => ok = stop,
+            Err(e) => {
+                ok += e.valid_up_to();
+                // A real error, or a character cut by the end of the input.
+                if e.error_len().is_some() || stop == buf.len() || e.valid_up_to() == 0 {
+                    return ok;
+                }
+            }
+        }
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(input: &str, eof: bool) -> (Split, Vec<String>) {
+        let mut f = Vec::new();
+        let s = split(&mut f, b',', 3, input.as_bytes(), 0, eof);
+        let v = f
+            .iter()
+            .map(|p| {
+                let raw = &input.as_bytes()[p.start..p.end];
+                let mut out = Vec::new();
+                if p.escaped {
+                    unescape_into(raw, &mut out);
+                } else {
+                    out.extend_from_slice(raw);
+                }
+                String::from_utf8(out).unwrap()
+            })
+            .collect();
+        (s, v)
+    }
+
+    #[test]
+    fn splits_quoted_unquoted_and_escaped_fields() {
+        let (s, v) = fields("\"a,b\",12,\"say \"\"hi\"\"\"\nrest", false);
+        assert_eq!(v, ["a,b", "12", "say \"hi\""]);
+        assert_eq!(
+            s,
+            Split::Record {
+                end: 21,
+                next: 22,
+                newlines: 0,
+                spanned: false
+            }
+        );
+        let (s, v) = fields("x,,\"\"\r\n", false);
+        assert_eq!(v, ["x", "", ""]);
+        assert!(matches!(
+            s,
+            Split::Record {
+                end: 5,
+                next: 7,
+                ..
+            }
+        ));
+        let (_, v) = fields("\"ab\"cd,e\"f,g\r\n", false);
+        assert_eq!(v, ["abcd", "e\"f", "g"]);
+    }
+
+    #[test]
+    fn incomplete_and_eof() {
+        assert_eq!(fields("a,b", false).0, Split::Incomplete { spanned: false });
+        assert!(matches!(
+            fields("a,b", true).0,
+            Split::Record {
+                end: 3,
+                next: 3,
+                ..
+            }
+        ));
+        assert_eq!(fields("\"a", false).0, Split::Incomplete { spanned: false });
+        assert_eq!(
+            fields("\"a\"", false).0,
+            Split::Incomplete { spanned: false }
+        );
+        assert_eq!(
+            fields("\"a\"\r", false).0,
+            Split::Incomplete { spanned: false }
+        );
+        assert_eq!(
+            fields("\"a\nb", false).0,
+            Split::Incomplete { spanned: true }
+        );
+        assert_eq!(fields("\"a\nb", true).0, Split::StrayQuote);
+        assert_eq!(fields("\r", false).0, Split::Incomplete { spanned: false });
+        assert_eq!(fields("\r\n", false).0, Split::Blank { next: 2 });
+        let (s, v) = fields("\"a\nb\",c,d\n", false);
+        assert_eq!(v, ["a\nb", "c", "d"]);
+        assert!(matches!(
+            s,
+            Split::Record {
+                newlines: 1,
+                spanned: true,
+                ..
+            }
+        ));
+    }
+}

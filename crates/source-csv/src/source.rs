@@ -1,0 +1,492 @@
+//! [`CsvSource`]: many CSV files as units, each streamed into typed batches.
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use etl_core::{Batch, BatchStream, Extract, ExtractOptions, SizeHint, Unit};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::decoder::{Decoder, Header};
+use crate::error::{CsvError, Result};
+use crate::options::CsvOptions;
+
+/// Which files a [`CsvSource`] reads.
+#[derive(Debug, Clone)]
+enum Files {
+    /// Files of `dir` whose name matches `pattern`.
+    Glob { dir: PathBuf, pattern: String },
+    /// These files.
+    List(Vec<PathBuf>),
+}
+
+/// A source of CSV files with an explicit schema: one unit per file.
+///
+/// Units are named by file name (the locator is the path) and sorted in natural order
+/// (`trade_db_2.csv` before `trade_db_10.csv`). Columns are matched by name in each file's
+/// header; extra columns are ignored. Every malformed record becomes an
+/// [`etl_core::Reject`] with its line number; the rest of the file loads.
+///
+/// Decoding runs on a dedicated thread per opened unit that reads the file in chunks and
+/// sends batches through a bounded channel of `ExtractOptions::buffer` batches, so memory
+/// stays flat whatever the file size. Dropping the stream stops the thread.
+///
+/// # Examples
+/// ```
+/// use etl_core::{Extract, ExtractOptions};
+/// use etl_source_csv::{CsvSource, cites_schema};
+/// use futures::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let header = etl_source_csv::CITES_COLUMNS.join(",");
+/// for n in [10, 2] {
+///     let row = format!("\"{n}\",2001,\"II\",\"Falco rusticolus\",,,,,\"live\",1.5,,\"NA\",,,,,,,,");
+///     std::fs::write(dir.path().join(format!("trade_db_{n}.csv")), format!("{header}\n{row}\n"))?;
+/// }
+/// let source = CsvSource::glob(cites_schema(), dir.path(), "trade_db_*.csv");
+/// let units = source.units().await?;
+/// assert_eq!(units[0].name, "trade_db_2.csv");
+/// let mut stream = source.open(&units[0], ExtractOptions::default())?;
+/// let batch = stream.next().await.unwrap()?;
+/// assert_eq!(batch.num_rows(), 1);
+/// assert_eq!(batch.records, [2]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CsvSource {
+    schema: SchemaRef,
+    files: Files,
+    options: CsvOptions,
+}
+
+impl CsvSource {
+    /// The files of `dir` whose name matches `pattern` (`*` any run of characters, `?`
+    /// one character; no path separators).
+    pub fn glob(schema: SchemaRef, dir: impl Into<PathBuf>, pattern: impl Into<String>) -> Self {
+        CsvSource {
+            schema,
+            files: Files::Glob {
+                dir: dir.into(),
+                pattern: pattern.into(),
+            },
+            options: CsvOptions::default(),
+        }
+    }
+
+    /// These files (their file names must be distinct).
+    pub fn files<P: Into<PathBuf>>(schema: SchemaRef, files: impl IntoIterator<Item = P>) -> Self {
+        CsvSource {
+            schema,
+            files: Files::List(files.into_iter().map(Into::into).collect()),
+            options: CsvOptions::default(),
+        }
+    }
+
+    /// Set the reading options.
+    pub fn with_options(mut self, options: CsvOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The reading options.
+    pub fn options(&self) -> &CsvOptions {
+        &self.options
+    }
+
+    /// The units, synchronously (what [`Extract::units`] runs on the blocking pool).
+    ///
+    /// # Errors
+    /// [`CsvError::Io`] if the directory or a file cannot be read,
+    /// [`CsvError::NoFiles`] if nothing matches, [`CsvError::DuplicateUnit`] if two listed
+    /// files share a name.
+    pub fn list_units(&self) -> Result<Vec<Unit>> {
+        let paths = match &self.files {
+            Files::Glob { dir, pattern } => {
+                let io = |source| CsvError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                };
+                let mut paths = Vec::new();
+                for entry in std::fs::read_dir(dir).map_err(io)? {
+                    let entry = entry.map_err(io)?;
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    if glob_match(pattern, name) && entry.path().is_file() {
+                        paths.push(entry.path());
+                    }
+                }
+                if paths.is_empty() {
+                    return Err(CsvError::NoFiles {
+                        dir: dir.display().to_string(),
+                        pattern: pattern.clone(),
+                    });
+                }
+                paths
+            }
+            Files::List(list) => list.clone(),
+        };
+        let mut units = Vec::with_capacity(paths.len());
+        for path in paths {
+            let meta = std::fs::metadata(&path).map_err(|source| CsvError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            units.push(Unit {
+                name: file_name(&path),
+                locator: path.display().to_string(),
+                size: Some(SizeHint::Bytes(meta.len())),
+            });
+        }
+        units.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        if let Some(w) = units.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(CsvError::DuplicateUnit {
+                name: w[0].name.clone(),
+            });
+        }
+        Ok(units)
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+impl Extract for CsvSource {
+    fn name(&self) -> &str {
+        "csv"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn units(&self) -> etl_core::Result<Vec<Unit>> {
+        let this = self.clone();
+        let units = tokio::task::spawn_blocking(move || this.list_units())
+            .await
+            .map_err(|e| etl_core::Error::component(etl_core::Stage::Extract, "csv", false, e))??;
+        Ok(units)
+    }
+
+    fn open(&self, unit: &Unit, options: ExtractOptions) -> etl_core::Result<BatchStream> {
+        self.options.validate()?;
+        let job = ReadJob {
+            schema: self.schema.clone(),
+            unit: Arc::from(unit.name.as_str()),
+            path: PathBuf::from(&unit.locator),
+            options: self.options.clone(),
+            batch_size: options.batch_size.max(1),
+        };
+        let buffer = options.buffer.max(1);
+        // Nothing is read before the stream is polled.
+        let stream = futures::stream::once(async move {
+            let (tx, rx) = mpsc::channel(buffer);
+            let spawned = std::thread::Builder::new()
+                .name(format!("csv:{}", job.unit))
+                .spawn(move || job.run(&tx));
+            match spawned {
+                Ok(_) => tokio_stream(rx).boxed(),
+                Err(e) => futures::stream::once(async move {
+                    Err(etl_core::Error::component(
+                        etl_core::Stage::Extract,
+                        "csv",
+                        true,
+                        e,
+                    ))
+                })
+                .boxed(),
+            }
+        })
+        .flatten();
+        Ok(stream.boxed())
+    }
+}
+
+fn tokio_stream(
+    mut rx: mpsc::Receiver<etl_core::Result<Batch>>,
+) -> impl futures::Stream<Item = etl_core::Result<Batch>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// One file being read on its own thread.
+struct ReadJob {
+    schema: SchemaRef,
+    unit: Arc<str>,
+    path: PathBuf,
+    options: CsvOptions,
+    batch_size: usize,
+}
+
+type Sender = mpsc::Sender<etl_core::Result<Batch>>;
+
+impl ReadJob {
+    fn run(self, tx: &Sender) {
+        if let Err(e) = self.read(tx) {
+            let _ = tx.blocking_send(Err(e.into()));
+        }
+    }
+
+    /// Read the file; `Ok` also when the receiver went away (the stream was dropped).
+    fn read(&self, tx: &Sender) -> Result<()> {
+        let io = |source| CsvError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let mut file = File::open(&self.path).map_err(io)?;
+        let chunk = self.options.chunk_size();
+        let mut buf: Vec<u8> = Vec::with_capacity(chunk);
+        let mut start = 0usize;
+        let mut eof;
+        // Header.
+        let header = loop {
+            eof = fill(
+                &mut file,
+                &mut buf,
+                &mut start,
+                chunk,
+                self.options.max_record_bytes(),
+            )
+            .map_err(io)?;
+            if let Some(h) = Header::parse(&self.unit, &buf, &self.options, eof)? {
+                break h;
+            }
+            if eof {
+                return Err(CsvError::NoHeader {
+                    unit: self.unit.to_string(),
+                });
+            }
+        };
+        let mut decoder = Decoder::builder(self.schema.clone())
+            .unit(self.unit.clone())
+            .options(self.options.clone())
+            .batch_size(self.batch_size)
+            .first_line(header.next_line)
+            .build(&header.names)?;
+        start = header.len;
+        let header_bytes = header.len as u64;
+        // Header bytes count towards the first batch's `consumed`.
+        let mut extra = header_bytes;
+        let mut sent = false;
+        loop {
+            let n = if eof {
+                decoder.decode_eof(&buf[start..])?
+            } else {
+                decoder.decode(&buf[start..])?
+            };
+            start += n;
+            if decoder.capacity() == 0 {
+                if !self.send(tx, &mut decoder, &mut extra, &mut sent)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            if eof {
+                // At the end of the input `decode_eof` consumes everything.
+                break;
+            }
+            eof = fill(
+                &mut file,
+                &mut buf,
+                &mut start,
+                chunk,
+                self.options.max_record_bytes(),
+            )
+            .map_err(io)?;
+        }
+        if decoder.has_pending() {
+            self.send(tx, &mut decoder, &mut extra, &mut sent)?;
+        } else if !sent {
+            // No data rows at all: one empty batch still reports the bytes read.
+            let _ = tx.blocking_send(Ok(empty_batch(&self.schema, &self.unit, extra)));
+        }
+        Ok(())
+    }
+
+    /// Flush the decoder and send the batch; `false` if the stream was dropped.
+    fn send(
+        &self,
+        tx: &Sender,
+        decoder: &mut Decoder,
+        extra: &mut u64,
+        sent: &mut bool,
+    ) -> Result<bool> {
+        if let Some(mut batch) = decoder.flush()? {
+            batch.consumed += std::mem::take(extra);
+            *sent = true;
+            return Ok(tx.blocking_send(Ok(batch)).is_ok());
+        }
+        Ok(true)
+    }
+}
+
+fn empty_batch(schema: &SchemaRef, unit: &Arc<str>, consumed: u64) -> Batch {
+    let mut b = Batch::new(
+        unit.clone(),
+        arrow_array::RecordBatch::new_empty(schema.clone()),
+        Vec::new(),
+    );
+    b.consumed = consumed;
+    b
+}
+
+/// Drop the consumed prefix of `buf` and read about `chunk` more bytes; returns whether
+/// the end of the file was reached.
+fn fill(
+    file: &mut File,
+    buf: &mut Vec<u8>,
+    start: &mut usize,
+    chunk: usize,
+    max: usize,
+) -> std::io::Result<bool> {
+    buf.drain(..*start);
+    *start = 0;
+    let want = buf.len() + chunk.max(max.min(1 << 16));
+    let mut eof = false;
+    let old = buf.len();
+    buf.resize(want, 0);
+    let mut filled = old;
+    while filled < want {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(filled);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(filled);
+    Ok(eof)
+}
+
+/// Whether `name` matches `pattern`: `*` any run of characters, `?` one character.
+///
+/// ```
+/// use etl_source_csv::glob_match;
+/// assert!(glob_match("trade_db_*.csv", "trade_db_12.csv"));
+/// assert!(glob_match("?.csv", "a.csv"));
+/// assert!(!glob_match("trade_db_*.csv", "trade_db_1.csv.gz"));
+/// ```
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = name.chars().collect();
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Natural order: runs of digits compare as numbers (`file2` < `file10`); ties fall back
+/// to plain string order.
+///
+/// ```
+/// use etl_source_csv::natural_cmp;
+/// use std::cmp::Ordering;
+/// assert_eq!(natural_cmp("trade_db_2.csv", "trade_db_10.csv"), Ordering::Less);
+/// ```
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let si = i;
+            while i < x.len() && x[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < y.len() && y[j].is_ascii_digit() {
+                j += 1;
+            }
+            let da = trim_zeros(&x[si..i]);
+            let db = trim_zeros(&y[sj..j]);
+            let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if x[i] != y[j] {
+                return x[i].cmp(&y[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| a.cmp(b))
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let k = d.iter().position(|&c| c != b'0').unwrap_or(d.len());
+    &d[k..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("*.csv", ".csv"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(glob_match("a*b*c", "abc"));
+        assert!(!glob_match("a*b*c", "abcd"));
+        assert!(glob_match("trade_db_??.csv", "trade_db_10.csv"));
+        assert!(!glob_match("trade_db_??.csv", "trade_db_1.csv"));
+        assert!(!glob_match("trade_db_*.csv", "other.csv"));
+        assert!(glob_match("*db*", "trade_db_1.csv"));
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec![
+            "trade_db_10.csv",
+            "trade_db_2.csv",
+            "trade_db_1.csv",
+            "trade_db_02.csv",
+            "a.csv",
+            "trade_db_100.csv",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "a.csv",
+                "trade_db_1.csv",
+                "trade_db_02.csv",
+                "trade_db_2.csv",
+                "trade_db_10.csv",
+                "trade_db_100.csv"
+            ]
+        );
+    }
+}
