@@ -1,1 +1,40 @@
-//! ferry `source-bubble` (work in progress).
+//! # etl-source-bubble
+//!
+//! The [Bubble](https://bubble.io) Data API as a ferry source.
+//!
+//! * [`BubbleClient`]: `GET {base}/obj/{type}` with `Authorization: Bearer`, a request rate
+//!   it never exceeds (shared by every task using it), `Retry-After`, backoff with jitter on
+//!   429/503/5xx, loud errors naming the type and page when retries run out, immediate
+//!   errors on 401/404.
+//! * [`KeysetPager`]: pages by `Created Date` then `_id`, seeking with `greater than`, never
+//!   by offset (the API stops returning things past an offset of ~50,000 while `remaining`
+//!   stays positive), de-duplicating boundary ids and stopping on an empty page.
+//! * [`TypeSchema`]: a declared schema per type, with keys in both key modes (display names
+//!   or generated ids); [`RecordDecoder`] turns things into typed Arrow batches (values
+//!   that do not fit are rejects with a reason) or lossless raw text batches.
+//! * [`BubbleExtract`]: a type as an [`etl_core::Extract`] whose units are disjoint
+//!   `Created Date` windows, paged concurrently.
+//! * `export` (feature `export`): a type streamed to CSV and Parquet, and read back.
+//! * `test_server` (feature `test-server`): a Bubble-compatible server on 127.0.0.1.
+
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+#[cfg(feature = "export")]
+pub mod export;
+mod extract;
+pub mod schema;
+#[cfg(feature = "test-server")]
+pub mod test_server;
+
+pub use client::{
+    BubbleClient, BubbleConfig, ClientStats, Constraint, KeysetPager, MAX_PAGE_SIZE, Page,
+    PageQuery, Window,
+};
+pub use error::{BubbleError, Result};
+pub use extract::BubbleExtract;
+pub use schema::{
+    FieldKind, FieldSpec, KeyMode, RecordDecoder, TypeSchema, TypedTransform, format_datetime,
+    parse_datetime, parse_decimal,
+};
