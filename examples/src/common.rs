@@ -1,1 +1,61 @@
-//! Helpers every example shares.
+//! Helpers every example shares: a PostgreSQL to talk to, Ctrl-C handling, report output.
+
+use std::path::{Path, PathBuf};
+
+use etl_core::{CancellationToken, RunReport};
+
+/// The database URL to use and, when none was given, the throwaway cluster started for it
+/// (stopped when dropped).
+pub struct Database {
+    /// URL with credentials; never print it (use [`Database::redacted`]).
+    pub url: String,
+    /// The local cluster, if this process started one.
+    pub local: Option<etl_testkit::TempPostgres>,
+}
+
+impl Database {
+    /// `given` (from `--database-url` / `DATABASE_URL`), else a throwaway cluster under
+    /// `target/ferry-pg/<name>` started from the installed PostgreSQL binaries.
+    pub async fn open(given: Option<&etl_core::Secret>, name: &str) -> anyhow::Result<Self> {
+        let (url, local) =
+            etl_testkit::database_url_or_start(given.map(|s| s.expose()), name).await?;
+        if local.is_some() {
+            tracing::info!(url = %etl_core::config::redact_url(&url), "started a throwaway PostgreSQL (no --database-url / DATABASE_URL given)");
+        }
+        Ok(Database { url, local })
+    }
+
+    /// The URL without its password.
+    pub fn redacted(&self) -> String {
+        etl_core::config::redact_url(&self.url)
+    }
+}
+
+/// A token cancelled on Ctrl-C: the run stops at the next batch and rolls back the units
+/// in flight (committed units stay; `--resume` continues).
+pub fn cancel_on_ctrl_c() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!(
+                "Ctrl-C: stopping after the current batch; rerun with --resume to continue"
+            );
+            t.cancel();
+        }
+    });
+    token
+}
+
+/// Print the summary and where the report is.
+pub fn print_report(report: &RunReport, dir: &Path) {
+    println!("{}", report.summary_text());
+    println!("report: {}", dir.join("report.json").display());
+}
+
+/// A file or folder bundled with the examples (`examples/data/...`), found from the
+/// package directory at build time, so `cargo run --example ...` works from anywhere in
+/// the workspace.
+pub fn bundled(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
+}

@@ -150,6 +150,7 @@ pub fn init_tracing(verbosity: i8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(|| BarSafeWriter)
         .try_init();
 }

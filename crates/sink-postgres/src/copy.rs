@@ -158,7 +158,7 @@ fn supported(dt: &DataType, pg: PgType) -> bool {
     match dt {
         DataType::Null => true,
         DataType::Boolean => pg == Bool,
-        d if is_int(d) => matches!(pg, Int2 | Int4 | Int8 | Numeric | Float8 | Float4),
+        d if is_int(d) => matches!(pg, Int2 | Int4 | Int8 | Numeric | Float8 | Float4 | Text),
         DataType::Float32 | DataType::Float64 => matches!(pg, Float4 | Float8 | Numeric),
         DataType::Decimal128(_, _) => matches!(pg, Numeric | Float8 | Float4),
         d if is_str(d) => matches!(pg, Text | Json | Jsonb | Uuid | Numeric),
@@ -357,6 +357,24 @@ fn write_int(v: i128, pg: PgType, out: &mut BytesMut) -> std::result::Result<(),
             out.put_i64(x);
         }
         PgType::Numeric => write_numeric_scaled(v, 0, out)?,
+        PgType::Text => {
+            let mut digits = [0u8; 40];
+            let mut i = digits.len();
+            let mut x = v.unsigned_abs();
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (x % 10) as u8;
+                x /= 10;
+                if x == 0 {
+                    break;
+                }
+            }
+            if v < 0 {
+                i -= 1;
+                digits[i] = b'-';
+            }
+            write_bytes(&digits[i..], out);
+        }
         _ => write_float(v as f64, pg, out)?,
     }
     Ok(())

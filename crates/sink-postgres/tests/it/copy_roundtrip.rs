@@ -14,7 +14,7 @@ async fn every_supported_type_round_trips_through_binary_copy() {
     sqlx::query(
         "CREATE TABLE t (i2 smallint, i4 integer, i8 bigint, f8 double precision, n numeric,
             n2 numeric(10,2), t text, v varchar(20), b boolean, d date, ts timestamp, tz timestamptz,
-            u uuid, us uuid, j jsonb, tags text[], id uuid DEFAULT gen_random_uuid())",
+            u uuid, us uuid, j jsonb, tags text[], rid text, id uuid DEFAULT gen_random_uuid())",
     )
     .execute(&mut conn)
     .await
@@ -44,6 +44,7 @@ async fn every_supported_type_round_trips_through_binary_copy() {
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             true,
         ),
+        Field::new("rid", DataType::Int64, true),
     ]));
     let mut tags = ListBuilder::new(StringBuilder::new());
     tags.values().append_value("a");
@@ -92,6 +93,7 @@ async fn every_supported_type_round_trips_through_binary_copy() {
             ])),
             Arc::new(StringArray::from(vec![Some(r#"{"a": [1, "x"]}"#), None])),
             Arc::new(tags.finish()),
+            Arc::new(Int64Array::from(vec![Some(-7_592_925_716), None])),
         ],
     )
     .unwrap();
@@ -112,7 +114,7 @@ async fn every_supported_type_round_trips_through_binary_copy() {
     assert_eq!(copy.finish().await.unwrap(), 2);
 
     let row: (String,) = sqlx::query_as(
-        "SELECT concat_ws('|', i2, i4, i8, f8, n, n2, t, v, b, d, ts, tz AT TIME ZONE 'UTC', u, us, j, tags, id IS NOT NULL)
+        "SELECT concat_ws('|', i2, i4, i8, f8, n, n2, t, v, b, d, ts, tz AT TIME ZONE 'UTC', u, us, j, tags, rid, id IS NOT NULL)
            FROM t WHERE i2 IS NOT NULL",
     )
     .fetch_one(&mut conn)
@@ -120,7 +122,7 @@ async fn every_supported_type_round_trips_through_binary_copy() {
     .unwrap();
     assert_eq!(
         row.0,
-        "-7|2024|7592925716|0.25|2500000000.12345|27550.00|Falco rusticolus, a longer text|NA|t|2026-01-30|2026-01-30 14:30:00.123456|2026-01-30 14:30:00|67e55044-10b1-426f-9247-bb680e5fe0c8|67e55044-10b1-426f-9247-bb680e5fe0c8|{\"a\": [1, \"x\"]}|{a,\"b,c\"}|t"
+        "-7|2024|7592925716|0.25|2500000000.12345|27550.00|Falco rusticolus, a longer text|NA|t|2026-01-30|2026-01-30 14:30:00.123456|2026-01-30 14:30:00|67e55044-10b1-426f-9247-bb680e5fe0c8|67e55044-10b1-426f-9247-bb680e5fe0c8|{\"a\": [1, \"x\"]}|{a,\"b,c\"}|-7592925716|t"
     );
     let nulls: (i64,) = sqlx::query_as(
         "SELECT count(*) FROM t WHERE i2 IS NULL AND i4 IS NULL AND n IS NULL AND t IS NULL AND u IS NULL AND tags IS NULL AND j IS NULL",

@@ -1,0 +1,200 @@
+//! The CITES database objects, created idempotently with the original project's columns
+//! (see `examples/data/README.md`), and the species / synonym seed lists.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use sqlx::{Executor, PgConnection};
+
+/// Tables of the CITES migration.
+pub const LIVE: &str = "cites_trade_records";
+/// Per-file migration log (seed 000 §1.3).
+pub const MIGRATION_LOG: &str = "cites_migration_log";
+/// Rejected lines (seed 000 §3.1).
+pub const IMPORT_ERRORS: &str = "cites_trade_import_errors";
+/// Aggregated summaries, one row per species.
+pub const SUMMARY: &str = "species_trade_summary";
+
+/// Every statement is idempotent (`IF NOT EXISTS`), so it runs on every start.
+///
+/// Differences from the original, on purpose: `quantity` is `numeric` (the original
+/// `numeric(10,2)` overflowed and rounded real quantities); every CSV column is kept
+/// (`record_id`, `reporter_type`, the three permit ids); `record_id` gets an index (the
+/// duplicate check and lookups by CITES id use it). `species.scientific_name` stays
+/// non-unique as in production.
+pub const DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS species (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    scientific_name text NOT NULL,
+    common_name text NOT NULL DEFAULT '',
+    kingdom text NOT NULL DEFAULT '',
+    phylum text NOT NULL DEFAULT '',
+    class text NOT NULL DEFAULT '',
+    order_name text NOT NULL DEFAULT '',
+    family text NOT NULL DEFAULT '',
+    genus text NOT NULL DEFAULT '',
+    species_name text NOT NULL DEFAULT '',
+    authority text,
+    sis_id integer,
+    inaturalist_id integer,
+    created_at timestamptz DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS species_scientific_name_idx ON species (scientific_name);
+CREATE TABLE IF NOT EXISTS species_synonyms (
+    synonym text PRIMARY KEY,
+    scientific_name text NOT NULL,
+    note text
+);
+CREATE TABLE IF NOT EXISTS cites_listings (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    species_id uuid NOT NULL REFERENCES species(id) ON DELETE CASCADE,
+    appendix text NOT NULL,
+    listing_date date NOT NULL,
+    notes text,
+    is_current boolean DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS cites_trade_records (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    species_id uuid NOT NULL REFERENCES species(id) ON DELETE CASCADE,
+    record_id text,
+    year integer NOT NULL,
+    appendix text NOT NULL,
+    taxon text NOT NULL,
+    class text,
+    order_name text,
+    family text,
+    genus text,
+    term text NOT NULL,
+    quantity numeric,
+    unit text,
+    importer text,
+    exporter text,
+    origin text,
+    purpose text,
+    source text,
+    reporter_type text,
+    import_permit text,
+    export_permit text,
+    origin_permit text
+);
+CREATE INDEX IF NOT EXISTS cites_trade_records_species_id_idx ON cites_trade_records (species_id);
+CREATE INDEX IF NOT EXISTS cites_trade_records_year_idx ON cites_trade_records (year);
+CREATE INDEX IF NOT EXISTS cites_trade_records_record_id_idx ON cites_trade_records (record_id);
+CREATE TABLE IF NOT EXISTS species_trade_summary (
+    species_id uuid PRIMARY KEY REFERENCES species(id) ON DELETE CASCADE,
+    last_updated_at timestamptz,
+    total_trade_records integer,
+    overall_min_year integer,
+    overall_max_year integer,
+    overall_total_quantity numeric,
+    distinct_years jsonb,
+    distinct_terms jsonb,
+    distinct_importers jsonb,
+    distinct_exporters jsonb,
+    annual_summaries jsonb
+);
+"#;
+
+/// Create every table the migration needs (idempotent).
+pub async fn ensure(conn: &mut PgConnection) -> anyhow::Result<()> {
+    conn.execute(DDL)
+        .await
+        .context("creating the CITES tables")?;
+    Ok(())
+}
+
+/// Read a two-column CSV (`a,b` header then rows; simple quoting) into pairs.
+pub fn read_pairs(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields = split_csv_line(line);
+        if fields.len() < 2 || fields[0].trim().is_empty() {
+            anyhow::bail!(
+                "{}:{}: expected two columns, got {line:?}",
+                path.display(),
+                i + 1
+            );
+        }
+        out.push((fields[0].trim().to_owned(), fields[1].trim().to_owned()));
+    }
+    Ok(out)
+}
+
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                out.last_mut().unwrap().push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            c => out.last_mut().unwrap().push(c),
+        }
+    }
+    out
+}
+
+/// Add species (`scientific_name,common_name`) that are not there yet; returns how many
+/// were added. Existing rows are never changed.
+pub async fn add_species(
+    conn: &mut PgConnection,
+    species: &[(String, String)],
+) -> anyhow::Result<u64> {
+    let names: Vec<&str> = species.iter().map(|(n, _)| n.as_str()).collect();
+    let commons: Vec<&str> = species.iter().map(|(_, c)| c.as_str()).collect();
+    let r = sqlx::query(
+        "INSERT INTO species (scientific_name, common_name, genus, species_name)
+         SELECT DISTINCT ON (n) n, c, split_part(n, ' ', 1), n
+           FROM UNNEST($1::text[], $2::text[]) AS s(n, c)
+          WHERE NOT EXISTS (SELECT 1 FROM species sp WHERE sp.scientific_name = s.n)",
+    )
+    .bind(&names)
+    .bind(&commons)
+    .execute(conn)
+    .await
+    .context("adding species")?;
+    Ok(r.rows_affected())
+}
+
+/// Add synonym pairs (`synonym,scientific_name`), replacing an existing pair's target.
+pub async fn add_synonyms(
+    conn: &mut PgConnection,
+    pairs: &[(String, String)],
+) -> anyhow::Result<u64> {
+    let a: Vec<&str> = pairs.iter().map(|(x, _)| x.as_str()).collect();
+    let b: Vec<&str> = pairs.iter().map(|(_, y)| y.as_str()).collect();
+    let r = sqlx::query(
+        "INSERT INTO species_synonyms (synonym, scientific_name)
+         SELECT * FROM UNNEST($1::text[], $2::text[])
+         ON CONFLICT (synonym) DO UPDATE SET scientific_name = EXCLUDED.scientific_name",
+    )
+    .bind(&a)
+    .bind(&b)
+    .execute(conn)
+    .await
+    .context("adding species synonyms")?;
+    Ok(r.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_lines_split_with_quotes() {
+        assert_eq!(
+            split_csv_line("a,\"b, c\",\"d\"\"e\""),
+            vec!["a", "b, c", "d\"e"]
+        );
+    }
+}
