@@ -135,6 +135,11 @@ fn split(
                 false
             };
             if junk {
+                if spanned {
+                    // Text after a closing quote once a quote crossed a line: the quotes
+                    // are out of step (a stray quote earlier on the first line).
+                    return Split::StrayQuote;
+                }
                 escaped = true;
                 match memchr2(delim, b'\n', &buf[k..]) {
                     Some(x) => k += x,
@@ -533,7 +538,7 @@ impl Decoder {
     /// Stops when the batch is full ([`capacity`](Self::capacity) 0) or at the first
     /// incomplete record: the caller keeps the unconsumed bytes and passes them again,
     /// followed by more input. The caller's buffer must be able to hold
-    /// `max_record_bytes + 1` bytes, after which an incomplete record is rejected.
+    /// `max_record_bytes + 2` bytes, after which an incomplete record is rejected.
     ///
     /// # Errors
     /// None today; the `Result` leaves room for fatal input errors.
@@ -565,6 +570,28 @@ impl Decoder {
             kind: kind.to_owned(),
             reason,
             raw,
+        });
+    }
+
+    /// Reject the record starting on `line` as longer than `max_record_bytes`; its raw
+    /// text is cut at `min(max_record_bytes, 1024)` bytes.
+    fn reject_too_long(&mut self, line: u64, raw: &[u8]) {
+        let keep = raw.len().min(self.max_record_bytes).min(MAX_RAW);
+        let mut text = String::from_utf8_lossy(&raw[..keep]).into_owned();
+        if keep < raw.len() {
+            text.push('…');
+        }
+        let reason = format!(
+            "record is longer than max_record_bytes ({} bytes)",
+            self.max_record_bytes
+        );
+        self.rejects.push(Reject {
+            unit: self.unit.clone(),
+            record: line,
+            column: None,
+            kind: "record_too_long".to_owned(),
+            reason,
+            raw: text,
         });
     }
 
@@ -630,25 +657,26 @@ impl Decoder {
                     self.line += 1;
                     pos = next;
                 }
-                Split::StrayQuote => pos = self.reject_stray_quote(buf, pos),
+                Split::StrayQuote => {
+                    if memchr(b'\n', &buf[pos..]).is_none() && n - pos > self.max_record_bytes + 1 {
+                        // A last line longer than the limit: the same verdict as when it
+                        // arrives in pieces.
+                        self.reject_too_long(self.line, &buf[pos..]);
+                        pos = n;
+                        self.line += 1;
+                    } else {
+                        pos = self.reject_stray_quote(buf, pos);
+                    }
+                }
                 Split::Incomplete { spanned } => {
-                    if n - pos <= self.max_record_bytes {
+                    if n - pos <= self.max_record_bytes + 1 {
                         break;
                     }
                     if spanned {
                         pos = self.reject_stray_quote(buf, pos);
                     } else {
                         // One line longer than the limit: reject it and drop it up to its end.
-                        self.reject(
-                            self.line,
-                            None,
-                            "record_too_long",
-                            format!(
-                                "record is longer than max_record_bytes ({} bytes)",
-                                self.max_record_bytes
-                            ),
-                            &buf[pos..],
-                        );
+                        self.reject_too_long(self.line, &buf[pos..]);
                         self.skipping = true;
                         self.data.extend_from_slice(&buf[copy_from..pos]);
                         self.consumed += n as u64;
@@ -663,23 +691,18 @@ impl Decoder {
                 } => {
                     let line = self.line;
                     let nfields = self.fields.len();
-                    if spanned
-                        && (nfields != self.file_fields || next - pos > self.max_record_bytes)
-                    {
+                    let too_long = end - pos > self.max_record_bytes;
+                    if spanned && (nfields != self.file_fields || too_long) {
                         pos = self.reject_stray_quote(buf, pos);
                         continue;
                     }
                     self.line += 1 + newlines as u64;
-                    if nfields != self.file_fields {
+                    if too_long {
+                        self.reject_too_long(line, &buf[pos..end]);
+                    } else if nfields != self.file_fields {
                         let reason =
                             format!("expected {} fields, found {nfields}", self.file_fields);
                         self.reject(line, None, "field_count", reason, &buf[pos..end]);
-                    } else if next - pos > self.max_record_bytes {
-                        let reason = format!(
-                            "record is longer than max_record_bytes ({} bytes)",
-                            self.max_record_bytes
-                        );
-                        self.reject(line, None, "record_too_long", reason, &buf[pos..end]);
                     } else {
                         if end > utf8_ok_until {
                             utf8_ok_until = extend_utf8(buf, utf8_ok_until, end);
