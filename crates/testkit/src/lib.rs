@@ -25,7 +25,9 @@
 //!
 //! Every server listens on `127.0.0.1` only.
 
-use std::ffi::{CStr, CString, OsString};
+#![warn(missing_docs)]
+
+use std::ffi::{CString, OsString};
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -254,9 +256,6 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     if rc != 0 || result.is_null() {
         return None;
     }
-    debug_assert!(!pwd.pw_name.is_null());
-    // SAFETY: getpwnam_r succeeded, so pw_name points to a NUL-terminated string inside `buf`.
-    let _ = unsafe { CStr::from_ptr(pwd.pw_name) };
     Some((pwd.pw_uid, pwd.pw_gid))
 }
 
