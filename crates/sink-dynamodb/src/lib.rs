@@ -1,1 +1,39 @@
-//! ferry `sink-dynamodb` (work in progress).
+//! # etl-sink-dynamodb
+//!
+//! DynamoDB for ferry pipelines. Library code takes an [`aws_sdk_dynamodb::Client`] from
+//! the caller (credentials, region, endpoint and SDK retries are the caller's choice).
+//!
+//! * [`mapping`]: Arrow rows -> items (`S`, `N`, `BOOL`, `NULL`, `L`, `M`, `SS`/`NS`, `B`),
+//!   for any pipeline; the JSON forms of items.
+//! * [`ItemWriter`]: `BatchWriteItem` in calls of 25, `concurrency` in flight, keys
+//!   de-duplicated (last wins, counted), items over 400 KB refused before sending,
+//!   `UnprocessedItems` and throttling retried with jittered exponential backoff up to
+//!   `max_retries`, then a failure naming the table and the keys.
+//! * [`DynamoLoad`]: the [`etl_core::Load`]; units are idempotent by key and recorded in a
+//!   [`JsonCheckpoint`] file, so `--resume` neither loses nor duplicates. [`ItemCheck`]
+//!   rejects rows that cannot become items, with their reason.
+//! * [`backup`]: parallel-segment `Scan` to Parquet and restore into the same table (PITR
+//!   cannot do that: it always creates a new table).
+//! * [`admin`]: tables, counts by `Scan` (`Select=COUNT`), static-credential clients.
+//! * `dynalite` (feature `dynalite`): a local server launcher for tests and examples.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod backup;
+mod checkpoint;
+#[cfg(feature = "dynalite")]
+pub mod dynalite;
+mod error;
+mod load;
+pub mod mapping;
+mod writer;
+
+pub use aws_sdk_dynamodb;
+pub use checkpoint::JsonCheckpoint;
+pub use error::{DynamoError, Result};
+pub use load::{DynamoLoad, DynamoUnitWriter, ItemCheck};
+pub use mapping::{Item, KeySchema, MappingOptions, NullMode};
+pub use writer::{
+    BATCH_WRITE_MAX, ItemWriter, PutOutcome, RefusedItem, WriteOptions, WriteStats, classify,
+};

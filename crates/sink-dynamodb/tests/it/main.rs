@@ -1,0 +1,454 @@
+//! Against a real dynalite (started per test on a free loopback port), and through a
+//! fault-injecting proxy for throttling and `UnprocessedItems`.
+
+mod proxy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use etl_core::{Batch, BatchStream, Extract, ExtractOptions, Pipeline, RunInfo, Unit, UnitStatus};
+use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, get_item};
+use etl_sink_dynamodb::backup::{RestoreMode, backup_source, backup_table, restore_table};
+use etl_sink_dynamodb::dynalite::Dynalite;
+use etl_sink_dynamodb::mapping::{item_to_plain_json, items_from_batch};
+use etl_sink_dynamodb::{
+    DynamoError, DynamoLoad, Item, ItemCheck, ItemWriter, JsonCheckpoint, KeySchema,
+    MappingOptions, WriteOptions,
+};
+use futures::StreamExt;
+use proxy::{Fault, FaultProxy};
+
+fn keys() -> KeySchema {
+    KeySchema::new("PK", Some("SK"))
+}
+
+async fn table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    ensure_table(
+        client,
+        &TableSpec {
+            name: name.into(),
+            keys: keys(),
+            indexes: vec![("GSI1".into(), "GSI1PK".into(), Some("GSI1SK".into()))],
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn item(pk: &str, sk: &str, value: &str) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), AttributeValue::S(pk.into())),
+        ("SK".to_owned(), AttributeValue::S(sk.into())),
+        ("Value".to_owned(), AttributeValue::S(value.into())),
+    ])
+}
+
+fn fast_retries(max_retries: u32) -> WriteOptions {
+    WriteOptions {
+        concurrency: 1,
+        max_retries,
+        retry_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_map_and_read_back_attribute_by_attribute() {
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "mapping").await;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("PK", DataType::Utf8, false),
+        Field::new("SK", DataType::Utf8, false),
+        Field::new("Total", DataType::Decimal128(12, 2), true),
+        Field::new("Qty", DataType::Int64, true),
+        Field::new(
+            "Tags",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            true,
+        ),
+    ]));
+    let mut tags =
+        arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
+    tags.values().append_value("GRAINS");
+    tags.values().append_value("CORN");
+    tags.append(true);
+    tags.append_null();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["SALE#1", "SALE#2"])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["#METADATA#sale", "#METADATA#sale"])),
+            Arc::new(
+                arrow_array::Decimal128Array::from(vec![Some(2_755_000), None])
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
+            ),
+            Arc::new(Int64Array::from(vec![Some(1000), Some(3)])),
+            Arc::new(tags.finish()),
+        ],
+    )
+    .unwrap();
+    let items: Vec<Item> = items_from_batch(&batch, &MappingOptions::default())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let w = ItemWriter::new(client.clone(), "mapping", keys(), WriteOptions::default());
+    let out = w.put_items(items.clone()).await.unwrap();
+    assert_eq!(out.written, 2);
+    for it in &items {
+        let key = keys().key_of("mapping", it).unwrap();
+        let back = get_item(&client, "mapping", key).await.unwrap().unwrap();
+        assert_eq!(item_to_plain_json(&back), item_to_plain_json(it));
+    }
+    let back = get_item(
+        &client,
+        "mapping",
+        keys().key_of("mapping", &items[0]).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(back["Total"], AttributeValue::N("27550".into()));
+    assert!(matches!(&back["Tags"], AttributeValue::L(l) if l.len() == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_25_dedup_last_wins_and_oversize_refused() {
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "dedup").await;
+    let mut items: Vec<Item> = (0..55)
+        .map(|i| item("P", &format!("{i:03}"), "first"))
+        .collect();
+    for i in 0..5 {
+        items.push(item("P", &format!("{i:03}"), "second"));
+    }
+    let mut big = item("P", "BIG", "");
+    big.insert("Blob".into(), AttributeValue::S("x".repeat(410 * 1024)));
+    items.insert(10, big);
+    let w = ItemWriter::new(client.clone(), "dedup", keys(), WriteOptions::default());
+    let out = w.put_items(items).await.unwrap();
+    assert_eq!(out.deduplicated, 5);
+    assert_eq!(out.written, 55);
+    assert_eq!(out.refused.len(), 1);
+    assert_eq!(out.refused[0].key, "PK=P, SK=BIG");
+    assert!(
+        out.refused[0].reason.contains("400 KB"),
+        "{}",
+        out.refused[0].reason
+    );
+    let stats = w.stats();
+    assert_eq!(stats.calls, 3, "55 items = 25 + 25 + 5");
+    assert_eq!((stats.deduplicated, stats.oversize), (5, 1));
+    assert_eq!(count_items(&client, "dedup", None, 3).await.unwrap(), 55);
+    let got = get_item(
+        &client,
+        "dedup",
+        keys().key_of("", &item("P", "003", "")).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        got["Value"],
+        AttributeValue::S("second".into()),
+        "last wins"
+    );
+    // Rewriting is idempotent.
+    w.put_items(
+        (0..55)
+            .map(|i| item("P", &format!("{i:03}"), "again"))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count_items(&client, "dedup", None, 1).await.unwrap(), 55);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_unprocessed_items_are_retried() {
+    let dl = Dynalite::start().await.unwrap();
+    table(&dl.client(None), "retry").await;
+    let proxy = FaultProxy::start(
+        dl.port(),
+        HashMap::from([
+            (2, Fault::Throughput),
+            (3, Fault::UnprocessedTail(0.4)),
+            (5, Fault::ServerError),
+            (6, Fault::Throttling),
+        ]),
+        None,
+    )
+    .await;
+    let client = etl_sink_dynamodb::admin::static_client(
+        &proxy.endpoint(),
+        "us-east-1",
+        Some(RetryConfig::disabled()),
+    );
+    let w = ItemWriter::new(client, "retry", keys(), fast_retries(5));
+    let items: Vec<Item> = (0..100)
+        .map(|i| item("R", &format!("{i:03}"), "v"))
+        .collect();
+    let out = w.put_items(items).await.unwrap();
+    assert_eq!(out.written, 100);
+    let stats = w.stats();
+    // 4 chunks; call 2 throttled (retried as 3, of which 10 unprocessed -> call 4),
+    // calls 5 and 6 fail, 7 succeeds, then the 4th chunk as call 8.
+    assert_eq!(stats.throttled, 3);
+    assert_eq!(stats.unprocessed_retried, 10);
+    assert_eq!(stats.calls, 8);
+    assert_eq!(proxy.batch_calls(), 8);
+    assert_eq!(
+        count_items(&dl.client(None), "retry", None, 2)
+            .await
+            .unwrap(),
+        100
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_exhausted_name_the_table_and_keys() {
+    let dl = Dynalite::start().await.unwrap();
+    table(&dl.client(None), "stuck").await;
+    let proxy = FaultProxy::start(dl.port(), HashMap::new(), Some(Fault::Throughput)).await;
+    let client = etl_sink_dynamodb::admin::static_client(
+        &proxy.endpoint(),
+        "us-east-1",
+        Some(RetryConfig::disabled()),
+    );
+    let w = ItemWriter::new(client, "stuck", keys(), fast_retries(2));
+    let err = w
+        .put_items(vec![item("S", "1", "v"), item("S", "2", "v")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DynamoError::RetriesExhausted {
+                attempts: 3,
+                pending: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("table `stuck`") && msg.contains("[PK=S, SK=1]"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("ProvisionedThroughputExceededException"),
+        "{msg}"
+    );
+    assert_eq!(proxy.batch_calls(), 3);
+}
+
+/// Units `u0..u4` of 100 rows each; `fail_unit` fails after its first batch (a crash
+/// in the middle of a unit, after some of its items were written).
+struct Rows {
+    schema: SchemaRef,
+    fail_unit: Option<usize>,
+}
+
+impl Extract for Rows {
+    fn name(&self) -> &str {
+        "rows"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    async fn units(&self) -> etl_core::Result<Vec<Unit>> {
+        Ok((0..5).map(|i| Unit::named(format!("u{i}"))).collect())
+    }
+    fn open(&self, unit: &Unit, _o: ExtractOptions) -> etl_core::Result<BatchStream> {
+        let u: usize = unit.name[1..].parse().unwrap();
+        let schema = self.schema.clone();
+        let fail = self.fail_unit == Some(u);
+        let name: Arc<str> = unit.name.as_str().into();
+        let batches = (0..4).map(move |b| {
+            if fail && b == 1 {
+                return Err(etl_core::Error::Config("simulated crash".into()));
+            }
+            let ids: Vec<i64> = (0..25).map(|i| (u * 100 + b * 25 + i) as i64).collect();
+            let pk: Vec<String> = ids.iter().map(|i| format!("ROW#{i}")).collect();
+            let value: Vec<f64> = ids
+                .iter()
+                .map(|i| if i % 50 == 7 { f64::NAN } else { *i as f64 })
+                .collect();
+            let data = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(pk)) as ArrayRef,
+                    Arc::new(StringArray::from(vec!["#METADATA#row"; 25])),
+                    Arc::new(Float64Array::from(value)),
+                ],
+            )?;
+            Ok(Batch::new(
+                name.clone(),
+                data,
+                ids.iter().map(|i| *i as u64).collect(),
+            ))
+        });
+        Ok(futures::stream::iter(batches.collect::<Vec<_>>()).boxed())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_load_resumes_without_duplicates_or_losses() {
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "resume").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = JsonCheckpoint::new(dir.path().join(".checkpoint.json"), "load:rows");
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("PK", DataType::Utf8, false),
+        Field::new("SK", DataType::Utf8, false),
+        Field::new("Value", DataType::Float64, true),
+    ]));
+    let sink = || {
+        DynamoLoad::new(
+            ItemWriter::new(client.clone(), "resume", keys(), WriteOptions::default()),
+            MappingOptions::default(),
+            ckpt.clone(),
+        )
+    };
+    let check = ItemCheck::new(keys(), MappingOptions::default());
+    let mut run = RunInfo::new("rows");
+    let first = Pipeline::new(
+        Rows {
+            schema: schema.clone(),
+            fail_unit: Some(3),
+        },
+        sink(),
+    )
+    .transform(check.clone())
+    .run(&run)
+    .await;
+    assert!(!first.succeeded());
+    let done: Vec<String> = ckpt
+        .completed()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(done.len(), 3, "{done:?}");
+    let partial = count_items(&client, "resume", None, 2).await.unwrap();
+    assert!(partial > 3 * 98 && partial < 5 * 98, "{partial}");
+
+    run.resume = true;
+    let second = Pipeline::new(
+        Rows {
+            schema,
+            fail_unit: None,
+        },
+        sink(),
+    )
+    .transform(check)
+    .run(&run)
+    .await;
+    assert!(second.succeeded(), "{:?}", second.error);
+    let statuses: Vec<UnitStatus> = second.units.iter().map(|u| u.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            UnitStatus::Resumed,
+            UnitStatus::Resumed,
+            UnitStatus::Resumed,
+            UnitStatus::Completed,
+            UnitStatus::Completed
+        ]
+    );
+    // 500 rows, 10 NaN values rejected (ids 7, 57, 107, ...) with their reason.
+    assert_eq!(second.totals.rejected, 10);
+    assert_eq!(second.totals.rejected_by_reason["unmappable"], 10);
+    assert_eq!(second.totals.loaded, 490);
+    assert_eq!(count_items(&client, "resume", None, 2).await.unwrap(), 490);
+    assert_eq!(ckpt.completed().unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_then_restore_rolls_the_table_back() {
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "orders").await;
+    let w = ItemWriter::new(client.clone(), "orders", keys(), WriteOptions::default());
+    let mut originals: Vec<Item> = (0..300)
+        .map(|i| item("O", &format!("{i:04}"), "orig"))
+        .collect();
+    originals[0].insert(
+        "Set".into(),
+        AttributeValue::Ss(vec!["a".into(), "b".into()]),
+    );
+    originals[1].insert(
+        "Nested".into(),
+        AttributeValue::M(HashMap::from([(
+            "N".into(),
+            AttributeValue::N("1.5".into()),
+        )])),
+    );
+    w.put_items(originals.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let info = backup_table(&client, "orders", dir.path(), 4)
+        .await
+        .unwrap();
+    assert_eq!(info.items, 300);
+    let fname = info
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        fname.starts_with("orders-") && fname.ends_with(".parquet"),
+        "{fname}"
+    );
+    assert_eq!(
+        backup_source(&info.path).unwrap(),
+        ("orders".to_owned(), keys())
+    );
+
+    // The migration: 5 items changed, 20 added.
+    w.put_items(
+        (0..5)
+            .map(|i| item("O", &format!("{i:04}"), "changed"))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    w.put_items(
+        (0..20)
+            .map(|i| item("NEW", &format!("{i}"), "new"))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count_items(&client, "orders", None, 2).await.unwrap(), 320);
+
+    let r = restore_table(
+        &client,
+        &info.path,
+        None,
+        RestoreMode::Exact,
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.restored, r.deleted), (300, 20));
+    assert_eq!(count_items(&client, "orders", None, 2).await.unwrap(), 300);
+    for it in &originals[..5] {
+        let back = get_item(&client, "orders", keys().key_of("", it).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(item_to_plain_json(&back), item_to_plain_json(it));
+        assert_eq!(back, *it, "types survive the round trip (SS, M, N)");
+    }
+}
