@@ -28,7 +28,17 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match real_main().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let args: Args = etl_core::cli::parse_args();
     etl_core::cli::init_tracing(args.cites.common.verbosity());
     let db = Database::open(args.cites.common.database_url.as_ref(), "cites_trade").await?;
@@ -36,8 +46,9 @@ async fn main() -> anyhow::Result<()> {
     let report = run(&cfg, &db.url, cancel_on_ctrl_c()).await?;
     print_report(&report, &cfg.args.common.report_dir);
     drop(db);
-    if report.status == etl_core::RunStatus::Failed {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(if report.status == etl_core::RunStatus::Failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }

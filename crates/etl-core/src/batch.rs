@@ -86,11 +86,9 @@ impl Batch {
         self.data.num_rows() as u64 + self.rejects.len() as u64 + self.filtered_total()
     }
 
-    /// Add `n` to counter `name`.
+    /// Add `n` to counter `name` (a zero still creates the counter, so it reports as 0).
     pub fn count(&mut self, name: &str, n: u64) {
-        if n > 0 {
-            *self.counters.entry(name.to_owned()).or_default() += n;
-        }
+        *self.counters.entry(name.to_owned()).or_default() += n;
     }
 
     /// Remove the rows whose fate is `Some`, turning them into rejects or filtered counts.

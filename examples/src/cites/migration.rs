@@ -196,6 +196,10 @@ pub async fn run(
                     last.run_id, last.status
                 ));
             } else {
+                if !cfg.args.no_backup {
+                    let b = backup(&mut conn, &cfg.live()).await?;
+                    report.extra.insert("backups".into(), b);
+                }
                 switch_over(cfg, &mut conn, &ledger, last.run_id, &mut report).await;
             }
             report
@@ -318,20 +322,19 @@ async fn load(
         run.resume = true;
     }
 
+    if switch && !dry && st.states(conn).await?.old {
+        anyhow::bail!(
+            "{} still holds the data replaced by the previous switchover: drop it with --cleanup \
+             (or undo that switchover with --rollback) before loading a new release",
+            st.old
+        );
+    }
+
     // Pre-migration statistics and backups, before anything changes.
     let pre = table_stats(conn, &live).await?;
     extra.insert("pre_migration".into(), pre);
-    if !dry && !run.resume && !args.no_backup {
-        let stamp = Utc::now().format("%Y%m%d_%H%M%S").to_string();
-        let t0 = std::time::Instant::now();
-        let backups = backup_tables(conn, &[live.clone(), TableName::new(SUMMARY)], &stamp).await?;
-        extra.insert(
-            "backups".into(),
-            json!({
-                "tables": backups.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
-                "seconds": t0.elapsed().as_secs_f64(),
-            }),
-        );
+    if !dry && !run.resume && switch && !args.no_backup {
+        extra.insert("backups".into(), backup(conn, &live).await?);
     }
     if !dry && !run.resume {
         st.create(conn).await?;
@@ -422,6 +425,19 @@ async fn load(
     Ok(report)
 }
 
+/// Backup tables of the live table and the summary, before anything changes (only runs
+/// that will switch change production).
+async fn backup(conn: &mut PgConnection, live: &TableName) -> anyhow::Result<Value> {
+    let stamp = Utc::now().format("%Y%m%d_%H%M%S_%3f").to_string();
+    let t0 = std::time::Instant::now();
+    let backups = backup_tables(conn, &[live.clone(), TableName::new(SUMMARY)], &stamp).await?;
+    Ok(json!({
+        "tables": backups.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
+        "seconds": t0.elapsed().as_secs_f64(),
+        "restore": "ALTER TABLE ... RENAME, or INSERT INTO cites_trade_records SELECT * FROM <backup>",
+    }))
+}
+
 async fn table_stats(conn: &mut PgConnection, table: &TableName) -> anyhow::Result<Value> {
     let (n, species, min_year, max_year): (i64, i64, Option<i32>, Option<i32>) =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -464,6 +480,13 @@ async fn switch_over(
         let summary_s = t1.elapsed().as_secs_f64();
         analyze(conn, &st.live).await?;
         let post = table_stats(conn, &st.live).await?;
+        report.extra.insert(
+            "switched".into(),
+            json!(format!(
+                "{} is live (previous data kept in {}); summary rebuilt for {species} species",
+                st.live, st.old
+            )),
+        );
         Ok(json!({
             "switched": true,
             "switch_seconds": switch_s,
