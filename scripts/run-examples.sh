@@ -47,8 +47,20 @@ run() {
     fi
 }
 
+# fresh_db NAME: with DATABASE_URL set, (re)create database NAME on that server and print its
+# URL, so each example starts from an empty database; without it, print nothing (the example
+# then starts its own throwaway cluster).
+fresh_db() {
+    if [[ -z "${DATABASE_URL:-}" ]]; then return 0; fi
+    psql "$DATABASE_URL" -qX -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+    echo "${DATABASE_URL%/*}/$1"
+}
+
 # ======================= EXAMPLES: one `run cargo run --example ...` line each =================
 # e.g. run cargo run --example cites_trade -- --report-dir "$TMP/cites"
+run cargo run --example gen_cites -- --files 2 --rows-per-file 500 --out "$TMP/gen_cites"
+DATABASE_URL="$(fresh_db ex_cites_trade)" run cargo run --example cites_trade -- --report-dir "$TMP/cites_trade"
+DATABASE_URL="$(fresh_db ex_cites_arctic)" run cargo run --example cites_arctic -- --report-dir "$TMP/cites_arctic"
 # ======================= END EXAMPLES ==========================================================
 
 echo

@@ -17,8 +17,8 @@ impl Database {
     /// `given` (from `--database-url` / `DATABASE_URL`), else a throwaway cluster under
     /// `target/ferry-pg/<name>` started from the installed PostgreSQL binaries.
     pub async fn open(given: Option<&etl_core::Secret>, name: &str) -> anyhow::Result<Self> {
-        let (url, local) =
-            etl_testkit::database_url_or_start(given.map(|s| s.expose()), name).await?;
+        let given = given.map(|s| s.expose()).filter(|s| !s.trim().is_empty());
+        let (url, local) = etl_testkit::database_url_or_start(given, name).await?;
         if local.is_some() {
             tracing::info!(url = %etl_core::config::redact_url(&url), "started a throwaway PostgreSQL (no --database-url / DATABASE_URL given)");
         }

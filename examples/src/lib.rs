@@ -4,8 +4,13 @@
 
 #![warn(missing_docs)]
 
-pub mod common;
 pub mod cites;
-pub mod s9;
+pub mod common;
 pub mod culturebridge;
 pub mod partitioning;
+pub mod s9;
+
+/// The README's code sample, compiled as a doc test so it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
