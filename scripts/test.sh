@@ -205,8 +205,8 @@ install_pg_server() {
 }
 
 setup() {
-    if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
-        export PATH="$HOME/.cargo/bin:$PATH"
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "${HOME:-}/.cargo/bin/cargo" ]]; then
+        export PATH="${HOME:-}/.cargo/bin:$PATH"
     fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) or put ~/.cargo/bin on PATH"
 
@@ -248,13 +248,21 @@ results+=("$(printf 'ok      %5ss  %s' "$(($(date +%s) - setup_start))" "setup (
 # ---------------------------------------------------------------------------------------------
 # 2-3. Format and lints
 # ---------------------------------------------------------------------------------------------
-step "cargo fmt --check" cargo fmt "${fmt_scope[@]}" -- --check
+fmt_args=(--check)
+[[ "${CARGO_TERM_COLOR:-}" == never ]] && fmt_args+=(--color never)
+step "cargo fmt --check" cargo fmt "${fmt_scope[@]}" -- "${fmt_args[@]}"
 step "cargo clippy -D warnings" with_timeout cargo clippy "${scope[@]}" --all-targets -- -D warnings
 
 # ---------------------------------------------------------------------------------------------
 # 4. One throwaway cluster for every test
 # ---------------------------------------------------------------------------------------------
 start_cluster() {
+    # Build ferry-pg once and run a private copy from now on: starting and (in the trap) stopping
+    # then never wait for a cargo lock held by another build sharing the target dir.
+    local built
+    built="$("$root/scripts/pg.sh" bin)" || return 1
+    mkdir -p "$FERRY_TMP/bin" && cp "$built" "$FERRY_TMP/bin/ferry-pg" || return 1
+    export FERRY_PG_BIN="$FERRY_TMP/bin/ferry-pg"
     pg_started=1 # from here on, the trap stops whatever may have started
     DATABASE_URL="$("$root/scripts/pg.sh" start "$pg_dir" </dev/null)" || return 1
     [[ -n "$DATABASE_URL" ]] || return 1
