@@ -143,8 +143,9 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             .as_ref()
             .map(|d| RejectSpool::new(d))
             .transpose();
+        let phases = Phases::default();
         let (status, error, validation) = match spool {
-            Ok(spool) => self.run_inner(run, &ledger, spool.as_ref()).await,
+            Ok(spool) => self.run_inner(run, &ledger, spool.as_ref(), &phases).await,
             Err(e) => (RunStatus::Failed, Some(e.to_string()), Vec::new()),
         };
         let units = ledger.units();
@@ -157,6 +158,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         );
         report.error = error;
         report.validation = validation;
+        report.extra.insert("phases".into(), phases.to_json());
         if let Some(dir) = &self.options.report_dir {
             let spool = RejectSpool::new(dir).ok();
             if let Err(e) = report.write(dir, spool.as_ref()) {
@@ -173,6 +175,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         run: &RunInfo,
         ledger: &RunLedger,
         spool: Option<&RejectSpool>,
+        phases: &Phases,
     ) -> (RunStatus, Option<String>, Vec<Finding>) {
         let schema = match self.output_schema() {
             Ok(s) => s,
@@ -241,6 +244,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             }
         }
         progress.finish();
+        phases.set(&phases.load_s, t0.elapsed().as_secs_f64());
         if let Some(e) = first_error {
             let msg = if matches!(e, Error::Cancelled) && run.cancel.is_cancelled() {
                 "run cancelled".to_owned()
@@ -252,9 +256,14 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             }
             return (RunStatus::Failed, Some(msg), Vec::new());
         }
-        if !run.dry_run
-            && let Err(e) = self.load.end_load().await
-        {
+        let t1 = Instant::now();
+        let ended = if run.dry_run {
+            Ok(())
+        } else {
+            self.load.end_load().await
+        };
+        phases.set(&phases.end_load_s, t1.elapsed().as_secs_f64());
+        if let Err(e) = ended {
             let _ = self.load.abort_run(&e.to_string()).await;
             return (RunStatus::Failed, Some(e.to_string()), Vec::new());
         }
@@ -267,6 +276,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                 totals.read, totals.loaded, totals.rejected, totals.filtered
             ),
         )];
+        let t2 = Instant::now();
         for v in &self.validators {
             match v.finish(&totals).await {
                 Ok(f) => findings.extend(f),
@@ -276,6 +286,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                 )),
             }
         }
+        phases.set(&phases.validate_s, t2.elapsed().as_secs_f64());
         let vetoes: Vec<String> = findings
             .iter()
             .filter(|f| f.vetoes())
@@ -496,6 +507,28 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             s.sync()?;
         }
         Ok(())
+    }
+}
+
+/// Wall seconds of the run's phases, for the report (`extra.phases`).
+#[derive(Debug, Default)]
+struct Phases {
+    load_s: std::sync::Mutex<Option<f64>>,
+    end_load_s: std::sync::Mutex<Option<f64>>,
+    validate_s: std::sync::Mutex<Option<f64>>,
+}
+
+impl Phases {
+    fn set(&self, slot: &std::sync::Mutex<Option<f64>>, v: f64) {
+        *slot.lock().expect("phases lock") = Some(v);
+    }
+    fn to_json(&self) -> serde_json::Value {
+        let get = |m: &std::sync::Mutex<Option<f64>>| *m.lock().expect("phases lock");
+        serde_json::json!({
+            "load_s": get(&self.load_s),
+            "end_load_s": get(&self.end_load_s),
+            "validate_s": get(&self.validate_s),
+        })
     }
 }
 
