@@ -317,6 +317,16 @@ pub fn parse_decimal(s: &str, precision: u8, scale: i8) -> Result<i128, String> 
     }
     let frac_trim = frac.trim_end_matches('0');
     if frac_trim.len() > scale_u {
+        // Bubble numbers are binary doubles: `76.49000000000001` is 76.49 plus float noise.
+        // Accept it when it is within 1e-6 of a unit in the last place; reject real excess digits.
+        if frac_trim.len() >= 14
+            && let Ok(f) = t.parse::<f64>()
+        {
+            let scaled = f * 10f64.powi(i32::from(scale));
+            if (scaled - scaled.round()).abs() < 1e-6 {
+                return parse_decimal(&format!("{f:.scale_u$}"), precision, scale);
+            }
+        }
         return Err(format!(
             "`{s}` has more than {scale_u} decimal places (it would be rounded)"
         ));

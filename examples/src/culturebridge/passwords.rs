@@ -1,0 +1,275 @@
+//! Users from a CSV export of the old system that carries passwords: plaintext is hashed
+//! with bcrypt (configurable cost) across all cores, an existing bcrypt hash is kept, and
+//! the plaintext column is replaced by the hash before any other stage sees the batch, so
+//! plaintext reaches no reject, log, report or export.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use etl_core::{Batch, BatchStream, Extract, ExtractOptions, SizeHint, Transform, Unit};
+use etl_source_bubble::TypeSchema;
+use futures::StreamExt;
+
+/// Column holding plaintext passwords (or bcrypt hashes) in the CSV.
+pub const PASSWORD: &str = "password";
+/// Column that replaces it.
+pub const PASSWORD_HASH: &str = "password_hash";
+
+/// Whether `s` already is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`, 60 characters).
+pub fn is_bcrypt_hash(s: &str) -> bool {
+    s.len() == 60 && (s.starts_with("$2a$") || s.starts_with("$2b$") || s.starts_with("$2y$"))
+}
+
+/// A CSV file (header row) read as all-text batches, one unit.
+pub struct CsvExtract {
+    path: PathBuf,
+    unit: String,
+    schema: SchemaRef,
+}
+
+impl CsvExtract {
+    /// Open `path`; its header must have `_id`, `created_date`, `modified_date`, the columns
+    /// of `spec` and `password`.
+    pub fn open(path: &Path, unit: &str, spec: &TypeSchema) -> anyhow::Result<Self> {
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?,
+            ),
+            &mut first,
+        )?;
+        let names: Vec<String> = first
+            .trim_end()
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .collect();
+        let need = spec.raw_schema();
+        let missing: Vec<&str> = need
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .chain([PASSWORD])
+            .filter(|n| !names.iter().any(|h| h == n))
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "{}: the header lacks {}",
+                path.display(),
+                missing.join(", ")
+            );
+        }
+        let schema = Arc::new(Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(CsvExtract {
+            path: path.to_owned(),
+            unit: unit.to_owned(),
+            schema,
+        })
+    }
+}
+
+impl Extract for CsvExtract {
+    fn name(&self) -> &str {
+        "users_csv"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    async fn units(&self) -> etl_core::Result<Vec<Unit>> {
+        let size = std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .ok()
+            .map(SizeHint::Bytes);
+        Ok(vec![Unit {
+            name: self.unit.clone(),
+            locator: self.path.display().to_string(),
+            size,
+        }])
+    }
+    fn open(&self, unit: &Unit, options: ExtractOptions) -> etl_core::Result<BatchStream> {
+        let path = self.path.clone();
+        let schema = self.schema.clone();
+        let name: Arc<str> = unit.name.as_str().into();
+        let (tx, rx) = tokio::sync::mpsc::channel::<etl_core::Result<Batch>>(options.buffer.max(1));
+        tokio::task::spawn_blocking(move || {
+            let run = || -> etl_core::Result<()> {
+                let f = std::fs::File::open(&path)
+                    .map_err(|e| etl_core::Error::io(path.display(), e))?;
+                let reader = arrow_csv::ReaderBuilder::new(schema)
+                    .with_header(true)
+                    .with_batch_size(options.batch_size.max(1))
+                    .build(f)?;
+                let mut next = 2u64; // line numbers: the header is line 1
+                for rb in reader {
+                    let rb = rb?;
+                    let n = rb.num_rows() as u64;
+                    let b = Batch::new(name.clone(), rb, (next..next + n).collect());
+                    next += n;
+                    if tx.blocking_send(Ok(b)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+                .boxed(),
+        )
+    }
+}
+
+/// Replaces `password` by `password_hash`: bcrypt at `cost` for plaintext (on all cores),
+/// kept as is for existing bcrypt hashes, null (reset required) when empty or longer than
+/// bcrypt's 72 bytes (never truncated).
+pub struct PasswordTransform {
+    cost: u32,
+}
+
+impl PasswordTransform {
+    /// Hash at `cost` (12 in production; 4 in tests).
+    pub fn new(cost: u32) -> Self {
+        PasswordTransform { cost }
+    }
+}
+
+enum Outcome {
+    None,
+    Kept(String),
+    Hashed(String),
+    TooLong,
+}
+
+/// Hash `passwords` on all cores (scoped threads; the runner already calls transforms on
+/// the blocking pool).
+fn hash_all(passwords: &[Option<&str>], cost: u32) -> etl_core::Result<Vec<Outcome>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(passwords.len().max(1));
+    let chunk = passwords.len().div_ceil(threads).max(1);
+    let mut out: Vec<Outcome> = Vec::with_capacity(passwords.len());
+    let results: Vec<etl_core::Result<Vec<Outcome>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = passwords
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| match p {
+                            None => Ok(Outcome::None),
+                            Some("") => Ok(Outcome::None),
+                            Some(p) if is_bcrypt_hash(p) => Ok(Outcome::Kept((*p).to_owned())),
+                            Some(p) => match bcrypt::non_truncating_hash(p, cost) {
+                                Ok(h) => Ok(Outcome::Hashed(h)),
+                                Err(bcrypt::BcryptError::Truncation(_)) => Ok(Outcome::TooLong),
+                                Err(e) => Err(etl_core::Error::component(
+                                    etl_core::Stage::Transform,
+                                    "bcrypt",
+                                    false,
+                                    format!("bcrypt failed (cost {cost}): {e}"),
+                                )),
+                            },
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bcrypt thread"))
+            .collect()
+    });
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+impl Transform for PasswordTransform {
+    fn name(&self) -> &str {
+        "bcrypt_passwords"
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> etl_core::Result<SchemaRef> {
+        Ok(Arc::new(Schema::new(
+            input
+                .fields()
+                .iter()
+                .map(|f| {
+                    if f.name() == PASSWORD {
+                        Arc::new(Field::new(PASSWORD_HASH, DataType::Utf8, true))
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    fn transform(&self, mut batch: Batch) -> etl_core::Result<Batch> {
+        let schema = batch.data.schema();
+        let Some(idx) = schema.index_of(PASSWORD).ok() else {
+            return Ok(batch);
+        };
+        let col = batch.data.column(idx).as_string::<i32>();
+        let pw: Vec<Option<&str>> = (0..col.len())
+            .map(|i| col.is_valid(i).then(|| col.value(i)))
+            .collect();
+        let outcomes = hash_all(&pw, self.cost)?;
+        let mut b = StringBuilder::new();
+        let (mut hashed, mut kept, mut long) = (0, 0, 0);
+        for o in outcomes {
+            match o {
+                Outcome::None => b.append_null(),
+                Outcome::TooLong => {
+                    long += 1;
+                    b.append_null();
+                }
+                Outcome::Kept(h) => {
+                    kept += 1;
+                    b.append_value(h);
+                }
+                Outcome::Hashed(h) => {
+                    hashed += 1;
+                    b.append_value(h);
+                }
+            }
+        }
+        let mut columns: Vec<ArrayRef> = batch.data.columns().to_vec();
+        columns[idx] = Arc::new(b.finish());
+        batch.data = RecordBatch::try_new(self.output_schema(&schema)?, columns)?;
+        batch.count("passwords_hashed", hashed);
+        batch.count("password_hashes_kept", kept);
+        batch.count("password_too_long_reset", long);
+        Ok(batch)
+    }
+}
+
+/// Hashes per second at `cost` on `threads` threads for `n` passwords (for the figures).
+pub fn bcrypt_rate(cost: u32, threads: usize, n: usize) -> f64 {
+    let pw: Vec<String> = (0..n)
+        .map(|i| format!("correct horse battery {i}"))
+        .collect();
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for part in pw.chunks(n.div_ceil(threads.max(1)).max(1)) {
+            s.spawn(move || {
+                for p in part {
+                    let _ = bcrypt::non_truncating_hash(p, cost);
+                }
+            });
+        }
+    });
+    n as f64 / t0.elapsed().as_secs_f64()
+}

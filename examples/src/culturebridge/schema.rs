@@ -1,0 +1,353 @@
+//! The Bubble types of CultureBridge (declared schemas, default keys of the original app)
+//! and the PostgreSQL target schema (with a nullable `password_hash` and
+//! `password_reset_required`, since the Data API returns no passwords).
+
+use std::collections::{BTreeMap, HashMap};
+
+use etl_source_bubble::{FieldKind, FieldSpec, KeyMode, TypeSchema};
+
+/// Migrated types in dependency order (parents first).
+pub const MIGRATED: [&str; 5] = [
+    "user",
+    "client_profile",
+    "coach_profile",
+    "booking",
+    "payment",
+];
+/// Types exported but not migrated (counted as filtered).
+pub const NOT_MIGRATED: [&str; 3] = ["post", "comment", "resource"];
+
+/// Target table of a migrated type.
+pub fn table_of(bubble_type: &str) -> &'static str {
+    match bubble_type {
+        "user" => "users",
+        "client_profile" => "client_profiles",
+        "coach_profile" => "coach_profiles",
+        "booking" => "bookings",
+        "payment" => "payments",
+        _ => "",
+    }
+}
+
+const DEC_10_2: FieldKind = FieldKind::Decimal {
+    precision: 10,
+    scale: 2,
+};
+
+fn text(c: &str) -> FieldSpec {
+    FieldSpec::new(c, FieldKind::Text)
+}
+
+fn reference(c: &str, to: &str) -> FieldSpec {
+    let id = if to == "user" {
+        format!("{c}_user")
+    } else {
+        format!("{c}_custom_{to}")
+    };
+    FieldSpec::new(c, FieldKind::Text).id_key(&id)
+}
+
+/// The declared schema of `bubble_type` with the original app's keys, in `mode`, with
+/// `overrides` (`column -> key` of the current mode) applied.
+pub fn type_schema(
+    bubble_type: &str,
+    mode: KeyMode,
+    overrides: &HashMap<String, String>,
+) -> TypeSchema {
+    let fields: Vec<FieldSpec> = match bubble_type {
+        "user" => vec![
+            text("email"),
+            text("type"),
+            FieldSpec::new("active", FieldKind::Bool),
+            FieldSpec::new("verified", FieldKind::Bool),
+        ],
+        "client_profile" => vec![
+            reference("user", "user"),
+            text("first_name"),
+            text("last_name"),
+            FieldSpec::new("photo", FieldKind::Text).id_key("photo_image"),
+            text("phone_number"),
+            text("time_zone"),
+            FieldSpec::new("quiz_responses", FieldKind::Json),
+            FieldSpec::new("user_preferences", FieldKind::Json),
+        ],
+        "coach_profile" => vec![
+            reference("user", "user"),
+            text("first_name"),
+            text("last_name"),
+            FieldSpec::new("photo", FieldKind::Text).id_key("photo_image"),
+            text("biography"),
+            text("video_url"),
+            FieldSpec::new("expertise_areas", FieldKind::TextList),
+            FieldSpec::new("languages_spoken", FieldKind::TextList),
+            FieldSpec::new("countries_experience", FieldKind::TextList),
+            FieldSpec::new("rate", DEC_10_2).key("rate"),
+            text("currency_code"),
+            FieldSpec::new("availability_data", FieldKind::Json),
+            FieldSpec::new(
+                "average_rating",
+                FieldKind::Decimal {
+                    precision: 3,
+                    scale: 2,
+                },
+            ),
+            FieldSpec::new("session_count", FieldKind::Int),
+            FieldSpec::new("verified", FieldKind::Bool),
+        ],
+        "booking" => vec![
+            reference("client", "user"),
+            reference("coach", "user"),
+            FieldSpec::new("session_date", FieldKind::Date),
+            FieldSpec::new("duration", FieldKind::Int),
+            text("booking_status"),
+            text("meeting_url"),
+            text("session_notes"),
+        ],
+        "payment" => vec![
+            reference("booking", "booking"),
+            FieldSpec::new("payment_amount", DEC_10_2),
+            text("currency_code"),
+            text("payment_status"),
+            text("stripe_session"),
+            text("stripe_intent"),
+        ],
+        "post" => vec![reference("author", "user"), text("title"), text("body")],
+        "comment" => vec![
+            reference("post", "post"),
+            reference("author", "user"),
+            text("body"),
+        ],
+        "resource" => vec![
+            text("title"),
+            text("url"),
+            FieldSpec::new("tags", FieldKind::TextList),
+        ],
+        _ => vec![],
+    };
+    let mut s = TypeSchema::new(bubble_type, mode);
+    for mut f in fields {
+        if let Some(k) = overrides.get(&f.column) {
+            match mode {
+                KeyMode::DisplayNames => f.key.clone_from(k),
+                KeyMode::GeneratedIds => f.id_key.clone_from(k),
+            }
+        }
+        s = s.field(f);
+    }
+    s
+}
+
+/// Display-key -> generated-id map of a type (what the test server sends in id mode).
+pub fn id_keys(bubble_type: &str) -> HashMap<String, String> {
+    type_schema(bubble_type, KeyMode::DisplayNames, &HashMap::new())
+        .fields
+        .into_iter()
+        .map(|f| (f.key, f.id_key))
+        .collect()
+}
+
+/// Field-key overrides from a JSON file: `{"user": {"email": "Email Address"}, ...}`.
+pub type KeyOverrides = BTreeMap<String, HashMap<String, String>>;
+
+/// One target column: name and how a text value becomes its SQL type (`{}` is the text).
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// Cast expression with `{}` for the text value.
+    pub cast: &'static str,
+}
+
+const fn col(name: &'static str, cast: &'static str) -> Column {
+    Column { name, cast }
+}
+
+/// Target columns of a table, in table order (the transforms produce them in this order).
+pub fn columns(table: &str) -> &'static [Column] {
+    const USERS: &[Column] = &[
+        col("id", "{}::uuid"),
+        col("email", "{}"),
+        col("password_hash", "{}"),
+        col("password_reset_required", "{}::boolean"),
+        col("role", "{}::user_role"),
+        col("is_active", "{}::boolean"),
+        col("email_verified", "{}::boolean"),
+        col("created_at", "{}::timestamp"),
+        col("updated_at", "{}::timestamp"),
+    ];
+    const CLIENT: &[Column] = &[
+        col("id", "{}::uuid"),
+        col("user_id", "{}::uuid"),
+        col("first_name", "{}"),
+        col("last_name", "{}"),
+        col("photo_url", "{}"),
+        col("phone", "{}"),
+        col("timezone", "{}"),
+        col("quiz_data", "{}::jsonb"),
+        col("preferences", "{}::jsonb"),
+        col("created_at", "{}::timestamp"),
+        col("updated_at", "{}::timestamp"),
+    ];
+    const COACH: &[Column] = &[
+        col("id", "{}::uuid"),
+        col("user_id", "{}::uuid"),
+        col("first_name", "{}"),
+        col("last_name", "{}"),
+        col("photo_url", "{}"),
+        col("bio", "{}"),
+        col("intro_video_url", "{}"),
+        col(
+            "expertise",
+            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
+        ),
+        col(
+            "languages",
+            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
+        ),
+        col(
+            "countries",
+            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
+        ),
+        col("hourly_rate", "{}::numeric"),
+        col("currency", "{}"),
+        col("availability", "{}::jsonb"),
+        col("rating", "{}::numeric"),
+        col("total_sessions", "{}::int"),
+        col("is_verified", "{}::boolean"),
+        col("created_at", "{}::timestamp"),
+        col("updated_at", "{}::timestamp"),
+    ];
+    const BOOKINGS: &[Column] = &[
+        col("id", "{}::uuid"),
+        col("client_id", "{}::uuid"),
+        col("coach_id", "{}::uuid"),
+        col("session_datetime", "{}::timestamp"),
+        col("duration_minutes", "{}::int"),
+        col("status", "{}::booking_status"),
+        col("payment_id", "{}::uuid"),
+        col("meeting_link", "{}"),
+        col("notes", "{}"),
+        col("created_at", "{}::timestamp"),
+        col("updated_at", "{}::timestamp"),
+    ];
+    const PAYMENTS: &[Column] = &[
+        col("id", "{}::uuid"),
+        col("booking_id", "{}::uuid"),
+        col("amount", "{}::numeric"),
+        col("currency", "{}"),
+        col("status", "{}::payment_status"),
+        col("stripe_session_id", "{}"),
+        col("stripe_payment_intent_id", "{}"),
+        col("created_at", "{}::timestamp"),
+        col("updated_at", "{}::timestamp"),
+    ];
+    match table {
+        "users" => USERS,
+        "client_profiles" => CLIENT,
+        "coach_profiles" => COACH,
+        "bookings" => BOOKINGS,
+        "payments" => PAYMENTS,
+        _ => &[],
+    }
+}
+
+/// The target schema (idempotent), the id map, the run log and the staging schema.
+pub const DDL: &str = r#"
+DO $$ BEGIN
+  CREATE TYPE user_role AS ENUM ('client', 'coach', 'admin');
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN
+  CREATE TYPE booking_status AS ENUM ('pending', 'confirmed', 'completed', 'cancelled');
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN
+  CREATE TYPE payment_status AS ENUM ('pending', 'succeeded', 'failed', 'refunded');
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+
+CREATE TABLE IF NOT EXISTS users (
+  id uuid PRIMARY KEY,
+  email varchar(255) NOT NULL UNIQUE,
+  password_hash varchar(255),
+  password_reset_required boolean NOT NULL DEFAULT false,
+  role user_role NOT NULL,
+  is_active boolean NOT NULL DEFAULT true,
+  email_verified boolean NOT NULL DEFAULT false,
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS client_profiles (
+  id uuid PRIMARY KEY,
+  user_id uuid NOT NULL UNIQUE REFERENCES users(id) ON DELETE CASCADE,
+  first_name varchar(100),
+  last_name varchar(100),
+  photo_url varchar(500),
+  phone varchar(20),
+  timezone varchar(50),
+  quiz_data jsonb NOT NULL,
+  preferences jsonb,
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS coach_profiles (
+  id uuid PRIMARY KEY,
+  user_id uuid NOT NULL UNIQUE REFERENCES users(id) ON DELETE CASCADE,
+  first_name varchar(100),
+  last_name varchar(100),
+  photo_url varchar(500),
+  bio text,
+  intro_video_url varchar(500),
+  expertise text[],
+  languages text[],
+  countries text[],
+  hourly_rate numeric(10,2),
+  currency varchar(3) DEFAULT 'USD',
+  availability jsonb,
+  rating numeric(3,2) DEFAULT 0,
+  total_sessions int DEFAULT 0,
+  is_verified boolean DEFAULT false,
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS coach_profiles_languages ON coach_profiles USING gin (languages);
+CREATE TABLE IF NOT EXISTS bookings (
+  id uuid PRIMARY KEY,
+  client_id uuid NOT NULL REFERENCES users(id),
+  coach_id uuid NOT NULL REFERENCES users(id),
+  session_datetime timestamp NOT NULL,
+  duration_minutes int NOT NULL DEFAULT 60,
+  status booking_status NOT NULL DEFAULT 'pending',
+  payment_id uuid,
+  meeting_link varchar(500),
+  notes text,
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS bookings_client ON bookings (client_id);
+CREATE INDEX IF NOT EXISTS bookings_coach ON bookings (coach_id);
+CREATE INDEX IF NOT EXISTS bookings_session ON bookings (session_datetime);
+CREATE TABLE IF NOT EXISTS payments (
+  id uuid PRIMARY KEY,
+  booking_id uuid NOT NULL REFERENCES bookings(id),
+  amount numeric(10,2) NOT NULL,
+  currency varchar(3) DEFAULT 'USD',
+  status payment_status NOT NULL DEFAULT 'pending',
+  stripe_session_id varchar(255),
+  stripe_payment_intent_id varchar(255),
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS bubble_id_map (
+  bubble_type text NOT NULL,
+  bubble_id text NOT NULL,
+  new_id uuid NOT NULL,
+  run_id uuid NOT NULL,
+  PRIMARY KEY (bubble_type, bubble_id)
+);
+CREATE TABLE IF NOT EXISTS migration_runs (
+  run_id uuid PRIMARY KEY,
+  started_at timestamptz NOT NULL,
+  finished_at timestamptz,
+  since timestamptz,
+  high_water_mark timestamptz,
+  status text NOT NULL
+);
+CREATE SCHEMA IF NOT EXISTS cb_staging;
+"#;
