@@ -1,0 +1,170 @@
+//! CSV bytes -> typed Arrow batch for the 20 CITES columns: ferry's `Decoder` against
+//! arrow-csv 60.1's `Decoder` on the same bytes into the same schema (`Utf8View` strings,
+//! `Int64`/`Int32` ids and years, `Decimal128(38, 10)` quantities).
+//!
+//! `cargo bench -p etl-benches --bench csv_decode`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use etl_source_csv::{CITES_COLUMNS, Decoder, cites_schema};
+
+const ROWS: usize = 100_000;
+const BATCH: usize = 65_536;
+
+/// ~100 000 CITES-shaped rows: every text field quoted, `Year` and `Quantity` unquoted.
+fn cites_csv(rows: usize) -> Vec<u8> {
+    const TAXA: [(&str, &str, &str, &str, &str); 6] = [
+        (
+            "Falco rusticolus",
+            "Aves",
+            "Falconiformes",
+            "Falconidae",
+            "Falco",
+        ),
+        (
+            "Ursus maritimus",
+            "Mammalia",
+            "Carnivora",
+            "Ursidae",
+            "Ursus",
+        ),
+        (
+            "Branta canadensis leucopareia",
+            "Aves",
+            "Anseriformes",
+            "Anatidae",
+            "Branta",
+        ),
+        (
+            "Nyctea scandiaca",
+            "Aves",
+            "Strigiformes",
+            "Strigidae",
+            "Nyctea",
+        ),
+        (
+            "Odobenus rosmarus",
+            "Mammalia",
+            "Carnivora",
+            "Odobenidae",
+            "Odobenus",
+        ),
+        (
+            "Monodon monoceros",
+            "Mammalia",
+            "Cetacea",
+            "Monodontidae",
+            "Monodon",
+        ),
+    ];
+    const TERMS: [&str; 5] = ["live", "skins", "tusks", "specimens", "feathers"];
+    const ISO: [&str; 8] = ["NA", "CA", "US", "GB", "DE", "RU", "NO", "DK"];
+    const QTY: [&str; 6] = ["1", "2.5", "0.25", "1500000000.75", "12", "3.125"];
+    let mut out = CITES_COLUMNS.join(",").into_bytes();
+    out.push(b'\n');
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let r = x as usize;
+        let (taxon, class, order, family, genus) = TAXA[r % TAXA.len()];
+        let permit = if r % 3 == 0 {
+            format!("{:010x}", x >> 24)
+        } else {
+            String::new()
+        };
+        let row = format!(
+            "\"{id}\",{year},\"{app}\",\"{taxon}\",\"{class}\",\"{order}\",\"{family}\",\"{genus}\",\"{term}\",{qty},\"{unit}\",\"{imp}\",\"{exp}\",\"{orig}\",\"{purpose}\",\"{source}\",\"{rep}\",\"\",\"{permit}\",\"\"\n",
+            id = 9_100_000_000u64 + i as u64,
+            year = 1975 + r % 50,
+            app = ["I", "II", "III"][r % 3],
+            term = TERMS[(r >> 3) % TERMS.len()],
+            qty = QTY[(r >> 5) % QTY.len()],
+            unit = if r % 4 == 0 { "kg" } else { "" },
+            imp = ISO[(r >> 7) % ISO.len()],
+            exp = ISO[(r >> 10) % ISO.len()],
+            orig = if r % 5 == 0 {
+                ISO[(r >> 13) % ISO.len()]
+            } else {
+                ""
+            },
+            purpose = ["T", "S", "P", "Q", "H"][(r >> 16) % 5],
+            source = ["W", "C", "A", "F"][(r >> 19) % 4],
+            rep = if r % 2 == 0 { "E" } else { "I" },
+        );
+        out.extend_from_slice(row.as_bytes());
+    }
+    out
+}
+
+fn ferry(body: &[u8]) -> usize {
+    let mut dec = Decoder::builder(cites_schema())
+        .batch_size(BATCH)
+        .build(&CITES_COLUMNS)
+        .unwrap();
+    let mut rows = 0;
+    let mut pos = 0;
+    loop {
+        pos += dec.decode_eof(&body[pos..]).unwrap();
+        let Some(batch) = dec.flush().unwrap() else {
+            break;
+        };
+        assert!(batch.rejects.is_empty());
+        rows += batch.num_rows();
+        black_box(&batch);
+        if pos == body.len() && !dec.has_pending() {
+            break;
+        }
+    }
+    rows
+}
+
+fn arrow_csv(csv: &[u8]) -> usize {
+    let mut dec = arrow_csv::ReaderBuilder::new(cites_schema())
+        .with_header(true)
+        .with_batch_size(BATCH)
+        .build_decoder();
+    let mut rows = 0;
+    let mut pos = 0;
+    loop {
+        let n = dec.decode(&csv[pos..]).unwrap();
+        pos += n;
+        if n == 0 || dec.capacity() == 0 {
+            match dec.flush().unwrap() {
+                Some(b) => {
+                    rows += b.num_rows();
+                    black_box(&b);
+                }
+                None if n == 0 => break,
+                None => {}
+            }
+        }
+    }
+    rows
+}
+
+fn bench(c: &mut Criterion) {
+    let csv = cites_csv(ROWS);
+    let header_len = csv.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let body = &csv[header_len..];
+    assert_eq!(ferry(body), ROWS);
+    assert_eq!(arrow_csv(&csv), ROWS);
+    eprintln!(
+        "csv_decode: {ROWS} rows, {} bytes ({:.0} bytes/row)",
+        csv.len(),
+        csv.len() as f64 / ROWS as f64
+    );
+    let mut g = c.benchmark_group("csv_decode");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    g.sample_size(20);
+    g.bench_function("ferry_decoder", |b| b.iter(|| ferry(black_box(body))));
+    g.bench_function("arrow_csv_decoder", |b| {
+        b.iter(|| arrow_csv(black_box(&csv)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
