@@ -105,9 +105,19 @@ cleanup() {
     fi
     exit "$status"
 }
+# A long step runs in the background and is waited for, so that Ctrl-C / SIGTERM reach this
+# script at once (not after the step): the step is then terminated and the trap cleans up.
+child=""
+on_signal() {
+    if [[ -n "$child" ]]; then
+        kill -TERM "$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
+    exit "$1"
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 
 # ---------------------------------------------------------------------------------------------
 # Steps and summary
@@ -157,7 +167,15 @@ summary() {
     echo "========================================================================================="
 }
 
-with_timeout() { timeout -k 30s "$step_timeout" "$@"; }
+# with_timeout CMD...: run CMD with the per-step time limit (timeout passes SIGTERM on to CMD).
+with_timeout() {
+    local status=0
+    timeout -k 30s "$step_timeout" "$@" &
+    child=$!
+    wait "$child" || status=$?
+    child=""
+    return "$status"
+}
 
 # ---------------------------------------------------------------------------------------------
 # 1. Install what is missing
