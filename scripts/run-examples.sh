@@ -61,6 +61,8 @@ fresh_db() {
 run cargo run --example gen_cites -- --files 2 --rows-per-file 500 --out "$TMP/gen_cites"
 DATABASE_URL="$(fresh_db ex_cites_trade)" run cargo run --example cites_trade -- --report-dir "$TMP/cites_trade"
 DATABASE_URL="$(fresh_db ex_cites_arctic)" run cargo run --example cites_arctic -- --report-dir "$TMP/cites_arctic"
+# culturebridge (issue 5): bundled Bubble test server, 300 users, bcrypt cost 4
+DATABASE_URL="$(fresh_db ex_culturebridge)" run cargo run --example culturebridge -- --users 300 --bcrypt-cost 4 --requests-per-minute 60000 --export-dir "$TMP/culturebridge/export" --report-dir "$TMP/culturebridge/reports"
 # ======================= END EXAMPLES ==========================================================
 
 echo
