@@ -203,7 +203,7 @@ enum Vals<'a> {
 
 struct Col<'a> {
     name: &'a str,
-    array: &'a ArrayRef,
+    nulls: Option<&'a arrow_buffer::NullBuffer>,
     vals: Vals<'a>,
     pg: PgType,
 }
@@ -280,7 +280,7 @@ impl<'a> Col<'a> {
         };
         Ok(Col {
             name: &m.target,
-            array,
+            nulls: array.nulls(),
             vals,
             pg: m.pg_type,
         })
@@ -288,7 +288,7 @@ impl<'a> Col<'a> {
 
     #[inline]
     fn write(&self, row: usize, out: &mut BytesMut) -> std::result::Result<(), String> {
-        if self.array.is_null(row) {
+        if self.nulls.is_some_and(|n| n.is_null(row)) {
             out.put_i32(-1);
             return Ok(());
         }
