@@ -1,0 +1,8 @@
+//! The S9 sales migration (PostgreSQL -> DynamoDB), phase by phase. With no arguments it
+//! starts a throwaway PostgreSQL and a local dynalite, generates 100,000 sales and runs
+//! every phase. See `etl_examples::s9` and `--help`.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    etl_examples::s9::main_entry().await
+}

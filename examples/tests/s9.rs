@@ -1,0 +1,226 @@
+//! The S9 migration against a real PostgreSQL (etl-testkit) and a real dynalite.
+
+use std::path::Path;
+
+use clap::Parser;
+use etl_examples::s9::checks::{items_of, normalize};
+use etl_examples::s9::{Args, generate, run};
+use etl_sink_dynamodb::admin::count_items;
+use etl_sink_dynamodb::dynalite::Dynalite;
+use etl_sink_dynamodb::mapping::item_to_plain_json;
+use etl_testkit::TestDb;
+use serde_json::Value;
+
+fn args(extra: &[&str]) -> Args {
+    let mut v = vec!["s9_sales"];
+    v.extend_from_slice(extra);
+    Args::try_parse_from(v).unwrap()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_transforms_into_the_golden_items() {
+    let db = TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(generate::SCHEMA_SQL))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(generate::SAMPLE_SQL))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let r = dir.path().join("reports");
+    let (d, r) = (d.to_str().unwrap(), r.to_str().unwrap());
+    for phase in ["extract", "transform"] {
+        let o = run(args(&[
+            "--phase",
+            phase,
+            "--source-url",
+            db.url(),
+            "--data-dir",
+            d,
+            "--report-dir",
+            r,
+        ]))
+        .await
+        .unwrap();
+        assert!(o.ok, "{phase}: {:?}", o.report.error);
+    }
+    let golden: Value =
+        serde_json::from_str(include_str!("../data/s9/dynamodb-target-sample-data.json")).unwrap();
+    for (file, group, pk, sk) in [
+        ("sales", "sales", "SALE#SALE001", "#METADATA#sale"),
+        ("sale_lines", "saleLines", "SALE#SALE001", "LINE#001"),
+        ("buyers", "buyers", "BUYER#BUYER001", "#METADATA#buyer"),
+        (
+            "producers",
+            "producers",
+            "PRODUCER#PRODUCER001",
+            "#METADATA#producer",
+        ),
+    ] {
+        let items = items_of(
+            &Path::new(d)
+                .join("transformed")
+                .join(format!("{file}.parquet")),
+        )
+        .unwrap();
+        let ours = items
+            .iter()
+            .map(item_to_plain_json)
+            .find(|i| i["PK"] == pk && i["SK"] == sk)
+            .unwrap_or_else(|| panic!("no item {pk} {sk}"));
+        let want = &golden[group][0];
+        assert_eq!(
+            normalize(&ours),
+            normalize(want),
+            "{file}: ours\n{ours:#}\nwant\n{want:#}"
+        );
+    }
+    // The whole sample: 3 buyers, 2 producers, 6 sales, 7 lines, nothing rejected.
+    let report = read_json(&Path::new(r).join("report.json"));
+    assert_eq!(report["totals"]["rejected"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phase_by_phase_then_resume_verify_and_restore() {
+    let db = TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let generated = generate::generate(
+        &pool,
+        generate::GenOptions {
+            sales: 2_100,
+            seed: 7,
+        },
+    )
+    .await
+    .unwrap();
+    let dl = Dynalite::start().await.unwrap();
+    let ep = dl.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let r = dir.path().join("reports");
+    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
+    let common = [
+        "--source-url",
+        db.url(),
+        "--dynamodb-endpoint",
+        &ep,
+        "--data-dir",
+        ds,
+        "--report-dir",
+        rs,
+    ];
+    for phase in ["extract", "transform", "validate"] {
+        let mut a = vec!["--phase", phase];
+        a.extend_from_slice(&common);
+        let o = run(args(&a)).await.unwrap();
+        assert!(o.ok, "{phase}: {:?}", o.report.error);
+    }
+    for f in [
+        "buyers",
+        "producers",
+        "sales",
+        "sale_lines",
+        "certifications",
+    ] {
+        assert!(
+            d.join("extracted").join(format!("{f}.parquet")).exists(),
+            "{f}"
+        );
+    }
+    let validation = read_json(&r.join("validation_report.json"));
+    assert_eq!(validation["passed"], false, "the generator plants bad rows");
+    assert!(
+        validation["checks"]["foreign_keys"]["failed"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(validation["checks"]["totals"]["failed"].as_u64().unwrap() >= 1);
+    assert!(
+        validation["checks"]["duplicates"]["failed"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+
+    // A dry run writes nothing.
+    let mut a = vec!["--phase", "load", "--dry-run"];
+    a.extend_from_slice(&common);
+    assert!(run(args(&a)).await.unwrap().ok);
+    let client = dl.client(None);
+    assert!(
+        !etl_sink_dynamodb::admin::table_exists(&client, "SalesTable-dev")
+            .await
+            .unwrap()
+    );
+
+    let mut a = vec!["--phase", "load"];
+    a.extend_from_slice(&common);
+    let o = run(args(&a)).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    let sales_items = count_items(&client, "SalesTable-dev", Some(("EntityType", "Sale")), 2)
+        .await
+        .unwrap();
+    assert!(
+        sales_items > 2_000 && sales_items < generated.sales,
+        "{sales_items}"
+    );
+
+    // Resume: every load unit was recorded, nothing is rewritten.
+    let mut a = vec!["--phase", "load", "--resume"];
+    a.extend_from_slice(&common);
+    let o = run(args(&a)).await.unwrap();
+    assert!(o.ok);
+    let load = read_json(&r.join("load_report.json"));
+    assert_eq!(
+        load["entities"]["sales"]["units_resumed"],
+        load["entities"]["sales"]["units"]
+    );
+
+    let mut a = vec!["--phase", "verify"];
+    a.extend_from_slice(&common);
+    let o = run(args(&a)).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    let counts = read_json(&r.join("count_comparison.json"));
+    for e in ["buyers", "producers", "sales", "sale_lines"] {
+        assert_eq!(counts[e]["match"], true, "{e}: {}", counts[e]);
+    }
+    assert_eq!(counts["sales"]["source"], generated.sales);
+    let integrity = read_json(&r.join("integrity_report.json"));
+    assert_eq!(integrity["sample_comparison"]["sales"]["mismatched"], 0);
+    let log = std::fs::read_to_string(r.join("migration_errors.log")).unwrap();
+    assert!(
+        log.contains("PERDIDO"),
+        "unknown codes are logged with their reason"
+    );
+
+    // Restore the pre-load backup of the sales table: it was empty.
+    let backup = std::fs::read_dir(d.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("SalesTable-dev-")
+        })
+        .unwrap();
+    let backup = backup.to_str().unwrap().to_owned();
+    let mut a = vec!["--restore", &backup];
+    a.extend_from_slice(&common);
+    assert!(run(args(&a)).await.unwrap().ok);
+    assert_eq!(
+        count_items(&client, "SalesTable-dev", None, 2)
+            .await
+            .unwrap(),
+        0
+    );
+}
