@@ -247,6 +247,15 @@ setup() {
         fi
     done
 
+    # --- dynalite (issue 4: sink-dynamodb tests, s9_sales example): pinned in tools/dynalite ---
+    if [[ ! -f "$root/tools/dynalite/node_modules/dynalite/cli.js" ]]; then
+        [[ $install -eq 1 ]] || die "dynalite missing and --no-install given: run npm ci --prefix tools/dynalite"
+        command -v npm >/dev/null 2>&1 || die "npm not found: install Node >= 20 with npm, then run: npm ci --prefix tools/dynalite"
+        log "installing dynalite: npm ci --prefix tools/dynalite"
+        npm ci --prefix "$root/tools/dynalite" --no-audit --no-fund </dev/null || die "npm ci --prefix tools/dynalite failed"
+    fi
+    # --- end dynalite ---
+
     if [[ -z "${FERRY_NO_NEXTEST:-}" ]] && cargo nextest --version >/dev/null 2>&1; then
         use_nextest=1
     else
