@@ -30,6 +30,9 @@ mod error;
 pub mod ident;
 pub mod ledger;
 mod load;
+pub mod move_data;
+pub mod partition;
+pub mod plan;
 pub mod staging;
 pub mod types;
 

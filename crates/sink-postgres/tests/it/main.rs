@@ -2,6 +2,7 @@
 
 mod copy_roundtrip;
 mod load_resume;
+mod plan;
 mod switchover;
 
 use sqlx::{Connection, PgConnection};

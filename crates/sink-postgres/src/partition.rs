@@ -1,0 +1,525 @@
+//! Monthly range partitioning derived from the data: one partition per month between the
+//! smallest and largest partition key, plus a DEFAULT partition so no row can fall outside;
+//! indexes and foreign keys added partition by partition (short locks); per-partition
+//! counts and a partition-pruning check with `EXPLAIN`.
+//!
+//! Every identifier is quoted ([`crate::ident`]); bounds are quoted literals.
+//!
+//! ```
+//! use chrono::NaiveDate;
+//! use etl_sink_postgres::ident::TableName;
+//! use etl_sink_postgres::partition::MonthlyPartitions;
+//!
+//! let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+//! let p = MonthlyPartitions::new(TableName::new("obs_p"), "created_at", d(2024, 11, 20), d(2025, 2, 3));
+//! assert_eq!(p.months.len(), 4);
+//! assert_eq!(p.partition_name(p.months[0]).name, "obs_p_y2024m11");
+//! assert!(p.partitions_sql()[0].contains("FROM ('2024-11-01') TO ('2024-12-01')"));
+//! ```
+
+use chrono::{Datelike, NaiveDate};
+use sqlx::{Connection, PgConnection};
+
+use crate::Result;
+use crate::ident::{TableName, fit_name, quote_ident, quote_literal};
+
+/// The first day of `d`'s month.
+pub fn month_floor(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).expect("day 1 exists")
+}
+
+/// The first day of the month after `d`'s.
+pub fn next_month(d: NaiveDate) -> NaiveDate {
+    let d = month_floor(d);
+    if d.month() == 12 {
+        NaiveDate::from_ymd_opt(d.year() + 1, 1, 1).expect("valid date")
+    } else {
+        NaiveDate::from_ymd_opt(d.year(), d.month() + 1, 1).expect("valid date")
+    }
+}
+
+/// A table partitioned by month on a date or timestamp column, plus its DEFAULT partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthlyPartitions {
+    /// The partitioned (parent) table.
+    pub parent: TableName,
+    /// The partition key column (`created_at`).
+    pub key: String,
+    /// First day of every month with a partition, ascending.
+    pub months: Vec<NaiveDate>,
+}
+
+impl MonthlyPartitions {
+    /// Partitions for every month from `first`'s to `last`'s, inclusive.
+    pub fn new(parent: TableName, key: &str, first: NaiveDate, last: NaiveDate) -> Self {
+        let (first, last) = (month_floor(first.min(last)), month_floor(first.max(last)));
+        let mut months = Vec::new();
+        let mut m = first;
+        while m <= last {
+            months.push(m);
+            m = next_month(m);
+        }
+        MonthlyPartitions {
+            parent,
+            key: key.to_owned(),
+            months,
+        }
+    }
+
+    /// Partitions covering the data of `source.key` (its minimum to its maximum month),
+    /// plus `months_ahead` months after the maximum (for rows written while the data moves).
+    /// An empty source gets the current month. `NULL` keys and the rest go to the DEFAULT
+    /// partition.
+    pub async fn from_data(
+        conn: &mut PgConnection,
+        source: &TableName,
+        parent: TableName,
+        key: &str,
+        months_ahead: u32,
+    ) -> Result<Self> {
+        let (min, max) = key_range(conn, source, key).await?;
+        let today = chrono::Utc::now().date_naive();
+        let (first, mut last) = (min.unwrap_or(today), max.unwrap_or(today));
+        for _ in 0..months_ahead {
+            last = next_month(last);
+        }
+        Ok(MonthlyPartitions::new(parent, key, first, last))
+    }
+
+    /// The partition of the month starting `month`: `<parent>_y2024m01`.
+    pub fn partition_name(&self, month: NaiveDate) -> TableName {
+        self.parent.with_name(fit_name(
+            &self.parent.name,
+            &format!("_y{:04}m{:02}", month.year(), month.month()),
+        ))
+    }
+
+    /// The DEFAULT partition: `<parent>_default`.
+    pub fn default_partition(&self) -> TableName {
+        self.parent.suffixed("_default")
+    }
+
+    /// `CREATE TABLE parent (LIKE like ...) PARTITION BY RANGE (key)` and its primary key.
+    ///
+    /// Columns, defaults, NOT NULL and CHECK constraints are copied from `like`; indexes
+    /// and keys are not (`LIKE ... INCLUDING ALL` would copy a primary key without the
+    /// partition key, which PostgreSQL refuses on a partitioned table). The primary key is
+    /// `primary_key` plus the partition key when it is not already in it.
+    pub fn create_parent_sql(&self, like: &TableName, primary_key: &[&str]) -> Vec<String> {
+        let mut pk: Vec<String> = primary_key.iter().map(|c| quote_ident(c)).collect();
+        if !primary_key.contains(&self.key.as_str()) {
+            pk.push(quote_ident(&self.key));
+        }
+        vec![
+            format!(
+                "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
+                 INCLUDING STORAGE INCLUDING COMMENTS) PARTITION BY RANGE ({})",
+                self.parent.sql(),
+                like.sql(),
+                quote_ident(&self.key)
+            ),
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})",
+                self.parent.sql(),
+                quote_ident(&fit_name(&self.parent.name, "_pkey")),
+                pk.join(", ")
+            ),
+        ]
+    }
+
+    /// One `CREATE TABLE ... PARTITION OF` per month, then the DEFAULT partition.
+    pub fn partitions_sql(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .months
+            .iter()
+            .map(|&m| {
+                format!(
+                    "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})",
+                    self.partition_name(m).sql(),
+                    self.parent.sql(),
+                    quote_literal(&m.format("%Y-%m-%d").to_string()),
+                    quote_literal(&next_month(m).format("%Y-%m-%d").to_string())
+                )
+            })
+            .collect();
+        out.push(format!(
+            "CREATE TABLE {} PARTITION OF {} DEFAULT",
+            self.default_partition().sql(),
+            self.parent.sql()
+        ));
+        out
+    }
+
+    /// Every statement [`MonthlyPartitions::create`] runs.
+    pub fn create_sql(&self, like: &TableName, primary_key: &[&str]) -> Vec<String> {
+        let mut v = self.create_parent_sql(like, primary_key);
+        v.extend(self.partitions_sql());
+        v
+    }
+
+    /// Create the parent, its primary key and every partition in one transaction.
+    pub async fn create(
+        &self,
+        conn: &mut PgConnection,
+        like: &TableName,
+        primary_key: &[&str],
+    ) -> Result<()> {
+        let mut tx = conn.begin().await?;
+        for s in self.create_sql(like, primary_key) {
+            sqlx::query(sqlx::AssertSqlSafe(s))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `DROP TABLE IF EXISTS parent` (its partitions go with it).
+    pub fn drop_sql(&self) -> String {
+        format!("DROP TABLE IF EXISTS {}", self.parent.sql())
+    }
+}
+
+/// The first days of the months of the smallest and largest `key` of `table` (`None` when
+/// the table is empty). The dates follow the session's `TimeZone` for `timestamptz` keys,
+/// as partition bounds do.
+pub async fn key_range(
+    conn: &mut PgConnection,
+    table: &TableName,
+    key: &str,
+) -> Result<(Option<NaiveDate>, Option<NaiveDate>)> {
+    let k = quote_ident(key);
+    let row: (Option<NaiveDate>, Option<NaiveDate>) = sqlx::query_as(sqlf!(
+        "SELECT date_trunc('month', min({k}))::date, date_trunc('month', max({k}))::date FROM {}",
+        table.sql()
+    ))
+    .fetch_one(conn)
+    .await?;
+    Ok(row)
+}
+
+/// The partitions of `parent` (direct children), in bound order, DEFAULT last.
+pub async fn partitions(conn: &mut PgConnection, parent: &TableName) -> Result<Vec<TableName>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text
+           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE i.inhparent = to_regclass($1)
+          ORDER BY pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', c.relname",
+    )
+    .bind(parent.sql())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, n)| match parent.schema {
+            Some(_) => TableName::qualified(s, n),
+            None => TableName::new(n),
+        })
+        .collect())
+}
+
+/// Rows per partition (every partition, empty ones included), in bound order.
+pub async fn partition_counts(
+    conn: &mut PgConnection,
+    parent: &TableName,
+) -> Result<Vec<(String, i64)>> {
+    let mut out = Vec::new();
+    for p in partitions(conn, parent).await? {
+        let (n,): (i64,) = sqlx::query_as(sqlf!("SELECT count(*) FROM ONLY {}", p.sql()))
+            .fetch_one(&mut *conn)
+            .await?;
+        out.push((p.name, n));
+    }
+    Ok(out)
+}
+
+/// What `EXPLAIN` showed for a query bounded to one month.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PruningCheck {
+    /// The query explained.
+    pub query: String,
+    /// Relations the plan scans.
+    pub scanned: Vec<String>,
+    /// The partition that should be the only one scanned.
+    pub expected: String,
+    /// Whether only `expected` is scanned.
+    pub pruned: bool,
+}
+
+/// `EXPLAIN` a `count(*)` bounded to the month starting `month` and check the plan scans
+/// only that month's partition (partition pruning works).
+pub async fn check_pruning(
+    conn: &mut PgConnection,
+    parts: &MonthlyPartitions,
+    month: NaiveDate,
+) -> Result<PruningCheck> {
+    let query = format!(
+        "SELECT count(*) FROM {} WHERE {k} >= {} AND {k} < {}",
+        parts.parent.sql(),
+        quote_literal(&month.format("%Y-%m-%d").to_string()),
+        quote_literal(&next_month(month).format("%Y-%m-%d").to_string()),
+        k = quote_ident(&parts.key)
+    );
+    let (plan,): (serde_json::Value,) = sqlx::query_as(sqlf!("EXPLAIN (FORMAT JSON) {query}"))
+        .fetch_one(conn)
+        .await?;
+    let mut scanned = Vec::new();
+    collect_relations(&plan, &mut scanned);
+    scanned.sort();
+    scanned.dedup();
+    let expected = parts.partition_name(month).name;
+    let pruned = scanned == [expected.clone()];
+    Ok(PruningCheck {
+        query,
+        scanned,
+        expected,
+        pruned,
+    })
+}
+
+fn collect_relations(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::String(r)) = m.get("Relation Name") {
+                out.push(r.clone());
+            }
+            m.values().for_each(|x| collect_relations(x, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_relations(x, out)),
+        _ => {}
+    }
+}
+
+/// Build an index on a partitioned table without blocking writes for the whole build:
+/// `CREATE INDEX ... ON ONLY parent` (invalid until every partition has its index), then
+/// `CREATE INDEX CONCURRENTLY` on each partition and `ALTER INDEX ... ATTACH PARTITION`.
+/// Idempotent (existing indexes are kept), so a killed build can be run again.
+///
+/// Must not run inside a transaction (`CONCURRENTLY`).
+pub async fn create_index(
+    conn: &mut PgConnection,
+    parent: &TableName,
+    name: &str,
+    columns: &[&str],
+) -> Result<()> {
+    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    let cols = cols.join(", ");
+    sqlx::query(sqlf!(
+        "CREATE INDEX IF NOT EXISTS {} ON ONLY {} ({cols})",
+        quote_ident(name),
+        parent.sql()
+    ))
+    .execute(&mut *conn)
+    .await?;
+    for p in partitions(conn, parent).await? {
+        let child = fit_name(&p.name, &format!("_{}", short_hash(name)));
+        // A killed CONCURRENTLY build leaves an invalid index: drop it and build again.
+        let (invalid,): (bool,) = sqlx::query_as(
+            "SELECT coalesce((SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)), false)",
+        )
+        .bind(p.with_name(child.clone()).sql())
+        .fetch_one(&mut *conn)
+        .await?;
+        if invalid {
+            sqlx::query(sqlf!("DROP INDEX {}", p.with_name(child.clone()).sql()))
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query(sqlf!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({cols})",
+            quote_ident(&child),
+            p.sql()
+        ))
+        .execute(&mut *conn)
+        .await?;
+        let (attached,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2))",
+        )
+        .bind(p.with_name(child.clone()).sql())
+        .bind(parent.with_name(name.to_owned()).sql())
+        .fetch_one(&mut *conn)
+        .await?;
+        if !attached {
+            sqlx::query(sqlf!(
+                "ALTER INDEX {} ATTACH PARTITION {}",
+                parent.with_name(name.to_owned()).sql(),
+                p.with_name(child).sql()
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn short_hash(s: &str) -> String {
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{:06x}", h & 0xff_ffff)
+}
+
+/// A foreign key to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// Constraint name on the parent.
+    pub name: String,
+    /// Referencing columns.
+    pub columns: Vec<String>,
+    /// Referenced table.
+    pub references: TableName,
+    /// Referenced columns.
+    pub ref_columns: Vec<String>,
+}
+
+impl ForeignKey {
+    /// `FOREIGN KEY (cols) REFERENCES table (ref_cols)`.
+    pub fn definition(&self) -> String {
+        let q = |v: &[String]| {
+            v.iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "FOREIGN KEY ({}) REFERENCES {} ({})",
+            q(&self.columns),
+            self.references.sql(),
+            q(&self.ref_columns)
+        )
+    }
+}
+
+/// Add a foreign key to a partitioned table with short locks: on each partition it is
+/// added `NOT VALID` (no scan) and then `VALIDATE`d (a scan that does not block writes),
+/// each in its own transaction; finally it is added on the parent, which adopts the
+/// validated partition constraints. (PostgreSQL before 18 refuses `NOT VALID` on a
+/// partitioned table.) Idempotent.
+///
+/// The statements run under the session's `lock_timeout`.
+pub async fn add_foreign_key(
+    conn: &mut PgConnection,
+    parent: &TableName,
+    fk: &ForeignKey,
+) -> Result<()> {
+    let def = fk.definition();
+    for p in partitions(conn, parent).await? {
+        let name = fit_name(&p.name, &format!("_{}", short_hash(&fk.name)));
+        if !has_constraint(conn, &p, &name).await? {
+            sqlx::query(sqlf!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {def} NOT VALID",
+                p.sql(),
+                quote_ident(&name)
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query(sqlf!(
+            "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+            p.sql(),
+            quote_ident(&name)
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !has_constraint(conn, parent, &fk.name).await? {
+        sqlx::query(sqlf!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {def}",
+            parent.sql(),
+            quote_ident(&fk.name)
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether `table` has a constraint named `name`.
+pub async fn has_constraint(
+    conn: &mut PgConnection,
+    table: &TableName,
+    name: &str,
+) -> Result<bool> {
+    let (b,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+    )
+    .bind(table.sql())
+    .bind(name)
+    .fetch_one(conn)
+    .await?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn months_span_the_data_inclusive() {
+        let p = MonthlyPartitions::new(
+            TableName::new("t_p"),
+            "created_at",
+            d(2024, 1, 31),
+            d(2025, 11, 1),
+        );
+        assert_eq!(p.months.len(), 23);
+        assert_eq!(p.months[0], d(2024, 1, 1));
+        assert_eq!(*p.months.last().unwrap(), d(2025, 11, 1));
+        // Reversed bounds are tolerated.
+        let q = MonthlyPartitions::new(
+            TableName::new("t_p"),
+            "created_at",
+            d(2025, 11, 1),
+            d(2024, 1, 31),
+        );
+        assert_eq!(p.months, q.months);
+        assert_eq!(next_month(d(2024, 12, 15)), d(2025, 1, 1));
+    }
+
+    #[test]
+    fn ddl_quotes_names_and_adds_the_key_to_the_primary_key() {
+        let p = MonthlyPartitions::new(
+            TableName::new("we\"ird"),
+            "created at",
+            d(2024, 12, 3),
+            d(2025, 1, 3),
+        );
+        let sql = p.create_sql(&TableName::new("src"), &["id"]);
+        assert_eq!(sql.len(), 2 + 2 + 1);
+        assert!(
+            sql[0].starts_with("CREATE TABLE \"we\"\"ird\" (LIKE \"src\""),
+            "{}",
+            sql[0]
+        );
+        assert!(sql[0].ends_with("PARTITION BY RANGE (\"created at\")"));
+        assert!(
+            sql[1].ends_with("PRIMARY KEY (\"id\", \"created at\")"),
+            "{}",
+            sql[1]
+        );
+        assert_eq!(
+            sql[2],
+            "CREATE TABLE \"we\"\"ird_y2024m12\" PARTITION OF \"we\"\"ird\" FOR VALUES FROM ('2024-12-01') TO ('2025-01-01')"
+        );
+        assert_eq!(
+            sql[4],
+            "CREATE TABLE \"we\"\"ird_default\" PARTITION OF \"we\"\"ird\" DEFAULT"
+        );
+        let with_key = p.create_parent_sql(&TableName::new("src"), &["id", "created at"]);
+        assert!(with_key[1].ends_with("PRIMARY KEY (\"id\", \"created at\")"));
+    }
+
+    #[test]
+    fn explain_relations_are_collected() {
+        let v = serde_json::json!([{"Plan": {"Node Type": "Aggregate", "Plans": [
+            {"Node Type": "Seq Scan", "Relation Name": "t_y2024m01"}]}}]);
+        let mut out = Vec::new();
+        collect_relations(&v, &mut out);
+        assert_eq!(out, ["t_y2024m01"]);
+    }
+}
