@@ -26,12 +26,12 @@ fn rss_kb(field: &str) -> u64 {
 }
 
 async fn export(
-    fx: &Fixtures,
+    fx: Fixtures,
     types: &[&str],
     windows: usize,
     rpm: u32,
     dir: &std::path::Path,
-) -> anyhow::Result<(u64, f64, u64, u64)> {
+) -> anyhow::Result<(u64, f64, u64, u64, u64)> {
     let cfg = ServerConfig {
         latency: Duration::from_millis(300),
         rate_limit: Some(1000),
@@ -39,10 +39,11 @@ async fn export(
         retry_after: Some(Duration::from_secs(1)),
         ..ServerConfig::default()
     };
-    let server = TestServer::start(fx.clone(), cfg).await?;
+    let server = TestServer::start(fx, cfg).await?;
     let mut c = BubbleConfig::new(server.base_url(), Secret::new(server.token()));
     c.requests_per_minute = rpm;
     let client = Arc::new(BubbleClient::new(c)?);
+    let rss = rss_kb("VmRSS:");
     let t0 = Instant::now();
     let jobs = types.iter().map(|t| {
         let e = BubbleExtract::new(
@@ -68,6 +69,7 @@ async fn export(
         t0.elapsed().as_secs_f64(),
         server.requests(),
         server.throttled(),
+        rss,
     ))
 }
 
@@ -96,8 +98,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let ceiling = 1000.0 / 60.0 * 100.0;
 
-    let (rec, secs, req, throttled) =
-        export(&fx, &["user", "booking"], windows, 1000, &dir.join("conc")).await?;
+    let (rec, secs, req, throttled, rss1) =
+        export(fx, &["user", "booking"], windows, 1000, &dir.join("conc")).await?;
     let conc = rec as f64 / secs;
     let hwm = rss_kb("VmHWM:");
     println!(
@@ -110,18 +112,19 @@ async fn main() -> anyhow::Result<()> {
         bookings_per_user: 0,
         seed: 4,
     });
-    let (rec_s, secs_s, req_s, thr_s) =
-        export(&fx_seq, &["user"], 1, 1000, &dir.join("seq")).await?;
+    let (rec_s, secs_s, req_s, thr_s, _) =
+        export(fx_seq, &["user"], 1, 1000, &dir.join("seq")).await?;
     let seq = rec_s as f64 / secs_s;
     println!(
         "sequential (1 window, same server settings): {rec_s} records in {secs_s:.1} s = {seq:.0} records/s; {req_s} requests, {thr_s} x 429"
     );
     println!("concurrent / sequential = {:.2}x", conc / seq);
     println!(
-        "peak RSS {} MiB (after fixtures {} MiB; export added {} MiB for {rec} records)",
+        "peak RSS {} MiB (fixtures {} MiB, server started {} MiB; the export added {} MiB for {rec} records)",
         hwm / 1024,
         rss0 / 1024,
-        hwm.saturating_sub(rss0) / 1024
+        rss1 / 1024,
+        hwm.saturating_sub(rss1) / 1024
     );
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
