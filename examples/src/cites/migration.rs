@@ -13,7 +13,7 @@ use etl_core::{
 };
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::ledger::LedgerTables;
-use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, count_rows};
+use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, count_rows, exists};
 use etl_sink_postgres::{PgLoad, connect_options};
 use etl_source_csv::{CsvSource, cites_schema};
 use etl_validate::sql::{SqlCheck, SqlChecks};
@@ -177,9 +177,13 @@ pub async fn run(
     let mut conn = PgConnection::connect(url)
         .await
         .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?;
-    schema::ensure(&mut conn).await?;
     let ledger = cfg.ledger();
-    ledger.ensure(&mut conn).await?;
+    let dry_load = cfg.args.common.dry_run && matches!(cfg.action, Action::Load { .. });
+    if !dry_load {
+        // A dry run writes nothing at all, not even empty tables.
+        schema::ensure(&mut conn).await?;
+        ledger.ensure(&mut conn).await?;
+    }
     let report_dir = cfg.args.common.report_dir.clone();
     let mut report = match cfg.action {
         Action::Load { switch } => load(cfg, url, &mut conn, switch, cancel).await?,
@@ -284,7 +288,11 @@ async fn load(
         extra.insert("species_added".into(), json!(added));
         extra.insert("synonyms_added".into(), json!(syn));
     }
-    let mut map = SpeciesMap::load(conn).await?;
+    let mut map = if exists(conn, &TableName::new("species")).await? {
+        SpeciesMap::load(conn).await?
+    } else {
+        SpeciesMap::default()
+    };
     if dry {
         // Nothing is written in a dry run: map the listed species as if they were added.
         for (name, _) in &species_list {
@@ -300,7 +308,7 @@ async fn load(
     let mut run = RunInfo::new(cfg.migration.clone());
     run.dry_run = dry;
     run.cancel = cancel;
-    if args.common.resume {
+    if args.common.resume && !dry {
         let last = ledger
             .last_run(conn, &cfg.migration)
             .await?
@@ -439,6 +447,9 @@ async fn backup(conn: &mut PgConnection, live: &TableName) -> anyhow::Result<Val
 }
 
 async fn table_stats(conn: &mut PgConnection, table: &TableName) -> anyhow::Result<Value> {
+    if !exists(conn, table).await? {
+        return Ok(json!({ "table": table.to_string(), "exists": false }));
+    }
     let (n, species, min_year, max_year): (i64, i64, Option<i32>, Option<i32>) =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT count(*), count(DISTINCT species_id), min(year), max(year) FROM {}",
