@@ -24,6 +24,7 @@
 //! `restore-table-to-point-in-time --target-table-name SalesTable-dev` onto the same name
 //! fails).
 
+pub mod bench;
 pub mod checks;
 pub mod generate;
 pub mod pq;
@@ -149,6 +150,10 @@ pub struct Args {
     /// Rows per Arrow batch.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub batch_size: usize,
+    /// Benchmark: load data/transformed/ into fresh dynalites with ferry's sink, a minimal
+    /// concurrent writer and sequential 25-item calls (see benches/s9_dynamodb.sh).
+    #[arg(long, hide = true)]
+    pub bench: bool,
 }
 
 /// The seed's config file.
@@ -379,6 +384,18 @@ pub async fn main_entry() -> std::process::ExitCode {
 
 /// Run the migration as `args` say.
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    if args.bench {
+        let lines = bench::bench(&args).await?;
+        let mut report = RunReport::new(
+            "s9_bench",
+            "bench",
+            RunStatus::Succeeded,
+            &[],
+            chrono::Utc::now(),
+        );
+        report.extra.insert("bench".into(), Value::Array(lines));
+        return Ok(Outcome { report, ok: true });
+    }
     let config: Config = match &args.config {
         Some(p) => {
             etl_core::load_config(p).with_context(|| format!("reading config {}", p.display()))?
