@@ -224,3 +224,84 @@ async fn phase_by_phase_then_resume_verify_and_restore() {
         0
     );
 }
+
+#[test]
+fn the_seed_config_shape_loads_with_env_substitution() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        r#"{
+          "source": {"type": "postgresql", "host": "s9-database.internal", "port": 5432,
+                     "database": "s9_production", "username": "migration_user",
+                     "password": "${S9_TEST_DB_PASSWORD}", "ssl": true},
+          "target": {"region": "us-east-1", "salesTable": "SalesTable-dev",
+                     "buyersTable": "BuyersTable-dev", "producersTable": "ProducersTable-dev"},
+          "migration": {"batchSize": 25, "maxRetries": 3, "retryDelay": 5,
+                        "exponentialBackoff": true, "continueOnError": false, "backupBeforeLoad": true}
+        }"#,
+    )
+    .unwrap();
+    // SAFETY: no other test reads this variable.
+    unsafe { std::env::set_var("S9_TEST_DB_PASSWORD", "s3cr3t") };
+    let c: etl_examples::s9::Config = etl_core::load_config(&path).unwrap();
+    let src = c.source.unwrap();
+    assert_eq!(src.password.as_ref().unwrap().expose(), "s3cr3t");
+    assert!(
+        !format!("{src:?}").contains("s3cr3t"),
+        "the password never reaches logs"
+    );
+    assert_eq!(c.migration.max_retries, 3);
+    assert!(!c.migration.continue_on_error);
+    assert_eq!(c.target.sales_table, "SalesTable-dev");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_extract_of_one_entity_binds_its_filter() {
+    let db = TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    generate::generate(
+        &pool,
+        generate::GenOptions {
+            sales: 300,
+            seed: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let r = dir.path().join("reports");
+    let o = run(args(&[
+        "--phase",
+        "extract",
+        "--entity",
+        "sales",
+        "--filter",
+        "data_venda >= '2025-01-01'",
+        "--source-url",
+        db.url(),
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--report-dir",
+        r.to_str().unwrap(),
+    ]))
+    .await
+    .unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    let (want_sales, want_lines): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM vendas WHERE data_venda >= '2025-01-01'), \
+                (SELECT count(*) FROM linhas_venda l JOIN vendas v USING (id_venda) WHERE v.data_venda >= '2025-01-01')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let sales = etl_examples::s9::pq::file_rows(&d.join("extracted/sales.parquet")).unwrap();
+    let lines = etl_examples::s9::pq::file_rows(&d.join("extracted/sale_lines.parquet")).unwrap();
+    assert_eq!((sales as i64, lines as i64), (want_sales, want_lines));
+    assert!(want_sales > 0 && want_sales < 306);
+    assert!(
+        !d.join("extracted/buyers.parquet").exists(),
+        "--entity sales extracts sales only"
+    );
+}
