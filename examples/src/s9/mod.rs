@@ -550,6 +550,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             Phase::Transform => transform_phase(&mut ctx).await,
             Phase::Validate => validate(&mut ctx).map(|_| ()),
             Phase::Load => load(&mut ctx, client.as_ref().expect("client")).await,
+            Phase::Verify if ctx.args.dry_run => {
+                println!("[dry run] verify skipped: nothing was written");
+                Ok(())
+            }
             Phase::Verify => verify(&mut ctx, client.as_ref().expect("client")).await,
         };
         tracing::info!(phase = ?phase, secs = format!("{:.1}", t.elapsed().as_secs_f64()), "phase done");
