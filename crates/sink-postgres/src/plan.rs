@@ -1029,7 +1029,6 @@ impl Plan {
             .iter()
             .filter(|s| s.state.touched())
             .map(|s| (s.position, &self.steps[s.position - 1]))
-            .filter(|(_, s)| !s.action.read_only())
             .collect();
         let blocked: Vec<String> = todo
             .iter()

@@ -265,10 +265,20 @@ async fn partitions_from_data_keyset_move_resumes_and_prunes() {
     assert_eq!(counts.last().unwrap(), &("obs_p_default".to_owned(), 2));
     assert_eq!(counts.iter().map(|c| c.1).sum::<i64>(), 3002);
     exec(&mut conn, "ANALYZE obs_p").await;
-    let pr = partition::check_pruning(&mut conn, &parts, parts.months[2])
+    let pr = partition::check_pruning(&mut conn, &parts.parent, "created_at", parts.months[2])
         .await
         .unwrap();
     assert!(pr.pruned, "{pr:?}");
+    assert_eq!(pr.scanned, ["obs_p_y2024m03"]);
+    let dense = partition::dense_key_range(&mut conn, &TableName::new("obs"), "created_at", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        dense.0,
+        NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        "the lone 1999 row is left to DEFAULT"
+    );
     // Online indexes and foreign keys on the partitioned table.
     partition::create_index(&mut conn, &parts.parent, "obs_p_v", &["v"])
         .await

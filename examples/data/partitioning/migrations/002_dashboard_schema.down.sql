@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS dashboard_widgets;
+DROP TABLE IF EXISTS dashboards;
