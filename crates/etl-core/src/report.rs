@@ -144,6 +144,27 @@ impl RunReport {
         }
     }
 
+    /// Replace the units (e.g. those of several pipelines, one per type, making one
+    /// migration) and recompute the totals and rows/s from them.
+    pub fn set_units(&mut self, units: Vec<UnitReport>) {
+        let mut t = RunTotals::default();
+        for u in &units {
+            t.add(
+                [u.read, u.loaded, u.rejected, u.filtered],
+                &u.rejected_by_reason,
+                &u.filtered_by_reason,
+                &u.counters,
+            );
+        }
+        self.totals = t;
+        self.units = units;
+        self.rows_per_s = if self.duration_s > 0.0 {
+            self.totals.read as f64 / self.duration_s
+        } else {
+            0.0
+        };
+    }
+
     /// Whether the run succeeded.
     pub fn succeeded(&self) -> bool {
         self.status == RunStatus::Succeeded

@@ -158,21 +158,38 @@ impl RunTotals {
     pub fn from_units<'a>(units: impl IntoIterator<Item = &'a UnitSummary>) -> Self {
         let mut t = RunTotals::default();
         for u in units {
-            t.read += u.read;
-            t.loaded += u.loaded;
-            t.rejected += u.rejected;
-            t.filtered += u.filtered;
-            for (k, v) in &u.rejected_by_reason {
-                *t.rejected_by_reason.entry(k.clone()).or_default() += v;
-            }
-            for (k, v) in &u.filtered_by_reason {
-                *t.filtered_by_reason.entry(k.clone()).or_default() += v;
-            }
-            for (k, v) in &u.counters {
-                *t.counters.entry(k.clone()).or_default() += v;
-            }
+            t.add(
+                [u.read, u.loaded, u.rejected, u.filtered],
+                &u.rejected_by_reason,
+                &u.filtered_by_reason,
+                &u.counters,
+            );
         }
         t
+    }
+
+    /// Add one unit's `[read, loaded, rejected, filtered]` and its reasons and counters.
+    pub fn add(
+        &mut self,
+        counts: [u64; 4],
+        rejected: &Counts,
+        filtered: &Counts,
+        counters: &Counts,
+    ) {
+        let [read, loaded, rej, fil] = counts;
+        self.read += read;
+        self.loaded += loaded;
+        self.rejected += rej;
+        self.filtered += fil;
+        for (map, from) in [
+            (&mut self.rejected_by_reason, rejected),
+            (&mut self.filtered_by_reason, filtered),
+            (&mut self.counters, counters),
+        ] {
+            for (k, v) in from {
+                *map.entry(k.clone()).or_default() += v;
+            }
+        }
     }
 
     /// Whether `read = loaded + rejected + filtered`.

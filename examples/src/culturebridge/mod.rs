@@ -454,28 +454,7 @@ pub async fn run(
         &[],
         started,
     );
-    for u in &units {
-        let t = &mut report.totals;
-        t.read += u.read;
-        t.loaded += u.loaded;
-        t.rejected += u.rejected;
-        t.filtered += u.filtered;
-        for (k, v) in &u.rejected_by_reason {
-            *t.rejected_by_reason.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &u.filtered_by_reason {
-            *t.filtered_by_reason.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &u.counters {
-            *t.counters.entry(k.clone()).or_default() += v;
-        }
-    }
-    report.units = units;
-    report.rows_per_s = if report.duration_s > 0.0 {
-        report.totals.read as f64 / report.duration_s
-    } else {
-        0.0
-    };
+    report.set_units(units);
     report.validation = sw.findings;
     if !sw.committed {
         report.status = RunStatus::Failed;
