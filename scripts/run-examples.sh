@@ -65,6 +65,7 @@ DATABASE_URL="$(fresh_db ex_cites_arctic)" run cargo run --example cites_arctic 
 DATABASE_URL="$(fresh_db ex_culturebridge)" run cargo run --example culturebridge -- --users 300 --bcrypt-cost 4 --requests-per-minute 60000 --export-dir "$TMP/culturebridge/export" --report-dir "$TMP/culturebridge/reports"
 # s9_sales (issue 4): own throwaway PostgreSQL + local dynalite, 2,000 generated sales, every phase
 run cargo run --example s9_sales -- --sales 2000 --data-dir "$TMP/s9/data" --report-dir "$TMP/s9/reports"
+DATABASE_URL="$(fresh_db ex_partitioning)" run cargo run --example observations_partitioning -- --report-dir "$TMP/partitioning"
 # ======================= END EXAMPLES ==========================================================
 
 echo

@@ -673,9 +673,18 @@ impl Plan {
         Ok(())
     }
 
-    /// Every step with its recorded state, in plan order.
+    /// Every step with its recorded state, in plan order (all pending when the ledger
+    /// table does not exist yet; this reads only).
     pub async fn status(&self, conn: &mut PgConnection) -> Result<Vec<StepStatus>> {
-        self.ensure_ledger(conn).await?;
+        let rows = if crate::staging::exists(conn, &self.ledger).await? {
+            self.ledger_rows(conn).await?
+        } else {
+            Vec::new()
+        };
+        Ok(self.statuses(&rows))
+    }
+
+    async fn ledger_rows(&self, conn: &mut PgConnection) -> Result<Vec<(String, LedgerRow)>> {
         let rows: Vec<(String, LedgerRow)> = sqlx::query_as::<_, (String, String, Option<String>, Option<chrono::DateTime<chrono::Utc>>, Option<f64>, Option<String>, Option<serde_json::Value>)>(sqlf!(
             "SELECT step, state, checksum, finished_at, duration_s, error, details FROM {} WHERE plan = $1",
             self.ledger.sql()
@@ -686,8 +695,11 @@ impl Plan {
         .into_iter()
         .map(|r| (r.0.clone(), r))
         .collect();
-        Ok(self
-            .steps
+        Ok(rows)
+    }
+
+    fn statuses(&self, rows: &[(String, LedgerRow)]) -> Vec<StepStatus> {
+        self.steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
@@ -712,7 +724,7 @@ impl Plan {
                     details: row.and_then(|r| r.6.clone()),
                 }
             })
-            .collect())
+            .collect()
     }
 
     /// Refuse when a completed migration's definition changed since it ran.
@@ -790,6 +802,7 @@ impl Plan {
         ctx: &StepContext,
         opts: &RunOptions,
     ) -> Result<PlanOutcome> {
+        self.ensure_ledger(conn).await?;
         let status = self.status(conn).await?;
         self.check_unchanged(&status)?;
         let required_done = status
@@ -1024,6 +1037,7 @@ impl Plan {
         conn: &mut PgConnection,
         ctx: &StepContext,
     ) -> Result<PlanOutcome> {
+        self.ensure_ledger(conn).await?;
         let status = self.status(conn).await?;
         let todo: Vec<(usize, &Step)> = status
             .iter()

@@ -2,7 +2,8 @@
 //! (ids, timestamps and values are functions of the row number), generated inside
 //! PostgreSQL so 2,000,000 rows take seconds.
 //!
-//! Observations are spread over 2024-01 .. 2025-11 (the seed's months) in scrambled order;
+//! Observations are spread over 2024-01 .. 2025-11 (the seed's months; see
+//! [`GenOptions::months`]) in scrambled order;
 //! one row in 5,000 has a 1970 timestamp (a device with a reset clock) and one in 7,001 a
 //! 2099 placeholder, which fall outside every expected month and must land in the DEFAULT
 //! partition.
@@ -20,6 +21,8 @@ pub struct GenOptions {
     pub programs: u32,
     /// Submissions.
     pub submissions: u32,
+    /// Months the observations span from 2024-01 (23: to 2025-11, as in the seed).
+    pub months: u32,
 }
 
 impl Default for GenOptions {
@@ -29,6 +32,7 @@ impl Default for GenOptions {
             sites: 40,
             programs: 6,
             submissions: 2_000,
+            months: 23,
         }
     }
 }
@@ -38,14 +42,20 @@ fn uuid_sql(prefix: char, n: &str) -> String {
     format!("('{prefix}0000000-0000-4000-8000-' || lpad(to_hex({n}), 12, '0'))::uuid")
 }
 
-/// The creation time of row `g`: scrambled over 2024-01-01 .. 2025-11-30, with the stray
-/// 1970 and 2099 rows.
-fn created_sql(g: &str, salt: u64) -> String {
-    // 700 days of seconds; 7919 * g + salt modulo it scrambles the order deterministically.
+/// The creation time of row `g`: scrambled over `months` months from 2024-01-01, with the
+/// stray 1970 and 2099 rows.
+fn created_sql(g: &str, salt: u64, months: u32) -> String {
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid date");
+    let end = start
+        .checked_add_months(chrono::Months::new(months.max(1)))
+        .expect("valid date");
+    let span = (end - start).num_seconds();
+    // g * 2654435761 (a prime, so a bijection modulo the span) + salt scrambles the order
+    // deterministically over the whole span.
     format!(
         "CASE WHEN {g} % 5000 = 17 THEN timestamptz '1970-01-01 00:00:00+00' + ({g} % 86400) * interval '1 second'
               WHEN {g} % 7001 = 23 THEN timestamptz '2099-12-31 00:00:00+00'
-              ELSE timestamptz '2024-01-01 00:00:00+00' + ((({g}::bigint * 7919 + {salt}) % 60480000) * interval '1 second') END"
+              ELSE timestamptz '2024-01-01 00:00:00+00' + ((({g}::bigint * 2654435761 + {salt}) % {span}) * interval '1 second') END"
     )
 }
 
@@ -112,7 +122,7 @@ pub async fn generate(conn: &mut PgConnection, opts: &GenOptions) -> anyhow::Res
     // The observations. Fixing the submission/site/program trio from one number keeps
     // them consistent (the site and program of a row are those of a real combination).
     let pid = uuid_sql('a', "g");
-    let created = created_sql("g", 11);
+    let created = created_sql("g", 11, opts.months);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO petri_observations
          SELECT {pid}, {sub}, {obs_site}, {obs_prog}, 'P' || lpad((g % 100000)::text, 5, '0'),
@@ -131,7 +141,7 @@ pub async fn generate(conn: &mut PgConnection, opts: &GenOptions) -> anyhow::Res
     .execute(&mut *tx)
     .await?;
     let gid = uuid_sql('b', "g");
-    let created = created_sql("g", 29);
+    let created = created_sql("g", 29, opts.months);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO gasifier_observations
          SELECT {gid}, {sub}, {obs_site}, {obs_prog}, 'G' || lpad((g % 100000)::text, 5, '0'),
@@ -165,7 +175,5 @@ pub async fn generate(conn: &mut PgConnection, opts: &GenOptions) -> anyhow::Res
 
 /// How many generated rows of `n` fall outside 2024-01 .. 2025-11 (the DEFAULT partition).
 pub fn strays(n: u64) -> u64 {
-    (1..=n)
-        .filter(|g| g % 5000 == 17 || g % 7001 == 23)
-        .count() as u64
+    (1..=n).filter(|g| g % 5000 == 17 || g % 7001 == 23).count() as u64
 }

@@ -57,7 +57,8 @@ pub struct PartitioningArgs {
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub pause_ms: u64,
     /// Months holding less than this share of a table's rows, before the first or after
-    /// the last busy month, get no partition: their rows go to the DEFAULT partition.
+    /// the last busy month, get no partition: their rows go to the DEFAULT partition (a
+    /// busy month holds at least 10 rows whatever the share).
     #[arg(long, default_value_t = 0.001, value_name = "SHARE")]
     pub min_month_share: f64,
     /// Directory of the SQL migrations (`NNN_name.sql` + `NNN_name.down.sql`). Default:

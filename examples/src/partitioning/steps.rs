@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use etl_core::Finding;
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::move_data::{self, KeysetMove, OnlineMove, compare_tables, swap_names};
@@ -164,18 +164,15 @@ impl CodeStep {
         t: &TableSpec,
     ) -> Result<MonthlyPartitions> {
         let n = count_rows(conn, &t.live()).await?;
-        let min_rows = ((n as f64) * self.shared.min_month_share).ceil().max(1.0) as i64;
+        // At least 10 rows, so a handful of strays in a small table do not count as busy.
+        let min_rows = ((n as f64) * self.shared.min_month_share).ceil().max(10.0) as i64;
         let today = chrono::Utc::now().date_naive();
         let (first, last) = partition::dense_key_range(conn, &t.live(), KEY, min_rows)
             .await?
             .unwrap_or((today, today));
-        // Up to next month, so rows written during and after the move have a partition.
-        let next = partition::next_month(today);
-        let last = if next > last && next.year() - last.year() <= 2 {
-            next
-        } else {
-            last
-        };
+        // One spare month after the data; later rows go to DEFAULT until their month's
+        // partition is added.
+        let last = partition::next_month(last);
         Ok(MonthlyPartitions::new(t.new_table(), KEY, first, last))
     }
 

@@ -1,0 +1,617 @@
+//! The observations partitioning migration (seed 002) against a real PostgreSQL: a full
+//! run, rollback after every step, resume after a real kill, the online move under
+//! concurrent writes, rows outside every expected month, a changed migration file refused,
+//! a dry run that writes nothing, and the lock pre-flight.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use clap::Parser;
+use etl_core::RunStatus;
+use etl_examples::partitioning::r#gen::{GenOptions, generate, strays};
+use etl_examples::partitioning::{PartitioningArgs, run, schema};
+use etl_sink_postgres::ident::TableName;
+use etl_sink_postgres::move_data::{compare_tables, table_hash};
+use sqlx::{Connection, PgConnection};
+
+#[derive(Parser, Debug)]
+struct A {
+    #[command(flatten)]
+    p: PartitioningArgs,
+}
+
+struct Env {
+    db: etl_testkit::TestDb,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn new() -> Self {
+        Env {
+            db: etl_testkit::TestDb::create().await.unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn reports(&self, name: &str) -> PathBuf {
+        self.dir.path().join("reports").join(name)
+    }
+    fn args(&self, report: &str, extra: &[&str]) -> PartitioningArgs {
+        let mut argv = vec![
+            "observations_partitioning".to_owned(),
+            "--report-dir".into(),
+            self.reports(report).display().to_string(),
+            "--rows".into(),
+            "3000".into(),
+            "-q".into(),
+        ];
+        if !extra.contains(&"--batch-size") {
+            argv.extend(["--batch-size".to_owned(), "700".to_owned()]);
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        A::try_parse_from(argv).unwrap().p
+    }
+    async fn try_run(&self, report: &str, extra: &[&str]) -> anyhow::Result<etl_core::RunReport> {
+        run(&self.args(report, extra), self.db.url(), Default::default()).await
+    }
+    async fn run(&self, report: &str, extra: &[&str]) -> etl_core::RunReport {
+        self.try_run(report, extra).await.unwrap()
+    }
+    async fn conn(&self) -> PgConnection {
+        PgConnection::connect(self.db.url()).await.unwrap()
+    }
+    /// The source tables with `rows` observations over `months` months.
+    async fn source(&self, rows: u64, months: u32) -> PgConnection {
+        let mut c = self.conn().await;
+        schema::create(&mut c).await.unwrap();
+        generate(
+            &mut c,
+            &GenOptions {
+                rows,
+                months,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        c
+    }
+}
+
+async fn one(conn: &mut PgConnection, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(conn)
+        .await
+        .unwrap();
+    n
+}
+
+/// Everything of the public schema except ferry's own tables: relations, columns,
+/// indexes, constraints, views, triggers, functions, and the observation tables' content.
+async fn fingerprint(conn: &mut PgConnection) -> Vec<String> {
+    let (mut v,): (Vec<String>,) = sqlx::query_as(
+        "SELECT array_agg(x ORDER BY x) FROM (
+           SELECT 'rel ' || c.relname || ' ' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relname NOT LIKE 'ferry\\_%'
+           UNION ALL SELECT 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnum
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v') AND a.attnum > 0 AND NOT a.attisdropped AND c.relname NOT LIKE 'ferry\\_%'
+           UNION ALL SELECT 'idx ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename NOT LIKE 'ferry\\_%'
+           UNION ALL SELECT 'con ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated
+             FROM pg_constraint WHERE connamespace = 'public'::regnamespace AND conrelid::regclass::text NOT LIKE 'ferry\\_%'
+           UNION ALL SELECT 'view ' || viewname || ' ' || definition FROM pg_views WHERE schemaname = 'public'
+           UNION ALL SELECT 'trg ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+           UNION ALL SELECT 'fn ' || proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace) s(x)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    for t in ["petri_observations", "gasifier_observations"] {
+        let cols: Vec<(String,)> = sqlx::query_as(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        .bind(t)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let cols: Vec<String> = cols.into_iter().map(|(c,)| c).collect();
+        v.push(format!(
+            "data {t} {}",
+            table_hash(conn, &TableName::new(t), &cols).await.unwrap()
+        ));
+    }
+    v
+}
+
+#[tokio::test]
+async fn full_run_partitions_moves_verifies_and_cleans_up() {
+    let env = Env::new().await;
+    let r = env.run("full", &[]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let t = &r.totals;
+    assert_eq!((t.read, t.loaded), (3000, 3000));
+    assert_eq!(r.units.len(), 2);
+    assert_eq!(
+        (r.units[0].name.as_str(), r.units[0].read),
+        ("petri_observations", 1800)
+    );
+    assert!(r.validation.iter().all(|f| f.passed), "{:#?}", r.validation);
+    assert!(env.reports("full").join("report.json").exists());
+
+    let mut c = env.conn().await;
+    // The live names are partitioned tables; the previous tables are kept as *_old.
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_partitioned_table WHERE partrelid IN ('petri_observations'::regclass, 'gasifier_observations'::regclass)").await,
+        2
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM petri_observations_old").await,
+        1800
+    );
+    // Months 2024-01 .. 2025-11, a spare month, and DEFAULT; the strays are in DEFAULT.
+    let parts = one(
+        &mut c,
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'petri_observations'::regclass",
+    )
+    .await;
+    assert_eq!(parts, 23 + 1 + 1);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM petri_observations_partitioned_default"
+        )
+        .await as u64,
+        strays(1800)
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM petri_observations_partitioned_default WHERE extract(year FROM created_at) NOT IN (1970, 2099)").await,
+        0
+    );
+    assert!(
+        strays(1800) > 0,
+        "the sample has rows outside every expected month"
+    );
+    // Views read the new tables, with names.
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM petri_observations_with_names WHERE program_name LIKE 'Program %' AND site_name LIKE 'Site %'").await,
+        1800
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class = 'gasifier_observations_with_names'::regclass AND d.refobjid = 'gasifier_observations_old'::regclass").await,
+        0,
+        "the view no longer reads the old table"
+    );
+    assert!(
+        one(&mut c, "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class = 'gasifier_observations_with_names'::regclass AND d.refobjid = 'gasifier_observations'::regclass").await > 0,
+        "the view reads the partitioned table"
+    );
+    // Foreign keys validated, on every partition; deprecated columns gone; new tables there.
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'gasifier_observations'::regclass AND contype = 'f' AND convalidated").await,
+        3
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'petri_observations'::regclass AND attname IN ('legacy_growth_color', 'old_placement_code') AND NOT attisdropped").await,
+        0
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_tables WHERE tablename IN ('report_folders','report_folder_permissions','saved_reports','report_data_snapshots','report_version_history','dashboards','dashboard_widgets','dashboard_permissions')").await,
+        8
+    );
+    let bad = sqlx::query("INSERT INTO petri_observations (submission_id, site_id, program_id, petri_code, fungicide_used) SELECT submission_id, site_id, gen_random_uuid(), 'x', 'No' FROM submissions LIMIT 1")
+        .execute(&mut c)
+        .await;
+    assert!(bad.is_err(), "the new program_id foreign key is enforced");
+
+    // A second run does nothing again.
+    let again = env.run("again", &[]).await;
+    assert_eq!(again.status, RunStatus::Succeeded, "{:?}", again.error);
+    let steps = again.extra["steps"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s["name"] != "preflight")
+            .all(|s| s["outcome"] == "skipped"),
+        "{steps:#?}"
+    );
+
+    // Cleanup drops the old tables; afterwards a rollback is refused.
+    let cl = env.run("cleanup", &["--cleanup"]).await;
+    assert_eq!(cl.status, RunStatus::Succeeded, "{:?}", cl.error);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\\_old'"
+        )
+        .await,
+        0
+    );
+    let e = env.try_run("rb", &["--rollback"]).await.unwrap_err();
+    assert!(e.to_string().contains("cleanup"), "{e}");
+}
+
+#[tokio::test]
+async fn rollback_after_every_step_restores_the_original_database() {
+    let env = Env::new().await;
+    let mut c = env.source(1500, 3).await;
+    let before = fingerprint(&mut c).await;
+    let steps: Vec<String> = etl_examples::partitioning::build_plan(&env.args("x", &[]))
+        .unwrap()
+        .steps
+        .iter()
+        .filter(|s| !s.optional)
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(steps.len(), 13);
+    for (i, step) in steps.iter().enumerate() {
+        // Alternate batch and online moves so both rollbacks are exercised.
+        let mode: &[&str] = if i % 2 == 0 { &[] } else { &["--online"] };
+        let mut a = vec!["--until", step.as_str()];
+        a.extend_from_slice(mode);
+        let r = env.run(&format!("until_{step}"), &a).await;
+        assert_eq!(
+            r.status,
+            RunStatus::Succeeded,
+            "until {step}: {:?}",
+            r.error
+        );
+        let rb = env.run(&format!("rollback_{step}"), &["--rollback"]).await;
+        assert_eq!(
+            rb.status,
+            RunStatus::RolledBack,
+            "rollback after {step}: {:?}",
+            rb.error
+        );
+        let after = fingerprint(&mut c).await;
+        let diff: Vec<_> = before
+            .iter()
+            .filter(|x| !after.contains(x))
+            .map(|x| format!("- {x}"))
+            .chain(
+                after
+                    .iter()
+                    .filter(|x| !before.contains(x))
+                    .map(|x| format!("+ {x}")),
+            )
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "after rolling back `{step}`:\n{}",
+            diff.join("\n")
+        );
+    }
+}
+
+fn example_binary(name: &str) -> PathBuf {
+    // tests run from target/<profile>/deps; examples are built beside it
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join("examples").join(name);
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "etl-examples", "--example", name])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    bin
+}
+
+#[tokio::test]
+async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
+    let env = Env::new().await;
+    let mut c = env.source(30_000, 23).await;
+    let bin = example_binary("observations_partitioning");
+    let mut child = tokio::process::Command::new(&bin)
+        .args([
+            "--report-dir",
+            &env.reports("killed").display().to_string(),
+            "--batch-size",
+            "500",
+            "--pause-ms",
+            "20",
+            "-q",
+        ])
+        .env("DATABASE_URL", env.db.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let n: Result<(i64,), _> = sqlx::query_as(
+            "SELECT coalesce(sum(rows_moved), 0)::bigint FROM ferry_move_checkpoints",
+        )
+        .fetch_one(&mut c)
+        .await;
+        if matches!(n, Ok((x,)) if x >= 2000) {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "the move never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap(); // SIGKILL: no cleanup, no rollback from the client
+    child.wait().await.unwrap();
+    let moved = one(
+        &mut c,
+        "SELECT rows_moved FROM ferry_move_checkpoints WHERE move_name LIKE '%:petri_observations'",
+    )
+    .await;
+    assert!(
+        moved < 18_000,
+        "the kill came too late to test anything ({moved} rows moved)"
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM petri_observations_partitioned"
+        )
+        .await,
+        moved,
+        "the checkpoint matches the committed rows exactly"
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM ferry_schema_migrations WHERE step = 'move_data' AND state = 'running'").await,
+        1
+    );
+    // A plain rerun is refused; --resume continues from the checkpoint.
+    let e = env.try_run("rerun", &[]).await.unwrap_err();
+    assert!(e.to_string().contains("--resume"), "{e}");
+    let r = env
+        .run("resumed", &["--resume", "--batch-size", "500"])
+        .await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    assert_eq!((r.totals.read, r.totals.loaded), (30_000, 30_000));
+    let mv = &r.extra["move_data"]["petri_observations"]["backfill"];
+    assert_eq!(
+        mv["resumed_after"].as_array().map(|a| a.len()),
+        Some(2),
+        "{mv}"
+    );
+    assert_eq!(mv["rows"].as_i64().unwrap() + moved, 18_000, "{mv}");
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(DISTINCT observation_id) FROM petri_observations"
+        )
+        .await,
+        18_000
+    );
+    let cmp = compare_tables(
+        &mut c,
+        &TableName::new("petri_observations_old"),
+        &TableName::new("petri_observations"),
+        &["observation_id"],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(cmp.equal(), "{cmp:?}");
+}
+
+/// Writes to `petri_observations` by name until one lands in the new table (the swap has
+/// happened): that write is rolled back, so the old table stays a frozen copy of the
+/// moment of the swap. Returns the writes committed.
+async fn writer(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> u64 {
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let g = rng.u64(1..18_000);
+        let id = format!("a0000000-0000-4000-8000-{g:012x}");
+        let mut tx = c.begin().await.unwrap();
+        let landed: Option<(String,)> = match rng.u8(0..4) {
+            0 => sqlx::query_as(
+                "INSERT INTO petri_observations (submission_id, site_id, program_id, petri_code, fungicide_used, notes, created_at)
+                 SELECT submission_id, site_id, program_id, 'W' || $1, 'No', 'written during the move',
+                        CASE WHEN $1 % 2 = 0 THEN now() ELSE timestamptz '2024-06-01' + $1 * interval '1 minute' END
+                   FROM submissions WHERE global_submission_id = 100001 + $1 % 100
+                 RETURNING tableoid::regclass::text",
+            )
+            .bind(g as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap(),
+            1 => sqlx::query_as(
+                "UPDATE petri_observations SET growth_index = 12.34, notes = 'updated', updated_at = now()
+                  WHERE observation_id = $1::uuid RETURNING tableoid::regclass::text",
+            )
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap(),
+            2 => sqlx::query_as(
+                "UPDATE petri_observations SET created_at = created_at + interval '40 days'
+                  WHERE observation_id = $1::uuid RETURNING tableoid::regclass::text",
+            )
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap(),
+            _ => sqlx::query_as(
+                "DELETE FROM petri_observations WHERE observation_id = $1::uuid RETURNING tableoid::regclass::text",
+            )
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap(),
+        };
+        if landed
+            .as_ref()
+            .is_some_and(|(t,)| t != "petri_observations")
+        {
+            tx.rollback().await.unwrap();
+            break;
+        }
+        tx.commit().await.unwrap();
+        n += 1;
+        done.store(n, Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    n
+}
+
+#[tokio::test]
+async fn online_move_under_concurrent_writes_equals_the_old_table_row_for_row() {
+    let env = Env::new().await;
+    let mut c = env.source(30_000, 23).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let w = tokio::spawn(writer(env.db.url().to_owned(), stop.clone(), done.clone()));
+    // The writer is running before the move starts.
+    while done.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = env
+        .run(
+            "online",
+            &["--online", "--batch-size", "1000", "--pause-ms", "10"],
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = w.await.unwrap();
+    assert_eq!(
+        r.status,
+        RunStatus::Succeeded,
+        "{:?} {:#?}",
+        r.error,
+        r.validation
+    );
+    let petri = &r.extra["move_data"]["petri_observations"];
+    let replayed = petri["replay"]["changes"].as_u64().unwrap()
+        + petri["swap"]["final_changes"].as_u64().unwrap();
+    let lock_ms = petri["swap"]["lock_held_ms"].as_f64().unwrap();
+    assert!(writes >= 50, "the writer wrote only {writes} times");
+    assert!(replayed > 0, "no change was captured: {petri}");
+    assert!(lock_ms < 1000.0, "the swap held its lock {lock_ms} ms");
+    // The old table froze at the swap; the new one must equal it row for row.
+    let cmp = compare_tables(
+        &mut c,
+        &TableName::new("petri_observations_old"),
+        &TableName::new("petri_observations"),
+        &["observation_id"],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(cmp.equal(), "{cmp:?}");
+    assert!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM petri_observations WHERE notes = 'written during the move'"
+        )
+        .await
+            > 0
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE '%ferry%'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_changed_migration_file_is_refused() {
+    let env = Env::new().await;
+    let dir = env.dir.path().join("migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(etl_examples::common::bundled("partitioning/migrations")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let m = dir.display().to_string();
+    let r = env
+        .run("first", &["--migrations", &m, "--until", "003_permissions"])
+        .await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let f = dir.join("002_dashboard_schema.sql");
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        text.replace("is_public    boolean", "is_shared    boolean"),
+    )
+    .unwrap();
+    let e = env
+        .try_run("changed", &["--migrations", &m, "--resume"])
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("002_dashboard_schema") && msg.contains("changed after they were applied"),
+        "{msg}"
+    );
+    let e = env
+        .try_run("changed_dry", &["--migrations", &m, "--dry-run"])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("002_dashboard_schema"), "{e}");
+    // Nothing ran: the move never started.
+    let mut c = env.conn().await;
+    let (tables,): (Vec<String>,) = sqlx::query_as(
+        "SELECT coalesce(array_agg(tablename::text), '{}') FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '%partitioned%'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert!(tables.is_empty(), "{tables:?}");
+    // Restoring the file lets the plan continue.
+    std::fs::write(&f, text).unwrap();
+    let r = env.run("restored", &["--migrations", &m, "--resume"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_and_a_held_lock_refuses_the_start() {
+    let env = Env::new().await;
+    let mut c = env.source(2000, 3).await;
+    let before = fingerprint(&mut c).await;
+    let r = env.run("dry", &["--dry-run"]).await;
+    assert_eq!(r.status, RunStatus::DryRun, "{:?}", r.error);
+    let steps = r.extra["steps"].as_array().unwrap();
+    let move_sql = steps.iter().find(|s| s["name"] == "move_data").unwrap()["sql"].to_string();
+    assert!(
+        move_sql.contains("ORDER BY \\\"created_at\\\", \\\"observation_id\\\" LIMIT $2"),
+        "{move_sql}"
+    );
+    assert!(!move_sql.to_uppercase().contains("OFFSET"));
+    assert_eq!(fingerprint(&mut c).await, before);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ferry\\_%'"
+        )
+        .await,
+        0
+    );
+
+    // Another session keeps a transaction open on the table: the run refuses to start.
+    let mut holder = env.conn().await;
+    sqlx::raw_sql("BEGIN; SELECT count(*) FROM petri_observations;")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let r = env.run("locked", &["--lock-timeout", "300ms"]).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    let err = r.error.unwrap();
+    assert!(
+        err.contains("refusing to start") && err.contains("AccessShareLock"),
+        "{err}"
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'report%'"
+        )
+        .await,
+        0
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let r = env.run("unlocked", &["--lock-timeout", "300ms"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+}
