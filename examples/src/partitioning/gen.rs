@@ -3,7 +3,7 @@
 //! PostgreSQL so 2,000,000 rows take seconds.
 //!
 //! Observations are spread over 2024-01 .. 2025-11 (the seed's months; see
-//! [`GenOptions::months`]) in scrambled order;
+//! [`GenOptions::months`]), rising with the row number;
 //! one row in 5,000 has a 1970 timestamp (a device with a reset clock) and one in 7,001 a
 //! 2099 placeholder, which fall outside every expected month and must land in the DEFAULT
 //! partition.
@@ -42,20 +42,21 @@ fn uuid_sql(prefix: char, n: &str) -> String {
     format!("('{prefix}0000000-0000-4000-8000-' || lpad(to_hex({n}), 12, '0'))::uuid")
 }
 
-/// The creation time of row `g`: scrambled over `months` months from 2024-01-01, with the
-/// stray 1970 and 2099 rows.
-fn created_sql(g: &str, salt: u64, months: u32) -> String {
+/// The creation time of row `g` of `n`: rising with `g` over `months` months from
+/// 2024-01-01 (rows are inserted as they are created, so time follows the physical order,
+/// as in a real table), with up to an hour of jitter, and the stray 1970 and 2099 rows.
+fn created_sql(g: &str, n: u64, salt: u64, months: u32) -> String {
     let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid date");
     let end = start
         .checked_add_months(chrono::Months::new(months.max(1)))
         .expect("valid date");
-    let span = (end - start).num_seconds();
-    // g * 2654435761 (a prime, so a bijection modulo the span) + salt scrambles the order
-    // deterministically over the whole span.
+    let span = (end - start).num_seconds() - 3600;
+    let n = n.max(1);
     format!(
         "CASE WHEN {g} % 5000 = 17 THEN timestamptz '1970-01-01 00:00:00+00' + ({g} % 86400) * interval '1 second'
               WHEN {g} % 7001 = 23 THEN timestamptz '2099-12-31 00:00:00+00'
-              ELSE timestamptz '2024-01-01 00:00:00+00' + ((({g}::bigint * 2654435761 + {salt}) % {span}) * interval '1 second') END"
+              ELSE timestamptz '2024-01-01 00:00:00+00'
+                   + ((({g}::bigint - 1) * {span} / {n} + ({g}::bigint * 2654435761 + {salt}) % 3600) * interval '1 second') END"
     )
 }
 
@@ -122,7 +123,7 @@ pub async fn generate(conn: &mut PgConnection, opts: &GenOptions) -> anyhow::Res
     // The observations. Fixing the submission/site/program trio from one number keeps
     // them consistent (the site and program of a row are those of a real combination).
     let pid = uuid_sql('a', "g");
-    let created = created_sql("g", 11, opts.months);
+    let created = created_sql("g", petri, 11, opts.months);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO petri_observations
          SELECT {pid}, {sub}, {obs_site}, {obs_prog}, 'P' || lpad((g % 100000)::text, 5, '0'),
@@ -141,7 +142,7 @@ pub async fn generate(conn: &mut PgConnection, opts: &GenOptions) -> anyhow::Res
     .execute(&mut *tx)
     .await?;
     let gid = uuid_sql('b', "g");
-    let created = created_sql("g", 29, opts.months);
+    let created = created_sql("g", gasifier, 29, opts.months);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO gasifier_observations
          SELECT {gid}, {sub}, {obs_site}, {obs_prog}, 'G' || lpad((g % 100000)::text, 5, '0'),

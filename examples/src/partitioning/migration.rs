@@ -15,7 +15,7 @@ use etl_sink_postgres::plan::{
     render_status,
 };
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
+use sqlx::{ConnectOptions as _, Connection, PgConnection};
 
 use super::steps::{CodeStep, Shared, What, tables};
 
@@ -131,7 +131,10 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<RunReport> {
     let started = Utc::now();
-    let mut conn = PgConnection::connect(url)
+    // Long statements are the point here (generation, moves): no slow-statement warnings.
+    let opts = etl_sink_postgres::connect_options(url)?
+        .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
+    let mut conn = PgConnection::connect_with(&opts)
         .await
         .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?;
     sqlx::query("SET TimeZone = 'UTC'")
