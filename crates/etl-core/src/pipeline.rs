@@ -39,7 +39,7 @@ pub struct PipelineOptions {
 impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
-            batch_size: 65_536,
+            batch_size: 8_192,
             parallel: 1,
             buffer: 2,
             transform_concurrency: 1,

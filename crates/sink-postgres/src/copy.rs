@@ -104,6 +104,32 @@ impl CopyEncoder {
         format!("({})", names.join(", "))
     }
 
+    /// About how many bytes [`CopyEncoder::encode`] writes for `batch` (exact for
+    /// fixed-width and text columns). Shared Utf8View buffers are not counted once per
+    /// column, unlike `RecordBatch::get_array_memory_size`.
+    pub fn encoded_size_hint(&self, batch: &RecordBatch) -> usize {
+        let n = batch.num_rows();
+        let mut size = n * (2 + 4 * self.columns.len());
+        for m in &self.columns {
+            let a = batch.column(m.source);
+            size += match a.data_type() {
+                DataType::Utf8 => a.as_string::<i32>().value_data().len(),
+                DataType::LargeUtf8 => a.as_string::<i64>().value_data().len(),
+                DataType::Utf8View => a
+                    .as_string_view()
+                    .views()
+                    .iter()
+                    .map(|v| *v as u32 as usize)
+                    .sum::<usize>(),
+                DataType::Decimal128(_, _) => n * 16,
+                DataType::FixedSizeBinary(w) => n * *w as usize,
+                d if d.is_primitive() => n * d.primitive_width().unwrap_or(8),
+                _ => n * 16,
+            } + usize::from(m.pg_type == PgType::Jsonb) * n;
+        }
+        size
+    }
+
     /// Append the tuples of `batch` to `out` (no header or trailer).
     ///
     /// # Errors
@@ -116,7 +142,7 @@ impl CopyEncoder {
             .map(|m| Col::new(batch.column(m.source), m))
             .collect::<Result<_>>()?;
         let n = batch.num_rows();
-        out.reserve(n * (2 + cols.len() * 8) + batch.get_array_memory_size() / 2);
+        out.reserve(self.encoded_size_hint(batch));
         let ncols = cols.len() as i16;
         for row in 0..n {
             out.put_i16(ncols);

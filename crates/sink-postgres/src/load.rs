@@ -192,6 +192,9 @@ impl Load for PgLoad {
     }
 }
 
+/// Bytes per `CopyData` message.
+const COPY_MESSAGE_BYTES: usize = 1 << 20;
+
 enum Msg {
     Data(Bytes),
     Rejects(Vec<Reject>),
@@ -240,7 +243,7 @@ impl UnitWriter for PgUnitWriter {
         let n = batch.num_rows() as u64;
         let encoder = self.encoder.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Bytes> {
-            let mut buf = BytesMut::with_capacity(batch.get_array_memory_size() + 64);
+            let mut buf = BytesMut::with_capacity(encoder.encoded_size_hint(&batch) + 64);
             encoder.encode(&batch, &mut buf)?;
             Ok(buf.freeze())
         })
@@ -295,7 +298,10 @@ async fn unit_task(
     let commit = loop {
         match rx.recv().await {
             Some(Msg::Data(b)) => {
-                copy.send(b).await?;
+                // Moderate CopyData messages keep the connection's write buffer small.
+                for chunk in b.chunks(COPY_MESSAGE_BYTES) {
+                    copy.send(chunk).await?;
+                }
             }
             Some(Msg::Rejects(r)) => rejects.extend(r),
             Some(Msg::Commit(summary, reply)) => break Some((summary, reply)),
