@@ -259,7 +259,11 @@ impl Column {
         };
         Ok(Column {
             values,
-            nulls: Nulls::new(field.is_nullable(), cap),
+            // A view column's validity is derived from its views at the end (see `finish`).
+            nulls: Nulls::new(
+                field.is_nullable() && field.data_type() != &DataType::Utf8View,
+                cap,
+            ),
             nullable: field.is_nullable(),
             empty_is_null,
             field: field.clone(),
@@ -299,16 +303,23 @@ impl Column {
         Ok(())
     }
 
-    /// Append the value of text `s` whose bytes sit at `src` (for views).
+    /// Append the value of text `s` whose bytes sit at `src` (for views). `wide` starts
+    /// where `s` starts and may run past its end (up to 16 bytes are read from it to make
+    /// an inline view without a copy).
     ///
     /// `s` must be valid UTF-8 when the column is a string column.
     #[inline]
-    pub(crate) fn push(&mut self, s: &[u8], src: ViewSource) -> Result<(), ValueError> {
+    pub(crate) fn push(
+        &mut self,
+        s: &[u8],
+        wide: &[u8],
+        src: ViewSource,
+    ) -> Result<(), ValueError> {
         if s.is_empty() && (self.empty_is_null || !self.is_text()) {
             return self.push_null();
         }
         match &mut self.values {
-            Values::View(v) => v.push(make_view(s, src)),
+            Values::View(v) => v.push(make_view(s, wide, src)),
             Values::Utf8 { offsets, bytes } => {
                 bytes.extend_from_slice(s);
                 offsets.push(bytes.len() as i32);
@@ -376,10 +387,16 @@ impl Column {
     /// # Safety (internal)
     /// Every view pushed by [`Column::push`] points at valid UTF-8 inside `buffers`.
     pub(crate) fn finish(&mut self, buffers: &Arc<[Buffer]>) -> ArrayRef {
-        let nulls = self.nulls.finish();
+        let mut nulls = self.nulls.finish();
         match &mut self.values {
             Values::View(v) => {
                 let views = ScalarBuffer::from(std::mem::take(v));
+                // A NULL is pushed as the empty view, and an empty value is NULL when
+                // `empty_is_null`; otherwise a string column never holds NULL.
+                if self.nullable && self.empty_is_null {
+                    let valid = BooleanBuffer::collect_bool(views.len(), |i| views[i] as u32 != 0);
+                    nulls = Some(NullBuffer::new(valid)).filter(|n| n.null_count() > 0);
+                }
                 // Only hand the array the buffers its long strings need.
                 let needs_buffers = views.iter().any(|v| (*v as u32) > 12);
                 let bufs: Arc<[Buffer]> = if needs_buffers {
@@ -481,19 +498,58 @@ fn parse_float(s: &[u8]) -> Option<f64> {
 }
 
 /// The Arrow view of `s` stored at `src`: inline when at most 12 bytes, else a reference.
+/// `wide` starts with `s`; when it has 16 bytes the inline view is made with one load.
 #[inline]
-pub(crate) fn make_view(s: &[u8], src: ViewSource) -> u128 {
+pub(crate) fn make_view(s: &[u8], wide: &[u8], src: ViewSource) -> u128 {
     let len = s.len();
     if len <= 12 {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-        b[4..4 + len].copy_from_slice(s);
-        u128::from_le_bytes(b)
+        let word = match wide.get(..16) {
+            Some(w) => {
+                let w = u128::from_le_bytes(w.try_into().expect("16 bytes"));
+                // Keep the first `len` bytes (len <= 12, so the shift is < 128).
+                w & ((1u128 << (len * 8)) - 1)
+            }
+            None => {
+                let mut b = [0u8; 16];
+                for (d, &c) in b.iter_mut().zip(s) {
+                    *d = c;
+                }
+                u128::from_le_bytes(b)
+            }
+        };
+        (word << 32) | len as u128
     } else {
         let prefix = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
         (len as u128)
             | ((prefix as u128) << 32)
             | ((src.buffer as u128) << 64)
             | ((src.offset as u128) << 96)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_views_are_the_same_with_and_without_wide_input() {
+        let text = b"Falco rusticolus and more text after it";
+        for len in 0..=16 {
+            let s = &text[..len];
+            let src = ViewSource {
+                buffer: 0,
+                offset: 7,
+            };
+            assert_eq!(make_view(s, text, src), make_view(s, s, src), "len {len}");
+        }
+        let v = make_view(
+            b"NA",
+            b"NA",
+            ViewSource {
+                buffer: 0,
+                offset: 0,
+            },
+        );
+        assert_eq!(v, 2 | (u128::from(u16::from_le_bytes(*b"NA")) << 32));
     }
 }
