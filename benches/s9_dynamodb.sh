@@ -30,7 +30,7 @@ bin="$root/target/release/examples/s9_sales"
 full() { # full NAME SALES
     local dir="$out/$1"
     rm -rf "$dir" && mkdir -p "$dir"
-    (cd "$dir" && /usr/bin/time -v "$bin" --sales "$2" --concurrency "$conc" >"$dir.log" 2>&1) 2>"$dir.time" ||
+    (cd "$dir" && /usr/bin/time -v -o "$dir.time" "$bin" --sales "$2" --concurrency "$conc" >"$dir.log" 2>&1) ||
         { echo "full run $1 failed: see $dir.log"; tail -20 "$dir.log"; exit 1; }
 }
 rss() { awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); printf "%.0f", $2/1024}' "$1"; }

@@ -95,7 +95,7 @@ async fn phase_by_phase_then_resume_verify_and_restore() {
     let generated = generate::generate(
         &pool,
         generate::GenOptions {
-            sales: 2_100,
+            sales: 4_000,
             seed: 7,
         },
     )
@@ -180,9 +180,15 @@ async fn phase_by_phase_then_resume_verify_and_restore() {
     let o = run(args(&a)).await.unwrap();
     assert!(o.ok);
     let load = read_json(&r.join("load_report.json"));
-    assert_eq!(
-        load["entities"]["sales"]["units_resumed"],
-        load["entities"]["sales"]["units"]
+    for e in ["sales", "sale_lines"] {
+        assert_eq!(
+            load["entities"][e]["units_resumed"],
+            load["entities"][e]["units"]
+        );
+    }
+    assert!(
+        load["entities"]["sale_lines"]["units"].as_u64().unwrap() >= 2,
+        "the lines span several row groups (load units)"
     );
 
     let mut a = vec!["--phase", "verify"];

@@ -761,7 +761,7 @@ async fn transform_phase(ctx: &mut Ctx) -> anyhow::Result<()> {
             ctx.config.target.invoice_file_url.clone(),
         );
         let report = Pipeline::new(
-            pq::ParquetExtract::open(e.name(), &input)?,
+            pq::ParquetExtract::whole(e.name(), &input)?,
             pq::ParquetLoad::new(&dir, e.name()),
         )
         .transform(t)
@@ -1021,12 +1021,25 @@ async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
             }
         }
         let expected = unique.len() as u64;
+        // Every source row is accounted for: transformed + rejected by the transform.
+        let transform_rejected = ctx
+            .phases()
+            .get(&format!("transform_rejected:{}", e.name()))?
+            .and_then(|v| v.as_u64());
+        let accounted = transform_rejected.is_none_or(|r| items.len() as u64 + r == source);
         let target = count_items(client, &table, Some(("EntityType", e.entity_type())), 4).await?;
-        let matched = target == expected;
+        let matched = target == expected && accounted;
         ok &= matched;
         counts.insert(
             e.name().into(),
-            json!({"source": source, "target": target, "rejected": source.saturating_sub(expected), "match": matched}),
+            json!({
+                "source": source,
+                "target": target,
+                "rejected": source.saturating_sub(expected),
+                "rejected_by_transform": transform_rejected,
+                "rejected_by_validation": items.len() as u64 - expected,
+                "match": matched,
+            }),
         );
         // A random sample read back and compared attribute by attribute.
         let pool: Vec<&&etl_sink_dynamodb::Item> = unique.values().collect();

@@ -49,22 +49,33 @@ pub fn read_all(path: &Path) -> etl_core::Result<Vec<RecordBatch>> {
     r.map(|b| b.map_err(|e| err(path, e))).collect()
 }
 
-/// A source over one Parquet file; each row group is a unit (`sales#3`), so a load resumes
-/// per row group.
+/// A source over one Parquet file: each row group is a unit (`sales#3`), so a load resumes
+/// per row group; or, with [`ParquetExtract::whole`], the file is one unit (for a sink that
+/// writes one file).
 #[derive(Debug, Clone)]
 pub struct ParquetExtract {
     name: String,
     path: PathBuf,
     schema: SchemaRef,
+    whole: bool,
 }
 
 impl ParquetExtract {
-    /// A source named `name` (unit prefix) over `path`.
+    /// A source named `name` (unit prefix) over `path`, one unit per row group.
     pub fn open(name: &str, path: &Path) -> etl_core::Result<Self> {
         Ok(ParquetExtract {
             name: name.to_owned(),
             path: path.to_owned(),
             schema: file_schema(path)?,
+            whole: false,
+        })
+    }
+
+    /// The whole file as one unit named `name`.
+    pub fn whole(name: &str, path: &Path) -> etl_core::Result<Self> {
+        Ok(ParquetExtract {
+            whole: true,
+            ..Self::open(name, path)?
         })
     }
 }
@@ -83,6 +94,14 @@ impl Extract for ParquetExtract {
             .map_err(|e| etl_core::Error::io(self.path.display(), e))?;
         let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| err(&self.path, e))?;
         let groups = b.metadata().row_groups();
+        if self.whole {
+            let rows: i64 = groups.iter().map(|g| g.num_rows()).sum();
+            return Ok(vec![Unit {
+                name: self.name.clone(),
+                locator: "all".into(),
+                size: Some(SizeHint::Rows(rows.max(0) as u64)),
+            }]);
+        }
         let mut units: Vec<Unit> = groups
             .iter()
             .enumerate()
@@ -105,7 +124,13 @@ impl Extract for ParquetExtract {
     fn open(&self, unit: &Unit, options: ExtractOptions) -> etl_core::Result<BatchStream> {
         let path = self.path.clone();
         let name: Arc<str> = unit.name.as_str().into();
-        let group: Option<usize> = unit.locator.parse().ok();
+        // `all`: every row group; a number: that row group; `empty`: nothing.
+        let all = unit.locator == "all";
+        let group: Option<usize> = if all {
+            Some(0)
+        } else {
+            unit.locator.parse().ok()
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<etl_core::Result<Batch>>(options.buffer.max(1));
         let batch_size = options.batch_size;
         tokio::task::spawn_blocking(move || {
@@ -114,12 +139,18 @@ impl Extract for ParquetExtract {
                 let f = std::fs::File::open(&path)
                     .map_err(|e| etl_core::Error::io(path.display(), e))?;
                 let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| err(&path, e))?;
-                let first: i64 = b.metadata().row_groups()[..group]
+                let n_groups = b.metadata().num_row_groups();
+                let first: i64 = b.metadata().row_groups()[..group.min(n_groups)]
                     .iter()
                     .map(|g| g.num_rows())
                     .sum();
+                let groups = if all {
+                    (0..n_groups).collect()
+                } else {
+                    vec![group]
+                };
                 let reader = b
-                    .with_row_groups(vec![group])
+                    .with_row_groups(groups)
                     .with_batch_size(batch_size)
                     .build()
                     .map_err(|e| err(&path, e))?;
@@ -156,6 +187,7 @@ pub struct ParquetLoad {
     dir: PathBuf,
     file: String,
     schema: Arc<std::sync::Mutex<Option<SchemaRef>>>,
+    unit: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ParquetLoad {
@@ -165,6 +197,7 @@ impl ParquetLoad {
             dir: dir.to_owned(),
             file: file.to_owned(),
             schema: Arc::default(),
+            unit: Arc::default(),
         }
     }
 
@@ -209,7 +242,21 @@ impl Load for ParquetLoad {
         Ok(Vec::new())
     }
 
-    async fn begin_unit(&self, _unit: &Unit) -> etl_core::Result<ParquetUnitWriter> {
+    async fn begin_unit(&self, unit: &Unit) -> etl_core::Result<ParquetUnitWriter> {
+        {
+            // One file per sink: a second unit would overwrite the first.
+            let mut u = self.unit.lock().expect("unit");
+            match u.as_deref() {
+                Some(prev) if prev != unit.name => {
+                    return Err(etl_core::Error::Config(format!(
+                        "ParquetLoad writes one file ({}) but got a second unit `{}` after `{prev}`: use a single-unit source (ParquetExtract::whole)",
+                        self.path().display(),
+                        unit.name
+                    )));
+                }
+                _ => *u = Some(unit.name.clone()),
+            }
+        }
         let schema = self
             .schema
             .lock()
