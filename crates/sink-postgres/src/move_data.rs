@@ -175,9 +175,9 @@ impl KeysetMove {
         Ok(cols)
     }
 
-    /// The statement copying one batch: `$1` is the last key as `text[]` (absent for the
-    /// first batch), `$2` the batch size. Returns the rows copied and the batch's last key.
-    pub async fn batch_sql(&self, conn: &mut PgConnection, first: bool) -> Result<String> {
+    /// The two statements of one batch (see [`BatchSql`]); `first` for the batch with no
+    /// lower bound.
+    pub async fn batch_sql(&self, conn: &mut PgConnection, first: bool) -> Result<BatchSql> {
         let cols = self.resolve_columns(conn).await?;
         let types = columns(conn, &self.source).await?;
         let type_of = |c: &str| {
@@ -240,13 +240,13 @@ impl KeysetMove {
             let mut tx = conn.begin().await?;
             let (n, key): (i64, Option<Vec<String>>) = match &last {
                 None => {
-                    sqlx::query_as(sqlx::AssertSqlSafe(first_sql.clone()))
+                    sqlx::query_as(sqlx::AssertSqlSafe(first_sql.bound.clone()))
                         .bind(self.batch_size)
                         .fetch_one(&mut *tx)
                         .await?
                 }
                 Some(k) => {
-                    sqlx::query_as(sqlx::AssertSqlSafe(next_sql.clone()))
+                    sqlx::query_as(sqlx::AssertSqlSafe(next_sql.bound.clone()))
                         .bind(k)
                         .bind(self.batch_size)
                         .fetch_one(&mut *tx)
@@ -254,6 +254,20 @@ impl KeysetMove {
                 }
             };
             let done = n < self.batch_size;
+            let n = match (&last, &key) {
+                (_, None) => 0,
+                (None, Some(hi)) => sqlx::query(sqlx::AssertSqlSafe(first_sql.insert.clone()))
+                    .bind(hi)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64,
+                (Some(lo), Some(hi)) => sqlx::query(sqlx::AssertSqlSafe(next_sql.insert.clone()))
+                    .bind(lo)
+                    .bind(hi)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64,
+            };
             let new_last = key.or_else(|| last.clone());
             sqlx::query(sqlf!(
                 "INSERT INTO {t} AS c (move_name, last_key, rows_moved, batches, done, updated_at)
@@ -290,7 +304,21 @@ impl KeysetMove {
     }
 }
 
-/// The keyset batch statement (see [`KeysetMove::batch_sql`]).
+/// The two statements of a keyset batch, run in one transaction with the checkpoint.
+///
+/// `bound` finds the batch's window with an index-only scan of the key: the number of keys
+/// after the last one (`$1`, as `text[]`; absent for the first batch) up to the batch size
+/// (the last parameter), and the window's last key. `insert` then copies the rows in
+/// `(last, window end]` (`$1`, `$2`; only `$1`, the end, for the first batch) with one
+/// `INSERT ... SELECT` over a key range: no `OFFSET`, no sort, no materialized batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSql {
+    /// Count and last key of the next window.
+    pub bound: String,
+    /// Copy the window.
+    pub insert: String,
+}
+
 fn keyset_sql(
     source: &TableName,
     target: &TableName,
@@ -298,7 +326,7 @@ fn keyset_sql(
     key: &[String],
     key_types: &[String],
     first: bool,
-) -> String {
+) -> BatchSql {
     let list = cols
         .iter()
         .map(|c| quote_ident(c))
@@ -316,26 +344,36 @@ fn keyset_sql(
         .map(|k| format!("{k}::text"))
         .collect::<Vec<_>>()
         .join(", ");
-    let filter = if first {
-        String::new()
-    } else {
-        let bound = key_types
+    let param = |n: usize| {
+        key_types
             .iter()
             .enumerate()
-            .map(|(i, t)| format!("($1::text[])[{}]::{t}", i + 1))
+            .map(|(i, t)| format!("(${n}::text[])[{}]::{t}", i + 1))
             .collect::<Vec<_>>()
-            .join(", ");
-        format!("WHERE ({asc}) > ({bound})")
+            .join(", ")
     };
-    let limit = if first { "$1" } else { "$2" };
-    format!(
-        "WITH batch AS MATERIALIZED (SELECT {list} FROM {src} {filter} ORDER BY {asc} LIMIT {limit}),
-              ins AS (INSERT INTO {tgt} ({list}) SELECT {list} FROM batch)
-         SELECT (SELECT count(*) FROM batch)::bigint,
-                (SELECT ARRAY[{key_text}] FROM batch ORDER BY {desc} LIMIT 1)",
-        src = source.sql(),
-        tgt = target.sql()
-    )
+    let (filter, limit) = if first {
+        (String::new(), "$1")
+    } else {
+        (format!("WHERE ({asc}) > ({})", param(1)), "$2")
+    };
+    let range = if first {
+        format!("({asc}) <= ({})", param(1))
+    } else {
+        format!("({asc}) > ({}) AND ({asc}) <= ({})", param(1), param(2))
+    };
+    BatchSql {
+        bound: format!(
+            "WITH w AS (SELECT {asc} FROM {src} {filter} ORDER BY {asc} LIMIT {limit})
+             SELECT (SELECT count(*) FROM w)::bigint, (SELECT ARRAY[{key_text}] FROM w ORDER BY {desc} LIMIT 1)",
+            src = source.sql(),
+        ),
+        insert: format!(
+            "INSERT INTO {tgt} ({list}) SELECT {list} FROM {src} WHERE {range}",
+            src = source.sql(),
+            tgt = target.sql()
+        ),
+    }
 }
 
 /// `(name, type)` of the insertable (not generated, not dropped) columns of a table, in
@@ -889,17 +927,32 @@ mod tests {
         let s = TableName::new("src");
         let t = TableName::new("dst");
         let first = keyset_sql(&s, &t, &cols, &key, &types, true);
-        assert!(!first.contains("WHERE"), "{first}");
-        assert!(first.contains("LIMIT $1"));
+        assert!(!first.bound.contains("WHERE"), "{first:?}");
+        assert!(first.bound.contains("LIMIT $1"));
+        assert!(first.insert.ends_with(
+            "WHERE (\"created_at\", \"id\") <= (($1::text[])[1]::timestamp with time zone, ($1::text[])[2]::uuid)"
+        ), "{first:?}");
         let next = keyset_sql(&s, &t, &cols, &key, &types, false);
         assert!(
-            next.contains(
+            next.bound.contains(
                 "WHERE (\"created_at\", \"id\") > (($1::text[])[1]::timestamp with time zone, ($1::text[])[2]::uuid)"
             ),
-            "{next}"
+            "{next:?}"
         );
-        assert!(next.contains("ORDER BY \"created_at\", \"id\" LIMIT $2"));
-        assert!(next.contains("INSERT INTO \"dst\" (\"id\", \"created_at\", \"x\"\"y\")"));
-        assert!(!next.to_uppercase().contains("OFFSET"));
+        assert!(
+            next.bound
+                .contains("ORDER BY \"created_at\", \"id\" LIMIT $2")
+        );
+        assert!(
+            next.insert
+                .starts_with("INSERT INTO \"dst\" (\"id\", \"created_at\", \"x\"\"y\") SELECT")
+        );
+        assert!(
+            next.insert.contains("> (($1::text[])[1]")
+                && next.insert.contains("<= (($2::text[])[1]")
+        );
+        for q in [&first.bound, &first.insert, &next.bound, &next.insert] {
+            assert!(!q.to_uppercase().contains("OFFSET"), "{q}");
+        }
     }
 }

@@ -434,9 +434,10 @@ impl CodeStep {
                     if self.shared.online {
                         out.extend(self.online(t, &ctx.lock_timeout).capture_sql(conn).await?);
                     }
+                    let b = mv.batch_sql(conn, false).await?;
                     out.push(format!(
-                        "-- repeated until a batch comes back short, each in its own transaction with its checkpoint:\n{}",
-                        mv.batch_sql(conn, false).await?
+                        "-- repeated until a window comes back short, each batch in its own transaction with its checkpoint:\n{};\n{}",
+                        b.bound, b.insert
                     ));
                     if self.shared.online {
                         out.push(format!(
