@@ -13,6 +13,9 @@
 #
 # Methods (every one loads the same rows into a table without indexes, logged):
 #   copy      server-side COPY peer FROM '<file>' (FORMAT csv, HEADER)   — the practical limit
+#   copy_indexed  the same into a table with the indexes the staging table ends with (a uuid
+#             primary key filled by gen_random_uuid(), and indexes on year, record_id, taxon):
+#             the limit for "rows in a staging table with its indexes", ferry's whole run
 #   psql      psql -c "\copy peer FROM '<file>' (FORMAT csv, HEADER)"
 #   pgloader  pgloader (Debian package) loading all files into the same table
 #   ferry     cargo's release build of `cites_trade --no-switchover`: parse, type, map species,
@@ -22,7 +25,7 @@
 # Installs pgloader and GNU time with apt-get when missing. Release builds only (run by hand).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-files=4 rows=500000 runs=3 parallel="$(nproc)" keep=0 only="copy,psql,pgloader,ferry"
+files=4 rows=500000 runs=3 parallel="$(nproc)" keep=0 only="copy,copy_indexed,psql,pgloader,ferry"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --files) files="$2"; shift 2 ;;
@@ -82,6 +85,8 @@ cols="record_id text, year integer, appendix text, taxon text, class text, order
   origin text, purpose text, source text, reporter_type text, import_permit text,
   export_permit text, origin_permit text"
 psql "$url" -qX -c "DROP TABLE IF EXISTS peer; CREATE TABLE peer ($cols)"
+psql "$url" -qX -c "DROP TABLE IF EXISTS peer_ix; CREATE TABLE peer_ix (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), $cols);
+  CREATE INDEX ON peer_ix (year); CREATE INDEX ON peer_ix (record_id); CREATE INDEX ON peer_ix (taxon)"
 
 fields="record_id, year, appendix, taxon, class, order_name, family, genus, term,
   quantity [null if blanks], unit, importer, exporter, origin, purpose, source, reporter_type,
@@ -121,6 +126,15 @@ run_copy() {
     for f in "$data"/trade_db_*.csv; do sql+="COPY peer FROM '$f' (FORMAT csv, HEADER); "; done
     timed copy psql "$url" -qX -c "$sql"
     check_rows copy peer "$total_rows"
+}
+run_copy_indexed() {
+    psql "$url" -qX -c "TRUNCATE peer_ix" -c "CHECKPOINT"
+    local sql=""
+    for f in "$data"/trade_db_*.csv; do
+        sql+="COPY peer_ix (record_id, year, appendix, taxon, class, order_name, family, genus, term, quantity, unit, importer, exporter, origin, purpose, source, reporter_type, import_permit, export_permit, origin_permit) FROM '$f' (FORMAT csv, HEADER); "
+    done
+    timed copy_indexed psql "$url" -qX -c "$sql"
+    check_rows copy_indexed peer_ix "$total_rows"
 }
 run_psql() {
     truncate_peer
@@ -167,9 +181,9 @@ loaded = int(med.pop("ferry_loaded", rows)) if "ferry_loaded" in med else rows
 print(f"\n{rows:,} rows, {nbytes/1048576:.0f} MiB of CSV; median of {len(res.get('copy', res.get('ferry', [[0]])))} runs\n")
 print(f"| method | wall s | rows/s | MB/s | peak RSS MiB |")
 print(f"| --- | ---: | ---: | ---: | ---: |")
-label = {"copy": "server-side COPY (limit)", "psql": "psql \\copy", "pgloader": "pgloader",
+label = {"copy": "server-side COPY (limit)", "copy_indexed": "server-side COPY into the same table with its 4 indexes", "psql": "psql \\copy", "pgloader": "pgloader",
          "ferry": "ferry cites_trade --no-switchover (whole run)", "ferry_load": "ferry load phase"}
-for k in ["copy", "psql", "pgloader", "ferry", "ferry_load"]:
+for k in ["copy", "copy_indexed", "psql", "pgloader", "ferry", "ferry_load"]:
     if k not in med:
         continue
     w = med[k]
@@ -180,7 +194,7 @@ def ratio(a, b):
     if a in med and b in med:
         print(f"{a}/{b} rows/s ratio: {med[b]/med[a]:.2f}")
 print()
-ratio("ferry", "copy"); ratio("ferry_load", "copy"); ratio("ferry", "pgloader"); ratio("ferry_load", "pgloader")
+ratio("ferry", "copy"); ratio("ferry_load", "copy"); ratio("ferry", "copy_indexed"); ratio("ferry", "pgloader"); ratio("ferry_load", "pgloader")
 if "ferry" in med:
     print(f"ferry loaded {loaded:,} of {rows:,} rows (the rest: unmatched species, filtered and counted)")
 PY

@@ -26,9 +26,26 @@ pub const NOT_ARCTIC: &str = "not an Arctic species";
 /// Filter reason of rows outside `--year`.
 pub const OTHER_YEAR: &str = "outside --year";
 
-/// Namespace of the deterministic row ids: `id = uuid_v5(NAMESPACE, Id as i64 big-endian)`,
-/// so a rerun or a resume gives every record the same id.
+/// Namespace of the deterministic row ids, so a rerun or a resume gives every record the
+/// same id (see [`row_id`]).
 pub const ROW_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a1e_6c2e_0b6f_4c3e_9d2a_5f3b_c1e7_a001);
+
+/// The row id of CITES record `id`: a version-8 UUID whose first half is the namespace and
+/// whose second half is the record id itself (with the RFC 9562 variant bits, which a
+/// CITES id — ten digits, far below 2^62 — never uses). Unique exactly when the record ids
+/// are, deterministic, and free to compute (no hashing: 28 M SHA-1s would cost seconds).
+/// Ids outside `0..2^62` fall back to a version-5 UUID of the id.
+pub fn row_id(id: i64) -> [u8; 16] {
+    if (0..1 << 62).contains(&id) {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&ROW_ID_NAMESPACE.as_bytes()[..8]);
+        b[6] = (b[6] & 0x0f) | 0x80;
+        b[8..].copy_from_slice(&(id as u64 | 1 << 63).to_be_bytes());
+        b
+    } else {
+        *Uuid::new_v5(&ROW_ID_NAMESPACE, &id.to_be_bytes()).as_bytes()
+    }
+}
 
 /// Target column of each CSV column, in [`CITES_COLUMNS`] order.
 pub const TARGET_COLUMNS: [&str; 20] = [
@@ -280,13 +297,28 @@ impl Transform for SpeciesMapping {
         let ids = batch.data.column(0).as_primitive::<Int64Type>();
         let mut row_ids = Vec::with_capacity(ids.len() * 16);
         for id in ids.values().iter() {
-            row_ids
-                .extend_from_slice(Uuid::new_v5(&ROW_ID_NAMESPACE, &id.to_be_bytes()).as_bytes());
+            row_ids.extend_from_slice(&row_id(*id));
         }
         debug_assert_eq!(ids.null_count(), 0);
         let mut columns = vec![uuid_array(row_ids), uuid_array(species)];
         columns.extend(batch.data.columns().iter().cloned());
         batch.data = RecordBatch::try_new(self.output.clone(), columns)?;
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_ids_are_valid_deterministic_uuids_that_keep_the_record_id() {
+        let u = Uuid::from_bytes(row_id(7_592_925_716));
+        assert_eq!(u.get_version_num(), 8);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(u, Uuid::from_bytes(row_id(7_592_925_716)));
+        assert_ne!(u, Uuid::from_bytes(row_id(7_592_925_717)));
+        assert_eq!(u.as_u128() as u64 & !(1 << 63), 7_592_925_716);
+        assert_eq!(Uuid::from_bytes(row_id(-1)).get_version_num(), 5);
     }
 }
