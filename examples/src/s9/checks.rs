@@ -356,13 +356,27 @@ impl Validation {
 
 /// The items of a transformed Parquet file.
 pub fn items_of(path: &Path) -> etl_core::Result<Vec<Item>> {
-    let mut out = Vec::new();
-    for b in super::pq::read_all(path)? {
-        for it in items_from_batch(&b, &MappingOptions::default()) {
-            out.push(it?);
+    item_stream(path)?.collect()
+}
+
+/// The items of a transformed Parquet file, read one batch at a time (memory stays flat).
+pub fn item_stream(path: &Path) -> etl_core::Result<impl Iterator<Item = etl_core::Result<Item>>> {
+    let f = std::fs::File::open(path).map_err(|e| etl_core::Error::io(path.display(), e))?;
+    let p = path.display().to_string();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|e| etl_core::Error::Config(format!("parquet file {p}: {e}")))?;
+    Ok(reader.flat_map(move |b| -> Vec<etl_core::Result<Item>> {
+        match b {
+            Ok(b) => items_from_batch(&b, &MappingOptions::default())
+                .into_iter()
+                .map(|r| r.map_err(etl_core::Error::from))
+                .collect(),
+            Err(e) => vec![Err(etl_core::Error::Config(format!(
+                "parquet file {p}: {e}"
+            )))],
         }
-    }
-    Ok(out)
+    }))
 }
 
 /// Compare two items attribute by attribute; returns the differences.

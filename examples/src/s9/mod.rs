@@ -30,7 +30,7 @@ pub mod generate;
 pub mod pq;
 pub mod transform;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -791,7 +791,20 @@ fn validate(ctx: &mut Ctx) -> anyhow::Result<Validation> {
         if !path.exists() {
             bail!("{} is missing: run --phase transform first", path.display());
         }
-        v.check_entity(e, checks::items_of(&path)?.into_iter());
+        let mut failed = None;
+        v.check_entity(
+            e,
+            checks::item_stream(&path)?.map_while(|r| match r {
+                Ok(i) => Some(i),
+                Err(err) => {
+                    failed = Some(err);
+                    None
+                }
+            }),
+        );
+        if let Some(err) = failed {
+            return Err(err.into());
+        }
     }
     let report = v.report();
     write_atomic(
@@ -1007,17 +1020,29 @@ async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
     for e in ctx.entities.clone() {
         let table = ctx.config.target.table(e).to_owned();
         let source = pq::file_rows(&ctx.extracted(e.name()))?;
-        let items = checks::items_of(&ctx.transformed(e))?;
         let bad: HashSet<&str> = invalid
             .iter()
             .filter(|i| i.entity == e.name() && i.check != "duplicates")
             .map(|i| i.key.as_str())
             .collect();
-        let mut unique: BTreeMap<String, &etl_sink_dynamodb::Item> = BTreeMap::new();
-        for it in &items {
-            let k = item_key(it);
-            if !bad.contains(k.as_str()) {
-                unique.entry(k).or_insert(it);
+        // Streamed: the keys of the valid items, and a reservoir sample of 100 of them.
+        let mut unique: HashSet<String> = HashSet::new();
+        let mut sample: Vec<etl_sink_dynamodb::Item> = Vec::new();
+        let mut rows = 0u64;
+        for it in checks::item_stream(&ctx.transformed(e))? {
+            let it = it?;
+            rows += 1;
+            let k = item_key(&it);
+            if bad.contains(k.as_str()) || !unique.insert(k) {
+                continue;
+            }
+            if sample.len() < 100 {
+                sample.push(it);
+            } else {
+                let j = rng.usize(..unique.len());
+                if j < 100 {
+                    sample[j] = it;
+                }
             }
         }
         let expected = unique.len() as u64;
@@ -1026,7 +1051,7 @@ async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
             .phases()
             .get(&format!("transform_rejected:{}", e.name()))?
             .and_then(|v| v.as_u64());
-        let accounted = transform_rejected.is_none_or(|r| items.len() as u64 + r == source);
+        let accounted = transform_rejected.is_none_or(|r| rows + r == source);
         let target = count_items(client, &table, Some(("EntityType", e.entity_type())), 4).await?;
         let matched = target == expected && accounted;
         ok &= matched;
@@ -1037,16 +1062,14 @@ async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
                 "target": target,
                 "rejected": source.saturating_sub(expected),
                 "rejected_by_transform": transform_rejected,
-                "rejected_by_validation": items.len() as u64 - expected,
+                "rejected_by_validation": rows - expected,
                 "match": matched,
             }),
         );
         // A random sample read back and compared attribute by attribute.
-        let pool: Vec<&&etl_sink_dynamodb::Item> = unique.values().collect();
-        let n = pool.len().min(100);
+        let n = sample.len();
         let mut mismatches = Vec::new();
-        for _ in 0..n {
-            let want = pool[rng.usize(..pool.len())];
+        for want in &sample {
             let key = keys().key_of(&table, want)?;
             match get_item(client, &table, key).await? {
                 None => mismatches
