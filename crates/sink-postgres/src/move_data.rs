@@ -238,35 +238,43 @@ impl KeysetMove {
             }
             let tb = Instant::now();
             let mut tx = conn.begin().await?;
-            let (n, key): (i64, Option<Vec<String>>) = match &last {
+            let sql = if last.is_none() {
+                &first_sql
+            } else {
+                &next_sql
+            };
+            let end: Option<(Vec<String>,)> = {
+                let q = sqlx::query_as(sqlx::AssertSqlSafe(sql.window_end.clone()));
+                let q = match &last {
+                    Some(k) => q.bind(k),
+                    None => q,
+                };
+                q.bind(self.batch_size).fetch_optional(&mut *tx).await?
+            };
+            let done = end.is_none();
+            let key = match end {
+                Some((k,)) => Some(k),
                 None => {
-                    sqlx::query_as(sqlx::AssertSqlSafe(first_sql.bound.clone()))
-                        .bind(self.batch_size)
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-                Some(k) => {
-                    sqlx::query_as(sqlx::AssertSqlSafe(next_sql.bound.clone()))
-                        .bind(k)
-                        .bind(self.batch_size)
-                        .fetch_one(&mut *tx)
-                        .await?
+                    let q = sqlx::query_as::<_, (Vec<String>,)>(sqlx::AssertSqlSafe(
+                        sql.last_key.clone(),
+                    ));
+                    let q = match &last {
+                        Some(k) => q.bind(k),
+                        None => q,
+                    };
+                    q.fetch_optional(&mut *tx).await?.map(|(k,)| k)
                 }
             };
-            let done = n < self.batch_size;
-            let n = match (&last, &key) {
-                (_, None) => 0,
-                (None, Some(hi)) => sqlx::query(sqlx::AssertSqlSafe(first_sql.insert.clone()))
-                    .bind(hi)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected() as i64,
-                (Some(lo), Some(hi)) => sqlx::query(sqlx::AssertSqlSafe(next_sql.insert.clone()))
-                    .bind(lo)
-                    .bind(hi)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected() as i64,
+            let n = match &key {
+                None => 0,
+                Some(hi) => {
+                    let q = sqlx::query(sqlx::AssertSqlSafe(sql.insert.clone()));
+                    let q = match &last {
+                        Some(lo) => q.bind(lo),
+                        None => q,
+                    };
+                    q.bind(hi).execute(&mut *tx).await?.rows_affected() as i64
+                }
             };
             let new_last = key.or_else(|| last.clone());
             sqlx::query(sqlf!(
@@ -304,18 +312,21 @@ impl KeysetMove {
     }
 }
 
-/// The two statements of a keyset batch, run in one transaction with the checkpoint.
+/// The statements of a keyset batch, run in one transaction with the checkpoint.
 ///
-/// `bound` finds the batch's window with an index-only scan of the key: the number of keys
-/// after the last one (`$1`, as `text[]`; absent for the first batch) up to the batch size
-/// (the last parameter), and the window's last key. `insert` then copies the rows in
-/// `(last, window end]` (`$1`, `$2`; only `$1`, the end, for the first batch) with one
-/// `INSERT ... SELECT` over a key range: no `OFFSET`, no sort, no materialized batch.
+/// The window after the last key copied (`$1`, as `text[]`; no lower bound for the first
+/// batch) ends at the batch-size-th key (`window_end`: an index-only seek inside the
+/// window, never a scan of the rows before it), or, when fewer keys remain, at the last
+/// key (`last_key`). `insert` then copies the window `(last, end]` with one
+/// `INSERT ... SELECT` over a key range: the cost of a batch does not grow with the rows
+/// already moved (the seed's `LIMIT/OFFSET` loop re-reads them all: quadratic).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchSql {
-    /// Count and last key of the next window.
-    pub bound: String,
-    /// Copy the window.
+    /// The batch-size-th key after the last one (parameters: last key, batch size).
+    pub window_end: String,
+    /// The largest key after the last one (parameter: last key).
+    pub last_key: String,
+    /// Copy the window (parameters: last key, window end; only the end for the first batch).
     pub insert: String,
 }
 
@@ -352,25 +363,28 @@ fn keyset_sql(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (filter, limit) = if first {
-        (String::new(), "$1")
+    let (after, size, end) = if first {
+        (
+            "TRUE".to_owned(),
+            "$1",
+            format!("({asc}) <= ({})", param(1)),
+        )
     } else {
-        (format!("WHERE ({asc}) > ({})", param(1)), "$2")
+        let after = format!("({asc}) > ({})", param(1));
+        let end = format!("{after} AND ({asc}) <= ({})", param(2));
+        (after, "$2", end)
     };
-    let range = if first {
-        format!("({asc}) <= ({})", param(1))
-    } else {
-        format!("({asc}) > ({}) AND ({asc}) <= ({})", param(1), param(2))
-    };
+    let src = source.sql();
     BatchSql {
-        bound: format!(
-            "WITH w AS (SELECT {asc} FROM {src} {filter} ORDER BY {asc} LIMIT {limit})
-             SELECT (SELECT count(*) FROM w)::bigint, (SELECT ARRAY[{key_text}] FROM w ORDER BY {desc} LIMIT 1)",
-            src = source.sql(),
+        // OFFSET here skips at most one batch of index entries after the keyset seek.
+        window_end: format!(
+            "SELECT ARRAY[{key_text}] FROM {src} WHERE {after} ORDER BY {asc} OFFSET {size} - 1 LIMIT 1"
+        ),
+        last_key: format!(
+            "SELECT ARRAY[{key_text}] FROM {src} WHERE {after} ORDER BY {desc} LIMIT 1"
         ),
         insert: format!(
-            "INSERT INTO {tgt} ({list}) SELECT {list} FROM {src} WHERE {range}",
-            src = source.sql(),
+            "INSERT INTO {tgt} ({list}) SELECT {list} FROM {src} WHERE {end}",
             tgt = target.sql()
         ),
     }
@@ -469,7 +483,7 @@ impl OnlineMove {
             backfill,
             pk: pk.to_owned(),
             replay_chunk: 10_000,
-            swap_backlog: 1_000,
+            swap_backlog: 200,
             lock_timeout: "2s".into(),
             lock_attempts: 5,
         }
@@ -927,32 +941,36 @@ mod tests {
         let s = TableName::new("src");
         let t = TableName::new("dst");
         let first = keyset_sql(&s, &t, &cols, &key, &types, true);
-        assert!(!first.bound.contains("WHERE"), "{first:?}");
-        assert!(first.bound.contains("LIMIT $1"));
+        assert!(
+            first
+                .window_end
+                .contains("WHERE TRUE ORDER BY \"created_at\", \"id\" OFFSET $1 - 1 LIMIT 1"),
+            "{first:?}"
+        );
         assert!(first.insert.ends_with(
             "WHERE (\"created_at\", \"id\") <= (($1::text[])[1]::timestamp with time zone, ($1::text[])[2]::uuid)"
         ), "{first:?}");
         let next = keyset_sql(&s, &t, &cols, &key, &types, false);
+        let seek = "WHERE (\"created_at\", \"id\") > (($1::text[])[1]::timestamp with time zone, ($1::text[])[2]::uuid)";
         assert!(
-            next.bound.contains(
-                "WHERE (\"created_at\", \"id\") > (($1::text[])[1]::timestamp with time zone, ($1::text[])[2]::uuid)"
-            ),
+            next.window_end.contains(seek) && next.window_end.ends_with("OFFSET $2 - 1 LIMIT 1"),
             "{next:?}"
         );
         assert!(
-            next.bound
-                .contains("ORDER BY \"created_at\", \"id\" LIMIT $2")
+            next.last_key.contains(seek)
+                && next
+                    .last_key
+                    .ends_with("ORDER BY \"created_at\" DESC, \"id\" DESC LIMIT 1")
         );
         assert!(
             next.insert
                 .starts_with("INSERT INTO \"dst\" (\"id\", \"created_at\", \"x\"\"y\") SELECT")
         );
+        assert!(next.insert.contains(seek) && next.insert.contains("<= (($2::text[])[1]"));
+        // The rows are never paged by OFFSET: only the index seek inside one window is.
         assert!(
-            next.insert.contains("> (($1::text[])[1]")
-                && next.insert.contains("<= (($2::text[])[1]")
+            !next.insert.to_uppercase().contains("OFFSET")
+                && !first.insert.to_uppercase().contains("OFFSET")
         );
-        for q in [&first.bound, &first.insert, &next.bound, &next.insert] {
-            assert!(!q.to_uppercase().contains("OFFSET"), "{q}");
-        }
     }
 }

@@ -436,8 +436,8 @@ impl CodeStep {
                     }
                     let b = mv.batch_sql(conn, false).await?;
                     out.push(format!(
-                        "-- repeated until a window comes back short, each batch in its own transaction with its checkpoint:\n{};\n{}",
-                        b.bound, b.insert
+                        "-- repeated until a window comes back short, each batch in its own transaction with its checkpoint:\n{};\n-- (the last window: {});\n{}",
+                        b.window_end, b.last_key, b.insert
                     ));
                     if self.shared.online {
                         out.push(format!(
