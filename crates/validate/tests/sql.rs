@@ -40,11 +40,31 @@ async fn sql_checks_find_orphans_duplicates_ranges_nulls_and_counts() {
     assert_eq!(
         got,
         vec![
-            ("row_count".into(), true, "4 rows in child (expected 4 (rows loaded))".into()),
-            ("no_orphan_pid".into(), false, "1 rows of child whose pid is not in parent (expected 0)".into()),
-            ("year_in_range".into(), false, "1 rows with year outside 1975..=2026 (expected 0)".into()),
-            ("code_present".into(), false, "1 rows with no code (expected 0)".into()),
-            ("no_duplicate_code".into(), false, "1 duplicate (code) rows in child (expected 0)".into()),
+            (
+                "row_count".into(),
+                true,
+                "4 rows in child (expected 4 (rows loaded))".into()
+            ),
+            (
+                "no_orphan_pid".into(),
+                false,
+                "1 rows of child whose pid is not in parent (expected 0)".into()
+            ),
+            (
+                "year_in_range".into(),
+                false,
+                "1 rows with year outside 1975..=2026 (expected 0)".into()
+            ),
+            (
+                "code_present".into(),
+                false,
+                "1 rows with no code (expected 0)".into()
+            ),
+            (
+                "no_duplicate_code".into(),
+                false,
+                "1 duplicate (code) rows in child (expected 0)".into()
+            ),
         ]
     );
 }

@@ -106,7 +106,10 @@ async fn every_supported_type_round_trips_through_binary_copy() {
     enc.encode(&batch, &mut buf).unwrap();
     let encoded = buf.len() - COPY_HEADER.len();
     let hint = enc.encoded_size_hint(&batch);
-    assert!(hint >= encoded - 40 && hint <= encoded * 2, "hint {hint} vs {encoded}");
+    assert!(
+        hint >= encoded - 40 && hint <= encoded * 2,
+        "hint {hint} vs {encoded}"
+    );
     buf.extend_from_slice(COPY_TRAILER);
     let sql = format!(
         "COPY t {} FROM STDIN (FORMAT binary)",
