@@ -166,31 +166,14 @@ impl StagingTable {
                 self.old
             )));
         }
-        let mut tx = conn.begin().await?;
-        sqlx::query(sqlf!(
-            "SET LOCAL lock_timeout = {}",
-            crate::ident::quote_literal(lock_timeout)
-        ))
-        .execute(&mut *tx)
-        .await?;
-        let views = if st.live {
-            sqlx::query(sqlf!(
-                "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
-                self.live.sql(),
-                self.staging.sql()
-            ))
-            .execute(&mut *tx)
-            .await?;
-            let views = dependent_views(&mut tx, &self.live).await?;
-            rename_with_objects(&mut tx, &self.live, &self.old.name, "", OLD_SUFFIX).await?;
-            views
-        } else {
-            Vec::new()
-        };
-        rename_with_objects(&mut tx, &self.staging, &self.live.name, STAGING_SUFFIX, "").await?;
-        recreate_views(&mut tx, &views).await?;
-        tx.commit().await?;
-        Ok(())
+        self.rotate(
+            conn,
+            lock_timeout,
+            st.live,
+            (&self.old, OLD_SUFFIX),
+            (&self.staging, STAGING_SUFFIX),
+        )
+        .await
     }
 
     /// Undo [`StagingTable::switch`] in one transaction: `live` -> `staging`, `old` -> `live`.
@@ -208,6 +191,27 @@ impl StagingTable {
                 self.staging
             )));
         }
+        self.rotate(
+            conn,
+            lock_timeout,
+            st.live,
+            (&self.staging, STAGING_SUFFIX),
+            (&self.old, OLD_SUFFIX),
+        )
+        .await
+    }
+
+    /// In one transaction: the live table (if any) becomes `out.0` with its index and
+    /// constraint names suffixed `out.1`; `incoming.0` becomes live, losing suffix
+    /// `incoming.1`; views on the live table are re-pointed at the new one.
+    async fn rotate(
+        &self,
+        conn: &mut PgConnection,
+        lock_timeout: &str,
+        live_exists: bool,
+        out: (&TableName, &str),
+        incoming: (&TableName, &str),
+    ) -> Result<()> {
         let mut tx = conn.begin().await?;
         sqlx::query(sqlf!(
             "SET LOCAL lock_timeout = {}",
@@ -216,19 +220,18 @@ impl StagingTable {
         .execute(&mut *tx)
         .await?;
         let mut views = Vec::new();
-        if st.live {
+        if live_exists {
             sqlx::query(sqlf!(
                 "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
                 self.live.sql(),
-                self.old.sql()
+                incoming.0.sql()
             ))
             .execute(&mut *tx)
             .await?;
             views = dependent_views(&mut tx, &self.live).await?;
-            rename_with_objects(&mut tx, &self.live, &self.staging.name, "", STAGING_SUFFIX)
-                .await?;
+            rename_with_objects(&mut tx, &self.live, &out.0.name, "", out.1).await?;
         }
-        rename_with_objects(&mut tx, &self.old, &self.live.name, OLD_SUFFIX, "").await?;
+        rename_with_objects(&mut tx, incoming.0, &self.live.name, incoming.1, "").await?;
         recreate_views(&mut tx, &views).await?;
         tx.commit().await?;
         Ok(())
