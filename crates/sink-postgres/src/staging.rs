@@ -72,6 +72,15 @@ impl StagingTable {
         ))
         .execute(&mut *conn)
         .await?;
+        // No autovacuum while the bulk load runs: it would vacuum and analyze the table
+        // after every committed unit, competing with the load; `build_indexes` turns it
+        // back on and the loader runs ANALYZE once at the end.
+        sqlx::query(sqlf!(
+            "ALTER TABLE {} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)",
+            self.staging.sql()
+        ))
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 
@@ -79,6 +88,12 @@ impl StagingTable {
     /// keys (named `<live name>_stg`). Idempotent: what exists already is skipped.
     /// Foreign keys are added `NOT VALID` and then validated.
     pub async fn build_indexes(&self, conn: &mut PgConnection) -> Result<Vec<String>> {
+        sqlx::query(sqlf!(
+            "ALTER TABLE {} RESET (autovacuum_enabled, toast.autovacuum_enabled)",
+            self.staging.sql()
+        ))
+        .execute(&mut *conn)
+        .await?;
         let mut built = Vec::new();
         let existing: Vec<String> = object_names(conn, &self.staging).await?;
         for ix in live_indexes(conn, &self.live).await? {

@@ -15,6 +15,16 @@ async fn names(conn: &mut sqlx::PgConnection, table: &str) -> Vec<String> {
     rows.into_iter().map(|(n,)| n).collect()
 }
 
+async fn reloptions(conn: &mut sqlx::PgConnection, table: &str) -> Option<Vec<String>> {
+    let (o,): (Option<Vec<String>>,) =
+        sqlx::query_as("SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)")
+            .bind(table)
+            .fetch_one(conn)
+            .await
+            .unwrap();
+    o
+}
+
 #[tokio::test]
 async fn switch_rollback_and_cleanup_leave_exactly_the_expected_tables() {
     let (_db, mut conn) = super::db().await;
@@ -38,7 +48,17 @@ async fn switch_rollback_and_cleanup_leave_exactly_the_expected_tables() {
         .execute(&mut conn)
         .await
         .unwrap();
+    assert_eq!(
+        reloptions(&mut conn, "live_staging").await,
+        Some(vec!["autovacuum_enabled=false".to_owned()]),
+        "no autovacuum during the load"
+    );
     let built = st.build_indexes(&mut conn).await.unwrap();
+    assert_eq!(
+        reloptions(&mut conn, "live_staging").await,
+        None,
+        "autovacuum back on after the load"
+    );
     assert_eq!(built.len(), 3, "{built:?}");
     assert!(
         st.build_indexes(&mut conn).await.unwrap().is_empty(),
