@@ -4,7 +4,7 @@
 #
 #   1. the limit: one `INSERT INTO <partitioned> SELECT * FROM <table>` per table;
 #   2. ferry's batch move (keyset-paginated INSERT ... SELECT, one transaction + checkpoint
-#      per batch), on the same data, same database, after a TRUNCATE (best of 2 rounds);
+#      per batch), on the same data, same database, after a TRUNCATE (best of 3 rounds);
 #   3. the seed's `LIMIT/OFFSET` DO-block loop, verbatim (batch 100,000, pg_sleep(0.1)), on
 #      petri_observations (it finishes at this size, quadratically);
 #   4. the online move (change capture, replay, swap) on a fresh copy, with a concurrent
@@ -69,10 +69,10 @@ reset_move() { # forget the move (checkpoints, ledger state) and empty the targe
         -c "UPDATE ferry_schema_migrations SET state = 'rolled_back' WHERE step = 'move_data'" -c CHECKPOINT
 }
 best() { python3 -c 'import sys; print(min(float(x) for x in sys.argv[1:]))' "$@"; }
-# Two rounds of: the limit, ferry with the default batch (8,192), ferry with $move_batch;
+# Three rounds of: the limit, ferry with the default batch (8,192), ferry with $move_batch;
 # the best of each (the machine is shared: single runs are noisy).
 limits=() defaults=() bigs=()
-for round in 1 2; do
+for round in 1 2 3; do
     limits+=("$(timed_sql "$url" "BEGIN; INSERT INTO petri_observations_partitioned SELECT * FROM petri_observations; INSERT INTO gasifier_observations_partitioned SELECT * FROM gasifier_observations; COMMIT;")")
     reset_move
     "$bin" --database-url "$url" --resume --until move_data -q --report-dir "$work/batch_default" >/dev/null
@@ -128,7 +128,7 @@ print(max(t["swap"]["lock_held_ms"] for t in r.values()), sum(t["replay"]["chang
 echo
 echo "| method | rows | seconds | rows/s | note |"
 echo "|---|---:|---:|---:|---|"
-echo "| single INSERT INTO ... SELECT * (the limit) | $rows | $(printf %.1f "$limit_s") | $(rate "$rows" "$limit_s") | one transaction, no checkpoint, no progress (best of 2, as the ferry rows) |"
+echo "| single INSERT INTO ... SELECT * (the limit) | $rows | $(printf %.1f "$limit_s") | $(rate "$rows" "$limit_s") | one transaction, no checkpoint, no progress (best of 3, as the ferry rows) |"
 echo "| ferry batch move (keyset, default --batch-size 8192) | $rows | $(printf %.1f "$default_s") | $(rate "$rows" "$default_s") | $(python3 -c "print(f'{float(\"$limit_s\")/float(\"$default_s\"):.2f}')")x the limit's rows/s |"
 echo "| ferry batch move (keyset, --batch-size $move_batch) | $rows | $(printf %.1f "$batch_s") | $(rate "$rows" "$batch_s") | $(python3 -c "print(f'{float(\"$limit_s\")/float(\"$batch_s\"):.2f}')")x the limit's rows/s; $batch_size petri batches, each committed with its checkpoint |"
 echo "| seed OFFSET loop (batch 100,000, verbatim) | $petri_rows | $(printf %.1f "$offset_s") | $(rate "$petri_rows" "$offset_s") | petri_observations only; $offset_dups duplicated ids (ORDER BY created_at is not unique) |"

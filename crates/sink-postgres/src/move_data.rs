@@ -222,6 +222,11 @@ impl KeysetMove {
         if cp.as_ref().is_some_and(|c| c.done) && !continue_done {
             return Ok(stats);
         }
+        // The window's size depends on the bounds: plan each batch with its values (a
+        // generic plan guesses the range's selectivity and OFFSET's size).
+        sqlx::query("SET plan_cache_mode = force_custom_plan")
+            .execute(&mut *conn)
+            .await?;
         let first_sql = self.batch_sql(conn, true).await?;
         let next_sql = self.batch_sql(conn, false).await?;
         let estimate = estimate_rows(conn, &self.source).await?;
