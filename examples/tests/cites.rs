@@ -2,6 +2,9 @@
 //! reason, header errors, gates that leave production untouched, switchover / rollback /
 //! cleanup, resume after a real kill, synonyms, dry run.
 
+mod support;
+use support::example_binary;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -494,21 +497,6 @@ async fn a_dry_run_writes_nothing() {
         0,
         "not even empty tables"
     );
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    // tests run from target/<profile>/deps; examples are built beside it
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join("examples").join(name);
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "etl-examples", "--example", name])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    bin
 }
 
 async fn wait_for(

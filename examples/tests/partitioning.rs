@@ -3,6 +3,9 @@
 //! concurrent writes, rows outside every expected month, a changed migration file refused,
 //! a dry run that writes nothing, and the lock pre-flight.
 
+mod support;
+use support::example_binary;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -280,21 +283,6 @@ async fn rollback_after_every_step_restores_the_original_database() {
             diff.join("\n")
         );
     }
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    // tests run from target/<profile>/deps; examples are built beside it
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join("examples").join(name);
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "etl-examples", "--example", name])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    bin
 }
 
 #[tokio::test]
