@@ -67,6 +67,7 @@ pub mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+pub mod mem;
 mod error;
 pub mod pipeline;
 pub mod progress;

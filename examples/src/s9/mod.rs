@@ -39,8 +39,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use etl_core::report::write_atomic;
 use etl_core::{
-    Batch, Fate, Pipeline, PipelineOptions, RunInfo, RunReport, RunStatus, Secret, Transform,
-    UnitStatus, UnitSummary,
+    Batch, Extract, Fate, Pipeline, PipelineOptions, RunInfo, RunReport, RunStatus, Secret,
+    Transform, UnitStatus, UnitSummary,
 };
 use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, get_item, static_client};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
@@ -150,6 +150,10 @@ pub struct Args {
     /// Rows per Arrow batch.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub batch_size: usize,
+    /// Key values per extract unit: each range is written and checkpointed on its own, so
+    /// an interrupted extract resumes (--resume) at the first range not written.
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    pub extract_unit_keys: u64,
     /// Benchmark: load data/transformed/ into fresh dynalites with ferry's sink, a minimal
     /// concurrent writer and sequential 25-item calls (see benches/s9_dynamodb.sh).
     #[arg(long, hide = true)]
@@ -543,8 +547,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         pool = Some(p);
     }
 
+    let mut phase_rss = serde_json::Map::new();
     for phase in phases {
         let t = Instant::now();
+        etl_core::mem::reset_peak_rss();
         let r = match phase {
             Phase::Extract => extract(&mut ctx, pool.clone().expect("pool")).await,
             Phase::Transform => transform_phase(&mut ctx).await,
@@ -556,7 +562,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
             Phase::Verify => verify(&mut ctx, client.as_ref().expect("client")).await,
         };
-        tracing::info!(phase = ?phase, secs = format!("{:.1}", t.elapsed().as_secs_f64()), "phase done");
+        let peak = etl_core::mem::peak_rss_bytes().map(etl_core::mem::mib);
+        tracing::info!(phase = ?phase, secs = format!("{:.1}", t.elapsed().as_secs_f64()), peak_rss_mib = ?peak, "phase done");
+        phase_rss.insert(format!("{phase:?}").to_lowercase(), json!(peak));
         if let Err(e) = r {
             ctx.ok = false;
             ctx.errors.push(format!("{phase:?}: {e:#}"));
@@ -566,6 +574,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             break;
         }
     }
+    // This process only: the servers it may have started are not counted.
+    ctx.extra
+        .insert("peak_rss_mib".into(), Value::Object(phase_rss));
     let report = write_reports(&mut ctx, started)?;
     Ok(Outcome { report, ok: ctx.ok })
 }
@@ -632,6 +643,7 @@ async fn extract(ctx: &mut Ctx, pool: sqlx::PgPool) -> anyhow::Result<()> {
         .map(str::parse::<Filter>)
         .transpose()?;
     let since = ctx.args.since.clone();
+    let split = ctx.args.extract_unit_keys;
     for e in &ctx.entities {
         let mut ent = PgEntity::table(e.name(), e.table(), e.key());
         match e {
@@ -677,14 +689,13 @@ async fn extract(ctx: &mut Ctx, pool: sqlx::PgPool) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        entities.push(ent);
+        entities.push(ent.split_every(split));
     }
     if wanted.contains(&"producers") {
-        entities.push(PgEntity::table(
-            "certifications",
-            "certificacoes",
-            "id_certificacao",
-        ));
+        entities.push(
+            PgEntity::table("certifications", "certificacoes", "id_certificacao")
+                .split_every(split),
+        );
     }
     let source = PgSource::connect(
         pool,
@@ -703,17 +714,37 @@ async fn extract(ctx: &mut Ctx, pool: sqlx::PgPool) -> anyhow::Result<()> {
             tracing::info!(entity = %name, "extract already done; skipped (--resume)");
             continue;
         }
-        let report = Pipeline::new(source.only(&name)?, pq::ParquetLoad::new(&dir, &name))
+        // One part file per key range, each recorded when written: a killed extract
+        // resumes (--resume) at the first range not written; the parts are then joined
+        // into extracted/<entity>.parquet.
+        let src = source.only(&name)?;
+        let units: Vec<String> = src.units().await?.into_iter().map(|u| u.name).collect();
+        let schema = src.schema();
+        let parts = dir.join(format!("{name}.parts"));
+        let sink = pq::ParquetPartsLoad::new(
+            &parts,
+            JsonCheckpoint::new(&ctx.checkpoint, format!("extract-units:{name}")),
+        );
+        let mut info = RunInfo::new(format!("s9_extract_{name}"));
+        info.resume = ctx.args.resume;
+        let report = Pipeline::new(src, sink)
             .options(ctx.options(&format!("extract-{name}")))
-            .run(&RunInfo::new(format!("s9_extract_{name}")))
+            .run(&info)
             .await;
         let ok = report.succeeded();
         ctx.record(&format!("extract {name}"), report);
-        if ok {
-            ctx.mark(&key)?;
-        } else {
+        if !ok {
             break;
         }
+        let out = dir.join(format!("{name}.parquet"));
+        let merge = (parts.clone(), out.clone());
+        let rows = tokio::task::spawn_blocking(move || {
+            pq::merge_parts(&merge.0, &units, schema, &merge.1)
+        })
+        .await??;
+        tracing::info!(entity = %name, rows, file = %out.display(), "extracted");
+        std::fs::remove_dir_all(&parts).with_context(|| format!("removing {}", parts.display()))?;
+        ctx.mark(&key)?;
     }
     Ok(())
 }

@@ -295,3 +295,148 @@ impl UnitWriter for ParquetUnitWriter {
         Ok(())
     }
 }
+
+/// A sink writing each unit to its own file `<dir>/<unit>.parquet` (via `.part`, renamed on
+/// commit) and recording it in a checkpoint, so an interrupted extract resumes at the
+/// first unit (key range) not yet written; [`merge_parts`] then joins the parts into the
+/// phase artifact.
+#[derive(Debug, Clone)]
+pub struct ParquetPartsLoad {
+    dir: PathBuf,
+    checkpoint: etl_sink_dynamodb::JsonCheckpoint,
+    schema: Arc<std::sync::Mutex<Option<SchemaRef>>>,
+}
+
+impl ParquetPartsLoad {
+    /// Parts in `dir`, committed units recorded in `checkpoint`.
+    pub fn new(dir: &Path, checkpoint: etl_sink_dynamodb::JsonCheckpoint) -> Self {
+        ParquetPartsLoad {
+            dir: dir.to_owned(),
+            checkpoint,
+            schema: Arc::default(),
+        }
+    }
+
+    /// The file of unit `unit` (its name with anything but `[A-Za-z0-9_-]` replaced).
+    pub fn part_path(dir: &Path, unit: &str) -> PathBuf {
+        let safe: String = unit
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        dir.join(format!("{safe}.parquet"))
+    }
+}
+
+impl Load for ParquetPartsLoad {
+    type Writer = ParquetPartWriter;
+
+    fn name(&self) -> &str {
+        "parquet-parts"
+    }
+
+    async fn begin_run(
+        &self,
+        run: &RunInfo,
+        schema: SchemaRef,
+    ) -> etl_core::Result<Vec<UnitSummary>> {
+        let ck = |e: etl_sink_dynamodb::DynamoError| etl_core::Error::Config(e.to_string());
+        if !run.resume {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            self.checkpoint.reset().map_err(ck)?;
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+        *self.schema.lock().expect("schema") = Some(schema);
+        // A unit counts as done only if its file is there too.
+        Ok(self
+            .checkpoint
+            .completed()
+            .map_err(ck)?
+            .into_iter()
+            .filter(|u| Self::part_path(&self.dir, &u.name).exists())
+            .collect())
+    }
+
+    async fn begin_unit(&self, unit: &Unit) -> etl_core::Result<ParquetPartWriter> {
+        let schema = self
+            .schema
+            .lock()
+            .expect("schema")
+            .clone()
+            .expect("begin_run first");
+        let path = Self::part_path(&self.dir, &unit.name);
+        let part = path.with_extension("parquet.part");
+        Ok(ParquetPartWriter {
+            file: ParquetUnitWriter {
+                writer: writer(&part, schema)?,
+                part,
+                path,
+            },
+            checkpoint: self.checkpoint.clone(),
+        })
+    }
+}
+
+/// Writer of one part of [`ParquetPartsLoad`].
+pub struct ParquetPartWriter {
+    file: ParquetUnitWriter,
+    checkpoint: etl_sink_dynamodb::JsonCheckpoint,
+}
+
+impl UnitWriter for ParquetPartWriter {
+    async fn write(&mut self, batch: RecordBatch) -> etl_core::Result<u64> {
+        self.file.write(batch).await
+    }
+
+    async fn write_rejects(&mut self, _rejects: &[Reject]) -> etl_core::Result<()> {
+        Ok(())
+    }
+
+    async fn commit(self, summary: &UnitSummary) -> etl_core::Result<()> {
+        // File first, then the checkpoint: a crash in between redoes (overwrites) the unit.
+        self.file.commit(summary).await?;
+        self.checkpoint
+            .record(summary)
+            .map_err(|e| etl_core::Error::Config(e.to_string()))
+    }
+
+    async fn abort(self) -> etl_core::Result<()> {
+        self.file.abort().await
+    }
+}
+
+/// Join the part files of `units` (in that order) from `dir` into `out` (via `.part`,
+/// renamed at the end), streaming one batch at a time; returns the rows written.
+pub fn merge_parts(
+    dir: &Path,
+    units: &[String],
+    schema: SchemaRef,
+    out: &Path,
+) -> etl_core::Result<u64> {
+    let part = out.with_extension("parquet.part");
+    let mut w = writer(&part, schema)?;
+    let mut rows = 0u64;
+    for u in units {
+        let p = ParquetPartsLoad::part_path(dir, u);
+        let f = std::fs::File::open(&p).map_err(|e| etl_core::Error::io(p.display(), e))?;
+        let r = ParquetRecordBatchReaderBuilder::try_new(f)
+            .map_err(|e| err(&p, e))?
+            .with_batch_size(ROW_GROUP)
+            .build()
+            .map_err(|e| err(&p, e))?;
+        for b in r {
+            let b = b.map_err(|e| err(&p, e))?;
+            rows += b.num_rows() as u64;
+            w.write(&b).map_err(|e| err(&part, e))?;
+        }
+    }
+    w.close().map_err(|e| err(&part, e))?;
+    std::fs::rename(&part, out).map_err(|e| etl_core::Error::io(out.display(), e))?;
+    Ok(rows)
+}
