@@ -9,9 +9,15 @@
 #      DynamoLoad, concurrency C) vs a minimal concurrent writer (C calls in flight: the
 #      server's ceiling) vs sequential 25-item calls (the seed's single-threaded batch_writer),
 #      each into a fresh dynalite;
-#   4. the same full run at N/4 sales, for peak RSS as the input grows.
+#   4. the same full run at N/4 sales, for peak RSS as the input grows (the ferry process's
+#      own peak per phase from report.json, and the process tree's from /usr/bin/time, which
+#      includes the PostgreSQL and dynalite it starts);
+#   5. the three writers again on the N/4 items with LATENCIES ms added to every call by a
+#      loopback proxy (DynamoDB is remote: concurrency pays off against the round trip, not
+#      against a local server that is CPU-bound on 2 cores).
 #
 # usage: benches/s9_dynamodb.sh [SALES (default 100000)] [CONCURRENCY (default 16)]
+#        LATENCIES="5 20 50" (default) or LATENCIES="" to skip step 5
 # output: $OUT (default target/s9-bench)/{full-N,full-N4,bench}.{log,time}, and a summary.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +45,10 @@ full "full-$sales" "$sales"
 quarter=$((sales / 4))
 full "full-$quarter" "$quarter"
 (cd "$out/full-$sales" && "$bin" --bench --concurrency "$conc" 2>/dev/null | grep '"method"') >"$out/bench.jsonl"
+: >"$out/latency.jsonl"
+for ms in ${LATENCIES-5 20 50}; do
+    (cd "$out/full-$quarter" && "$bin" --bench --bench-latency-ms "$ms" --concurrency "$conc" 2>/dev/null | grep '"method"') >>"$out/latency.jsonl"
+done
 
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load avg $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -60,5 +70,16 @@ for name in (f"full-{sales}", f"full-{quarter}"):
     wall = next(l.split("):")[1].strip() for l in t.splitlines() if "Elapsed (wall clock)" in l)
     load = json.loads((out / name / "data/reports/load_report.json").read_text())["entities"]
     items = sum(e["loaded"] for e in load.values()); secs = sum(e["seconds"] for e in load.values())
-    print(f"{name}: whole migration wall {wall}, peak RSS {rss:.0f} MiB; load phase {items} items in {secs:.1f} s = {items/secs:.0f} items/s")
+    rep = json.loads((out / name / "data/reports/report.json").read_text())
+    own = rep.get("extra", {}).get("peak_rss_mib") or rep.get("peak_rss_mib", {})
+    print(f"{name}: whole migration wall {wall}, peak RSS of the process tree {rss:.0f} MiB; load phase {items} items in {secs:.1f} s = {items/secs:.0f} items/s")
+    print(f"  ferry process peak RSS per phase (MiB): {own}")
+lat = [json.loads(l) for l in (out / "latency.jsonl").read_text().splitlines() if l.strip()]
+if lat:
+    print(f"\n| added round trip ({quarter} sales) | ferry items/s | ceiling items/s | sequential items/s | ferry vs ceiling | ferry vs sequential |")
+    print("|---|---|---|---|---|---|")
+    for ms in sorted({r["latency_ms"] for r in lat}):
+        b = {r["method"]: r for r in lat if r["latency_ms"] == ms}
+        f, c, q = (b[m]["items_per_s"] for m in ("ferry", "ceiling", "sequential"))
+        print(f"| {ms} ms | {f:.0f} | {c:.0f} | {q:.0f} | {f / c:.2f}x | {f / q:.2f}x |")
 PY

@@ -27,6 +27,9 @@
 
 #![warn(missing_docs)]
 
+pub mod latency;
+pub use latency::LatencyProxy;
+
 use std::ffi::{CString, OsString};
 use std::fmt::Write as _;
 use std::fs;

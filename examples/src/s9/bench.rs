@@ -1,16 +1,19 @@
 //! `s9_sales --bench`: items/s loading the transformed S9 items into a fresh local dynalite,
 //! three ways in one run: ferry's sink (the load phase's pipeline), a minimal concurrent
 //! writer (the server's ceiling), and sequential 25-item calls (the seed's single-threaded
-//! `batch_writer`). Needs `data/transformed/` from an earlier run.
+//! `batch_writer`). Needs `data/transformed/` from an earlier run. With
+//! `--bench-latency-ms`, every call crosses a [`LatencyProxy`] holding each response that
+//! long (a network round trip to DynamoDB).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use etl_core::{Pipeline, PipelineOptions, RunInfo};
-use etl_sink_dynamodb::admin::{count_items, ensure_table};
+use etl_sink_dynamodb::admin::{count_items, ensure_table, static_client};
 use etl_sink_dynamodb::aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use etl_sink_dynamodb::dynalite::Dynalite;
 use etl_sink_dynamodb::mapping::{MappingOptions, items_from_batch};
 use etl_sink_dynamodb::{DynamoLoad, ItemCheck, ItemWriter, JsonCheckpoint, WriteOptions};
+use etl_testkit::LatencyProxy;
 use futures::StreamExt;
 use serde_json::json;
 
@@ -41,7 +44,16 @@ pub async fn bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for method in ["ferry", "ceiling", "sequential"] {
         let dl = Dynalite::start().await?;
-        let client = dl.client(None);
+        // A network round trip in front of the local server, when asked: DynamoDB is
+        // remote, and concurrency pays off against latency, not against a saturated CPU.
+        let proxy = match args.bench_latency_ms {
+            0 => None,
+            ms => Some(LatencyProxy::start(dl.port(), Duration::from_millis(ms)).await?),
+        };
+        let client = match &proxy {
+            Some(p) => static_client(&p.endpoint(), "us-east-1", None),
+            None => dl.client(None),
+        };
         let table = "BenchTable";
         ensure_table(&client, &table_spec(table)).await?;
         let t = Instant::now();
@@ -130,6 +142,7 @@ pub async fn bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
         let line = json!({
             "method": method,
             "concurrency": if method == "sequential" { 1 } else { concurrency },
+            "latency_ms": args.bench_latency_ms,
             "items": items,
             "stored": stored,
             "seconds": (secs * 100.0).round() / 100.0,
@@ -137,6 +150,7 @@ pub async fn bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
         });
         println!("{line}");
         out.push(line);
+        drop(proxy);
         dl.stop().await;
     }
     Ok(out)

@@ -158,6 +158,9 @@ pub struct Args {
     /// concurrent writer and sequential 25-item calls (see benches/s9_dynamodb.sh).
     #[arg(long, hide = true)]
     pub bench: bool,
+    /// Benchmark: round-trip milliseconds added to every call (0: none).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub bench_latency_ms: u64,
 }
 
 /// The seed's config file.
