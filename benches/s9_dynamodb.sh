@@ -31,7 +31,7 @@ export AWS_EC2_METADATA_DISABLED=true
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install -y time)"; exit 1; }
 
 cargo build --release -p etl-examples --example s9_sales
-bin="$root/target/release/examples/s9_sales"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/examples/s9_sales"
 
 full() { # full NAME SALES
     local dir="$out/$1"
