@@ -1,10 +1,15 @@
 //! The CultureBridge migration end to end: the Bubble-compatible test server, a real
 //! PostgreSQL (etl-testkit), exact counts from the fixtures' own expectations, the rollback
-//! script, incremental upserts, both key modes, and passwords from a CSV.
+//! script, incremental upserts, both key modes, passwords from a CSV, and the post-load
+//! sample check against the API (every type, every column mapped from the API).
 
 use std::path::Path;
 
-use etl_examples::culturebridge::{Args, fixtures, run, start_test_server, timestamp};
+use etl_examples::culturebridge::sample::{Mismatch, compare_sample, sample_check};
+use etl_examples::culturebridge::schema::MIGRATED;
+use etl_examples::culturebridge::{Args, fixtures, run, schemas, start_test_server, timestamp};
+use etl_source_bubble::test_server::TestServer;
+use etl_source_bubble::{BubbleClient, BubbleConfig};
 use sqlx::PgPool;
 
 fn args(db: &str, dir: &Path, extra: &[&str]) -> Args {
@@ -68,6 +73,25 @@ async fn apply(pool: &PgPool, sql_file: &Path) {
         .unwrap();
 }
 
+/// The finding `check` of a run.
+fn finding<'a>(
+    out: &'a etl_examples::culturebridge::Outcome,
+    check: &str,
+) -> &'a etl_core::Finding {
+    out.report
+        .validation
+        .iter()
+        .find(|f| f.check == check)
+        .unwrap_or_else(|| panic!("no finding `{check}` in {:#?}", out.report.validation))
+}
+
+/// A client of `server` that is never the bottleneck.
+fn client_of(server: &TestServer) -> BubbleClient {
+    let mut cfg = BubbleConfig::new(server.base_url(), etl_core::Secret::new(server.token()));
+    cfg.requests_per_minute = 1_000_000;
+    BubbleClient::new(cfg).unwrap()
+}
+
 fn assert_counts(out: &etl_examples::culturebridge::Outcome, exp: &fixtures::Expected) {
     let pt = out.report.extra["per_type"].as_object().unwrap();
     for (t, read) in &exp.read {
@@ -106,6 +130,17 @@ async fn full_migration_exact_counts_and_rollback_restores_the_pre_run_state() {
     assert!(out.report.succeeded(), "{:?}", out.report.error);
     assert_counts(&out, &exp);
     assert!(exp.parent_rejected > 0 && exp.rejected["user"] > 0);
+    // the sample check compared `--sample 5` things of every migrated type
+    let sample = finding(&out, "sample_matches_api");
+    assert!(sample.passed, "{}", sample.message);
+    assert!(
+        sample.message.starts_with(
+            "25 random staged things identical to the API in every column mapped from it (user 5, client_profile 5, coach_profile 5, booking 5, payment 5;"
+        ),
+        "{}",
+        sample.message
+    );
+    assert!(finding(&out, "ids_deterministic").passed);
     // every user loaded has no password and must reset it
     let (n, reset): (i64, i64) = sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE password_hash IS NULL AND password_reset_required) FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(
@@ -177,6 +212,17 @@ async fn full_migration_exact_counts_and_rollback_restores_the_pre_run_state() {
         .await
         .unwrap();
     assert!(out3.report.succeeded(), "{:?}", out3.report.error);
+    // only what this run staged is sampled: the changed users
+    let sample = finding(&out3, "sample_matches_api");
+    assert!(sample.passed, "{}", sample.message);
+    assert!(
+        sample.message.contains(&format!(
+            "(user {}, client_profile 0, coach_profile 0, booking 0, payment 0;",
+            changed.min(5)
+        )),
+        "{}",
+        sample.message
+    );
     assert_eq!(
         out3.report.extra["updated"]["users"].as_u64().unwrap(),
         changed
@@ -321,4 +367,221 @@ async fn passwords_from_a_csv_are_bcrypted_and_never_written_in_plaintext() {
             f.display()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_check_compares_every_type_and_names_type_id_column_and_values() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "120"]);
+    let (server, exp) = start_test_server(&a).await.unwrap();
+    let out = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(out.report.succeeded(), "{:?}", out.report.error);
+    let schemas = schemas(&a).unwrap();
+    let all = 1_000_000;
+
+    // every staged thing of every type, re-read from the API, maps to the staged row exactly
+    let clean = compare_sample(&client_of(&server), &pool, &schemas, &a.export_dir, all)
+        .await
+        .unwrap();
+    assert!(
+        clean.mismatches.is_empty() && clean.problems.is_empty(),
+        "{clean:#?}"
+    );
+    assert!(clean.bad_ids.is_empty());
+    let want: Vec<(String, u64)> = MIGRATED
+        .iter()
+        .map(|t| ((*t).to_owned(), exp.loaded[*t]))
+        .collect();
+    assert_eq!(clean.compared, want, "every staged thing compared");
+    assert!(want.iter().all(|w| w.1 > 0));
+
+    // the API changes after the export: one coach's rate, one payment's amount, one client
+    // profile deleted, one booking's duration made invalid
+    let loaded = |ty: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (b,): (String,) = sqlx::query_as(
+                "SELECT bubble_id FROM bubble_id_map WHERE bubble_type = $1 ORDER BY bubble_id LIMIT 1",
+            )
+            .bind(ty)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            b
+        }
+    };
+    let (coach, payment, client, booking) = (
+        loaded("coach_profile").await,
+        loaded("payment").await,
+        loaded("client_profile").await,
+        loaded("booking").await,
+    );
+    let staged = |sql: &'static str, id: String| {
+        let pool = pool.clone();
+        async move {
+            let (v,): (String,) = sqlx::query_as(sql).bind(id).fetch_one(&pool).await.unwrap();
+            v
+        }
+    };
+    let old_rate = staged(
+        "SELECT s.hourly_rate::text FROM cb_staging.coach_profiles s JOIN cb_staging.id_map i ON i.new_id = s.id WHERE i.bubble_id = $1",
+        coach.clone(),
+    )
+    .await;
+    let old_amount = staged(
+        "SELECT s.amount::text FROM cb_staging.payments s JOIN cb_staging.id_map i ON i.new_id = s.id WHERE i.bubble_id = $1",
+        payment.clone(),
+    )
+    .await;
+    let new_rate = if old_rate == "77.77" {
+        "88.88"
+    } else {
+        "77.77"
+    };
+    let new_amount = if old_amount == "12.34" {
+        "43.21"
+    } else {
+        "12.34"
+    };
+    let (mut fx, _) = fixtures::generate(fixtures::Sizes {
+        users: 120,
+        ..Default::default()
+    });
+    let set = |fx: &mut etl_source_bubble::test_server::Fixtures,
+               ty: &str,
+               id: &str,
+               key: &str,
+               v: serde_json::Value| {
+        let t = fx
+            .things_mut(ty)
+            .unwrap()
+            .iter_mut()
+            .find(|t| t["_id"] == id)
+            .unwrap();
+        t.insert(key.into(), v);
+    };
+    set(
+        &mut fx,
+        "coach_profile",
+        &coach,
+        "rate",
+        serde_json::json!(new_rate.parse::<f64>().unwrap()),
+    );
+    set(
+        &mut fx,
+        "payment",
+        &payment,
+        "payment_amount",
+        serde_json::json!(new_amount.parse::<f64>().unwrap()),
+    );
+    set(
+        &mut fx,
+        "booking",
+        &booking,
+        "duration",
+        serde_json::json!(-5),
+    );
+    fx.things_mut("client_profile")
+        .unwrap()
+        .retain(|t| t["_id"] != client.as_str());
+    let changed = TestServer::start(fx, Default::default()).await.unwrap();
+
+    let found = compare_sample(&client_of(&changed), &pool, &schemas, &a.export_dir, all)
+        .await
+        .unwrap();
+    let mut got = found.mismatches.clone();
+    got.sort();
+    let mut want_mm = vec![
+        Mismatch {
+            bubble_type: "coach_profile".to_owned(),
+            bubble_id: coach.clone(),
+            column: "hourly_rate".to_owned(),
+            staged: Some(old_rate.clone()),
+            api: Some(new_rate.to_owned()),
+        },
+        Mismatch {
+            bubble_type: "payment".to_owned(),
+            bubble_id: payment.clone(),
+            column: "amount".to_owned(),
+            staged: Some(old_amount.clone()),
+            api: Some(new_amount.to_owned()),
+        },
+    ];
+    want_mm.sort();
+    assert_eq!(got, want_mm, "exactly the changed columns differ");
+    assert_eq!(found.problems.len(), 2, "{:#?}", found.problems);
+    assert!(found.problems.contains(&format!(
+        "client_profile {client}: staged, but no longer exists in Bubble"
+    )));
+    assert!(found.problems.contains(&format!(
+        "booking {booking}: staged, but the mapping now rejects the API's thing (duration: duration -5 is not a positive number of minutes)"
+    )));
+    let mut compared = want.clone();
+    for (t, n) in &mut compared {
+        if t == "client_profile" || t == "booking" {
+            *n -= 1;
+        }
+    }
+    assert_eq!(found.compared, compared);
+
+    // the finding vetoes and names type, Bubble id, column, staged and API-derived value
+    let findings = sample_check(&client_of(&changed), &pool, &schemas, &a.export_dir, all)
+        .await
+        .unwrap();
+    let f = findings
+        .iter()
+        .find(|f| f.check == "sample_matches_api")
+        .unwrap();
+    assert!(f.vetoes(), "{f:?}");
+    for needle in [
+        format!("coach_profile {coach}: hourly_rate staged {old_rate} vs API-derived {new_rate}"),
+        format!("payment {payment}: amount staged {old_amount} vs API-derived {new_amount}"),
+        format!("client_profile {client}: staged, but no longer exists in Bubble"),
+        format!("booking {booking}: staged, but the mapping now rejects"),
+    ] {
+        assert!(
+            f.message.contains(&needle),
+            "`{needle}` not in {}",
+            f.message
+        );
+    }
+    assert!(
+        f.message.starts_with("4 differences from the API in "),
+        "{}",
+        f.message
+    );
+
+    // staging changed instead of the API: caught the same way, in a JSON column
+    let (profile,): (String,) = sqlx::query_as(
+        "SELECT i.bubble_id FROM cb_staging.client_profiles s JOIN cb_staging.id_map i ON i.new_id = s.id ORDER BY i.bubble_id LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE cb_staging.client_profiles SET preferences = '{\"staged\": true}' WHERE id = (SELECT new_id FROM cb_staging.id_map WHERE bubble_id = $1)",
+    )
+    .bind(&profile)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let again = compare_sample(&client_of(&server), &pool, &schemas, &a.export_dir, all)
+        .await
+        .unwrap();
+    assert_eq!(again.problems, Vec::<String>::new());
+    assert_eq!(again.mismatches.len(), 1, "{:#?}", again.mismatches);
+    let m = &again.mismatches[0];
+    assert_eq!(
+        (
+            m.bubble_type.as_str(),
+            m.bubble_id.as_str(),
+            m.column.as_str()
+        ),
+        ("client_profile", profile.as_str(), "preferences")
+    );
+    assert_eq!(m.staged.as_deref(), Some(r#"{"staged": true}"#));
 }

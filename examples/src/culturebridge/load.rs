@@ -40,7 +40,7 @@ pub struct StagingWriter {
     tx: Transaction<'static, Postgres>,
     ty: String,
     table: &'static str,
-    sql: String,
+    insert: RowInsert,
 }
 
 impl Load for StagingLoad {
@@ -76,7 +76,33 @@ impl Load for StagingLoad {
             .begin()
             .await
             .map_err(db_err("cannot begin a staging transaction"))?;
-        let cols = columns(self.table);
+        Ok(StagingWriter {
+            tx,
+            ty: self.ty.clone(),
+            table: self.table,
+            insert: RowInsert::new(
+                &self.ty,
+                &format!("cb_staging.{}", self.table),
+                "cb_staging.id_map",
+            ),
+        })
+    }
+}
+
+/// The one statement that writes mapped rows of a type (the output of
+/// [`MapTransform`](super::transform::MapTransform)): each row into a table shaped like
+/// `public.<table>`, every column cast from text as [`columns`] says, and its
+/// `(bubble_type, bubble_id, new_id)` into an id map. Staging uses it, and so does the
+/// post-load sample check, so both encode rows the same way.
+pub struct RowInsert {
+    sql: String,
+}
+
+impl RowInsert {
+    /// Rows of `bubble_type` into `into` (e.g. `cb_staging.users`) and their ids into
+    /// `id_map` (e.g. `cb_staging.id_map`). Both names are trusted SQL identifiers.
+    pub fn new(bubble_type: &str, into: &str, id_map: &str) -> Self {
+        let cols = columns(table_of(bubble_type));
         let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
         let unnest: Vec<String> = (1..=cols.len())
             .map(|i| format!("${}::text[]", i + 1))
@@ -88,37 +114,42 @@ impl Load for StagingLoad {
             .map(|(i, c)| c.cast.replace("{}", &format!("u.c{i}")))
             .collect();
         let sql = format!(
-            "WITH m AS (INSERT INTO cb_staging.id_map SELECT '{ty}', b, n::uuid FROM UNNEST($1::text[], $2::text[]) AS x(b, n))
-             INSERT INTO cb_staging.{t} ({names}) SELECT {casts} FROM UNNEST({unnest}) AS u({aliases})",
-            ty = self.ty.replace('\'', "''"),
-            t = self.table,
+            "WITH m AS (INSERT INTO {id_map} SELECT '{ty}', b, n::uuid FROM UNNEST($1::text[], $2::text[]) AS x(b, n))
+             INSERT INTO {into} ({names}) SELECT {casts} FROM UNNEST({unnest}) AS u({aliases})",
+            ty = bubble_type.replace('\'', "''"),
             names = names.join(", "),
             casts = casts.join(", "),
             unnest = unnest.join(", "),
             aliases = aliases.join(", "),
         );
-        Ok(StagingWriter {
-            tx,
-            ty: self.ty.clone(),
-            table: self.table,
-            sql,
-        })
+        RowInsert { sql }
+    }
+
+    /// Write `batch` (`bubble_id` then the target columns, all text) over `conn`; returns
+    /// the rows written.
+    ///
+    /// # Errors
+    /// The database's error (a value its column type refuses, a constraint).
+    pub async fn write(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        batch: &RecordBatch,
+    ) -> Result<u64, sqlx::Error> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql.clone()));
+        for i in 0..batch.num_columns() {
+            let a = batch.column(i).as_string::<i32>();
+            let v: Vec<Option<String>> = a.iter().map(|v| v.map(str::to_owned)).collect();
+            q = q.bind(v);
+        }
+        q.execute(conn).await?;
+        Ok(batch.num_rows() as u64)
     }
 }
 
 impl UnitWriter for StagingWriter {
     async fn write(&mut self, batch: RecordBatch) -> etl_core::Result<u64> {
         let n = batch.num_rows();
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql.clone()));
-        let text = |i: usize| -> Vec<Option<String>> {
-            let a = batch.column(i).as_string::<i32>();
-            a.iter().map(|v| v.map(str::to_owned)).collect()
-        };
-        q = q.bind(text(0));
-        for i in 1..batch.num_columns() {
-            q = q.bind(text(i));
-        }
-        q.execute(&mut *self.tx).await.map_err(|e| {
+        self.insert.write(&mut self.tx, &batch).await.map_err(|e| {
             etl_core::Error::component(
                 Stage::Load,
                 "culturebridge",
@@ -128,8 +159,7 @@ impl UnitWriter for StagingWriter {
                     self.ty, self.table
                 ),
             )
-        })?;
-        Ok(n as u64)
+        })
     }
 
     async fn write_rejects(&mut self, _rejects: &[Reject]) -> etl_core::Result<()> {

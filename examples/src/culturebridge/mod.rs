@@ -8,9 +8,11 @@
 //!    declared schema, mapped (roles, statuses, JSON, lists, decimals, dates, UUIDv5 ids,
 //!    passwords) and staged in `cb_staging`; a child of a rejected parent is rejected with
 //!    `parent rejected`.
-//! 3. **Switch**: one transaction upserts staging into the target tables, records the id map
-//!    and the run (with its `Modified Date` high-water mark), runs the seed's checks (10.3),
-//!    writes `rollback_migration_<ts>.sql`, and commits only if no check vetoes.
+//! 3. **Switch**: `--sample N` random staged things of every migrated type are re-read from
+//!    the API and compared column by column with staging ([`sample`]); then one transaction
+//!    upserts staging into the target tables, records the id map and the run (with its
+//!    `Modified Date` high-water mark), runs the seed's checks (10.3) and the sample's
+//!    verdict, writes `rollback_migration_<ts>.sql`, and commits only if no check vetoes.
 //! 4. **Reports**: `migration_summary_<ts>.txt`, `migration_errors_<ts>.csv`,
 //!    `migration_report_<ts>.json`, `rollback_migration_<ts>.sql`, `migration_<ts>.log`,
 //!    etl-core's `report.json`/`summary.txt`, and `user_id_mapping.json` /
@@ -22,6 +24,7 @@
 pub mod fixtures;
 pub mod load;
 pub mod passwords;
+pub mod sample;
 pub mod schema;
 pub mod transform;
 
@@ -39,8 +42,7 @@ use chrono::{DateTime, Utc};
 use etl_core::cli::CommonArgs;
 use etl_core::testing::MemoryLoad;
 use etl_core::{
-    Extract, ExtractOptions, Finding, Pipeline, PipelineOptions, RunInfo, RunReport, RunStatus,
-    Secret,
+    Extract, ExtractOptions, Pipeline, PipelineOptions, RunInfo, RunReport, RunStatus, Secret,
 };
 use etl_source_bubble::export::{ExportLoad, ParquetExtract, parquet_path};
 use etl_source_bubble::test_server::{ServerConfig, TestServer};
@@ -52,8 +54,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub use self::sample::sample_check;
 use self::schema::{KeyOverrides, MIGRATED, NOT_MIGRATED, table_of, type_schema};
-use self::transform::{Ctx, ErrorLog, MapTransform, map_booking_status, map_role, new_id};
+use self::transform::{Ctx, ErrorLog, MapTransform};
 
 /// Command line of `cargo run --example culturebridge`.
 #[derive(clap::Parser, Debug, Clone)]
@@ -228,7 +231,9 @@ pub async fn start_test_server(args: &Args) -> anyhow::Result<(TestServer, fixtu
     Ok((server, expected))
 }
 
-fn schemas(args: &Args) -> anyhow::Result<HashMap<String, TypeSchema>> {
+/// The declared schema of every exported type, in the key mode of `args` with its
+/// `--keys` overrides applied.
+pub fn schemas(args: &Args) -> anyhow::Result<HashMap<String, TypeSchema>> {
     let overrides: KeyOverrides = match &args.keys {
         Some(p) => etl_core::load_config(p)?,
         None => KeyOverrides::new(),
@@ -425,7 +430,7 @@ pub async fn run(
     ctx.flush()?;
 
     // 3. compare a sample with the API, then switch
-    let sample = sample_check(&client, &pool, &schemas, args.sample).await?;
+    let sample = sample_check(&client, &pool, &schemas, &args.export_dir, args.sample).await?;
     let hwm = ctx.high_water_mark();
     let sw = load::switch(
         &pool,
@@ -640,104 +645,6 @@ async fn prepare_ctx(ctx: &Ctx, pool: &PgPool, export_dir: &Path) -> anyhow::Res
     }
     *ctx.email_owner.lock().expect("lock") = owners.into_iter().map(|(k, v)| (k, v.1)).collect();
     Ok(())
-}
-
-/// Compare up to `n` random staged users and bookings field by field with the API.
-async fn sample_check(
-    client: &BubbleClient,
-    pool: &PgPool,
-    schemas: &HashMap<String, TypeSchema>,
-    n: usize,
-) -> anyhow::Result<Vec<Finding>> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let mut findings = Vec::new();
-    let users: Vec<(String, String, String, chrono::NaiveDateTime)> = sqlx::query_as(
-        "SELECT m.bubble_id, u.email, u.role::text, u.created_at FROM cb_staging.users u JOIN cb_staging.id_map m ON m.new_id = u.id ORDER BY random() LIMIT $1",
-    )
-    .bind(n as i64)
-    .fetch_all(pool)
-    .await?;
-    let us = &schemas["user"];
-    let key = |s: &TypeSchema, c: &str| {
-        s.fields
-            .iter()
-            .find(|f| f.column == c)
-            .map(|f| f.key_for(s.key_mode).to_owned())
-            .unwrap_or_default()
-    };
-    let mut bad = Vec::new();
-    for (bid, email, role, created) in &users {
-        match client.get_thing("user", bid).await? {
-            None => bad.push(format!("user {bid} no longer exists in Bubble")),
-            Some(t) => {
-                let api_email = t
-                    .get(&key(us, "email"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                let api_role = t
-                    .get(&key(us, "type"))
-                    .and_then(Value::as_str)
-                    .and_then(map_role)
-                    .unwrap_or("?");
-                let api_created = t
-                    .get("Created Date")
-                    .and_then(Value::as_str)
-                    .and_then(parse_datetime)
-                    .map(|d| d.naive_utc());
-                if &api_email != email || api_role != role || api_created != Some(*created) {
-                    bad.push(format!("user {bid}: email/role/created {email}/{role}/{created} vs API {api_email}/{api_role}/{api_created:?}"));
-                }
-            }
-        }
-    }
-    let bookings: Vec<(String, i32, String)> = sqlx::query_as(
-        "SELECT m.bubble_id, b.duration_minutes, b.status::text FROM cb_staging.bookings b JOIN cb_staging.id_map m ON m.new_id = b.id ORDER BY random() LIMIT $1",
-    )
-    .bind(n as i64)
-    .fetch_all(pool)
-    .await?;
-    let bs = &schemas["booking"];
-    for (bid, duration, status) in &bookings {
-        match client.get_thing("booking", bid).await? {
-            None => bad.push(format!("booking {bid} no longer exists in Bubble")),
-            Some(t) => {
-                let d = t.get(&key(bs, "duration")).and_then(Value::as_i64);
-                let st = t
-                    .get(&key(bs, "booking_status"))
-                    .and_then(Value::as_str)
-                    .and_then(map_booking_status);
-                if d != Some(i64::from(*duration)) || st != Some(status.as_str()) {
-                    bad.push(format!(
-                        "booking {bid}: duration/status {duration}/{status} vs API {d:?}/{st:?}"
-                    ));
-                }
-            }
-        }
-    }
-    let checked = users.len() + bookings.len();
-    findings.push(Finding::check(
-        "sample_matches_api",
-        bad.is_empty(),
-        if bad.is_empty() {
-            format!("{checked} random things identical to the API")
-        } else {
-            bad.join("; ")
-        },
-    ));
-    // the new ids are the UUIDv5 of the Bubble ids
-    let ok = users
-        .iter()
-        .all(|(b, ..)| !b.is_empty() && new_id("user", b) != Uuid::nil());
-    findings.push(Finding::check(
-        "ids_deterministic",
-        ok,
-        "new ids are UUIDv5 of the Bubble _id",
-    ));
-    Ok(findings)
 }
 
 /// `{bubble_id: uuid}` of every mapped thing of `bubble_type`, streamed to `path`.
