@@ -585,3 +585,49 @@ async fn sample_check_compares_every_type_and_names_type_id_column_and_values() 
     );
     assert_eq!(m.staged.as_deref(), Some(r#"{"staged": true}"#));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "250", "--dry-run"]);
+    let (server, exp) = start_test_server(&a).await.unwrap();
+    sqlx::raw_sql(etl_examples::culturebridge::schema::DDL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before = snapshot(&pool).await;
+    let dry = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        dry.report.status,
+        etl_core::RunStatus::DryRun,
+        "{:?}",
+        dry.report.error
+    );
+    assert_counts(&dry, &exp);
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "a dry run leaves the tables as they were"
+    );
+    assert!(!dry.paths.rollback.exists(), "nothing to roll back");
+
+    // As if an export had been killed after every type but `booking` was complete.
+    let export = dir.path().join("export");
+    std::fs::remove_file(export.join("booking.parquet")).unwrap();
+    std::fs::remove_file(export.join("booking.csv")).unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "250", "--resume"]);
+    let out = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(out.report.succeeded(), "{:?}", out.report.error);
+    assert_eq!(
+        out.export.unwrap().records,
+        exp.read["booking"],
+        "only the bookings are read from the API again"
+    );
+    assert_counts(&out, &exp);
+}

@@ -203,6 +203,9 @@ fn quote(s: &str) -> String {
 /// the rows this run inserted and restores the rows it updated) before committing.
 ///
 /// `expected` is the number of rows staged per migrated type, as the pipelines counted them.
+/// With `dry_run`, everything runs (upserts, checks, figures) and is then rolled back, and
+/// no rollback script is written: the production tables are left as they were.
+#[allow(clippy::too_many_arguments)]
 pub async fn switch(
     pool: &PgPool,
     run_id: Uuid,
@@ -211,6 +214,7 @@ pub async fn switch(
     expected: &[(String, u64)],
     extra_checks: Vec<Finding>,
     rollback: &std::path::Path,
+    dry_run: bool,
 ) -> etl_core::Result<SwitchOutcome> {
     let e = db_err;
     let mut tx = pool
@@ -333,6 +337,12 @@ pub async fn switch(
         sql,
         "DELETE FROM migration_runs WHERE run_id = '{run_id}';\nCOMMIT;"
     );
+    if dry_run {
+        tx.rollback()
+            .await
+            .map_err(e("cannot roll back the dry run"))?;
+        return Ok(out);
+    }
     std::fs::write(rollback, sql).map_err(|err| etl_core::Error::io(rollback.display(), err))?;
 
     if out.findings.iter().any(Finding::vetoes) {

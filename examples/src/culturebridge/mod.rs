@@ -44,7 +44,7 @@ use etl_core::testing::MemoryLoad;
 use etl_core::{
     Extract, ExtractOptions, Pipeline, PipelineOptions, RunInfo, RunReport, RunStatus, Secret,
 };
-use etl_source_bubble::export::{ExportLoad, ParquetExtract, parquet_path};
+use etl_source_bubble::export::{ExportLoad, ParquetExtract, csv_path, parquet_path};
 use etl_source_bubble::test_server::{ServerConfig, TestServer};
 use etl_source_bubble::{
     BubbleClient, BubbleConfig, BubbleExtract, KeyMode, TypeSchema, parse_datetime,
@@ -329,8 +329,24 @@ pub async fn run(
         None
     } else {
         let t0 = Instant::now();
-        let jobs = MIGRATED.iter().chain(NOT_MIGRATED.iter()).map(|t| {
-            let e = BubbleExtract::new(client.clone(), schemas[*t].clone())
+        // --resume: a type whose files exist was exported completely (they are renamed
+        // into place only when its export commits), so only the others are read again.
+        let todo: Vec<&str> = MIGRATED
+            .iter()
+            .chain(NOT_MIGRATED.iter())
+            .copied()
+            .filter(|t| {
+                let done = args.common.resume
+                    && parquet_path(&args.export_dir, t).exists()
+                    && csv_path(&args.export_dir, t).exists();
+                if done {
+                    tracing::info!(r#type = %t, "export already complete; skipped (--resume)");
+                }
+                !done
+            })
+            .collect();
+        let jobs = todo.into_iter().map(|t| {
+            let e = BubbleExtract::new(client.clone(), schemas[t].clone())
                 .raw(true)
                 .windows(args.windows)
                 .since(since);
@@ -440,6 +456,7 @@ pub async fn run(
         &staged,
         sample,
         &paths.rollback,
+        args.common.dry_run,
     )
     .await?;
     if sw.committed {
@@ -461,7 +478,11 @@ pub async fn run(
     );
     report.set_units(units);
     report.validation = sw.findings;
-    if !sw.committed {
+    let vetoed = report.validation.iter().any(|f| f.vetoes());
+    if args.common.dry_run && !vetoed {
+        // Everything ran and was rolled back: the figures are what a real run would do.
+        report.status = RunStatus::DryRun;
+    } else if !sw.committed {
         report.status = RunStatus::Failed;
         let vetoes: Vec<String> = report
             .validation
@@ -718,7 +739,14 @@ pub async fn main_with(args: Args) -> anyhow::Result<bool> {
         &out.paths.rollback,
         &out.paths.log,
     ] {
-        println!("wrote {}", p.display());
+        if p.exists() {
+            println!("wrote {}", p.display());
+        }
     }
-    Ok(out.report.succeeded())
+    if out.report.status == RunStatus::DryRun {
+        println!(
+            "dry run: everything was staged, checked and rolled back; the target tables are unchanged"
+        );
+    }
+    Ok(out.report.succeeded() || out.report.status == RunStatus::DryRun)
 }
