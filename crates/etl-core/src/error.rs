@@ -96,6 +96,14 @@ pub enum Error {
     /// Validation vetoed the commit.
     #[error("validation failed: {0}")]
     Validation(String),
+    /// A checkpoint file ([`crate::checkpoint::JsonCheckpoint`]) could not be read or written.
+    #[error("checkpoint file {path}: {reason}; delete it to start over without --resume")]
+    Checkpoint {
+        /// The JSON file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// The run was cancelled (Ctrl-C or a [`tokio_util::sync::CancellationToken`]).
     #[error("run cancelled")]
     Cancelled,

@@ -64,11 +64,13 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+mod blocking;
+pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
-pub mod mem;
 mod error;
+pub mod mem;
 pub mod pipeline;
 pub mod progress;
 pub mod reject;
@@ -80,6 +82,7 @@ pub mod testing;
 pub use arrow_array;
 pub use arrow_schema;
 pub use batch::{Batch, Counts, Fate};
+pub use blocking::{BlockingSender, blocking_stream};
 pub use config::{Secret, load_config, substitute_env};
 pub use error::{BoxError, Error, Result, Stage};
 pub use pipeline::{Pipeline, PipelineOptions};

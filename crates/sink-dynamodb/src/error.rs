@@ -68,14 +68,6 @@ pub enum DynamoError {
         /// What failed.
         reason: String,
     },
-    /// A checkpoint file could not be read or written.
-    #[error("checkpoint file {path}: {reason}; delete it to start over without --resume")]
-    Checkpoint {
-        /// The JSON file.
-        path: String,
-        /// What failed.
-        reason: String,
-    },
     /// The local server could not be installed or started.
     #[error("local DynamoDB server: {0}")]
     Server(String),

@@ -21,7 +21,6 @@
 
 pub mod admin;
 pub mod backup;
-mod checkpoint;
 #[cfg(feature = "dynalite")]
 pub mod dynalite;
 mod error;
@@ -30,7 +29,8 @@ pub mod mapping;
 mod writer;
 
 pub use aws_sdk_dynamodb;
-pub use checkpoint::JsonCheckpoint;
+/// Re-exported from [`etl_core::checkpoint`], where it now lives.
+pub use etl_core::checkpoint::JsonCheckpoint;
 pub use error::{DynamoError, Result};
 pub use load::{DynamoLoad, DynamoUnitWriter, ItemCheck};
 pub use mapping::{Item, KeySchema, MappingOptions, NullMode};

@@ -7,7 +7,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use etl_core::{Batch, Fate, Load, Reject, RunInfo, Transform, Unit, UnitSummary, UnitWriter};
 
-use crate::checkpoint::JsonCheckpoint;
+use etl_core::checkpoint::JsonCheckpoint;
 use crate::error::DynamoError;
 use crate::mapping::{KeySchema, MAX_ITEM_BYTES, MappingOptions, item_size, items_from_batch};
 use crate::writer::{ItemWriter, WriteStats};
@@ -80,7 +80,7 @@ impl Load for DynamoLoad {
             }
         }
         if run.resume {
-            Ok(self.checkpoint.completed()?)
+            self.checkpoint.completed()
         } else {
             self.checkpoint.reset()?;
             Ok(Vec::new())
@@ -139,7 +139,7 @@ impl UnitWriter for DynamoUnitWriter {
     }
 
     async fn commit(self, summary: &UnitSummary) -> etl_core::Result<()> {
-        Ok(self.checkpoint.record(summary)?)
+        self.checkpoint.record(summary)
     }
 
     async fn abort(self) -> etl_core::Result<()> {

@@ -1,5 +1,6 @@
 //! Export of a type to `<dir>/<type>.csv` and `<dir>/<type>.parquet` ([`ExportLoad`], an
-//! [`etl_core::Load`]), and reading an exported Parquet file back ([`ParquetExtract`]).
+//! [`etl_core::Load`]), and reading an exported Parquet file back ([`ParquetExtract`], from
+//! the `etl-parquet` crate).
 //!
 //! Both files are written to `.part` names while the export runs and renamed when the run
 //! commits, so a file that exists is a complete export. Memory stays flat: batches are
@@ -12,13 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use etl_core::{
-    Batch, BatchStream, Extract, ExtractOptions, Load, Reject, RunInfo, SizeHint, Unit,
-    UnitSummary, UnitWriter,
-};
-use futures::StreamExt;
+use etl_core::{Load, Reject, RunInfo, Unit, UnitSummary, UnitWriter};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::BubbleError;
@@ -175,96 +171,6 @@ impl UnitWriter for ExportWriter {
     }
 }
 
-/// Batches of one Parquet file (an export) as a source with one unit.
-///
-/// Record numbers are 1-based row numbers in the file.
-pub struct ParquetExtract {
-    path: PathBuf,
-    unit: String,
-    schema: SchemaRef,
-    rows: u64,
-}
-
-impl ParquetExtract {
-    /// Open `path`'s metadata; the unit is called `unit`.
-    ///
-    /// # Errors
-    /// A missing or unreadable file, naming it.
-    pub fn open(path: impl Into<PathBuf>, unit: &str) -> etl_core::Result<Self> {
-        let path = path.into();
-        let f = File::open(&path).map_err(|e| {
-            etl_core::Error::io(
-                format!(
-                    "{} (run without --skip-export to create it)",
-                    path.display()
-                ),
-                e,
-            )
-        })?;
-        let b =
-            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| ExportLoad::err(&path, e))?;
-        let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
-        Ok(ParquetExtract {
-            schema: b.schema().clone(),
-            path,
-            unit: unit.to_owned(),
-            rows,
-        })
-    }
-
-    /// Rows in the file.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-}
-
-impl Extract for ParquetExtract {
-    fn name(&self) -> &str {
-        "parquet"
-    }
-
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    async fn units(&self) -> etl_core::Result<Vec<Unit>> {
-        Ok(vec![Unit {
-            name: self.unit.clone(),
-            locator: self.path.display().to_string(),
-            size: Some(SizeHint::Rows(self.rows)),
-        }])
-    }
-
-    fn open(&self, unit: &Unit, options: ExtractOptions) -> etl_core::Result<BatchStream> {
-        let path = self.path.clone();
-        let name: Arc<str> = unit.name.as_str().into();
-        let (tx, rx) = tokio::sync::mpsc::channel::<etl_core::Result<Batch>>(options.buffer.max(1));
-        tokio::task::spawn_blocking(move || {
-            let run = || -> etl_core::Result<()> {
-                let f = File::open(&path).map_err(|e| etl_core::Error::io(path.display(), e))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-                    .and_then(|b| b.with_batch_size(options.batch_size.max(1)).build())
-                    .map_err(|e| ExportLoad::err(&path, e))?;
-                let mut next = 1u64;
-                for rb in reader {
-                    let rb = rb?;
-                    let n = rb.num_rows() as u64;
-                    let mut b = Batch::new(name.clone(), rb, (next..next + n).collect());
-                    b.consumed = n;
-                    next += n;
-                    if tx.blocking_send(Ok(b)).is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(())
-            };
-            if let Err(e) = run() {
-                let _ = tx.blocking_send(Err(e));
-            }
-        });
-        Ok(
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
-                .boxed(),
-        )
-    }
-}
+/// An exported Parquet file read back: `ParquetExtract::whole(type, &parquet_path(dir, type))`
+/// gives one unit with the type's name (re-exported from the `etl-parquet` crate).
+pub use etl_parquet::ParquetExtract;

@@ -351,8 +351,8 @@ async fn a_type_is_exported_to_csv_and_parquet_and_read_back() {
         "{}",
         &csv[..80]
     );
-    let pq = ParquetExtract::open(parquet_path(dir.path(), "thing"), "thing").unwrap();
-    assert_eq!(pq.rows(), 1234);
+    let pq = ParquetExtract::whole("thing", &parquet_path(dir.path(), "thing")).unwrap();
+    assert_eq!(pq.rows().unwrap(), 1234);
     let unit = pq.units().await.unwrap().remove(0);
     let mut st = pq
         .open(

@@ -410,7 +410,7 @@ pub async fn run(
                 .options(opts);
             p.run(&run).await
         } else {
-            let e = ParquetExtract::open(parquet_path(&args.export_dir, t), t)?;
+            let e = ParquetExtract::whole(t, &parquet_path(&args.export_dir, t))?;
             if table_of(t).is_empty() {
                 Pipeline::new(e, MemoryLoad::default())
                     .transform(map)
@@ -623,7 +623,7 @@ async fn prepare_ctx(ctx: &Ctx, pool: &PgPool, export_dir: &Path) -> anyhow::Res
     }
     let p = parquet_path(export_dir, "user");
     if p.exists() {
-        let e = ParquetExtract::open(&p, "user")?;
+        let e = ParquetExtract::whole("user", &p)?;
         let unit = e.units().await?.remove(0);
         let mut s = e.open(&unit, ExtractOptions::default())?;
         while let Some(b) = s.next().await {

@@ -12,7 +12,6 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etl_core::{Batch, BatchStream, Extract, ExtractOptions, SizeHint, Transform, Unit};
 use etl_source_bubble::TypeSchema;
-use futures::StreamExt;
 
 /// Column holding plaintext passwords (or bcrypt hashes) in the CSV.
 pub const PASSWORD: &str = "password";
@@ -99,35 +98,25 @@ impl Extract for CsvExtract {
         let path = self.path.clone();
         let schema = self.schema.clone();
         let name: Arc<str> = unit.name.as_str().into();
-        let (tx, rx) = tokio::sync::mpsc::channel::<etl_core::Result<Batch>>(options.buffer.max(1));
-        tokio::task::spawn_blocking(move || {
-            let run = || -> etl_core::Result<()> {
-                let f = std::fs::File::open(&path)
-                    .map_err(|e| etl_core::Error::io(path.display(), e))?;
-                let reader = arrow_csv::ReaderBuilder::new(schema)
-                    .with_header(true)
-                    .with_batch_size(options.batch_size.max(1))
-                    .build(f)?;
-                let mut next = 2u64; // line numbers: the header is line 1
-                for rb in reader {
-                    let rb = rb?;
-                    let n = rb.num_rows() as u64;
-                    let b = Batch::new(name.clone(), rb, (next..next + n).collect());
-                    next += n;
-                    if tx.blocking_send(Ok(b)).is_err() {
-                        return Ok(());
-                    }
+        Ok(etl_core::blocking_stream(options.buffer, move |tx| {
+            let f =
+                std::fs::File::open(&path).map_err(|e| etl_core::Error::io(path.display(), e))?;
+            let reader = arrow_csv::ReaderBuilder::new(schema)
+                .with_header(true)
+                .with_batch_size(options.batch_size.max(1))
+                .build(f)?;
+            let mut next = 2u64; // line numbers: the header is line 1
+            for rb in reader {
+                let rb = rb?;
+                let n = rb.num_rows() as u64;
+                let b = Batch::new(name.clone(), rb, (next..next + n).collect());
+                next += n;
+                if !tx.send(b) {
+                    break;
                 }
-                Ok(())
-            };
-            if let Err(e) = run() {
-                let _ = tx.blocking_send(Err(e));
             }
-        });
-        Ok(
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
-                .boxed(),
-        )
+            Ok(())
+        }))
     }
 }
 

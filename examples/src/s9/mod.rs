@@ -27,7 +27,8 @@
 pub mod bench;
 pub mod checks;
 pub mod generate;
-pub mod pq;
+/// Parquet phase artifacts (the `etl-parquet` crate).
+pub use etl_parquet as pq;
 pub mod transform;
 
 use std::collections::HashSet;

@@ -1,57 +1,104 @@
-//! Parquet phase artifacts: a source over files (units = row groups) and a sink writing
-//! one file per unit, atomically.
+//! # etl-parquet
+//!
+//! Parquet files in ferry pipelines: phase artifacts that can be inspected, re-read by the
+//! next phase, and written so that a killed run never leaves a half file that looks whole.
+//!
+//! * [`ParquetExtract`]: a file as a source; each row group is a unit (so a load from it
+//!   resumes per row group), or the whole file is one unit ([`ParquetExtract::whole`]).
+//!   Record numbers are 1-based row numbers in the file.
+//! * [`ParquetLoad`]: a sink writing one file (a single-unit source), via `.part`, renamed
+//!   when the unit commits.
+//! * [`ParquetPartsLoad`]: a sink writing one file per unit and recording each in a
+//!   [`JsonCheckpoint`], so an interrupted run resumes at the first unit not written;
+//!   [`merge_parts`] then joins the parts into one file, streaming.
+//! * [`writer`], [`read_all`], [`file_rows`], [`file_schema`]: the small helpers around them.
+//!
+//! Memory stays flat: files are read and written one batch at a time, and a writer holds at
+//! most one row group ([`ROW_GROUP`] rows) before flushing it.
+//!
+//! ```
+//! use etl_core::testing::MemoryExtract;
+//! use etl_core::{Pipeline, RunInfo};
+//! use etl_parquet::{ParquetExtract, ParquetLoad, file_rows};
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let dir = tempfile::tempdir().unwrap();
+//! let sink = ParquetLoad::new(dir.path(), "numbers");
+//! let path = sink.path();
+//! let report = Pipeline::new(MemoryExtract::numbers("numbers", 25_000, 1_000), sink)
+//!     .run(&RunInfo::new("to_parquet"))
+//!     .await;
+//! assert!(report.succeeded(), "{:?}", report.error);
+//! assert_eq!(file_rows(&path).unwrap(), 25_000);
+//! // Read back: one unit per row group of 10,000 rows.
+//! let back = ParquetExtract::open("numbers", &path).unwrap();
+//! # use etl_core::Extract;
+//! assert_eq!(back.units().await.unwrap().len(), 3);
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use etl_core::checkpoint::JsonCheckpoint;
 use etl_core::{
     Batch, BatchStream, Extract, ExtractOptions, Load, Reject, RunInfo, SizeHint, Unit,
-    UnitSummary, UnitWriter,
+    UnitSummary, UnitWriter, blocking_stream,
 };
-use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+/// Rows per row group of the files written here (and so the resume granularity of a
+/// load that reads them with [`ParquetExtract::open`]).
+pub const ROW_GROUP: usize = 10_000;
+
 fn err(path: &Path, e: impl std::fmt::Display) -> etl_core::Error {
     etl_core::Error::Config(format!("parquet file {}: {e}", path.display()))
 }
 
-/// Rows per row group of the artifacts (the resume granularity of the load).
-pub const ROW_GROUP: usize = 10_000;
+fn open_file(path: &Path) -> etl_core::Result<std::fs::File> {
+    std::fs::File::open(path).map_err(|e| etl_core::Error::io(path.display(), e))
+}
 
-/// The schema of a Parquet file.
+fn builder(path: &Path) -> etl_core::Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+    ParquetRecordBatchReaderBuilder::try_new(open_file(path)?).map_err(|e| err(path, e))
+}
+
+/// The Arrow schema of a Parquet file.
 pub fn file_schema(path: &Path) -> etl_core::Result<SchemaRef> {
-    let f = std::fs::File::open(path).map_err(|e| etl_core::Error::io(path.display(), e))?;
-    Ok(ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| err(path, e))?
-        .schema()
-        .clone())
+    Ok(builder(path)?.schema().clone())
 }
 
-/// Rows of a Parquet file (from its footer).
+/// Rows of a Parquet file (from its footer, without reading the data).
 pub fn file_rows(path: &Path) -> etl_core::Result<u64> {
-    let f = std::fs::File::open(path).map_err(|e| etl_core::Error::io(path.display(), e))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| err(path, e))?;
-    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
+    Ok(builder(path)?.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
-/// Every batch of a Parquet file (for the small lookup tables and tests).
+/// Every batch of a Parquet file, in memory: for small lookup tables and tests.
 pub fn read_all(path: &Path) -> etl_core::Result<Vec<RecordBatch>> {
-    let f = std::fs::File::open(path).map_err(|e| etl_core::Error::io(path.display(), e))?;
-    let r = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| err(path, e))?
-        .build()
-        .map_err(|e| err(path, e))?;
+    let r = builder(path)?.build().map_err(|e| err(path, e))?;
     r.map(|b| b.map_err(|e| err(path, e))).collect()
 }
 
-/// A source over one Parquet file: each row group is a unit (`sales#3`), so a load resumes
-/// per row group; or, with [`ParquetExtract::whole`], the file is one unit (for a sink that
-/// writes one file).
+/// A Parquet writer for `path` (snappy, row groups of [`ROW_GROUP`] rows).
+pub fn writer(path: &Path, schema: SchemaRef) -> etl_core::Result<ArrowWriter<std::fs::File>> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP))
+        .build();
+    let f = std::fs::File::create(path).map_err(|e| etl_core::Error::io(path.display(), e))?;
+    ArrowWriter::try_new(f, schema, Some(props)).map_err(|e| err(path, e))
+}
+
+/// A Parquet file as a source: each row group is a unit named `<name>#<i>` (so a load
+/// resumes per row group), or with [`ParquetExtract::whole`] the file is one unit named
+/// `<name>`.
 #[derive(Debug, Clone)]
 pub struct ParquetExtract {
     name: String,
@@ -61,7 +108,10 @@ pub struct ParquetExtract {
 }
 
 impl ParquetExtract {
-    /// A source named `name` (unit prefix) over `path`, one unit per row group.
+    /// A source named `name` (the unit prefix) over `path`, one unit per row group.
+    ///
+    /// # Errors
+    /// A missing or unreadable file, naming it.
     pub fn open(name: &str, path: &Path) -> etl_core::Result<Self> {
         Ok(ParquetExtract {
             name: name.to_owned(),
@@ -71,12 +121,25 @@ impl ParquetExtract {
         })
     }
 
-    /// The whole file as one unit named `name`.
+    /// The whole file as one unit named `name` (for a sink that writes one file).
+    ///
+    /// # Errors
+    /// A missing or unreadable file, naming it.
     pub fn whole(name: &str, path: &Path) -> etl_core::Result<Self> {
         Ok(ParquetExtract {
             whole: true,
             ..Self::open(name, path)?
         })
+    }
+
+    /// The file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> etl_core::Result<u64> {
+        file_rows(&self.path)
     }
 }
 
@@ -90,9 +153,7 @@ impl Extract for ParquetExtract {
     }
 
     async fn units(&self) -> etl_core::Result<Vec<Unit>> {
-        let f = std::fs::File::open(&self.path)
-            .map_err(|e| etl_core::Error::io(self.path.display(), e))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| err(&self.path, e))?;
+        let b = builder(&self.path)?;
         let groups = b.metadata().row_groups();
         if self.whole {
             let rows: i64 = groups.iter().map(|g| g.num_rows()).sum();
@@ -131,63 +192,49 @@ impl Extract for ParquetExtract {
         } else {
             unit.locator.parse().ok()
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<etl_core::Result<Batch>>(options.buffer.max(1));
-        let batch_size = options.batch_size;
-        tokio::task::spawn_blocking(move || {
-            let run = || -> etl_core::Result<()> {
-                let Some(group) = group else { return Ok(()) };
-                let f = std::fs::File::open(&path)
-                    .map_err(|e| etl_core::Error::io(path.display(), e))?;
-                let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| err(&path, e))?;
-                let n_groups = b.metadata().num_row_groups();
-                let first: i64 = b.metadata().row_groups()[..group.min(n_groups)]
-                    .iter()
-                    .map(|g| g.num_rows())
-                    .sum();
-                let groups = if all {
-                    (0..n_groups).collect()
-                } else {
-                    vec![group]
-                };
-                let reader = b
-                    .with_row_groups(groups)
-                    .with_batch_size(batch_size)
-                    .build()
-                    .map_err(|e| err(&path, e))?;
-                let mut next = first as u64 + 1;
-                for batch in reader {
-                    let data = batch.map_err(|e| err(&path, e))?;
-                    let n = data.num_rows() as u64;
-                    let mut b = Batch::new(name.clone(), data, (next..next + n).collect());
-                    b.consumed = n;
-                    next += n;
-                    if tx.blocking_send(Ok(b)).is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(())
+        let batch_size = options.batch_size.max(1);
+        Ok(blocking_stream(options.buffer, move |tx| {
+            let Some(group) = group else { return Ok(()) };
+            let b = builder(&path)?;
+            let n_groups = b.metadata().num_row_groups();
+            let first: i64 = b.metadata().row_groups()[..group.min(n_groups)]
+                .iter()
+                .map(|g| g.num_rows())
+                .sum();
+            let groups = if all {
+                (0..n_groups).collect()
+            } else {
+                vec![group]
             };
-            if let Err(e) = run() {
-                let _ = tx.blocking_send(Err(e));
+            let reader = b
+                .with_row_groups(groups)
+                .with_batch_size(batch_size)
+                .build()
+                .map_err(|e| err(&path, e))?;
+            let mut next = first.max(0) as u64 + 1;
+            for batch in reader {
+                let data = batch.map_err(|e| err(&path, e))?;
+                let n = data.num_rows() as u64;
+                let mut b = Batch::new(name.clone(), data, (next..next + n).collect());
+                b.consumed = n;
+                next += n;
+                if !tx.send(b) {
+                    break;
+                }
             }
-        });
-        Ok(tokio_stream(rx).boxed())
+            Ok(())
+        }))
     }
 }
 
-fn tokio_stream<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// A sink writing each unit to `<dir>/<file>.parquet` (via `.part`, renamed on commit).
+/// A sink writing its one unit to `<dir>/<file>.parquet` (via `.part`, renamed on commit,
+/// so the file exists only when complete).
 #[derive(Debug, Clone)]
 pub struct ParquetLoad {
     dir: PathBuf,
     file: String,
-    schema: Arc<std::sync::Mutex<Option<SchemaRef>>>,
-    unit: Arc<std::sync::Mutex<Option<String>>>,
+    schema: Arc<Mutex<Option<SchemaRef>>>,
+    unit: Arc<Mutex<Option<String>>>,
 }
 
 impl ParquetLoad {
@@ -207,21 +254,30 @@ impl ParquetLoad {
     }
 }
 
-/// Writer of one Parquet artifact.
+fn schema_of(slot: &Mutex<Option<SchemaRef>>) -> etl_core::Result<SchemaRef> {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| etl_core::Error::Config("begin_unit before begin_run".into()))
+}
+
+/// Writer of one Parquet file: `.part` while written, renamed on commit, removed on abort.
 pub struct ParquetUnitWriter {
     writer: ArrowWriter<std::fs::File>,
     part: PathBuf,
     path: PathBuf,
 }
 
-/// Open a Parquet writer (snappy, row groups of [`ROW_GROUP`] rows).
-pub fn writer(path: &Path, schema: SchemaRef) -> etl_core::Result<ArrowWriter<std::fs::File>> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(ROW_GROUP))
-        .build();
-    let f = std::fs::File::create(path).map_err(|e| etl_core::Error::io(path.display(), e))?;
-    ArrowWriter::try_new(f, schema, Some(props)).map_err(|e| err(path, e))
+impl ParquetUnitWriter {
+    /// Start writing `path` (as `<path>.part` until [`UnitWriter::commit`]).
+    pub fn create(path: PathBuf, schema: SchemaRef) -> etl_core::Result<Self> {
+        let part = path.with_extension("parquet.part");
+        Ok(ParquetUnitWriter {
+            writer: writer(&part, schema)?,
+            part,
+            path,
+        })
+    }
 }
 
 impl Load for ParquetLoad {
@@ -238,18 +294,18 @@ impl Load for ParquetLoad {
     ) -> etl_core::Result<Vec<UnitSummary>> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
-        *self.schema.lock().expect("schema") = Some(schema);
+        *self.schema.lock().unwrap_or_else(|p| p.into_inner()) = Some(schema);
         Ok(Vec::new())
     }
 
     async fn begin_unit(&self, unit: &Unit) -> etl_core::Result<ParquetUnitWriter> {
         {
             // One file per sink: a second unit would overwrite the first.
-            let mut u = self.unit.lock().expect("unit");
+            let mut u = self.unit.lock().unwrap_or_else(|p| p.into_inner());
             match u.as_deref() {
                 Some(prev) if prev != unit.name => {
                     return Err(etl_core::Error::Config(format!(
-                        "ParquetLoad writes one file ({}) but got a second unit `{}` after `{prev}`: use a single-unit source (ParquetExtract::whole)",
+                        "ParquetLoad writes one file ({}) but got a second unit `{}` after `{prev}`: use a single-unit source (ParquetExtract::whole) or ParquetPartsLoad",
                         self.path().display(),
                         unit.name
                     )));
@@ -257,19 +313,7 @@ impl Load for ParquetLoad {
                 _ => *u = Some(unit.name.clone()),
             }
         }
-        let schema = self
-            .schema
-            .lock()
-            .expect("schema")
-            .clone()
-            .expect("begin_run first");
-        let path = self.path();
-        let part = path.with_extension("parquet.part");
-        Ok(ParquetUnitWriter {
-            writer: writer(&part, schema)?,
-            part,
-            path,
-        })
+        ParquetUnitWriter::create(self.path(), schema_of(&self.schema)?)
     }
 }
 
@@ -296,20 +340,20 @@ impl UnitWriter for ParquetUnitWriter {
     }
 }
 
-/// A sink writing each unit to its own file `<dir>/<unit>.parquet` (via `.part`, renamed on
-/// commit) and recording it in a checkpoint, so an interrupted extract resumes at the
-/// first unit (key range) not yet written; [`merge_parts`] then joins the parts into the
-/// phase artifact.
+/// A sink writing each unit to its own file `<dir>/<unit>.parquet` (via `.part`, renamed
+/// on commit) and recording it in a checkpoint, so an interrupted run resumes
+/// (`RunInfo::resume`) at the first unit not yet written; [`merge_parts`] then joins the
+/// parts into one file. A run that does not resume starts from an empty `dir`.
 #[derive(Debug, Clone)]
 pub struct ParquetPartsLoad {
     dir: PathBuf,
-    checkpoint: etl_sink_dynamodb::JsonCheckpoint,
-    schema: Arc<std::sync::Mutex<Option<SchemaRef>>>,
+    checkpoint: JsonCheckpoint,
+    schema: Arc<Mutex<Option<SchemaRef>>>,
 }
 
 impl ParquetPartsLoad {
     /// Parts in `dir`, committed units recorded in `checkpoint`.
-    pub fn new(dir: &Path, checkpoint: etl_sink_dynamodb::JsonCheckpoint) -> Self {
+    pub fn new(dir: &Path, checkpoint: JsonCheckpoint) -> Self {
         ParquetPartsLoad {
             dir: dir.to_owned(),
             checkpoint,
@@ -317,7 +361,8 @@ impl ParquetPartsLoad {
         }
     }
 
-    /// The file of unit `unit` (its name with anything but `[A-Za-z0-9_-]` replaced).
+    /// The file of unit `unit` in `dir` (its name with anything but `[A-Za-z0-9_-]`
+    /// replaced by `_`).
     pub fn part_path(dir: &Path, unit: &str) -> PathBuf {
         let safe: String = unit
             .chars()
@@ -345,39 +390,28 @@ impl Load for ParquetPartsLoad {
         run: &RunInfo,
         schema: SchemaRef,
     ) -> etl_core::Result<Vec<UnitSummary>> {
-        let ck = |e: etl_sink_dynamodb::DynamoError| etl_core::Error::Config(e.to_string());
         if !run.resume {
             let _ = std::fs::remove_dir_all(&self.dir);
-            self.checkpoint.reset().map_err(ck)?;
+            self.checkpoint.reset()?;
         }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
-        *self.schema.lock().expect("schema") = Some(schema);
+        *self.schema.lock().unwrap_or_else(|p| p.into_inner()) = Some(schema);
         // A unit counts as done only if its file is there too.
         Ok(self
             .checkpoint
-            .completed()
-            .map_err(ck)?
+            .completed()?
             .into_iter()
             .filter(|u| Self::part_path(&self.dir, &u.name).exists())
             .collect())
     }
 
     async fn begin_unit(&self, unit: &Unit) -> etl_core::Result<ParquetPartWriter> {
-        let schema = self
-            .schema
-            .lock()
-            .expect("schema")
-            .clone()
-            .expect("begin_run first");
-        let path = Self::part_path(&self.dir, &unit.name);
-        let part = path.with_extension("parquet.part");
         Ok(ParquetPartWriter {
-            file: ParquetUnitWriter {
-                writer: writer(&part, schema)?,
-                part,
-                path,
-            },
+            file: ParquetUnitWriter::create(
+                Self::part_path(&self.dir, &unit.name),
+                schema_of(&self.schema)?,
+            )?,
             checkpoint: self.checkpoint.clone(),
         })
     }
@@ -386,7 +420,7 @@ impl Load for ParquetPartsLoad {
 /// Writer of one part of [`ParquetPartsLoad`].
 pub struct ParquetPartWriter {
     file: ParquetUnitWriter,
-    checkpoint: etl_sink_dynamodb::JsonCheckpoint,
+    checkpoint: JsonCheckpoint,
 }
 
 impl UnitWriter for ParquetPartWriter {
@@ -401,9 +435,7 @@ impl UnitWriter for ParquetPartWriter {
     async fn commit(self, summary: &UnitSummary) -> etl_core::Result<()> {
         // File first, then the checkpoint: a crash in between redoes (overwrites) the unit.
         self.file.commit(summary).await?;
-        self.checkpoint
-            .record(summary)
-            .map_err(|e| etl_core::Error::Config(e.to_string()))
+        self.checkpoint.record(summary)
     }
 
     async fn abort(self) -> etl_core::Result<()> {
@@ -412,7 +444,8 @@ impl UnitWriter for ParquetPartWriter {
 }
 
 /// Join the part files of `units` (in that order) from `dir` into `out` (via `.part`,
-/// renamed at the end), streaming one batch at a time; returns the rows written.
+/// renamed at the end), one batch at a time; returns the rows written. Blocking: call it
+/// from `spawn_blocking` in async code.
 pub fn merge_parts(
     dir: &Path,
     units: &[String],
@@ -424,9 +457,7 @@ pub fn merge_parts(
     let mut rows = 0u64;
     for u in units {
         let p = ParquetPartsLoad::part_path(dir, u);
-        let f = std::fs::File::open(&p).map_err(|e| etl_core::Error::io(p.display(), e))?;
-        let r = ParquetRecordBatchReaderBuilder::try_new(f)
-            .map_err(|e| err(&p, e))?
+        let r = builder(&p)?
             .with_batch_size(ROW_GROUP)
             .build()
             .map_err(|e| err(&p, e))?;

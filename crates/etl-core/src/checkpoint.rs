@@ -1,16 +1,17 @@
 //! [`JsonCheckpoint`]: committed units (and free values) in a JSON file, written atomically.
 //!
-//! DynamoDB has no transactions spanning a unit's thousands of items, so a unit's
-//! "commit" is: every item put (idempotent by key), then the unit recorded here. A crash
-//! between the two redoes the unit on `--resume`, overwriting the same items.
+//! For sinks whose writes cannot share a transaction with their checkpoint (DynamoDB, files,
+//! object stores): a unit's "commit" is every write done (idempotently: puts by key, a file
+//! renamed into place), then the unit recorded here. A crash between the two redoes the
+//! unit on `--resume`, overwriting the same items; a unit recorded here is never redone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use etl_core::UnitSummary;
+use crate::UnitSummary;
 use serde_json::{Map, Value, json};
 
-use crate::error::{DynamoError, Result};
+use crate::{Error, Result};
 
 /// Serializes read-modify-write of checkpoint files within the process.
 static FILE_LOCK: Mutex<()> = Mutex::new(());
@@ -43,8 +44,8 @@ impl JsonCheckpoint {
         &self.scope
     }
 
-    fn err(&self, reason: impl Into<String>) -> DynamoError {
-        DynamoError::Checkpoint {
+    fn err(&self, reason: impl Into<String>) -> Error {
+        Error::Checkpoint {
             path: self.path.display().to_string(),
             reason: reason.into(),
         }
@@ -84,7 +85,7 @@ impl JsonCheckpoint {
             std::fs::create_dir_all(dir).map_err(|e| self.err(e.to_string()))?;
         }
         let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| self.err(e.to_string()))?;
-        etl_core::report::write_atomic(&self.path, &bytes).map_err(|e| self.err(e.to_string()))
+        crate::report::write_atomic(&self.path, &bytes).map_err(|e| self.err(e.to_string()))
     }
 
     fn scope_value(&self) -> Result<Option<Value>> {
