@@ -5,7 +5,8 @@
 #      neither `initdb` on PATH nor /usr/lib/postgresql/*/bin/initdb exists), the rustfmt and
 #      clippy components (rustup); uses cargo-nextest when present, else `cargo test`;
 #   2. cargo fmt --all -- --check
-#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   3. cargo clippy --workspace --all-targets -- -D warnings, and
+#      RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps (every intra-doc link resolves)
 #   4. starts ONE throwaway PostgreSQL cluster (scripts/pg.sh: initdb/pg_ctl on 127.0.0.1, as the
 #      `postgres` OS user when root) and exports DATABASE_URL for everything below;
 #   5. cargo nextest run --workspace   (or cargo test --workspace)
@@ -279,6 +280,7 @@ fmt_args=(--check)
 [[ "${CARGO_TERM_COLOR:-}" == never ]] && fmt_args+=(--color never)
 step "cargo fmt --check" cargo fmt "${fmt_scope[@]}" -- "${fmt_args[@]}"
 step "cargo clippy -D warnings" with_timeout cargo clippy "${scope[@]}" --all-targets -- -D warnings
+step "cargo doc -D warnings" with_timeout env RUSTDOCFLAGS="-D warnings" cargo doc "${scope[@]}" --no-deps --quiet
 
 # ---------------------------------------------------------------------------------------------
 # 4. One throwaway cluster for every test

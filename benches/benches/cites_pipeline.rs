@@ -8,7 +8,7 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etl_core::{Batch, Transform};
-use etl_examples::cites::r#gen::{GenOptions, generate, known_taxa};
+use etl_examples::cites::generate::{GenOptions, generate, known_taxa};
 use etl_examples::cites::species::{Scope, SpeciesMap, SpeciesMapping};
 use etl_sink_postgres::copy::{ColumnMapping, CopyEncoder};
 use etl_sink_postgres::types::PgType;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use etl_examples::cites::r#gen::{self, BadRowKind, GenOptions};
+use etl_examples::cites::generate::{self, BadRowKind, GenOptions};
 
 /// Generate deterministic CITES trade bulk CSV files.
 ///
@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         first_id: args.first_id,
     };
     let started = Instant::now();
-    let summary = r#gen::generate(&args.out, &opts)
+    let summary = generate::generate(&args.out, &opts)
         .with_context(|| format!("writing CITES files into {}", args.out.display()))?;
     let elapsed = started.elapsed().as_secs_f64();
     for file in &summary.files {
@@ -104,11 +104,11 @@ fn main() -> anyhow::Result<()> {
         summary.unknown_taxon_rows, summary.missing_quantity_rows, summary.arctic_rows
     );
     if let Some(path) = &args.species_csv {
-        r#gen::write_species_csv(path).with_context(|| format!("writing {}", path.display()))?;
+        generate::write_species_csv(path).with_context(|| format!("writing {}", path.display()))?;
         println!(
             "wrote {} ({} taxa)",
             path.display(),
-            r#gen::known_taxa().count()
+            generate::known_taxa().count()
         );
     }
     Ok(())

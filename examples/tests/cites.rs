@@ -521,13 +521,13 @@ async fn wait_for(
 #[tokio::test]
 async fn resume_after_a_real_kill_has_no_duplicates_and_no_gaps() {
     let env = Env::new().await;
-    let opts = etl_examples::cites::r#gen::GenOptions {
+    let opts = etl_examples::cites::generate::GenOptions {
         files: 4,
         rows_per_file: 6_000,
         ..Default::default()
     };
-    etl_examples::cites::r#gen::generate(&env.input(), &opts).unwrap();
-    etl_examples::cites::r#gen::write_species_csv(&env.dir.path().join("species.csv")).unwrap();
+    etl_examples::cites::generate::generate(&env.input(), &opts).unwrap();
+    etl_examples::cites::generate::write_species_csv(&env.dir.path().join("species.csv")).unwrap();
     // What a clean run loads, without writing.
     let dry = env.run("dry", &["--dry-run"]).await;
     assert_eq!(dry.status, RunStatus::DryRun, "{:?}", dry.error);

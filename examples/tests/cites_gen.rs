@@ -1,10 +1,10 @@
-//! Tests of the CITES trade-data generator (`etl_examples::cites::gen`) and of the bundled
+//! Tests of the CITES trade-data generator (`etl_examples::cites::generate`) and of the bundled
 //! sample data it produced.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use etl_examples::cites::r#gen::{
+use etl_examples::cites::generate::{
     self, BadRowKind, FIELD_COUNT, GenOptions, GenSummary, HEADER, arctic_taxa, known_taxa,
     unknown_taxa,
 };
@@ -64,7 +64,7 @@ fn unquote(field: &str) -> &str {
 }
 
 fn generate(dir: &Path, opts: &GenOptions) -> GenSummary {
-    r#gen::generate(dir, opts).expect("generate")
+    generate::generate(dir, opts).expect("generate")
 }
 
 /// Every data row of every file as `(file number, line number, raw fields)`.
@@ -84,9 +84,9 @@ fn same_options_give_identical_bytes_and_another_seed_differs() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let c = tempfile::tempdir().unwrap();
-    let fa = r#gen::write_files(a.path(), &small(7)).unwrap();
-    let fb = r#gen::write_files(b.path(), &small(7)).unwrap();
-    let fc = r#gen::write_files(c.path(), &small(8)).unwrap();
+    let fa = generate::write_files(a.path(), &small(7)).unwrap();
+    let fb = generate::write_files(b.path(), &small(7)).unwrap();
+    let fc = generate::write_files(c.path(), &small(8)).unwrap();
     assert_eq!(fa.len(), 3);
     for (i, (x, y)) in fa.iter().zip(&fb).enumerate() {
         assert_eq!(
@@ -199,7 +199,7 @@ fn ids_are_unique_and_increasing_across_files() {
         first_id: 9_999_999_990,
         ..small(3)
     };
-    let err = r#gen::generate(tempfile::tempdir().unwrap().path(), &too_big).unwrap_err();
+    let err = generate::generate(tempfile::tempdir().unwrap().path(), &too_big).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
 
@@ -318,7 +318,7 @@ fn namibia_and_unknown_country_codes_are_present() {
 fn species_csv_lists_every_known_taxon_and_no_unknown_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("species.csv");
-    r#gen::write_species_csv(&path).unwrap();
+    generate::write_species_csv(&path).unwrap();
     let lines = read_lines(&path);
     assert_eq!(lines[0], "scientific_name,common_name");
     let names: HashSet<&str> = lines[1..]
@@ -367,7 +367,7 @@ fn bundled_samples_match_their_regeneration() {
         );
     }
     let species = dir.path().join("species.csv");
-    r#gen::write_species_csv(&species).unwrap();
+    generate::write_species_csv(&species).unwrap();
     assert!(std::fs::read(bundled.join("species.csv")).unwrap() == std::fs::read(species).unwrap());
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clap::Parser;
 use etl_core::RunStatus;
-use etl_examples::partitioning::r#gen::{GenOptions, generate, strays};
+use etl_examples::partitioning::generate::{GenOptions, generate, strays};
 use etl_examples::partitioning::{PartitioningArgs, run, schema};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::move_data::{compare_tables, table_hash};

@@ -29,9 +29,9 @@ pub mod mapping;
 mod writer;
 
 pub use aws_sdk_dynamodb;
+pub use error::{DynamoError, Result};
 /// Re-exported from [`etl_core::checkpoint`], where it now lives.
 pub use etl_core::checkpoint::JsonCheckpoint;
-pub use error::{DynamoError, Result};
 pub use load::{DynamoLoad, DynamoUnitWriter, ItemCheck};
 pub use mapping::{Item, KeySchema, MappingOptions, NullMode};
 pub use writer::{

@@ -7,10 +7,10 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use etl_core::{Batch, Fate, Load, Reject, RunInfo, Transform, Unit, UnitSummary, UnitWriter};
 
-use etl_core::checkpoint::JsonCheckpoint;
 use crate::error::DynamoError;
 use crate::mapping::{KeySchema, MAX_ITEM_BYTES, MappingOptions, item_size, items_from_batch};
 use crate::writer::{ItemWriter, WriteStats};
+use etl_core::checkpoint::JsonCheckpoint;
 
 /// Loads batches into one DynamoDB table: every row becomes an item (see
 /// [`crate::mapping`]) put with [`ItemWriter`].

@@ -3,9 +3,7 @@
 //! table, species mapping, validation gates and an atomic switchover.
 
 pub mod arctic;
-/// Deterministic generator of CITES trade bulk CSV files (`gen` is a reserved keyword in
-/// edition 2024, hence the raw identifier).
-pub mod r#gen;
+pub mod generate;
 pub mod migration;
 pub mod schema;
 pub mod species;

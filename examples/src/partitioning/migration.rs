@@ -148,9 +148,9 @@ pub async fn run(
     );
     if !super::schema::exists(&mut conn).await? && !args.rollback {
         super::schema::create(&mut conn).await?;
-        let g = super::r#gen::generate(
+        let g = super::generate::generate(
             &mut conn,
-            &super::r#gen::GenOptions {
+            &super::generate::GenOptions {
                 rows: args.rows,
                 ..Default::default()
             },

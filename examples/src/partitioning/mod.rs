@@ -6,7 +6,7 @@
 //! `--cleanup`; `ANALYZE`. Every step is recorded in `ferry_schema_migrations` and has its
 //! rollback (see [`etl_sink_postgres::plan`]).
 
-pub mod r#gen;
+pub mod generate;
 mod migration;
 pub mod schema;
 pub mod steps;

@@ -1,6 +1,6 @@
 //! A deterministic generator of CITES Trade Database bulk CSV files.
 //!
-//! The module is `etl_examples::cites::r#gen`: `gen` is a reserved keyword in edition 2024.
+//! The module is `etl_examples::cites::generate`: `gen` is a reserved keyword in edition 2024.
 //!
 //! The output imitates the real "Full CITES Trade Database Download" (v2025.1: 56 files
 //! `trade_db_1.csv` .. `trade_db_56.csv` of 500,000 rows each) closely enough to exercise a
