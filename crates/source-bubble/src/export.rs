@@ -4,7 +4,8 @@
 //!
 //! Both files are written to `.part` names while the export runs and renamed when the run
 //! commits, so a file that exists is a complete export. Memory stays flat: batches are
-//! written as they come and Parquet row groups are capped at 65,536 rows.
+//! written as they come and Parquet row groups are capped at [`etl_parquet::ROW_GROUP`] (10,000) rows,
+//! so an export holds at most that many rows per type, whatever its size.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -94,7 +95,7 @@ impl Load for ExportLoad {
         let csv_f = File::create(&csv_p).map_err(|e| etl_core::Error::io(csv_p.display(), e))?;
         let pq_f = File::create(&pq_p).map_err(|e| etl_core::Error::io(pq_p.display(), e))?;
         let props = WriterProperties::builder()
-            .set_max_row_group_row_count(Some(65_536))
+            .set_max_row_group_row_count(Some(etl_parquet::ROW_GROUP))
             .build();
         let parquet =
             ArrowWriter::try_new(pq_f, schema, Some(props)).map_err(|e| Self::err(&pq_p, e))?;
