@@ -16,14 +16,14 @@
 #      loopback proxy (DynamoDB is remote: concurrency pays off against the round trip, not
 #      against a local server that is CPU-bound on 2 cores).
 #
-# usage: benches/s9_dynamodb.sh [SALES (default 100000)] [CONCURRENCY (default 16)]
+# usage: benches/s9_dynamodb.sh [SALES (default 100000)] [CONCURRENCY (default 32)]
 #        LATENCIES="5 20 50" (default) or LATENCIES="" to skip step 5
 # output: $OUT (default target/s9-bench)/{full-N,full-N4,bench}.{log,time}, and a summary.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 sales="${1:-100000}"
-conc="${2:-16}"
+conc="${2:-32}"
 out="${OUT:-$root/target/s9-bench}"
 mkdir -p "$out"
 export AWS_EC2_METADATA_DISABLED=true

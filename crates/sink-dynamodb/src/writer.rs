@@ -22,7 +22,8 @@ pub const BATCH_WRITE_MAX: usize = 25;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WriteOptions {
-    /// `BatchWriteItem` calls in flight at once.
+    /// `BatchWriteItem` calls in flight at once, in all: clones of an [`ItemWriter`] (the
+    /// units a pipeline loads at the same time) share the limit.
     pub concurrency: usize,
     /// Requests per call, at most 25.
     pub batch_size: usize,
@@ -54,7 +55,7 @@ mod millis {
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
-            concurrency: 8,
+            concurrency: 16,
             batch_size: BATCH_WRITE_MAX,
             max_retries: 8,
             retry_delay: Duration::from_millis(50),
@@ -135,7 +136,7 @@ pub struct PutOutcome {
 /// * keys are de-duplicated within one `put_items` call, the last item winning (DynamoDB
 ///   rejects a whole batch holding one key twice);
 /// * items over 400 KB, or without their key attributes, are refused before sending;
-/// * calls of 25 requests, `concurrency` in flight;
+/// * calls of 25 requests, at most `concurrency` in flight across all clones of the writer;
 /// * `UnprocessedItems`, `ProvisionedThroughputExceededException`, `ThrottlingException`,
 ///   `RequestLimitExceeded`, 5xx and transport errors are retried with jittered exponential
 ///   backoff up to `max_retries`, then [`DynamoError::RetriesExhausted`] names the table
@@ -149,6 +150,7 @@ pub struct ItemWriter {
     keys: KeySchema,
     options: WriteOptions,
     stats: Arc<Mutex<WriteStats>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl ItemWriter {
@@ -163,6 +165,7 @@ impl ItemWriter {
             client,
             table: table.into(),
             keys,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1))),
             options,
             stats: Arc::default(),
         }
@@ -306,12 +309,15 @@ impl ItemWriter {
         let mut attempt: u32 = 0;
         let result = loop {
             local.calls += 1;
-            let sent = self
-                .client
-                .batch_write_item()
-                .request_items(self.table.clone(), pending.clone())
-                .send()
-                .await;
+            let sent = {
+                // Held for the call only, not while backing off.
+                let _permit = self.in_flight.acquire().await.expect("never closed");
+                self.client
+                    .batch_write_item()
+                    .request_items(self.table.clone(), pending.clone())
+                    .send()
+                    .await
+            };
             let last = match sent {
                 Ok(out) => {
                     let unprocessed = out

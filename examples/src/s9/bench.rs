@@ -22,7 +22,7 @@ use super::{Args, keys, pq, table_spec};
 
 /// Run the three writers; prints one JSON line per method and returns them.
 pub async fn bench(args: &Args) -> anyhow::Result<Vec<serde_json::Value>> {
-    let concurrency = args.concurrency.unwrap_or(16);
+    let concurrency = args.concurrency.unwrap_or(32);
     let files: Vec<(Entity, std::path::PathBuf)> = Entity::ALL
         .iter()
         .map(|e| {

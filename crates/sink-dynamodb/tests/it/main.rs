@@ -214,6 +214,45 @@ async fn throttling_and_unprocessed_items_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_of_a_writer_share_its_in_flight_limit() {
+    let dl = Dynalite::start().await.unwrap();
+    table(&dl.client(None), "flight").await;
+    // Every call held 40 ms, so calls overlap as much as the writer lets them.
+    let proxy = FaultProxy::start(dl.port(), HashMap::new(), Some(Fault::Slow(40))).await;
+    let client = etl_sink_dynamodb::admin::static_client(
+        &proxy.endpoint(),
+        "us-east-1",
+        Some(RetryConfig::disabled()),
+    );
+    let opts = WriteOptions {
+        concurrency: 3,
+        ..fast_retries(2)
+    };
+    let w = ItemWriter::new(client, "flight", keys(), opts);
+    // Two units writing at once through clones, 8 calls each.
+    let batch = |unit: &str| -> Vec<Item> {
+        (0..200)
+            .map(|i| item(unit, &format!("{i:03}"), "v"))
+            .collect()
+    };
+    let w2 = w.clone();
+    let (a, b) = tokio::join!(w.put_items(batch("A")), w2.put_items(batch("B")));
+    assert_eq!(a.unwrap().written + b.unwrap().written, 400);
+    assert_eq!(proxy.batch_calls(), 16);
+    let most = proxy.max_in_flight();
+    assert!(
+        (2..=3).contains(&most),
+        "at most 3 calls in flight in all, and they do overlap: {most}"
+    );
+    assert_eq!(
+        count_items(&dl.client(None), "flight", None, 2)
+            .await
+            .unwrap(),
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_exhausted_name_the_table_and_keys() {
     let dl = Dynalite::start().await.unwrap();
     table(&dl.client(None), "stuck").await;

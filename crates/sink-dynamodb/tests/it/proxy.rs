@@ -22,12 +22,15 @@ pub enum Fault {
     /// The last fraction of the requests is not forwarded and comes back in
     /// `UnprocessedItems`.
     UnprocessedTail(f64),
+    /// Forwarded after this many milliseconds (so calls overlap and in-flight counts show).
+    Slow(u64),
 }
 
 /// A running proxy.
 pub struct FaultProxy {
     pub port: u16,
     calls: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,20 +51,26 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let calls = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(InFlight::default());
         let schedule = Arc::new(schedule);
-        let c = calls.clone();
+        let (c, f) = (calls.clone(), in_flight.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let (calls, schedule) = (c.clone(), schedule.clone());
+                let (calls, schedule, flight) = (c.clone(), schedule.clone(), f.clone());
                 tokio::spawn(async move {
-                    let _ = serve(client, upstream, &calls, &schedule, always).await;
+                    let _ = serve(client, upstream, &calls, &flight, &schedule, always).await;
                 });
             }
         });
-        FaultProxy { port, calls, task }
+        FaultProxy {
+            port,
+            calls,
+            in_flight,
+            task,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -72,6 +81,18 @@ impl FaultProxy {
     pub fn batch_calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+
+    /// Most BatchWriteItem calls that were in the proxy at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.max.load(Ordering::SeqCst)
+    }
+}
+
+/// BatchWriteItem calls between request read and response written.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
 }
 
 struct Message {
@@ -161,6 +182,7 @@ async fn serve(
     mut client: TcpStream,
     upstream: u16,
     calls: &AtomicUsize,
+    flight: &InFlight,
     schedule: &HashMap<usize, Fault>,
     always: Option<Fault>,
 ) -> std::io::Result<()> {
@@ -172,10 +194,22 @@ async fn serve(
             .is_some_and(|t| t.ends_with("BatchWriteItem"));
         let fault = if is_batch {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+            flight.max.fetch_max(now, Ordering::SeqCst);
             schedule.get(&n).copied().or(always)
         } else {
             None
         };
+        // Counted out when this request's answer has been written (or on error).
+        struct Out<'a>(&'a InFlight, bool);
+        impl Drop for Out<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.now.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        let _out = Out(flight, is_batch);
         let mut tail: Option<(String, Vec<serde_json::Value>)> = None;
         match fault {
             Some(Fault::Throughput) => {
@@ -219,6 +253,7 @@ async fn serve(
                 tail = Some((table.clone(), cut));
                 req.set_body(serde_json::to_vec(&body).unwrap());
             }
+            Some(Fault::Slow(ms)) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
             None => {}
         }
         up.write_all(&req.bytes()).await?;
