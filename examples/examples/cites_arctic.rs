@@ -25,6 +25,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Two malloc arenas: a flat peak RSS (see etl_core::mem).
+    etl_core::mem::limit_malloc_arenas(2);
     match real_main().await {
         Ok(code) => code,
         Err(e) => {

@@ -75,6 +75,8 @@ async fn export(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Two malloc arenas: a flat peak RSS (see etl_core::mem).
+    etl_core::mem::limit_malloc_arenas(2);
     let a: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|s| s.parse().ok())

@@ -4,5 +4,7 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Two malloc arenas: a flat peak RSS (see etl_core::mem).
+    etl_core::mem::limit_malloc_arenas(2);
     etl_examples::s9::main_entry().await
 }

@@ -9,7 +9,7 @@ use etl_core::{Batch, Fate, Load, Reject, RunInfo, Transform, Unit, UnitSummary,
 
 use crate::error::DynamoError;
 use crate::mapping::{KeySchema, MAX_ITEM_BYTES, MappingOptions, item_size, items_from_batch};
-use crate::writer::{ItemWriter, WriteStats};
+use crate::writer::{BATCH_WRITE_MAX, ItemWriter, WriteStats};
 use etl_core::checkpoint::JsonCheckpoint;
 
 /// Loads batches into one DynamoDB table: every row becomes an item (see
@@ -108,26 +108,40 @@ pub struct DynamoUnitWriter {
 
 impl UnitWriter for DynamoUnitWriter {
     async fn write(&mut self, batch: RecordBatch) -> etl_core::Result<u64> {
-        let mut items = Vec::with_capacity(batch.num_rows());
-        for (row, item) in items_from_batch(&batch, &self.mapping)
-            .into_iter()
-            .enumerate()
-        {
-            items.push(item.map_err(|e| {
-                DynamoError::Config(format!(
-                    "unit `{}`, row {row} of a batch: {e} (put ItemCheck before the sink to reject such rows)",
-                    self.unit
+        // Items (maps of attribute values) take several times the room of their Arrow
+        // rows: convert and send a slice at a time, four calls per slot in flight, so
+        // memory does not follow the batch size. A key repeated in two slices is written
+        // twice in order, the last winning, as within one slice.
+        let o = self.writer.options();
+        let slice = (o.concurrency.max(1) * o.batch_size.clamp(1, BATCH_WRITE_MAX) * 4).max(1);
+        let mut n = 0u64;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let len = slice.min(batch.num_rows() - start);
+            let part = batch.slice(start, len);
+            let mut items = Vec::with_capacity(len);
+            for (row, item) in items_from_batch(&part, &self.mapping)
+                .into_iter()
+                .enumerate()
+            {
+                items.push(item.map_err(|e| {
+                    DynamoError::Config(format!(
+                        "unit `{}`, row {} of a batch: {e} (put ItemCheck before the sink to reject such rows)",
+                        self.unit,
+                        start + row
+                    ))
+                })?);
+            }
+            n += items.len() as u64;
+            let outcome = self.writer.put_items(items).await?;
+            if let Some(r) = outcome.refused.first() {
+                return Err(DynamoError::Config(format!(
+                    "unit `{}`: item {} refused: {} (put ItemCheck before the sink to reject such rows)",
+                    self.unit, r.key, r.reason
                 ))
-            })?);
-        }
-        let n = items.len() as u64;
-        let outcome = self.writer.put_items(items).await?;
-        if let Some(r) = outcome.refused.first() {
-            return Err(DynamoError::Config(format!(
-                "unit `{}`: item {} refused: {} (put ItemCheck before the sink to reject such rows)",
-                self.unit, r.key, r.reason
-            ))
-            .into());
+                .into());
+            }
+            start += len;
         }
         Ok(n)
     }
