@@ -54,7 +54,7 @@ async fn export(
         .windows(windows);
         let p = Pipeline::new(e, ExportLoad::new(dir, t)).options(PipelineOptions {
             parallel: windows,
-            batch_size: 5000,
+            batch_size: etl_examples::culturebridge::EXPORT_BATCH,
             ..Default::default()
         });
         async move { p.run(&RunInfo::new("bench")).await }

@@ -29,8 +29,8 @@ pub mod schema;
 pub mod test_server;
 
 pub use client::{
-    BubbleClient, BubbleConfig, ClientStats, Constraint, KeysetPager, MAX_PAGE_SIZE, Page,
-    PageQuery, Window,
+    BubbleClient, BubbleConfig, ClientStats, Constraint, KeysetPager, MAX_PAGE_SIZE, PACE_HEADROOM,
+    Page, PageQuery, Window,
 };
 pub use error::{BubbleError, Result};
 pub use extract::BubbleExtract;

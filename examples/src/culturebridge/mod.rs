@@ -143,6 +143,10 @@ impl From<KeyModeArg> for KeyMode {
     }
 }
 
+/// Things per batch of the export (10 API pages): the export's memory is bounded by
+/// windows x types x this, not by the size of the app.
+pub const EXPORT_BATCH: usize = 1_000;
+
 /// The files a run wrote.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -352,7 +356,10 @@ pub async fn run(
                 .since(since);
             let p =
                 Pipeline::new(e, ExportLoad::new(&args.export_dir, t)).options(PipelineOptions {
-                    batch_size: batch_size.min(10_000),
+                    // Each window fills its batch page by page (100 things a page): batches
+                    // of at most EXPORT_BATCH things keep the export's memory at
+                    // windows x types x EXPORT_BATCH things, whatever the app's size.
+                    batch_size: batch_size.min(EXPORT_BATCH),
                     parallel: args.windows.max(1),
                     ..PipelineOptions::default()
                 });
