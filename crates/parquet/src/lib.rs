@@ -343,7 +343,8 @@ impl UnitWriter for ParquetUnitWriter {
 /// A sink writing each unit to its own file `<dir>/<unit>.parquet` (via `.part`, renamed
 /// on commit) and recording it in a checkpoint, so an interrupted run resumes
 /// (`RunInfo::resume`) at the first unit not yet written; [`merge_parts`] then joins the
-/// parts into one file. A run that does not resume starts from an empty `dir`.
+/// parts into one file. A run that does not resume first deletes the `*.parquet` and
+/// `*.parquet.part` files in `dir` (the parts of an earlier run) and resets the checkpoint.
 #[derive(Debug, Clone)]
 pub struct ParquetPartsLoad {
     dir: PathBuf,
@@ -390,12 +391,22 @@ impl Load for ParquetPartsLoad {
         run: &RunInfo,
         schema: SchemaRef,
     ) -> etl_core::Result<Vec<UnitSummary>> {
-        if !run.resume {
-            let _ = std::fs::remove_dir_all(&self.dir);
-            self.checkpoint.reset()?;
-        }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+        if !run.resume {
+            // Parts of an earlier run only: nothing else in `dir` is touched.
+            let entries = std::fs::read_dir(&self.dir)
+                .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".parquet") || name.ends_with(".parquet.part") {
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| etl_core::Error::io(entry.path().display(), e))?;
+                }
+            }
+            self.checkpoint.reset()?;
+        }
         *self.schema.lock().unwrap_or_else(|p| p.into_inner()) = Some(schema);
         // A unit counts as done only if its file is there too.
         Ok(self
