@@ -25,15 +25,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Two malloc arenas: a flat peak RSS (see etl_core::mem).
-    etl_core::mem::limit_malloc_arenas(2);
-    match real_main().await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    etl_examples::common::run_main(real_main()).await
 }
 
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {

@@ -29,15 +29,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Two malloc arenas: a flat peak RSS (see etl_core::mem).
-    etl_core::mem::limit_malloc_arenas(2);
-    match real_main().await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    etl_examples::common::run_main(real_main()).await
 }
 
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
@@ -48,9 +40,5 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let report = run(&cfg, &db.url, cancel_on_ctrl_c()).await?;
     print_report(&report, &cfg.args.common.report_dir);
     drop(db);
-    Ok(if report.status == etl_core::RunStatus::Failed {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
-    })
+    Ok(etl_examples::common::exit_code(report.status))
 }

@@ -59,3 +59,28 @@ pub fn print_report(report: &RunReport, dir: &Path) {
 pub fn bundled(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
 }
+
+/// The body of an example binary's `main`: caps glibc's malloc arenas first (a flat peak
+/// RSS, see [`etl_core::mem::limit_malloc_arenas`]), then runs `body`; an error is printed
+/// with its causes and exits with status 2.
+pub async fn run_main(
+    body: impl std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+) -> std::process::ExitCode {
+    etl_core::mem::limit_malloc_arenas(2);
+    match body.await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Exit status 1 for a failed run, 0 otherwise (a dry run included).
+pub fn exit_code(status: etl_core::RunStatus) -> std::process::ExitCode {
+    if status == etl_core::RunStatus::Failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
