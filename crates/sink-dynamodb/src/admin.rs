@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, ScalarAttributeType, Select, TableStatus,
@@ -118,15 +120,7 @@ pub async fn ensure_table(client: &Client, spec: &TableSpec) -> Result<bool> {
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_resource_in_use_exception()) => {}
-        Err(e) => {
-            let (retryable, message) = classify(&e);
-            return Err(DynamoError::Call {
-                operation: "CreateTable",
-                table: spec.name.clone(),
-                message,
-                retryable,
-            });
-        }
+        Err(e) => return Err(call_error("CreateTable", &spec.name, &e)),
     }
     wait_active(client, &spec.name).await?;
     Ok(true)
@@ -142,15 +136,7 @@ pub async fn table_exists(client: &Client, table: &str) -> Result<bool> {
         {
             Ok(false)
         }
-        Err(e) => {
-            let (retryable, message) = classify(&e);
-            Err(DynamoError::Call {
-                operation: "DescribeTable",
-                table: table.to_owned(),
-                message,
-                retryable,
-            })
-        }
+        Err(e) => Err(call_error("DescribeTable", table, &e)),
     }
 }
 
@@ -164,15 +150,7 @@ pub async fn wait_active(client: &Client, table: &str) -> Result<()> {
             .table_name(table)
             .send()
             .await
-            .map_err(|e| {
-                let (retryable, message) = classify(&e);
-                DynamoError::Call {
-                    operation: "DescribeTable",
-                    table: table.to_owned(),
-                    message,
-                    retryable,
-                }
-            })?;
+            .map_err(|e| call_error("DescribeTable", table, &e))?;
         if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             return Ok(());
         }
@@ -195,15 +173,7 @@ pub async fn describe_keys(client: &Client, table: &str) -> Result<KeySchema> {
         .table_name(table)
         .send()
         .await
-        .map_err(|e| {
-            let (retryable, message) = classify(&e);
-            DynamoError::Call {
-                operation: "DescribeTable",
-                table: table.to_owned(),
-                message,
-                retryable,
-            }
-        })?;
+        .map_err(|e| call_error("DescribeTable", table, &e))?;
     let elems = out.table().map(|t| t.key_schema()).unwrap_or_default();
     let find = |kt: KeyType| {
         elems
@@ -233,15 +203,7 @@ pub async fn delete_table(client: &Client, table: &str) -> Result<()> {
         {
             Ok(())
         }
-        Err(e) => {
-            let (retryable, message) = classify(&e);
-            Err(DynamoError::Call {
-                operation: "DeleteTable",
-                table: table.to_owned(),
-                message,
-                retryable,
-            })
-        }
+        Err(e) => Err(call_error("DeleteTable", table, &e)),
     }
 }
 
@@ -361,14 +323,25 @@ pub async fn get_item(client: &Client, table: &str, key: Item) -> Result<Option<
         .consistent_read(true)
         .send()
         .await
-        .map_err(|e| {
-            let (retryable, message) = classify(&e);
-            DynamoError::Call {
-                operation: "GetItem",
-                table: table.to_owned(),
-                message,
-                retryable,
-            }
-        })?;
+        .map_err(|e| call_error("GetItem", table, &e))?;
     Ok(out.item)
+}
+
+/// [`DynamoError::Call`] for a failed `operation` on `table`, retryable as
+/// [`classify`] says.
+fn call_error<E>(
+    operation: &'static str,
+    table: &str,
+    err: &SdkError<E, HttpResponse>,
+) -> DynamoError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (retryable, message) = classify(err);
+    DynamoError::Call {
+        operation,
+        table: table.to_owned(),
+        message,
+        retryable,
+    }
 }
