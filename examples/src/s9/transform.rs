@@ -553,6 +553,29 @@ impl Lookups {
     }
 }
 
+/// `PK` `<PREFIX>#<code>`, `SK` `#METADATA#<prefix>` and the id attribute of a buyer or
+/// producer item.
+fn party_keys(m: &mut Map<String, Value>, prefix: &str, id_attr: &str, id: i64) {
+    let code = code(prefix, id);
+    m.insert("PK".into(), json!(format!("{prefix}#{code}")));
+    m.insert(
+        "SK".into(),
+        json!(format!("#METADATA#{}", prefix.to_lowercase())),
+    );
+    m.insert(id_attr.into(), json!(code));
+}
+
+/// GSI1 of a buyer or producer: the `list` partition, sorted by `<PREFIX>#<Name>`.
+fn by_name(m: &mut Map<String, Value>, list: &str, prefix: &str) {
+    let name = m
+        .get("Name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    m.insert("GSI1PK".into(), json!(list));
+    m.insert("GSI1SK".into(), json!(format!("{prefix}#{name}")));
+}
+
 fn put(m: &mut Map<String, Value>, k: &str, v: Option<impl Into<Value>>) {
     if let Some(v) = v {
         m.insert(k.to_owned(), v.into());
@@ -655,10 +678,7 @@ impl S9Transform {
         m.insert("EntityType".into(), json!(self.entity.entity_type()));
         match self.entity {
             Entity::Buyers => {
-                let bid = code("BUYER", id);
-                m.insert("PK".into(), json!(format!("BUYER#{bid}")));
-                m.insert("SK".into(), json!("#METADATA#buyer"));
-                m.insert("BuyerId".into(), json!(bid));
+                party_keys(&mut m, "BUYER", "BuyerId", id);
                 self.party(row, &mut m, &row.s("status").unwrap_or_default())?;
                 if let Some(a) = m.get("Address").cloned() {
                     m.insert("BillingAddress".into(), a);
@@ -674,19 +694,10 @@ impl S9Transform {
                     })?;
                     m.insert("PaymentTerms".into(), json!(t));
                 }
-                let name = m
-                    .get("Name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                m.insert("GSI1PK".into(), json!("BUYERS"));
-                m.insert("GSI1SK".into(), json!(format!("BUYER#{name}")));
+                by_name(&mut m, "BUYERS", "BUYER");
             }
             Entity::Producers => {
-                let pid = code("PRODUCER", id);
-                m.insert("PK".into(), json!(format!("PRODUCER#{pid}")));
-                m.insert("SK".into(), json!("#METADATA#producer"));
-                m.insert("ProducerId".into(), json!(pid));
+                party_keys(&mut m, "PRODUCER", "ProducerId", id);
                 self.party(row, &mut m, &row.s("status").unwrap_or_default())?;
                 if let Some(c) = row.s("categorias_produtos") {
                     let cats: Vec<Value> = c
@@ -722,13 +733,7 @@ impl S9Transform {
                     .cloned()
                     .unwrap_or_default();
                 m.insert("Certifications".into(), Value::Array(certs));
-                let name = m
-                    .get("Name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                m.insert("GSI1PK".into(), json!("PRODUCERS"));
-                m.insert("GSI1SK".into(), json!(format!("PRODUCER#{name}")));
+                by_name(&mut m, "PRODUCERS", "PRODUCER");
             }
             Entity::Sales => {
                 let sid = code("SALE", id);
