@@ -107,6 +107,19 @@ pub enum Error {
     /// The run was cancelled (Ctrl-C or a [`tokio_util::sync::CancellationToken`]).
     #[error("run cancelled")]
     Cancelled,
+    /// A migration refused to start in the mode asked for (nothing to resume, an unfinished
+    /// run in the way, a step that cannot be undone); nothing was changed. The message says
+    /// what to do instead.
+    #[error("{0}")]
+    Refused(String),
+    /// The run journal could not be read or written.
+    #[error("run journal {location}: {reason}")]
+    Journal {
+        /// Where the journal lives (a file path, a table).
+        location: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl Error {

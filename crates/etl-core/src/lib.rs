@@ -71,6 +71,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod mem;
+pub mod migration;
 pub mod pipeline;
 pub mod progress;
 pub mod reject;

@@ -198,7 +198,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         if let Some(spool) = spool
             && !run.resume
         {
-            let _ = spool.clear();
+            spool.clear_units(units.iter().map(|u| u.name.as_str()));
         }
         let mut todo = Vec::new();
         for unit in units {

@@ -64,6 +64,26 @@ pub struct RunReport {
     /// Migration-specific figures (unmatched taxa, match rate, switchover, ...).
     #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The steps of a whole migration ([`crate::migration`]), with states and timings;
+    /// empty for a lone pipeline.
+    #[serde(default)]
+    pub steps: Vec<crate::migration::StepReport>,
+    /// What the invocation did (`run`, `resume`, `rollback`, `dry_run`, `only`).
+    #[serde(default)]
+    pub action: Option<String>,
+    /// The run's state in the journal after this invocation (`done`, `stopped`, ...).
+    #[serde(default)]
+    pub run_state: Option<String>,
+    /// Where the run journal is.
+    #[serde(default)]
+    pub journal: Option<String>,
+    /// What the run wrote to (redacted: no password).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The files of the run in the report directory (`report.json`, `summary.txt`,
+    /// `rejects.csv` and the migration's own).
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 /// One unit's line in the report.
@@ -141,6 +161,12 @@ impl RunReport {
             duration_s,
             rows_per_s,
             extra: serde_json::Map::new(),
+            steps: Vec::new(),
+            action: None,
+            run_state: None,
+            journal: None,
+            target: None,
+            files: Vec::new(),
         }
     }
 
@@ -179,6 +205,9 @@ impl RunReport {
         let _ = writeln!(s, "status      {}", self.status.as_str());
         if let Some(e) = &self.error {
             let _ = writeln!(s, "error       {e}");
+        }
+        if let Some(t) = &self.target {
+            let _ = writeln!(s, "target      {t}");
         }
         let _ = writeln!(
             s,
@@ -228,6 +257,31 @@ impl RunReport {
                     s,
                     "{:<32} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8.2}",
                     u.name, u.read, u.loaded, u.rejected, u.filtered, status, u.duration_s
+                );
+            }
+        }
+        if !self.steps.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:>3}  {:<24} {:<12} {:<12} {:>8}  note",
+                "#", "step", "kind", "outcome", "secs"
+            );
+            for st in &self.steps {
+                let note = st.error.as_deref().unwrap_or(&st.message);
+                let _ = writeln!(
+                    s,
+                    "{:>3}  {:<24} {:<12} {:<12} {:>8}  {}",
+                    st.position,
+                    st.name,
+                    st.kind.as_str(),
+                    st.outcome,
+                    st.seconds
+                        .filter(|_| st.outcome == "ran"
+                            || st.outcome == "failed"
+                            || st.outcome == "rolled_back")
+                        .map(|x| format!("{x:.2}"))
+                        .unwrap_or_default(),
+                    note
                 );
             }
         }
@@ -361,6 +415,15 @@ impl RejectSpool {
             }
         }
         Ok(())
+    }
+
+    /// Forget the spooled rejects of these units only (a fresh run of one pipeline of a
+    /// migration that has several: the others' rejects stay).
+    pub fn clear_units<'a>(&self, units: impl IntoIterator<Item = &'a str>) {
+        for u in units {
+            let _ = std::fs::remove_file(self.sealed(u));
+            let _ = std::fs::remove_file(self.part(u));
+        }
     }
 
     /// Concatenate the sealed spools of `units` (in that order) into `path`.

@@ -1,0 +1,385 @@
+//! The run layer: steps, journal, resume, rollback, dry run, plan, report.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use etl_core::migration::{
+    Action, FileJournal, Journal, Migration, RunOptions, RunState, Step, StepKind, StepOutput,
+    StepState,
+};
+use etl_core::testing::{MemoryExtract, MemoryLoad};
+use etl_core::{Error, Finding, Pipeline, RunStatus};
+
+/// The context of the test migration: a log of what ran, switches that make steps fail.
+#[derive(Default)]
+struct Ctx {
+    log: Mutex<Vec<String>>,
+    fail_gate: AtomicBool,
+    fail_summary: AtomicBool,
+    load: MemoryLoad,
+}
+
+impl Ctx {
+    fn note(&self, s: &str) {
+        self.log.lock().unwrap().push(s.to_owned());
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+fn simple(name: &'static str, kind: StepKind) -> Step<Ctx> {
+    Step::new(name, kind, move |c: &Ctx, _cx| {
+        Box::pin(async move {
+            c.note(name);
+            Ok(StepOutput::message(format!("{name} ok")))
+        })
+    })
+    .undo(move |c: &Ctx, _cx| {
+        Box::pin(async move {
+            c.note(&format!("undo {name}"));
+            Ok(StepOutput::message(format!("{name} undone")))
+        })
+    })
+}
+
+fn migration() -> Migration<Ctx> {
+    Migration::new("test")
+        .step(
+            Step::new("preflight", StepKind::Preflight, |c: &Ctx, cx| {
+                Box::pin(async move {
+                    c.note(if cx.dry_run {
+                        "preflight(dry)"
+                    } else {
+                        "preflight"
+                    });
+                    Ok(StepOutput::message("inputs found"))
+                })
+            })
+            .in_dry_run()
+            .always(),
+        )
+        .step(simple("staging", StepKind::Prepare))
+        .step(
+            Step::new("load", StepKind::Load, |c: &Ctx, cx| {
+                Box::pin(async move {
+                    c.note(if cx.resuming() {
+                        "load(resume)"
+                    } else {
+                        "load"
+                    });
+                    let report =
+                        Pipeline::new(MemoryExtract::numbers("n", 100, 10), c.load.clone())
+                            .run(&cx.run_info())
+                            .await;
+                    Ok(StepOutput::from_pipeline(report))
+                })
+            })
+            .in_dry_run(),
+        )
+        .step(
+            Step::new("gates", StepKind::Gate, |c: &Ctx, _cx| {
+                Box::pin(async move {
+                    c.note("gates");
+                    let ok = !c.fail_gate.load(Ordering::SeqCst);
+                    Ok(StepOutput::message("checked")
+                        .with_findings(vec![Finding::check("rows", ok, "100 rows")]))
+                })
+            })
+            .in_dry_run(),
+        )
+        .step(simple("switch", StepKind::Switch))
+        .step(Step::new("summary", StepKind::PostSwitch, |c: &Ctx, cx| {
+            Box::pin(async move {
+                c.note("summary");
+                if c.fail_summary.load(Ordering::SeqCst) {
+                    return Err("the summary table is locked".into());
+                }
+                let loaded = cx
+                    .pipeline_of("load")
+                    .map(|p| p.totals.loaded)
+                    .unwrap_or_default();
+                Ok(StepOutput::message("rebuilt")
+                    .with_details(serde_json::json!({ "rows_seen": loaded })))
+            })
+        }))
+        .step(
+            Step::new("cleanup", StepKind::Cleanup, |c: &Ctx, _cx| {
+                Box::pin(async move {
+                    c.note("cleanup");
+                    Ok(StepOutput::message("dropped the old table"))
+                })
+            })
+            .optional()
+            .irreversible("the old table is dropped; restore it from the backup"),
+        )
+}
+
+fn opts(dir: &std::path::Path, action: Action) -> RunOptions {
+    RunOptions::new(dir).with_action(action)
+}
+
+#[tokio::test]
+async fn a_run_records_every_step_and_the_report_has_steps_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let r = migration()
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    assert_eq!(
+        ctx.take(),
+        ["preflight", "staging", "load", "gates", "switch", "summary"]
+    );
+    assert_eq!(r.totals.loaded, 100);
+    assert_eq!(r.run_state.as_deref(), Some("done"));
+    let outcomes: Vec<&str> = r.steps.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["ran", "ran", "ran", "ran", "ran", "ran", "skipped"]
+    );
+    assert_eq!(r.steps[5].details["rows_seen"], 100);
+    // The journal file, the report files.
+    let latest = journal.latest("test").await.unwrap().unwrap();
+    assert_eq!(latest.run.state, RunState::Done);
+    assert!(latest.steps[..6].iter().all(|s| s.state == StepState::Done));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["steps"].as_array().unwrap().len(), 7);
+    assert_eq!(json["totals"]["loaded"], 100);
+    let summary = std::fs::read_to_string(dir.path().join("summary.txt")).unwrap();
+    assert!(summary.contains("summary"), "{summary}");
+}
+
+#[tokio::test]
+async fn a_failed_post_switch_step_is_resumed_alone_and_a_plain_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    ctx.fail_summary.store(true, Ordering::SeqCst);
+    let m = migration();
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("step `summary` failed: the summary table is locked"),
+        "{:?}",
+        r.error
+    );
+    ctx.take();
+    // Past the switch: a plain run must not start over.
+    let e = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Refused(_)), "{e}");
+    assert!(e.to_string().contains("--resume"), "{e}");
+    assert!(ctx.take().is_empty(), "nothing ran");
+    // --plan says where a resume continues.
+    let status = m.status(&journal).await.unwrap().to_string();
+    assert!(status.contains("--resume continues run"), "{status}");
+    assert!(status.contains("`summary`"), "{status}");
+    // Resume runs the pre-flight (always) and the failed step only; the totals of the
+    // load done earlier are in the report.
+    ctx.fail_summary.store(false, Ordering::SeqCst);
+    let r2 = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Resume))
+        .await
+        .unwrap();
+    assert_eq!(r2.status, RunStatus::Succeeded, "{:?}", r2.error);
+    assert_eq!(r2.run_id, r.run_id);
+    assert_eq!(ctx.take(), ["preflight", "summary"]);
+    assert_eq!(r2.totals.loaded, 100);
+    assert_eq!(r2.steps[5].attempts, 2);
+    assert_eq!(r2.steps[5].details["rows_seen"], 100);
+    // Nothing left to resume.
+    let e = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Resume))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nothing to resume"), "{e}");
+}
+
+#[tokio::test]
+async fn a_restartable_migration_starts_over_before_its_switch_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    ctx.fail_gate.store(true, Ordering::SeqCst);
+    let m = migration().restart_unfinished();
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(
+        r.error.as_deref().unwrap().contains("rows: 100 rows"),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(r.steps[4].outcome, "not_reached");
+    ctx.take();
+    ctx.fail_gate.store(false, Ordering::SeqCst);
+    let r2 = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r2.status, RunStatus::Succeeded);
+    assert_ne!(r2.run_id, r.run_id, "a new run");
+    assert_eq!(
+        ctx.take(),
+        ["preflight", "staging", "load", "gates", "switch", "summary"]
+    );
+}
+
+#[tokio::test]
+async fn stop_before_a_step_then_resume_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let m = migration();
+    let mut o = opts(dir.path(), Action::Run);
+    o.stop_before = Some("switch".into());
+    let r = m.execute(&ctx, &journal, &o).await.unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded);
+    assert_eq!(r.run_state.as_deref(), Some("stopped"));
+    assert!(r.extra["next_step"].as_str().unwrap().contains("--resume"));
+    assert_eq!(ctx.take(), ["preflight", "staging", "load", "gates"]);
+    let r2 = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Resume))
+        .await
+        .unwrap();
+    assert_eq!(r2.status, RunStatus::Succeeded);
+    assert_eq!(ctx.take(), ["preflight", "switch", "summary"]);
+    assert_eq!(r2.totals.loaded, 100, "the load's totals carried over");
+}
+
+#[tokio::test]
+async fn rollback_undoes_in_reverse_and_a_cleanup_blocks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let m = migration();
+    m.execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    ctx.take();
+    let plan = m.status(&journal).await.unwrap().to_string();
+    assert!(
+        plan.contains(
+            "--rollback would undo, in this order: summary, switch, gates, load, staging, preflight"
+        ),
+        "{plan}"
+    );
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Rollback))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::RolledBack, "{:?}", r.error);
+    assert_eq!(ctx.take(), ["undo switch", "undo staging"]);
+    let latest = journal.latest("test").await.unwrap().unwrap();
+    assert_eq!(latest.run.state, RunState::RolledBack);
+    assert!(
+        m.execute(&ctx, &journal, &opts(dir.path(), Action::Rollback))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("already rolled back")
+    );
+
+    // A new run, then its cleanup: the rollback is now refused before undoing anything.
+    m.execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    let r = m
+        .execute(
+            &ctx,
+            &journal,
+            &opts(dir.path(), Action::Only(vec!["cleanup".into()])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded);
+    ctx.take();
+    let e = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Rollback))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("`cleanup`"), "{e}");
+    assert!(ctx.take().is_empty());
+}
+
+#[tokio::test]
+async fn a_dry_run_runs_the_reading_steps_and_writes_no_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path().join("journal"));
+    let ctx = Ctx::default();
+    let r = migration()
+        .execute(&ctx, &journal, &opts(dir.path(), Action::DryRun))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::DryRun, "{:?}", r.error);
+    assert_eq!(ctx.take(), ["preflight(dry)", "load", "gates"]);
+    assert_eq!(ctx.load.rows(), 0, "a dry-run pipeline loads nothing");
+    assert_eq!(r.totals.read, 100);
+    assert_eq!(r.steps[1].outcome, "would_run");
+    assert!(!dir.path().join("journal").exists());
+}
+
+#[tokio::test]
+async fn resume_refuses_a_step_whose_definition_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    ctx.fail_summary.store(true, Ordering::SeqCst);
+    let with_fp = |fp: &str| {
+        let fp = fp.to_owned();
+        Migration::new("test")
+            .step(simple("schema", StepKind::Schema).fingerprint(fp))
+            .step(migration().step_list()[5].clone())
+    };
+    with_fp("sha256:aaa")
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    let e = with_fp("sha256:bbb")
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Resume))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("`schema`"), "{e}");
+    assert!(e.to_string().contains("sha256:aaa"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_steps_and_resume_without_a_run_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let m = migration();
+    let e = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Resume))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no run to resume"), "{e}");
+    let e = m
+        .execute(
+            &ctx,
+            &journal,
+            &opts(dir.path(), Action::Only(vec!["vacuum".into()])),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no step `vacuum`"), "{e}");
+    let plan = m.status(&journal).await.unwrap().to_string();
+    assert!(
+        plan.contains("next: a run starts at step 1 `preflight`"),
+        "{plan}"
+    );
+}
