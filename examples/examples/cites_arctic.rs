@@ -5,17 +5,16 @@
 //! throwaway PostgreSQL.
 
 use clap::Parser;
-use etl_examples::cites::arctic::{ArcticArgs, run_plan};
-use etl_examples::common::{Database, cancel_on_ctrl_c, print_report};
+use etl_examples::cites::arctic::{ArcticArgs, config};
+use etl_examples::common::Database;
 
-/// Migrate the CITES trade records of the Arctic species (seed 001).
+/// Load the Arctic-species subset of a CITES release (seed 001).
 ///
-/// Plan: add the Arctic species and the synonym pairs; test-load one year (--test-year,
-/// default 2024) into staging and validate it; then load every year, validate, switch
-/// the staging table into production in one transaction, REINDEX, and rebuild
-/// species_trade_summary. Rows of other taxa are counted as filtered (`not an Arctic
-/// species`), never silently dropped. --year Y loads and validates only that year and
-/// stops before the switchover.
+/// Steps (see --plan): preflight, species, backup, test_staging + test_load (the
+/// --test-year alone, validated; the run stops if it fails), staging, load (every file,
+/// Arctic taxa and their synonyms only, indexes, gates), switch, reindex, summary,
+/// analyze; cleanup with --cleanup. --year Y loads and validates one year and stops
+/// before the switch.
 #[derive(Parser, Debug)]
 #[command(name = "cites_arctic", version, verbatim_doc_comment)]
 struct Args {
@@ -33,16 +32,8 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let common = &args.arctic.cites.common;
     etl_core::cli::init_tracing(common.verbosity());
     let db = Database::open(common.database_url.as_ref(), "cites_arctic").await?;
-    let reports = run_plan(&args.arctic, &db.url, cancel_on_ctrl_c()).await?;
-    let mut failed = false;
-    for (dir, r) in &reports {
-        print_report(r, dir);
-        failed |= r.status == etl_core::RunStatus::Failed;
-    }
+    let cfg = config(&args.arctic)?;
+    let code = etl_examples::cites::run_cli(&cfg, &db.url).await?;
     drop(db);
-    Ok(if failed {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
-    })
+    Ok(code)
 }

@@ -8,8 +8,8 @@
 //! `cargo run --release --example cites_trade`.
 
 use clap::Parser;
-use etl_examples::cites::{CitesArgs, CitesConfig, run};
-use etl_examples::common::{Database, cancel_on_ctrl_c, print_report};
+use etl_examples::cites::{CitesArgs, CitesConfig, run_cli};
+use etl_examples::common::Database;
 
 /// Fully replace `cites_trade_records` with a CITES Trade Database release.
 ///
@@ -20,6 +20,9 @@ use etl_examples::common::{Database, cancel_on_ctrl_c, print_report};
 /// reconcile, match rate, reject rate, no orphans, years in range, required fields, no
 /// duplicate Ids); then one-transaction rename switchover and summary rebuild.
 /// Production is untouched until the switchover, which happens only if every gate passes.
+/// Every step is recorded in the journal (ferry_journal_* tables): --plan shows them,
+/// --resume continues at the first step not done (a kill after the rename included),
+/// --rollback swaps the previous table back.
 #[derive(Parser, Debug)]
 #[command(name = "cites_trade", version, verbatim_doc_comment)]
 struct Args {
@@ -37,8 +40,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     etl_core::cli::init_tracing(args.cites.common.verbosity());
     let db = Database::open(args.cites.common.database_url.as_ref(), "cites_trade").await?;
     let cfg = CitesConfig::from_args("cites_trade", args.cites);
-    let report = run(&cfg, &db.url, cancel_on_ctrl_c()).await?;
-    print_report(&report, &cfg.args.common.report_dir);
+    let code = run_cli(&cfg, &db.url).await?;
     drop(db);
-    Ok(etl_examples::common::exit_code(report.status))
+    Ok(code)
 }

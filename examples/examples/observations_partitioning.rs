@@ -39,7 +39,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     )
     .await?;
     let report = run(&args.p, &db.url, cancel_on_ctrl_c()).await?;
-    if !args.p.plan {
+    if !args.p.common.plan {
         print_report(&report, &args.p.common.report_dir);
     }
     drop(db);

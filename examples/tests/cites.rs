@@ -168,12 +168,15 @@ async fn loads_exact_contents_and_switches() {
     )
     .await;
     // A new release while the previous data is still kept is refused before any work.
-    let cfg = env.config("refused", &["--min-match-rate", "0.5"]);
-    let err = run(&cfg, env.db.url(), Default::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = env.run("refused", &["--min-match-rate", "0.5"]).await;
+    assert_eq!(refused.status, RunStatus::Failed);
+    let err = refused.error.unwrap();
+    assert!(err.contains("step `preflight` failed"), "{err}");
     assert!(err.contains("--cleanup"), "{err}");
+    assert_eq!(
+        refused.steps[1].outcome, "not_reached",
+        "nothing after the preflight ran"
+    );
     let old = count(&mut conn, "SELECT count(*) FROM cites_trade_records").await;
     assert_eq!(old, 4);
     env.run("cleanup", &["--cleanup"]).await;
@@ -351,9 +354,16 @@ async fn a_failed_gate_leaves_production_untouched() {
             .unwrap();
     assert_eq!(status, "failed");
     // --switchover refuses a run that did not validate.
-    let r = env.run("switch", &["--switchover"]).await;
-    assert_eq!(r.status, RunStatus::Failed);
-    assert!(r.error.unwrap().contains("not `validated`"));
+    let cfg = env.config("switch", &["--switchover"]);
+    let err = run(&cfg, env.db.url(), Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refusing to switch"), "{err}");
+    assert!(
+        err.contains("is `failed`, not loaded and validated"),
+        "{err}"
+    );
     assert_eq!(
         count(&mut conn, "SELECT count(*) FROM cites_trade_records").await,
         2
@@ -624,4 +634,123 @@ async fn resume_after_a_real_kill_has_no_duplicates_and_no_gaps() {
         "{rejects}"
     );
     let _ = Path::new("");
+}
+
+/// A kill after the switch (here: while the summary rebuild waits for a lock) leaves the
+/// new data live and the summary stale; `--plan` says where a resume continues, and
+/// `--resume` runs the post-switch steps that were not done.
+#[tokio::test]
+async fn a_kill_during_the_post_switch_steps_is_finished_by_resume() {
+    let env = Env::new().await;
+    let mut f = HEADER.to_owned();
+    f += &row(1, "2000", "I", "Falco rusticolus", "1", "US");
+    env.write("trade_db_1.csv", f.as_bytes());
+    assert!(env.run("v1", &[]).await.succeeded());
+    env.run("cleanup", &["--cleanup"]).await;
+    let mut f = HEADER.to_owned();
+    f += &row(2, "2001", "I", "Falco rusticolus", "1", "US");
+    f += &row(3, "2002", "I", "Ursus maritimus", "2", "US");
+    env.write("trade_db_1.csv", f.as_bytes());
+
+    // Another session holds a lock that lets the summary be read but not rewritten.
+    let mut blocker = env.conn().await;
+    let mut tx = sqlx::Connection::begin(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE species_trade_summary IN SHARE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let bin = example_binary("cites_trade");
+    let mut child = tokio::process::Command::new(&bin)
+        .args([
+            "--input",
+            &env.input().display().to_string(),
+            "--species-csv",
+            &env.dir.path().join("species.csv").display().to_string(),
+            "--report-dir",
+            &env.reports("killed").display().to_string(),
+            "-q",
+        ])
+        .env("DATABASE_URL", env.db.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut conn = env.conn().await;
+    let reached = wait_for(
+        &mut conn,
+        "SELECT count(*) FROM ferry_journal_steps s JOIN ferry_journal_runs r USING (run_id)
+          WHERE r.migration = 'cites_trade' AND s.step = 'summary' AND s.state = 'running'
+            AND r.started_at = (SELECT max(started_at) FROM ferry_journal_runs)",
+        1,
+        std::time::Duration::from_secs(120),
+    )
+    .await;
+    assert!(reached, "the summary step never started");
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    tx.rollback().await.unwrap();
+
+    // Switched: the new release is live, the summary still describes the old one.
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM cites_trade_records").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT sum(total_trade_records)::bigint FROM species_trade_summary"
+        )
+        .await,
+        1,
+        "stale summary"
+    );
+    // A plain run is refused: the unfinished run has switched.
+    let plain = run(&env.config("again", &[]), env.db.url(), Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(plain.contains("finish it with --resume"), "{plain}");
+    // --plan names the step a resume continues at.
+    let out = std::process::Command::new(&bin)
+        .args(["--plan", "-q"])
+        .env("DATABASE_URL", env.db.url())
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{plan}");
+    assert!(
+        plan.contains("--resume continues run") && plan.contains("`summary` (it was running"),
+        "{plan}"
+    );
+
+    let r = env.run("killed", &["--resume"]).await;
+    assert!(r.succeeded(), "{:?}", r.error);
+    let ran: Vec<&str> = r
+        .steps
+        .iter()
+        .filter(|s| s.outcome == "ran")
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(ran, ["preflight", "summary", "analyze"]);
+    assert_eq!(r.totals.loaded, 2, "the load's totals are carried over");
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT sum(total_trade_records)::bigint FROM species_trade_summary"
+        )
+        .await,
+        2,
+        "summary rebuilt"
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM ferry_journal_steps s JOIN ferry_journal_runs r USING (run_id)
+              WHERE r.run_id = (SELECT run_id FROM ferry_journal_runs ORDER BY started_at DESC LIMIT 1)
+                AND r.state = 'done' AND s.step IN ('summary', 'analyze') AND s.state = 'done'"
+        )
+        .await,
+        2,
+        "the journal says done"
+    );
 }

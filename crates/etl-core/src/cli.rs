@@ -35,12 +35,23 @@ pub struct CommonArgs {
     /// examples start a throwaway local cluster.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<Secret>,
-    /// Read, transform and validate everything, but write nothing.
-    #[arg(long)]
+    /// Run every step that only reads (a pipeline reads, transforms and validates) and
+    /// list what the others would do; write nothing to the target, not even the journal.
+    #[arg(long, conflicts_with_all = ["resume", "rollback", "plan"])]
     pub dry_run: bool,
-    /// Continue the last unfinished run: units it committed are skipped, the rest redone.
-    #[arg(long)]
+    /// Continue the last unfinished run at its first step that is not done (a load skips
+    /// the units it committed; a step killed part-way runs again).
+    #[arg(long, conflicts_with_all = ["rollback", "plan"])]
     pub resume: bool,
+    /// Undo the steps of the last run that ran, newest first (the switch is swapped back,
+    /// what the run created is dropped). Refused, before anything is undone, when one of
+    /// them cannot be undone.
+    #[arg(long, conflicts_with = "plan")]
+    pub rollback: bool,
+    /// Print the migration's steps with their recorded states and what --resume, a plain
+    /// run and --rollback would do now; change nothing.
+    #[arg(long)]
+    pub plan: bool,
     /// Where report.json, summary.txt and rejects.csv go.
     #[arg(long, value_name = "DIR", default_value = "reports")]
     pub report_dir: PathBuf,
@@ -69,6 +80,81 @@ impl CommonArgs {
     pub fn progress(&self) -> bool {
         self.quiet == 0
     }
+
+    /// The run-layer action these flags ask for (`--plan` is not one: see
+    /// [`run_migration`]).
+    pub fn action(&self) -> crate::migration::Action {
+        use crate::migration::Action;
+        if self.rollback {
+            Action::Rollback
+        } else if self.dry_run {
+            Action::DryRun
+        } else if self.resume {
+            Action::Resume
+        } else {
+            Action::Run
+        }
+    }
+
+    /// Run options for [`crate::migration::Migration::execute`] from these flags: the
+    /// action, the report directory, progress unless `-q`, and a token cancelled on
+    /// Ctrl-C (the running step stops at its next batch; `--resume` continues).
+    pub fn run_options(&self) -> crate::migration::RunOptions {
+        crate::migration::RunOptions {
+            action: self.action(),
+            stop_before: None,
+            report_dir: self.report_dir.clone(),
+            progress: self.progress(),
+            cancel: cancel_on_ctrl_c(),
+            target: None,
+        }
+    }
+}
+
+/// A token cancelled on Ctrl-C (needs a Tokio runtime): the run stops at the next batch
+/// and rolls back the units in flight (committed units stay; `--resume` continues).
+pub fn cancel_on_ctrl_c() -> crate::CancellationToken {
+    let token = crate::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!(
+                "Ctrl-C: stopping after the current batch; rerun with --resume to continue"
+            );
+            t.cancel();
+        }
+    });
+    token
+}
+
+/// Run a migration as a binary does: with `plan`, print its steps and states and what
+/// would happen next; otherwise execute it, print `summary.txt` and where the report is.
+/// The exit code is 0 for a run that succeeded (a dry run and a rollback included), 1 for
+/// a failed one.
+///
+/// # Errors
+/// What [`crate::migration::Migration::execute`] refuses (nothing was changed: exit 2
+/// in the binaries), and journal errors.
+pub async fn run_migration<C: Send + Sync>(
+    migration: &crate::migration::Migration<C>,
+    ctx: &C,
+    journal: &dyn crate::migration::Journal,
+    opts: &crate::migration::RunOptions,
+    plan: bool,
+) -> crate::Result<(std::process::ExitCode, Option<crate::RunReport>)> {
+    if plan {
+        print!("{}", migration.status(journal).await?);
+        return Ok((std::process::ExitCode::SUCCESS, None));
+    }
+    let report = migration.execute(ctx, journal, opts).await?;
+    println!("{}", report.summary_text());
+    println!("report: {}", opts.report_dir.join("report.json").display());
+    let code = if report.status == crate::RunStatus::Failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    };
+    Ok((code, Some(report)))
 }
 
 /// The number of cores, at least 1.

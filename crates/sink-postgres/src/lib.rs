@@ -28,6 +28,7 @@ macro_rules! sqlf {
 pub mod copy;
 mod error;
 pub mod ident;
+pub mod journal;
 pub mod ledger;
 mod load;
 pub mod move_data;

@@ -1,12 +1,12 @@
 //! Seed 001: the Arctic-species subset of the CITES release — a test load of one year
 //! into staging and its validation, then the full load, validation, switchover,
-//! `REINDEX` and summary rebuild.
+//! `REINDEX` and summary rebuild: the CITES steps (see [`super::migration`]) with a
+//! `test_staging` + `test_load` pair before the full load and a `reindex` step after the
+//! switch.
 
 use std::path::PathBuf;
 
-use etl_core::{CancellationToken, RunReport};
-
-use super::migration::{Action, CitesArgs, CitesConfig, run};
+use super::migration::{CitesArgs, CitesConfig};
 use super::schema::read_pairs;
 use super::species::Scope;
 
@@ -31,8 +31,13 @@ pub struct ArcticArgs {
     pub skip_test_load: bool,
 }
 
-/// The configuration of one step, from the options.
-pub fn config(args: &ArcticArgs, year: Option<i32>, switch: bool) -> anyhow::Result<CitesConfig> {
+/// The configuration from the options: the Arctic scope, its synonyms, `REINDEX` after
+/// the switch, and the test load of `--test-year` first (unless `--year`, `--skip-test-load`
+/// or a `--switchover` / `--cleanup` / `--rollback` of an earlier run).
+///
+/// # Errors
+/// The species or synonym list cannot be read.
+pub fn config(args: &ArcticArgs) -> anyhow::Result<CitesConfig> {
     let mut cites = args.cites.clone();
     let species = args
         .arctic_species
@@ -44,7 +49,8 @@ pub fn config(args: &ArcticArgs, year: Option<i32>, switch: bool) -> anyhow::Res
     if cites.synonyms_csv.is_none() {
         cites.synonyms_csv = Some(crate::common::bundled("arctic/species_synonyms.csv"));
     }
-    if !switch && !cites.switchover && !cites.rollback && !cites.cleanup {
+    if args.year.is_some() {
+        // One year only: load and validate it into staging, then stop (never switch).
         cites.no_switchover = true;
     }
     let synonyms = read_pairs(cites.synonyms_csv.as_deref().expect("set above"))?;
@@ -53,52 +59,9 @@ pub fn config(args: &ArcticArgs, year: Option<i32>, switch: bool) -> anyhow::Res
     cfg.species_csv = Some(cfg.args.species_csv.clone().unwrap_or(species));
     cfg.scope = Scope {
         taxa: Some(Scope::taxa_with_synonyms(&names, &synonyms)),
-        year,
+        year: args.year,
     };
     cfg.reindex_after_switch = true;
+    cfg.test_year = (args.year.is_none() && !args.skip_test_load).then_some(args.test_year);
     Ok(cfg)
-}
-
-/// Run the seed-001 plan; returns the report directory and report of every step run
-/// (test load, full load).
-pub async fn run_plan(
-    args: &ArcticArgs,
-    url: &str,
-    cancel: CancellationToken,
-) -> anyhow::Result<Vec<(PathBuf, RunReport)>> {
-    let c = &args.cites;
-    if c.switchover || c.rollback || c.cleanup {
-        let cfg = config(args, None, false)?;
-        let r = run(&cfg, url, cancel).await?;
-        return Ok(vec![(cfg.args.common.report_dir, r)]);
-    }
-    if let Some(year) = args.year {
-        let cfg = config(args, Some(year), false)?;
-        let r = run(&cfg, url, cancel).await?;
-        return Ok(vec![(cfg.args.common.report_dir, r)]);
-    }
-    let mut reports = Vec::new();
-    if !args.skip_test_load && !c.common.resume {
-        let mut cfg = config(args, Some(args.test_year), false)?;
-        cfg.args.common.report_dir = cfg
-            .args
-            .common
-            .report_dir
-            .join(format!("test_{}", args.test_year));
-        let r = run(&cfg, url, cancel.clone()).await?;
-        let ok = r.succeeded() || r.status == etl_core::RunStatus::DryRun;
-        reports.push((cfg.args.common.report_dir.clone(), r));
-        if !ok {
-            tracing::error!(
-                "the test load of {} failed validation; stopping before the full load",
-                args.test_year
-            );
-            return Ok(reports);
-        }
-    }
-    let cfg = config(args, None, !c.no_switchover)?;
-    debug_assert!(matches!(cfg.action, Action::Load { .. }));
-    let r = run(&cfg, url, cancel).await?;
-    reports.push((cfg.args.common.report_dir.clone(), r));
-    Ok(reports)
 }

@@ -1,17 +1,27 @@
-//! The CITES migration plan (seed 000, and seed 001 with a scope): backup, staging,
-//! load, species mapping, validation gates, atomic switchover, summary rebuild; and the
-//! `--switchover`, `--rollback` and `--cleanup` actions.
+//! The CITES migration (seed 000, and seed 001 with a scope) as steps of the run layer:
+//!
+//! ```text
+//! preflight ─> species ─> backup ─> [test_staging ─> test_load] ─> staging ─> load ─> switch ─> [reindex] ─> summary ─> analyze ─> (cleanup)
+//!  always      reference   tables     seed 001 only                 LIKE live  units,     rename    seed 001     annual      stats       optional,
+//!  checks      data                                                            indexes,   in one                  rebuild                 irreversible
+//!                                                                              gates      transaction
+//! ```
+//!
+//! Every step is recorded in the journal (tables `ferry_journal_*` of the target), so a
+//! kill anywhere is finished by `--resume` (the load resumes per file, a post-switch step
+//! runs again) and `--rollback` swaps the previous table back.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use chrono::{Datelike, Utc};
 use etl_core::cli::CommonArgs;
-use etl_core::{
-    CancellationToken, Finding, Pipeline, PipelineOptions, RejectSpool, RunInfo, RunReport,
-    RunStatus, RunTotals, UnitReport,
+use etl_core::migration::{
+    Action, Journal, Migration, RunOptions, RunState, Step, StepCx, StepKind, StepOutput, StepState,
 };
+use etl_core::{CancellationToken, Pipeline, RunReport};
 use etl_sink_postgres::ident::TableName;
+use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::ledger::LedgerTables;
 use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, count_rows, exists};
 use etl_sink_postgres::{PgLoad, connect_options};
@@ -20,6 +30,7 @@ use etl_validate::sql::{SqlCheck, SqlChecks};
 use etl_validate::{MatchRate, RejectRate, RowRules, Rule};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
 
 use super::schema::{self, IMPORT_ERRORS, LIVE, MIGRATION_LOG, SUMMARY};
 use super::species::{Scope, SpeciesMap, SpeciesMapping, UNMATCHED};
@@ -44,17 +55,17 @@ pub struct CitesArgs {
     /// Synonym pairs to add (`synonym,scientific_name`), used in both directions.
     #[arg(long, value_name = "FILE")]
     pub synonyms_csv: Option<PathBuf>,
-    /// Load and validate the staging table, then stop before the switchover.
-    #[arg(long, conflicts_with_all = ["switchover", "rollback", "cleanup"])]
+    /// Load and validate the staging table, then stop before the switchover (the run is
+    /// `stopped`; --switchover or --resume continues it).
+    #[arg(long, conflicts_with_all = ["switchover", "cleanup"])]
     pub no_switchover: bool,
-    /// Only switch an already loaded and validated staging table into production.
-    #[arg(long, conflicts_with_all = ["rollback", "cleanup"])]
+    /// Only switch a staging table that the last run loaded and validated and stopped
+    /// before the switch (--no-switchover), then run the steps after the switch.
+    #[arg(long, conflicts_with_all = ["cleanup", "resume", "rollback", "dry_run"])]
     pub switchover: bool,
-    /// Undo the last switchover: the previous table becomes live again.
-    #[arg(long, conflicts_with = "cleanup")]
-    pub rollback: bool,
     /// Drop the previous table kept by the switchover (and any leftover staging table).
-    #[arg(long)]
+    /// Irreversible: a run whose cleanup ran can no longer be rolled back.
+    #[arg(long, conflicts_with_all = ["resume", "rollback", "dry_run"])]
     pub cleanup: bool,
     /// Smallest acceptable species match rate (matched / (matched + unmatched) rows).
     #[arg(long, default_value_t = 0.95, value_name = "RATE")]
@@ -76,26 +87,10 @@ pub struct CitesArgs {
     pub lock_timeout: String,
 }
 
-/// What to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Load into staging, validate, and switch if `switch`.
-    Load {
-        /// Switch after a successful validation.
-        switch: bool,
-    },
-    /// Switch a validated staging table.
-    Switchover,
-    /// Undo the last switchover.
-    Rollback,
-    /// Drop the old and staging tables.
-    Cleanup,
-}
-
 /// A resolved CITES migration.
 #[derive(Debug, Clone)]
 pub struct CitesConfig {
-    /// Migration name in the ledger (`cites_trade`, `cites_arctic`).
+    /// Migration name in the journal and the ledger (`cites_trade`, `cites_arctic`).
     pub migration: String,
     /// The options.
     pub args: CitesArgs,
@@ -105,10 +100,11 @@ pub struct CitesConfig {
     pub species_csv: Option<PathBuf>,
     /// Rows in scope.
     pub scope: Scope,
-    /// What to do.
-    pub action: Action,
     /// `REINDEX` the live table after the switchover (seed 001 step 4.3).
     pub reindex_after_switch: bool,
+    /// Load and validate this year alone into staging first, and stop if it fails (seed
+    /// 001's test load).
+    pub test_year: Option<i32>,
 }
 
 impl CitesConfig {
@@ -123,25 +119,14 @@ impl CitesConfig {
             .species_csv
             .clone()
             .or_else(|| bundled.then(|| crate::common::bundled("cites/species.csv")));
-        let action = if args.switchover {
-            Action::Switchover
-        } else if args.rollback {
-            Action::Rollback
-        } else if args.cleanup {
-            Action::Cleanup
-        } else {
-            Action::Load {
-                switch: !args.no_switchover,
-            }
-        };
         CitesConfig {
             migration: migration.to_owned(),
             args,
             input,
             species_csv,
             scope: Scope::default(),
-            action,
             reindex_after_switch: false,
+            test_year: None,
         }
     }
 
@@ -164,192 +149,306 @@ impl CitesConfig {
     fn max_year(&self) -> i32 {
         self.args.max_year.unwrap_or_else(|| Utc::now().year())
     }
+
+    /// What the flags ask the run layer to do.
+    pub fn run_options(&self, cancel: CancellationToken, url: &str) -> RunOptions {
+        let common = &self.args.common;
+        let action = if self.args.cleanup {
+            Action::Only(vec!["cleanup".into()])
+        } else if self.args.switchover {
+            Action::Resume
+        } else {
+            common.action()
+        };
+        RunOptions {
+            action,
+            stop_before: self.args.no_switchover.then(|| "switch".to_owned()),
+            report_dir: common.report_dir.clone(),
+            progress: common.progress(),
+            cancel,
+            target: Some(format!("PostgreSQL {}", etl_core::config::redact_url(url))),
+        }
+    }
 }
 
-/// Run the configured action against the database at `url`; the report is written to
-/// `--report-dir` and returned.
-pub async fn run(
-    cfg: &CitesConfig,
-    url: &str,
-    cancel: CancellationToken,
-) -> anyhow::Result<RunReport> {
-    let started = Utc::now();
-    let mut conn = PgConnection::connect(url)
-        .await
-        .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?;
-    let ledger = cfg.ledger();
-    let dry_load = cfg.args.common.dry_run && matches!(cfg.action, Action::Load { .. });
-    if !dry_load {
-        // A dry run writes nothing at all, not even empty tables.
-        schema::ensure(&mut conn).await?;
-        ledger.ensure(&mut conn).await?;
+/// What the steps of a CITES migration share: the configuration and the target.
+#[derive(Debug, Clone)]
+pub struct Cites {
+    /// The configuration.
+    pub cfg: CitesConfig,
+    /// The target database (never printed: see `etl_core::config::redact_url`).
+    pub url: String,
+}
+
+impl Cites {
+    async fn conn(&self) -> anyhow::Result<PgConnection> {
+        PgConnection::connect_with(&connect_options(&self.url)?)
+            .await
+            .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")
     }
-    let report_dir = cfg.args.common.report_dir.clone();
-    let mut report = match cfg.action {
-        Action::Load { switch } => load(cfg, url, &mut conn, switch, cancel).await?,
-        Action::Switchover => {
-            let last = ledger
-                .last_run(&mut conn, &cfg.migration)
-                .await?
-                .context("no earlier run to switch over: load first (without --switchover)")?;
-            let mut report = ledger_report(cfg, &mut conn, &ledger, last.run_id, started).await?;
-            if last.status != "validated" {
-                report.status = RunStatus::Failed;
-                report.error = Some(format!(
-                    "refusing to switch: the last run ({}) is `{}`, not `validated`; run the load again",
-                    last.run_id, last.status
-                ));
-            } else {
-                if !cfg.args.no_backup {
-                    let b = backup(&mut conn, &cfg.live()).await?;
-                    report.extra.insert("backups".into(), b);
-                }
-                switch_over(cfg, &mut conn, &ledger, last.run_id, &mut report).await;
-            }
-            report
-        }
-        Action::Rollback => {
-            let mut report = empty_report(cfg, started);
-            let st = cfg.staging();
-            match st.rollback(&mut conn, &cfg.args.lock_timeout).await {
-                Ok(()) => {
-                    report.status = RunStatus::RolledBack;
-                    if let Some(last) = ledger.last_run(&mut conn, &cfg.migration).await? {
-                        ledger
-                            .set_status(&mut conn, last.run_id, "rolled_back")
-                            .await?;
-                        report.run_id = last.run_id.to_string();
-                    }
-                    let n = super::summary::rebuild(&mut conn, &cfg.live()).await?;
-                    analyze(&mut conn, &cfg.live()).await?;
-                    let rows = count_rows(&mut conn, &cfg.live()).await?;
-                    report.extra.insert(
-                        "rollback".into(),
-                        json!({ "live_rows": rows, "summary_species": n, "staging_now_holds": st.staging.to_string() }),
-                    );
-                }
-                Err(e) => {
-                    report.status = RunStatus::Failed;
-                    report.error = Some(e.to_string());
-                }
-            }
-            report
-        }
-        Action::Cleanup => {
-            let mut report = empty_report(cfg, started);
-            let dropped = cfg.staging().cleanup(&mut conn).await?;
-            report.status = RunStatus::Succeeded;
-            report.extra.insert("dropped_tables".into(), json!(dropped));
-            report
-        }
-    };
-    report.finished_at = Utc::now();
-    report.duration_s = (report.finished_at - started).num_milliseconds() as f64 / 1e3;
-    report.started_at = started;
-    let spool = RejectSpool::new(&report_dir).ok();
-    let with_rejects = matches!(cfg.action, Action::Load { .. });
-    report
-        .write(
-            &report_dir,
-            if with_rejects { spool.as_ref() } else { None },
+}
+
+/// `?` from an `anyhow` step body into the run layer's boxed error.
+fn boxed<T>(r: anyhow::Result<T>) -> Result<T, etl_core::BoxError> {
+    r.map_err(Into::into)
+}
+
+/// The steps of the CITES migration described by `cfg`.
+pub fn migration(cfg: &CitesConfig) -> Migration<Cites> {
+    let mut m = Migration::new(cfg.migration.clone())
+        .restart_unfinished()
+        .step(
+            Step::new("preflight", StepKind::Preflight, |c: &Cites, cx| {
+                Box::pin(async move { boxed(preflight(c, cx).await) })
+            })
+            .always()
+            .in_dry_run()
+            .describe("checks the tables in the way and records the live table's statistics"),
         )
-        .context("writing the report")?;
-    Ok(report)
+        .step(
+            Step::new("species", StepKind::Prepare, |c: &Cites, cx| {
+                Box::pin(async move { boxed(species(c, cx).await) })
+            })
+            .describe("creates the migration's tables if missing, adds --species-csv and --synonyms-csv"),
+        )
+        .step(
+            Step::new("backup", StepKind::Backup, |c: &Cites, cx| {
+                Box::pin(async move { boxed(backup_step(c, cx).await) })
+            })
+            .describe("copies cites_trade_records and species_trade_summary into timestamped backup tables"),
+        );
+    if let Some(year) = cfg.test_year {
+        m = m
+            .step(
+                Step::new("test_staging", StepKind::Prepare, |c: &Cites, _cx| {
+                    Box::pin(async move { boxed(create_staging(c).await) })
+                })
+                .describe("creates the staging table for the test load"),
+            )
+            .step(
+                Step::new("test_load", StepKind::Load, move |c: &Cites, cx| {
+                    Box::pin(async move { boxed(test_load(c, cx, year).await) })
+                })
+                .in_dry_run()
+                .describe(format!(
+                    "loads and validates {year} alone (the seed's test load)"
+                )),
+            );
+    }
+    m = m
+        .step(
+            Step::new("staging", StepKind::Prepare, |c: &Cites, _cx| {
+                Box::pin(async move { boxed(create_staging(c).await) })
+            })
+            .describe("creates cites_trade_records_staging LIKE the live table, without indexes"),
+        )
+        .step(
+            Step::new("load", StepKind::Load, |c: &Cites, cx| {
+                Box::pin(async move { boxed(load(c, cx).await) })
+            })
+            .in_dry_run()
+            .describe("parses, types, maps species and COPYs every file (one transaction each), builds the indexes, runs the gates"),
+        )
+        .step(
+            Step::new("switch", StepKind::Switch, |c: &Cites, cx| {
+                Box::pin(async move { boxed(switch(c, cx).await) })
+            })
+            .undo(|c: &Cites, cx| Box::pin(async move { boxed(unswitch(c, cx).await) }))
+            .describe("renames staging -> live and live -> _old in one transaction"),
+        );
+    if cfg.reindex_after_switch {
+        m = m.step(
+            Step::new("reindex", StepKind::PostSwitch, |c: &Cites, _cx| {
+                Box::pin(async move {
+                    let mut conn = c.conn().await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "REINDEX TABLE {}",
+                        c.cfg.live().sql()
+                    )))
+                    .execute(&mut conn)
+                    .await?;
+                    Ok(StepOutput::message("reindexed cites_trade_records"))
+                })
+            })
+            .describe("REINDEX TABLE cites_trade_records"),
+        );
+    }
+    m.step(
+        Step::new("summary", StepKind::PostSwitch, |c: &Cites, _cx| {
+            Box::pin(async move {
+                let mut conn = c.conn().await?;
+                let species = boxed(super::summary::rebuild(&mut conn, &c.cfg.live()).await)?;
+                Ok(StepOutput::message(format!(
+                    "species_trade_summary rebuilt for {species} species"
+                ))
+                .with_details(json!({ "summary_species": species })))
+            })
+        })
+        .describe("rebuilds species_trade_summary from the live table (one transaction)"),
+    )
+    .step(
+        Step::new("analyze", StepKind::PostSwitch, |c: &Cites, cx| {
+            Box::pin(async move { boxed(analyze_step(c, cx).await) })
+        })
+        .describe("ANALYZE of the live table and its statistics after the switch"),
+    )
+    .step(
+        Step::new("cleanup", StepKind::Cleanup, |c: &Cites, cx| {
+            Box::pin(async move {
+                let mut conn = c.conn().await?;
+                let dropped = c.cfg.staging().cleanup(&mut conn).await?;
+                cx.set_extra("dropped_tables", json!(dropped));
+                Ok(
+                    StepOutput::message(format!("dropped {}", dropped.join(", ")))
+                        .with_details(json!({ "dropped_tables": dropped })),
+                )
+            })
+        })
+        .optional()
+        .irreversible("--cleanup dropped the previous table; restore it from the backup tables")
+        .describe("drops cites_trade_records_old and any leftover staging table (--cleanup)"),
+    )
 }
 
-async fn load(
-    cfg: &CitesConfig,
-    url: &str,
-    conn: &mut PgConnection,
-    switch: bool,
-    cancel: CancellationToken,
-) -> anyhow::Result<RunReport> {
-    let args = &cfg.args;
-    let dry = args.common.dry_run;
-    let ledger = cfg.ledger();
-    let st = cfg.staging();
-    let live = cfg.live();
-    let mut extra = serde_json::Map::new();
-    extra.insert("input".into(), json!(cfg.input.display().to_string()));
-    extra.insert("database".into(), json!(etl_core::config::redact_url(url)));
-
-    // Species and synonyms first (idempotent), so mapping sees them.
-    let species_list = match &cfg.species_csv {
-        Some(p) => schema::read_pairs(p)?,
-        None => Vec::new(),
-    };
-    let synonyms = match &args.synonyms_csv {
-        Some(p) => schema::read_pairs(p)?,
-        None => Vec::new(),
-    };
-    if !dry {
-        let added = schema::add_species(conn, &species_list).await?;
-        let syn = schema::add_synonyms(conn, &synonyms).await?;
-        extra.insert("species_added".into(), json!(added));
-        extra.insert("synonyms_added".into(), json!(syn));
-    }
-    let mut map = if exists(conn, &TableName::new("species")).await? {
-        SpeciesMap::load(conn).await?
-    } else {
-        SpeciesMap::default()
-    };
-    if dry {
-        // Nothing is written in a dry run: map the listed species as if they were added.
-        for (name, _) in &species_list {
-            map.insert_if_absent(name, uuid::Uuid::nil());
-        }
-        map.add_synonyms(&synonyms);
-    }
-    if !map.ambiguous.is_empty() {
-        extra.insert("ambiguous_species_names".into(), json!(map.ambiguous));
-    }
-
-    // Run identity: a resume continues the last unfinished run on the same staging table.
-    let mut run = RunInfo::new(cfg.migration.clone());
-    run.dry_run = dry;
-    run.cancel = cancel;
-    if args.common.resume && !dry {
-        let last = ledger
-            .last_run(conn, &cfg.migration)
-            .await?
-            .context("--resume: there is no earlier run to resume")?;
-        if !matches!(last.status.as_str(), "loading" | "loaded" | "failed") {
-            anyhow::bail!(
-                "--resume: the last run ({}) is `{}`; there is nothing to resume (start a new run without --resume)",
-                last.run_id,
-                last.status
-            );
-        }
-        if !st.states(conn).await?.staging {
-            anyhow::bail!(
-                "--resume: the staging table {} is gone; start a new run without --resume",
-                st.staging
-            );
-        }
-        run.run_id = last.run_id;
-        run.resume = true;
-    }
-
-    if switch && !dry && st.states(conn).await?.old {
+async fn preflight(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    cx.set_extra("input", json!(c.cfg.input.display().to_string()));
+    cx.set_extra("database", json!(etl_core::config::redact_url(&c.url)));
+    let mut conn = c.conn().await?;
+    let st = c.cfg.staging();
+    let switching = !c.cfg.args.no_switchover && !cx.dry_run;
+    if switching && cx.attempt == 1 && !c.cfg.args.switchover && st.states(&mut conn).await?.old {
         anyhow::bail!(
             "{} still holds the data replaced by the previous switchover: drop it with --cleanup \
              (or undo that switchover with --rollback) before loading a new release",
             st.old
         );
     }
+    let pre = table_stats(&mut conn, &c.cfg.live()).await?;
+    cx.set_extra("pre_migration", pre.clone());
+    Ok(StepOutput::message("nothing in the way").with_details(json!({ "pre_migration": pre })))
+}
 
-    // Pre-migration statistics and backups, before anything changes.
-    let pre = table_stats(conn, &live).await?;
-    extra.insert("pre_migration".into(), pre);
-    if !dry && !run.resume && switch && !args.no_backup {
-        extra.insert("backups".into(), backup(conn, &live).await?);
-    }
-    if !dry && !run.resume {
-        st.create(conn).await?;
-    }
+async fn species(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    schema::ensure(&mut conn).await?;
+    c.cfg.ledger().ensure(&mut conn).await?;
+    let (species, synonyms) = reference_lists(&c.cfg)?;
+    let added = schema::add_species(&mut conn, &species).await?;
+    let syn = schema::add_synonyms(&mut conn, &synonyms).await?;
+    cx.set_extra("species_added", json!(added));
+    cx.set_extra("synonyms_added", json!(syn));
+    Ok(
+        StepOutput::message(format!("{added} species and {syn} synonyms added"))
+            .with_details(json!({ "species_added": added, "synonyms_added": syn })),
+    )
+}
 
-    // The pipeline.
-    let mapping = std::sync::Arc::new(SpeciesMapping::new(map, cfg.scope.clone()));
+/// `(name, other name)` pairs read from a CSV file.
+type Pairs = Vec<(String, String)>;
+
+/// The species and synonym lists of the options.
+fn reference_lists(cfg: &CitesConfig) -> anyhow::Result<(Pairs, Pairs)> {
+    let species = match &cfg.species_csv {
+        Some(p) => schema::read_pairs(p)?,
+        None => Vec::new(),
+    };
+    let synonyms = match &cfg.args.synonyms_csv {
+        Some(p) => schema::read_pairs(p)?,
+        None => Vec::new(),
+    };
+    Ok((species, synonyms))
+}
+
+async fn backup_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    if c.cfg.args.no_backup {
+        return Ok(StepOutput::message("skipped (--no-backup)"));
+    }
+    let mut conn = c.conn().await?;
+    let b = backup(&mut conn, &c.cfg.live()).await?;
+    cx.set_extra("backups", b.clone());
+    Ok(StepOutput::message("backup tables written").with_details(b))
+}
+
+async fn create_staging(c: &Cites) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    let st = c.cfg.staging();
+    st.create(&mut conn).await?;
+    Ok(StepOutput::message(format!("{} created", st.staging)))
+}
+
+/// The seed-001 test load: one year into staging, validated; its figures stay in the
+/// step (its units are not the run's: the full load reloads every file).
+async fn test_load(c: &Cites, cx: &StepCx, year: i32) -> anyhow::Result<StepOutput> {
+    let scope = Scope {
+        year: Some(year),
+        ..c.cfg.scope.clone()
+    };
+    let mut run = cx.run_info();
+    run.run_id = Uuid::new_v5(&cx.run_id, b"test_load");
+    let dir = cx.report_dir.join(format!("test_{year}"));
+    let (report, _) = run_pipeline(c, cx, scope, &run, dir).await?;
+    let t = &report.totals;
+    let out = StepOutput::message(format!(
+        "test load of {year}: read {} = loaded {} + rejected {} + filtered {}",
+        t.read, t.loaded, t.rejected, t.filtered
+    ))
+    .with_details(json!({ "year": year, "totals": report.totals, "status": report.status }))
+    .with_findings(report.validation.clone());
+    if report.status == etl_core::RunStatus::Failed {
+        anyhow::bail!(
+            "the test load of {year} failed: {}; stopping before the full load",
+            report.error.as_deref().unwrap_or("see its report")
+        );
+    }
+    Ok(out)
+}
+
+async fn load(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let run = cx.run_info();
+    let (report, extra) =
+        run_pipeline(c, cx, c.cfg.scope.clone(), &run, cx.report_dir.clone()).await?;
+    for (k, v) in extra {
+        cx.set_extra(k, v);
+    }
+    cx.set_extra(
+        "staging",
+        json!({ "table": c.cfg.staging().staging.to_string(), "validated": report.succeeded() && !cx.dry_run }),
+    );
+    Ok(StepOutput::from_pipeline(report))
+}
+
+/// Build and run the CITES pipeline into staging; the report and the species-mapping
+/// figures.
+async fn run_pipeline(
+    c: &Cites,
+    cx: &StepCx,
+    scope: Scope,
+    run: &etl_core::RunInfo,
+    report_dir: PathBuf,
+) -> anyhow::Result<(RunReport, serde_json::Map<String, Value>)> {
+    let cfg = &c.cfg;
+    let args = &cfg.args;
+    let dry = cx.dry_run;
+    let st = cfg.staging();
+    let mut extra = serde_json::Map::new();
+    let (species_list, synonyms) = reference_lists(cfg)?;
+    let mut conn = c.conn().await?;
+    let mut map = if exists(&mut conn, &TableName::new("species")).await? {
+        SpeciesMap::load(&mut conn).await?
+    } else {
+        SpeciesMap::default()
+    };
+    if dry {
+        // Nothing is written in a dry run: map the listed species as if they were added.
+        for (name, _) in &species_list {
+            map.insert_if_absent(name, Uuid::nil());
+        }
+        map.add_synonyms(&synonyms);
+    }
+    if !map.ambiguous.is_empty() {
+        extra.insert("ambiguous_species_names".into(), json!(map.ambiguous));
+    }
+    let mapping = std::sync::Arc::new(SpeciesMapping::new(map, scope));
     let source = CsvSource::glob(cites_schema(), &cfg.input, &args.pattern);
     let rules = RowRules::new(vec![
         Rule::int_range("Year", args.min_year as i64, cfg.max_year() as i64),
@@ -357,8 +456,8 @@ async fn load(
         Rule::required("Taxon"),
         Rule::required("Term"),
     ]);
-    let load = PgLoad::new(connect_options(url)?, st.staging.clone())
-        .with_ledger(ledger.clone())
+    let load = PgLoad::new(connect_options(&c.url)?, st.staging.clone())
+        .with_ledger(cfg.ledger())
         .with_staging(st.clone());
     let match_gate = MatchRate {
         name: "species_match_rate".into(),
@@ -366,6 +465,8 @@ async fn load(
         unmatched_reason: UNMATCHED.into(),
         min: args.min_match_rate,
     };
+    let mut options = cx.pipeline_options(args.common.batch_size, args.common.parallel);
+    options.report_dir = Some(report_dir);
     let mut pipeline = Pipeline::new(source, load)
         .transform(rules)
         .transform_shared(mapping.clone())
@@ -373,18 +474,11 @@ async fn load(
             max: args.max_reject_rate,
         })
         .validate(match_gate.clone())
-        .options(PipelineOptions {
-            batch_size: args.common.batch_size,
-            parallel: args.common.parallel.max(1),
-            buffer: 2,
-            transform_concurrency: 1,
-            progress: args.common.progress(),
-            report_dir: Some(args.common.report_dir.clone()),
-        });
+        .options(options);
     if !dry {
         let s = &st.staging;
         pipeline = pipeline.validate(SqlChecks::new(
-            url,
+            &c.url,
             vec![
                 SqlCheck::row_count(s),
                 SqlCheck::no_orphans(s, "species_id", &TableName::new("species"), "id"),
@@ -396,9 +490,7 @@ async fn load(
             ],
         ));
     }
-    let mut report = pipeline.run(&run).await;
-
-    // Figures for the report.
+    let report = pipeline.run(run).await;
     let unmatched = mapping.unmatched();
     let (matched, unmatched_rows, rate) = match_gate.rate(&report.totals);
     extra.insert(
@@ -413,24 +505,151 @@ async fn load(
             "mapped_through_synonyms": mapping.map().via_synonym,
         }),
     );
-    extra.insert(
-        "staging".into(),
-        json!({ "table": st.staging.to_string(), "validated": report.succeeded() && !dry }),
-    );
-    report.extra.extend(extra);
+    Ok((report, extra))
+}
 
-    if report.succeeded() && switch && !dry {
-        switch_over(cfg, conn, &ledger, run.run_id, &mut report).await;
-    } else if report.succeeded() && !dry {
-        report.extra.insert(
-            "next_step".into(),
-            json!(format!(
-                "staging {} is loaded and validated; switch it into production with --switchover",
-                st.staging
-            )),
+async fn switch(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    let st = c.cfg.staging();
+    let states = st.states(&mut conn).await?;
+    // A switch killed after its commit is done already: the journal did not hear of it.
+    if cx.resuming() && !states.staging && states.old {
+        return Ok(StepOutput::message(format!(
+            "{} was already live (the switch had committed before the interruption)",
+            st.live
+        )));
+    }
+    let t0 = std::time::Instant::now();
+    st.switch(&mut conn, &c.cfg.args.lock_timeout).await?;
+    c.cfg
+        .ledger()
+        .set_status(&mut conn, cx.run_id, "switched")
+        .await?;
+    let secs = t0.elapsed().as_secs_f64();
+    cx.set_extra(
+        "switched",
+        json!(format!(
+            "{} is live (previous data kept in {}); --rollback restores the previous table, --cleanup drops it",
+            st.live, st.old
+        )),
+    );
+    Ok(
+        StepOutput::message(format!("{} is live, previous data in {}", st.live, st.old))
+            .with_details(json!({ "switch_seconds": secs, "previous_table": st.old.to_string() })),
+    )
+}
+
+async fn unswitch(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    let st = c.cfg.staging();
+    let states = st.states(&mut conn).await?;
+    if !states.old {
+        // The switch never committed: production is as it was.
+        return Ok(StepOutput::message(
+            "the switch had not committed: nothing to swap back",
+        ));
+    }
+    st.rollback(&mut conn, &c.cfg.args.lock_timeout).await?;
+    c.cfg
+        .ledger()
+        .set_status(&mut conn, cx.run_id, "rolled_back")
+        .await?;
+    let n = super::summary::rebuild(&mut conn, &c.cfg.live()).await?;
+    analyze(&mut conn, &c.cfg.live()).await?;
+    let rows = count_rows(&mut conn, &c.cfg.live()).await?;
+    let v = json!({ "live_rows": rows, "summary_species": n, "staging_now_holds": st.staging.to_string() });
+    cx.set_extra("rollback", v.clone());
+    Ok(StepOutput::message(format!(
+        "the previous table is live again ({rows} rows); the summary is rebuilt; the rolled-back data is in {}",
+        st.staging
+    ))
+    .with_details(v))
+}
+
+async fn analyze_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    analyze(&mut conn, &c.cfg.live()).await?;
+    let post = table_stats(&mut conn, &c.cfg.live()).await?;
+    let summary = cx.details_of("summary").unwrap_or(Value::Null);
+    cx.set_extra(
+        "switchover",
+        json!({
+            "switched": true,
+            "switch_seconds": cx.details_of("switch").and_then(|d| d.get("switch_seconds").cloned()),
+            "previous_table": c.cfg.staging().old.to_string(),
+            "summary_species": summary.get("summary_species"),
+            "post_migration": post,
+            "rollback": "run again with --rollback to restore the previous table; --cleanup drops it",
+        }),
+    );
+    Ok(StepOutput::message("analyzed").with_details(json!({ "post_migration": post })))
+}
+
+/// Run the migration as the options say (`--plan` is handled by [`run_cli`]); the report is
+/// written to `--report-dir` and returned.
+///
+/// # Errors
+/// Refusals before anything changes (nothing to resume, `--switchover` without a
+/// validated staging table, an unfinished run past its switch), and journal errors.
+pub async fn run(
+    cfg: &CitesConfig,
+    url: &str,
+    cancel: CancellationToken,
+) -> anyhow::Result<RunReport> {
+    let journal = PgJournal::new(connect_options(url)?);
+    let m = migration(cfg);
+    if cfg.args.switchover {
+        check_switchover(&m, &journal).await?;
+    }
+    let opts = cfg.run_options(cancel, url);
+    let ctx = Cites {
+        cfg: cfg.clone(),
+        url: url.to_owned(),
+    };
+    Ok(m.execute(&ctx, &journal, &opts).await?)
+}
+
+/// `--switchover` continues only a run that stopped right before its switch.
+async fn check_switchover(m: &Migration<Cites>, journal: &PgJournal) -> anyhow::Result<()> {
+    let latest = journal.latest(m.name()).await?;
+    let ready = latest.as_ref().is_some_and(|r| {
+        r.run.state == RunState::Stopped
+            && m.step_list()
+                .iter()
+                .take_while(|s| s.name() != "switch")
+                .all(|s| r.step(s.name()).is_some_and(|x| x.state == StepState::Done))
+    });
+    if !ready {
+        let what = latest.map_or_else(
+            || "there is no earlier run".to_owned(),
+            |r| {
+                format!(
+                    "the last run {} is `{}`",
+                    r.run.run_id,
+                    r.run.state.as_str()
+                )
+            },
+        );
+        anyhow::bail!(
+            "refusing to switch: {what}, not loaded and validated and stopped before the switch (--no-switchover); run the load again"
         );
     }
-    Ok(report)
+    Ok(())
+}
+
+/// The whole binary: `--plan` prints the steps and states; anything else runs.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_cli(cfg: &CitesConfig, url: &str) -> anyhow::Result<std::process::ExitCode> {
+    if cfg.args.common.plan {
+        let journal = PgJournal::new(connect_options(url)?);
+        print!("{}", migration(cfg).status(&journal).await?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let report = run(cfg, url, etl_core::cli::cancel_on_ctrl_c()).await?;
+    crate::common::print_report(&report, &cfg.args.common.report_dir);
+    Ok(crate::common::exit_code(report.status))
 }
 
 /// Backup tables of the live table and the summary, before anything changes (only runs
@@ -465,87 +684,4 @@ async fn table_stats(conn: &mut PgConnection, table: &TableName) -> anyhow::Resu
         "max_year": max_year,
         "snapshot_time": Utc::now(),
     }))
-}
-
-/// Switch, rebuild the summary, analyze; record the outcome in `report`.
-async fn switch_over(
-    cfg: &CitesConfig,
-    conn: &mut PgConnection,
-    ledger: &LedgerTables,
-    run_id: uuid::Uuid,
-    report: &mut RunReport,
-) {
-    let st = cfg.staging();
-    let result: anyhow::Result<Value> = async {
-        let t0 = std::time::Instant::now();
-        st.switch(conn, &cfg.args.lock_timeout).await?;
-        let switch_s = t0.elapsed().as_secs_f64();
-        ledger.set_status(conn, run_id, "switched").await?;
-        if cfg.reindex_after_switch {
-            sqlx::query(sqlx::AssertSqlSafe(format!("REINDEX TABLE {}", st.live.sql())))
-                .execute(&mut *conn)
-                .await?;
-        }
-        let t1 = std::time::Instant::now();
-        let species = super::summary::rebuild(conn, &st.live).await?;
-        let summary_s = t1.elapsed().as_secs_f64();
-        analyze(conn, &st.live).await?;
-        let post = table_stats(conn, &st.live).await?;
-        report.extra.insert(
-            "switched".into(),
-            json!(format!(
-                "{} is live (previous data kept in {}); summary rebuilt for {species} species",
-                st.live, st.old
-            )),
-        );
-        Ok(json!({
-            "switched": true,
-            "switch_seconds": switch_s,
-            "previous_table": st.old.to_string(),
-            "summary_species": species,
-            "summary_seconds": summary_s,
-            "post_migration": post,
-            "rollback": "run again with --rollback to restore the previous table; --cleanup drops it",
-        }))
-    }
-    .await;
-    match result {
-        Ok(v) => {
-            report.extra.insert("switchover".into(), v);
-        }
-        Err(e) => {
-            report.status = RunStatus::Failed;
-            report.error = Some(format!(
-                "switchover failed (production unchanged unless noted): {e:#}"
-            ));
-        }
-    }
-}
-
-fn empty_report(cfg: &CitesConfig, started: chrono::DateTime<Utc>) -> RunReport {
-    RunReport::new(&cfg.migration, "", RunStatus::Succeeded, &[], started)
-}
-
-async fn ledger_report(
-    cfg: &CitesConfig,
-    conn: &mut PgConnection,
-    ledger: &LedgerTables,
-    run_id: uuid::Uuid,
-    started: chrono::DateTime<Utc>,
-) -> anyhow::Result<RunReport> {
-    let units = ledger.completed_units(conn, run_id).await?;
-    let mut report = RunReport::new(
-        &cfg.migration,
-        &run_id.to_string(),
-        RunStatus::Succeeded,
-        &units,
-        started,
-    );
-    report.units = units.iter().map(UnitReport::from).collect();
-    report.totals = RunTotals::from_units(&units);
-    report.validation = vec![Finding::pass(
-        "validated_run",
-        "switching a staging table validated by an earlier run",
-    )];
-    Ok(report)
 }

@@ -9,4 +9,4 @@ pub mod schema;
 pub mod species;
 pub mod summary;
 
-pub use migration::{Action, CitesArgs, CitesConfig, run};
+pub use migration::{Cites, CitesArgs, CitesConfig, migration, run, run_cli};

@@ -28,12 +28,6 @@ pub struct PartitioningArgs {
     /// Common options (`--batch-size` is the rows per move transaction).
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Print the steps and their state, and do nothing else.
-    #[arg(long, conflicts_with_all = ["rollback", "cleanup"])]
-    pub plan: bool,
-    /// Undo the completed steps in reverse order (refused after --cleanup).
-    #[arg(long, conflicts_with = "cleanup")]
-    pub rollback: bool,
     /// Move online: capture changes with triggers during the backfill, replay them, and
     /// swap in one short-lock transaction (writers keep writing). Default: batch move
     /// (writers should be stopped).
@@ -146,7 +140,7 @@ pub async fn run(
         "mode".into(),
         json!(if args.online { "online" } else { "batch" }),
     );
-    if !super::schema::exists(&mut conn).await? && !args.rollback {
+    if !super::schema::exists(&mut conn).await? && !args.common.rollback {
         super::schema::create(&mut conn).await?;
         let g = super::generate::generate(
             &mut conn,
@@ -175,7 +169,7 @@ pub async fn run(
         dry_run: args.common.dry_run,
     };
 
-    let (status, outcome, error) = if args.plan {
+    let (status, outcome, error) = if args.common.plan {
         let st = plan.status(&mut conn).await?;
         println!("{}", render_status(PLAN, &st));
         (RunStatus::Succeeded, None, None)
@@ -198,7 +192,7 @@ pub async fn run(
             }
         }
         (RunStatus::DryRun, Some(out), None)
-    } else if args.rollback {
+    } else if args.common.rollback {
         let out = plan.rollback(&mut conn, &ctx).await?;
         let err = out.error.clone();
         (
@@ -231,7 +225,7 @@ pub async fn run(
     ctx.progress.finish();
 
     let status_now = plan.status(&mut conn).await?;
-    let units = units(&status_now, outcome.as_ref(), args.rollback);
+    let units = units(&status_now, outcome.as_ref(), args.common.rollback);
     let mut report = RunReport::new(PLAN, &run_id(&status_now), status, &units, started);
     report.error = error;
     if let Some(out) = &outcome {

@@ -305,7 +305,7 @@ impl<C: Send + Sync> Migration<C> {
                     .steps
                     .iter()
                     .zip(&records)
-                    .find(|(s, r)| !s.optional && (r.state != StepState::Done || s.always));
+                    .find(|(s, r)| !s.optional && r.state != StepState::Done);
                 match todo {
                     Some((s, r)) => next.push(format!(
                         "next: --resume continues run {} at step {} `{}`{}",
@@ -541,6 +541,9 @@ impl<C: Send + Sync> Migration<C> {
             _ => (self.new_run(), false),
         };
         run.steps = self.records(Some(&run));
+        // `Only` (a cleanup) leaves a run in the state it was in: a cleanup after a
+        // rollback must not make the run resumable again.
+        let state_before = continuing.then_some(run.run.state);
         run.run.state = RunState::Running;
         run.run.host = host();
         run.run.pid = std::process::id();
@@ -708,6 +711,10 @@ impl<C: Send + Sync> Migration<C> {
             .all(|(s, r)| s.optional || r.state == StepState::Done);
         run.run.state = if error.is_some() {
             RunState::Failed
+        } else if let (Action::Only(_), Some(before)) = (&opts.action, state_before) {
+            before
+        } else if matches!(opts.action, Action::Only(_)) {
+            RunState::Done
         } else if stopped || !all_done {
             RunState::Stopped
         } else {
