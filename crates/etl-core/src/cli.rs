@@ -52,6 +52,10 @@ pub struct CommonArgs {
     /// run and --rollback would do now; change nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Run only this step (repeatable) within the last run: an optional step such as
+    /// `cleanup`, or one step again. See --plan for the names.
+    #[arg(long, value_name = "STEP", conflicts_with_all = ["resume", "rollback", "dry_run", "plan"])]
+    pub only: Vec<String>,
     /// Where report.json, summary.txt and rejects.csv go.
     #[arg(long, value_name = "DIR", default_value = "reports")]
     pub report_dir: PathBuf,
@@ -85,7 +89,9 @@ impl CommonArgs {
     /// [`run_migration`]).
     pub fn action(&self) -> crate::migration::Action {
         use crate::migration::Action;
-        if self.rollback {
+        if !self.only.is_empty() {
+            Action::Only(self.only.clone())
+        } else if self.rollback {
             Action::Rollback
         } else if self.dry_run {
             Action::DryRun

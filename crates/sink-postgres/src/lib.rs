@@ -35,6 +35,7 @@ pub mod move_data;
 pub mod partition;
 pub mod plan;
 pub mod staging;
+pub mod steps;
 pub mod types;
 
 pub use error::{Error, Result};

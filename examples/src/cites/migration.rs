@@ -393,7 +393,16 @@ async fn test_load(c: &Cites, cx: &StepCx, year: i32) -> anyhow::Result<StepOutp
         t.read, t.loaded, t.rejected, t.filtered
     ))
     .with_details(json!({ "year": year, "totals": report.totals, "status": report.status }))
-    .with_findings(report.validation.clone());
+    .with_findings(
+        report
+            .validation
+            .iter()
+            .map(|f| etl_core::Finding {
+                check: format!("test_{year}:{}", f.check),
+                ..f.clone()
+            })
+            .collect(),
+    );
     if report.status == etl_core::RunStatus::Failed {
         anyhow::bail!(
             "the test load of {year} failed: {}; stopping before the full load",

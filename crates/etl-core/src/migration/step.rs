@@ -180,6 +180,31 @@ impl<C> Step<C> {
         }
     }
 
+    /// A [`StepKind::Load`] step that builds a [`Pipeline`](crate::Pipeline) with `build`
+    /// and runs it with the run's identity ([`StepCx::run_info`]): resumed when the step
+    /// ran before (the sink skips the units it committed), reading, transforming and
+    /// validating without loading in a dry run (it runs in dry runs). Its units and totals
+    /// join the run's report; a failed pipeline or a vetoing check fails the step.
+    pub fn pipeline<E, L, F>(name: impl Into<String>, build: F) -> Self
+    where
+        E: crate::Extract + 'static,
+        L: crate::Load + 'static,
+        F: Fn(&C, &StepCx) -> Result<crate::Pipeline<E, L>, BoxError> + Send + Sync + 'static,
+        C: Sync,
+    {
+        let build = Arc::new(build);
+        Step::new(name, StepKind::Load, move |c: &C, cx| {
+            let build = build.clone();
+            Box::pin(async move {
+                let pipeline = build(c, cx)?;
+                let report = pipeline.run(&cx.run_info()).await;
+                Ok(StepOutput::from_pipeline(report))
+            })
+        })
+        .in_dry_run()
+        .describe("reads, transforms, validates and loads every unit")
+    }
+
     /// `--rollback` undoes the step with `undo` (run also for a step that failed or was
     /// killed part-way, so it must cope with a half-done step).
     pub fn undo<F>(mut self, undo: F) -> Self

@@ -1,0 +1,129 @@
+//! The "your own migration" example (`examples/examples/cities.rs`), run as a user runs
+//! it: the real binary against a real PostgreSQL, through every run-layer flag.
+
+mod support;
+use support::example_binary;
+
+use std::path::Path;
+use std::process::Output;
+
+use sqlx::{Connection, PgConnection};
+
+fn cities(url: &str, report: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(example_binary("cities"))
+        .args(["--report-dir", &report.display().to_string(), "-q"])
+        .args(args)
+        .env("DATABASE_URL", url)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cities_runs_plans_resumes_and_rolls_back() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let input = etl_examples::common::bundled("cities");
+
+    // A dry run reads, transforms and validates, and writes nothing.
+    let o = cities(url, &dir.path().join("dry"), &["--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+    assert_eq!(count(&mut conn, tables).await, 0, "nothing written");
+
+    // The first run: 11 records = 9 loaded + 2 rejected with their lines.
+    let r1 = dir.path().join("r1");
+    let o = cities(url, &r1, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM cities").await, 9);
+    let rejects = std::fs::read_to_string(r1.join("rejects.csv")).unwrap();
+    assert!(rejects.contains("cities_2.csv,5,population"), "{rejects}");
+    assert!(rejects.contains("cities_2.csv,7,population"), "{rejects}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r1.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["totals"]["read"], 11);
+    assert_eq!(report["steps"].as_array().unwrap().len(), 7);
+    assert_eq!(report["run_state"], "done");
+
+    // --plan lists the steps and their states.
+    let o = cities(url, &r1, &["--plan"]);
+    let plan = text(&o);
+    assert!(o.status.success(), "{plan}");
+    for step in [
+        "schema", "staging", "load", "gate", "switch", "analyze", "cleanup",
+    ] {
+        assert!(plan.contains(step), "{step}: {plan}");
+    }
+    assert!(plan.contains("--rollback would undo"), "{plan}");
+
+    // --only cleanup drops cities_old; then a new release whose switch cannot take its
+    // lock: the run fails after the gate, production untouched.
+    let o = cities(url, &dir.path().join("clean"), &["--only", "cleanup"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v2 = dir.path().join("v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    for f in ["cities_1.csv", "cities_2.csv"] {
+        std::fs::copy(input.join(f), v2.join(f)).unwrap();
+    }
+    std::fs::write(
+        v2.join("cities_3.csv"),
+        "id,name,country,population\n12,Alta,NO,21000\n",
+    )
+    .unwrap();
+    let mut reader = PgConnection::connect(url).await.unwrap();
+    let mut tx = reader.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM cities")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let r2 = dir.path().join("r2");
+    let v2s = v2.display().to_string();
+    let o = cities(url, &r2, &["--input", &v2s]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("step `switch` failed"), "{}", text(&o));
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM cities").await, 9);
+
+    // --resume switches and finishes; the load is not redone.
+    let o = cities(url, &r2, &["--input", &v2s, "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM cities").await, 10);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r2.join("report.json")).unwrap()).unwrap();
+    let ran: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["outcome"] == "ran")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, ["switch", "analyze"]);
+    assert_eq!(report["totals"]["loaded"], 10);
+
+    // --rollback puts the previous release back.
+    let o = cities(url, &dir.path().join("rb"), &["--rollback"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM cities").await, 9);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM cities_staging").await,
+        10
+    );
+    let o = cities(url, &dir.path().join("rb2"), &["--resume"]);
+    assert_eq!(o.status.code(), Some(2), "nothing to resume: {}", text(&o));
+}
