@@ -68,6 +68,7 @@ mod blocking;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod codec;
 pub mod config;
 mod error;
 pub mod mem;
