@@ -76,6 +76,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod reject;
 pub mod report;
+pub mod retry;
 mod run;
 mod stage;
 pub mod testing;
