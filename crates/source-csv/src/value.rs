@@ -74,16 +74,19 @@ pub(crate) fn looks_integer(s: &[u8]) -> bool {
     !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
 }
 
-/// `10^i` for `i` in `0..=9` (fractions of a second).
-const POW10: [i128; 10] = {
-    let mut t = [1i128; 10];
-    let mut i = 1;
-    while i < 10 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
-    }
-    t
-};
+/// Nanoseconds in one unit of a fraction of `i` digits (`.5` is 5 × 100,000,000 ns).
+const NANOS_PER_DIGIT: [i128; 10] = [
+    1_000_000_000,
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
 
 /// `true/false/t/f/1/0`, any case.
 #[inline]
@@ -185,7 +188,7 @@ pub(crate) fn parse_timestamp_nanos(s: &[u8]) -> Option<i128> {
         for &b in frac {
             nanos = nanos * 10 + (b - b'0') as i128;
         }
-        nanos *= POW10[9 - frac.len()];
+        nanos *= NANOS_PER_DIGIT[frac.len()];
     }
     let mut offset_secs: i64 = 0;
     match &s[i..] {
