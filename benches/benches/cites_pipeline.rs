@@ -9,10 +9,11 @@ use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etl_core::{Batch, Transform};
 use etl_examples::cites::generate::{GenOptions, generate, known_taxa};
+use etl_examples::cites::schema::{CITES_COLUMNS, cites_schema};
 use etl_examples::cites::species::{Scope, SpeciesMap, SpeciesMapping};
 use etl_sink_postgres::copy::{ColumnMapping, CopyEncoder};
 use etl_sink_postgres::types::PgType;
-use etl_source_csv::{CITES_COLUMNS, Decoder, cites_schema};
+use etl_source_csv::Decoder;
 
 const ROWS: usize = 65_536;
 

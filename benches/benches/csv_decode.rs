@@ -7,7 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use etl_source_csv::{CITES_COLUMNS, Decoder, cites_schema};
+use etl_examples::cites::schema::{CITES_COLUMNS, cites_schema};
+use etl_source_csv::Decoder;
 
 const ROWS: usize = 100_000;
 const BATCH: usize = 65_536;

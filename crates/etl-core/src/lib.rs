@@ -68,6 +68,7 @@ mod blocking;
 pub mod checkpoint;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod codec;
 pub mod config;
 mod error;
 pub mod mem;
@@ -76,6 +77,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod reject;
 pub mod report;
+pub mod retry;
 mod run;
 mod stage;
 pub mod testing;

@@ -11,11 +11,20 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, ScalarAttributeType, Select, TableStatus,
 };
+use etl_core::retry::Backoff;
 use futures::StreamExt;
 
 use crate::error::{DynamoError, Result};
 use crate::mapping::{Item, KeySchema};
 use crate::writer::classify;
+
+/// Retries of one `Scan` page (throttling, 5xx): 8, from 0.2 s up to 6.4 s.
+const SCAN_RETRY: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    max: Duration::from_millis(6400),
+    max_retries: 8,
+    exponential: true,
+};
 
 /// A client with explicit static credentials, a region and an endpoint: for a local
 /// server (dynalite) or a test proxy. It never looks for credentials elsewhere, so it
@@ -237,25 +246,18 @@ async fn scan_segment(
                 .expression_attribute_names("#f", attr)
                 .expression_attribute_values(":v", AttributeValue::S(value.to_owned()));
         }
-        let mut attempt = 0;
-        let out = loop {
-            match req.clone().send().await {
-                Ok(o) => break o,
-                Err(e) => {
-                    let (retryable, message) = classify(&e);
-                    attempt += 1;
-                    if !retryable || attempt > 8 {
-                        return Err(DynamoError::Call {
-                            operation: "Scan",
-                            table: table.to_owned(),
-                            message: format!("segment {segment}/{segments}: {message}"),
-                            retryable,
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+        let out = SCAN_RETRY
+            .retry(|_| req.clone().send(), |e| classify(e).0)
+            .await
+            .map_err(|e| {
+                let (retryable, message) = classify(&e);
+                DynamoError::Call {
+                    operation: "Scan",
+                    table: table.to_owned(),
+                    message: format!("segment {segment}/{segments}: {message}"),
+                    retryable,
                 }
-            }
-        };
+            })?;
         let count = out.count().max(0) as u64;
         on_page(out.items.unwrap_or_default(), count);
         match out.last_evaluated_key {

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+use etl_core::retry::Backoff;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -66,18 +67,20 @@ impl Default for WriteOptions {
 }
 
 impl WriteOptions {
-    /// The delay before retry number `attempt` (1-based): full jitter over the
-    /// (exponential) ceiling.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.retry_delay.as_micros() as u64;
-        let ceiling = if self.exponential_backoff {
-            base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
-        } else {
-            base
+    /// The retry policy these options describe.
+    pub fn policy(&self) -> Backoff {
+        Backoff {
+            base: self.retry_delay,
+            max: self.max_delay,
+            max_retries: self.max_retries,
+            exponential: self.exponential_backoff,
         }
-        .min(self.max_delay.as_micros() as u64)
-        .max(1);
-        Duration::from_micros(ceiling / 2 + fastrand::u64(0..=ceiling / 2))
+    }
+
+    /// The delay before retry number `attempt` (1-based): equal jitter over the
+    /// (exponential) ceiling ([`Backoff::delay`]).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        self.policy().delay(attempt)
     }
 }
 
@@ -306,7 +309,7 @@ impl ItemWriter {
             pending.push(r);
         }
         let mut local = WriteStats::default();
-        let mut attempt: u32 = 0;
+        let mut retries = self.options.policy().retries();
         let result = loop {
             local.calls += 1;
             let sent = {
@@ -349,18 +352,16 @@ impl ItemWriter {
                     message
                 }
             };
-            attempt += 1;
-            if attempt > self.options.max_retries {
+            let Some(delay) = retries.next_delay(None) else {
                 break Err(DynamoError::RetriesExhausted {
                     table: self.table.clone(),
-                    attempts: attempt,
+                    attempts: retries.attempts(),
                     last,
                     pending: pending.len(),
                     keys: key_list(&self.keys, &pending),
                 });
-            }
-            let delay = self.options.backoff(attempt);
-            tracing::debug!(table = %self.table, attempt, delay_ms = delay.as_millis() as u64, reason = %last, "retrying BatchWriteItem");
+            };
+            tracing::debug!(table = %self.table, attempt = retries.attempts(), delay_ms = delay.as_millis() as u64, reason = %last, "retrying BatchWriteItem");
             tokio::time::sleep(delay).await;
         };
         if result.is_ok() {

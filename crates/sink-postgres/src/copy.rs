@@ -8,6 +8,7 @@ use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema, TimeUnit};
 use bytes::{BufMut, BytesMut};
+use etl_core::codec;
 
 use crate::types::{PgColumn, PgType};
 use crate::{Error, Result};
@@ -599,50 +600,12 @@ fn write_numeric_parts(
     Ok(())
 }
 
-/// Write decimal text (`-12.50`, `1e+05`, `.5`) as a binary `numeric`, exactly.
+/// Write decimal text (`-12.50`, `1e+05`, `.5`, padded with spaces or not) as a binary
+/// `numeric`, exactly (the shared parser: [`etl_core::codec::parse_decimal_digits`]).
 pub fn write_numeric_text(s: &str, out: &mut BytesMut) -> std::result::Result<(), String> {
-    let (neg, abs, scale) = parse_decimal(s).ok_or_else(|| format!("{s:?} is not a number"))?;
-    write_numeric_parts(neg, abs, scale, out)
-}
-
-/// Parse decimal text into (negative, digits as integer, scale). At most 38 digits.
-pub fn parse_decimal(s: &str) -> Option<(bool, u128, u32)> {
-    let s = s.trim();
-    let (neg, body) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let (mant, exp) = match body.find(['e', 'E']) {
-        Some(i) => (&body[..i], body[i + 1..].parse::<i32>().ok()?),
-        None => (body, 0),
-    };
-    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let mut v: u128 = 0;
-    let mut digits = 0;
-    for b in int.bytes().chain(frac.bytes()) {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        if v == 0 && b == b'0' {
-            continue;
-        }
-        digits += 1;
-        if digits > 38 {
-            return None;
-        }
-        v = v * 10 + (b - b'0') as u128;
-    }
-    let mut scale = frac.len() as i32 - exp;
-    if scale < 0 {
-        v = v.checked_mul(10u128.checked_pow((-scale) as u32)?)?;
-        scale = 0;
-    }
-    // drop trailing zeros beyond what the text showed? keep the text's scale
-    Some((neg, v, scale as u32))
+    let d = codec::parse_decimal_digits(s.trim().as_bytes())
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    write_numeric_parts(d.negative, d.digits, d.scale, out)
 }
 
 #[cfg(test)]
@@ -678,8 +641,9 @@ mod tests {
         let mut b = BytesMut::new();
         write_numeric_scaled(255_000_000_000, 10, &mut b).unwrap();
         assert_eq!(b.to_vec(), numeric("25.5"));
-        assert!(parse_decimal("1.2.3").is_none());
-        assert!(parse_decimal("abc").is_none());
+        assert_eq!(numeric(" 12.5 "), numeric("12.5"));
+        assert!(write_numeric_text("1.2.3", &mut b).is_err());
+        assert!(write_numeric_text("abc", &mut b).is_err());
     }
 
     #[test]

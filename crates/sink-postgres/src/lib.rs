@@ -8,7 +8,9 @@
 //! * [`staging::StagingTable`]: a staging twin of a production table, indexes built after
 //!   the load, an atomic rename switchover, rollback and cleanup;
 //! * [`ledger::LedgerTables`]: runs, per-unit migration log and import errors;
-//! * [`ident`]: identifiers always quoted; [`types`]: the Arrow <-> PostgreSQL type map.
+//! * [`ident`], [`types`], [`catalog`], [`connect_options`]: re-exported from `etl-postgres`
+//!   (identifiers always quoted, the Arrow <-> PostgreSQL type map, catalog helpers,
+//!   connect options).
 //!
 //! ```no_run
 //! use etl_sink_postgres::{PgLoad, ident::TableName, staging::StagingTable};
@@ -20,14 +22,11 @@
 
 #![warn(missing_docs)]
 
-/// `format!` for SQL whose dynamic parts are quoted identifiers or literals (see [`ident`]).
-macro_rules! sqlf {
-    ($($t:tt)*) => { sqlx::AssertSqlSafe(format!($($t)*)) };
-}
+#[macro_use]
+extern crate etl_postgres;
 
 pub mod copy;
 mod error;
-pub mod ident;
 pub mod journal;
 pub mod ledger;
 mod load;
@@ -39,14 +38,6 @@ pub mod steps;
 pub mod types;
 
 pub use error::{Error, Result};
+pub use etl_postgres::{ConnectSettings, catalog, connect_options, ident};
 pub use load::{PgLoad, PgUnitWriter, insert_rejects};
 pub use sqlx;
-
-/// Parse a PostgreSQL URL into connect options (statement logging turned down).
-pub fn connect_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
-    use sqlx::ConnectOptions;
-    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
-    Ok(opts
-        .log_statements(tracing::log::LevelFilter::Debug)
-        .application_name("ferry"))
-}

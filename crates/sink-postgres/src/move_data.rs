@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use etl_core::{CancellationToken, Progress, SizeHint};
 use sqlx::{Connection, PgConnection};
 
-use crate::ident::{TableName, fit_name, quote_ident, quote_literal};
+use etl_postgres::catalog::{self, Scope};
+
+use crate::ident::{TableName, fit_name, quote_ident};
 use crate::{Error, Result};
 
 /// Default name of the checkpoint table.
@@ -113,7 +115,7 @@ impl KeysetMove {
 
     /// The saved position, if the move has started.
     pub async fn checkpoint(&self, conn: &mut PgConnection) -> Result<Option<Checkpoint>> {
-        if !crate::staging::exists(conn, &self.checkpoints).await? {
+        if !catalog::exists(conn, &self.checkpoints).await? {
             return Ok(None);
         }
         let row: Option<(Option<Vec<String>>, i64, i64, bool)> = sqlx::query_as(sqlf!(
@@ -133,7 +135,7 @@ impl KeysetMove {
 
     /// Forget the saved position (the next run starts from the beginning).
     pub async fn reset(&self, conn: &mut PgConnection) -> Result<()> {
-        if crate::staging::exists(conn, &self.checkpoints).await? {
+        if catalog::exists(conn, &self.checkpoints).await? {
             sqlx::query(sqlf!(
                 "DELETE FROM {} WHERE move_name = $1",
                 self.checkpoints.sql()
@@ -565,7 +567,7 @@ END $ferry$",
 
     /// Drop the trigger (on `on`, the table that has it now), its function and the log.
     pub async fn remove_capture(&self, conn: &mut PgConnection, on: &TableName) -> Result<()> {
-        if crate::staging::exists(conn, on).await? {
+        if catalog::exists(conn, on).await? {
             sqlx::query(sqlf!(
                 "DROP TRIGGER IF EXISTS {} ON {}",
                 quote_ident(&self.trigger()),
@@ -678,8 +680,8 @@ END $ferry$",
                     s.attempts = attempt;
                     return Ok(s);
                 }
-                Err(Error::Sql(sqlx::Error::Database(db)))
-                    if db.code().as_deref() == Some("55P03") && attempt < self.lock_attempts =>
+                Err(Error::Sql(e))
+                    if catalog::is_lock_timeout(&e) && attempt < self.lock_attempts =>
                 {
                     tracing::warn!(attempt, lock_timeout = %self.lock_timeout, "swap: lock not granted in time; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
@@ -697,12 +699,7 @@ END $ferry$",
     ) -> Result<SwapStats> {
         let src = &self.backfill.source;
         let mut tx = conn.begin().await?;
-        sqlx::query(sqlf!(
-            "SET LOCAL lock_timeout = {}",
-            quote_literal(&self.lock_timeout)
-        ))
-        .execute(&mut *tx)
-        .await?;
+        catalog::set_lock_timeout(&mut tx, &self.lock_timeout, Scope::Transaction).await?;
         let t0 = Instant::now();
         sqlx::query(sqlf!(
             "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
@@ -771,12 +768,7 @@ pub async fn swap_names(
     lock_timeout: &str,
 ) -> Result<(Vec<String>, f64)> {
     let mut tx = conn.begin().await?;
-    sqlx::query(sqlf!(
-        "SET LOCAL lock_timeout = {}",
-        quote_literal(lock_timeout)
-    ))
-    .execute(&mut *tx)
-    .await?;
+    catalog::set_lock_timeout(&mut tx, lock_timeout, Scope::Transaction).await?;
     sqlx::query(sqlf!(
         "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
         live.sql(),
@@ -797,17 +789,7 @@ async fn rename_pair(
     new: &TableName,
     old_name: &str,
 ) -> Result<Vec<String>> {
-    let views: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT format('%I.%I', n.nspname, v.relname), pg_get_viewdef(v.oid)
-           FROM pg_depend d
-           JOIN pg_rewrite r ON r.oid = d.objid
-           JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
-           JOIN pg_namespace n ON n.oid = v.relnamespace
-          WHERE d.refobjid = to_regclass($1) AND d.classid = 'pg_rewrite'::regclass",
-    )
-    .bind(live.sql())
-    .fetch_all(&mut *conn)
-    .await?;
+    let views = catalog::dependent_views(&mut *conn, live).await?;
     sqlx::query(sqlf!(
         "ALTER TABLE {} RENAME TO {}",
         live.sql(),
@@ -822,12 +804,7 @@ async fn rename_pair(
     ))
     .execute(&mut *conn)
     .await?;
-    for (name, def) in &views {
-        // `name` comes from format('%I.%I'): already quoted.
-        sqlx::query(sqlf!("CREATE OR REPLACE VIEW {name} AS {def}"))
-            .execute(&mut *conn)
-            .await?;
-    }
+    catalog::recreate_views(&mut *conn, &views).await?;
     Ok(views.into_iter().map(|(n, _)| n).collect())
 }
 
@@ -920,8 +897,8 @@ pub async fn compare_tables(
     let (extra,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(anti(new, old)))
         .fetch_one(&mut *conn)
         .await?;
-    let old_rows = crate::staging::count_rows(conn, old).await?;
-    let new_rows = crate::staging::count_rows(conn, new).await?;
+    let old_rows = catalog::count_rows(conn, old).await?;
+    let new_rows = catalog::count_rows(conn, new).await?;
     let old_hash = table_hash(conn, old, &cols).await?;
     let new_hash = table_hash(conn, new, &cols).await?;
     Ok(TableComparison {

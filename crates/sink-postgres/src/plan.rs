@@ -39,7 +39,9 @@ use serde::Serialize;
 use sha2::Digest as _;
 use sqlx::{Connection, PgConnection};
 
-use crate::ident::{TableName, quote_literal};
+use etl_postgres::catalog::{self, Scope};
+
+use crate::ident::TableName;
 use crate::{Error, Result};
 
 /// Default name of the plan ledger table.
@@ -676,7 +678,7 @@ impl Plan {
     /// Every step with its recorded state, in plan order (all pending when the ledger
     /// table does not exist yet; this reads only).
     pub async fn status(&self, conn: &mut PgConnection) -> Result<Vec<StepStatus>> {
-        let rows = if crate::staging::exists(conn, &self.ledger).await? {
+        let rows = if catalog::exists(conn, &self.ledger).await? {
             self.ledger_rows(conn).await?
         } else {
             Vec::new()
@@ -825,12 +827,7 @@ impl Plan {
                 self.name
             )));
         }
-        sqlx::query(sqlf!(
-            "SET lock_timeout = {}",
-            quote_literal(&ctx.lock_timeout)
-        ))
-        .execute(&mut *conn)
-        .await?;
+        catalog::set_lock_timeout(&mut *conn, &ctx.lock_timeout, Scope::Session).await?;
         let mut out = PlanOutcome::default();
         for (i, (step, st)) in self.steps.iter().zip(&status).enumerate() {
             let skip = if step.optional && !opts.optional {
@@ -1056,12 +1053,7 @@ impl Plan {
                 blocked.join(", ")
             )));
         }
-        sqlx::query(sqlf!(
-            "SET lock_timeout = {}",
-            quote_literal(&ctx.lock_timeout)
-        ))
-        .execute(&mut *conn)
-        .await?;
+        catalog::set_lock_timeout(&mut *conn, &ctx.lock_timeout, Scope::Session).await?;
         let mut out = PlanOutcome::default();
         for (position, step) in todo.into_iter().rev() {
             let t0 = Instant::now();
@@ -1302,7 +1294,7 @@ pub async fn probe_locks(
 ) -> Result<()> {
     let mut existing = Vec::new();
     for t in tables {
-        if crate::staging::exists(conn, t).await? {
+        if catalog::exists(conn, t).await? {
             existing.push(t.sql());
         }
     }
@@ -1310,12 +1302,7 @@ pub async fn probe_locks(
         return Ok(());
     }
     let mut tx = conn.begin().await?;
-    sqlx::query(sqlf!(
-        "SET LOCAL lock_timeout = {}",
-        quote_literal(lock_timeout)
-    ))
-    .execute(&mut *tx)
-    .await?;
+    catalog::set_lock_timeout(&mut tx, lock_timeout, Scope::Transaction).await?;
     let r = sqlx::query(sqlf!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         existing.join(", ")
@@ -1325,7 +1312,7 @@ pub async fn probe_locks(
     tx.rollback().await?;
     match r {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
+        Err(e) if catalog::is_lock_timeout(&e) => {
             let holders = lock_holders(conn, tables).await?;
             let who: Vec<String> = holders
                 .iter()

@@ -3,6 +3,8 @@
 
 use sqlx::{Connection, PgConnection};
 
+use etl_postgres::catalog::{self, Scope};
+
 use crate::ident::{TableName, fit_name, quote_ident};
 use crate::{Error, Result};
 
@@ -228,12 +230,7 @@ impl StagingTable {
         incoming: (&TableName, &str),
     ) -> Result<()> {
         let mut tx = conn.begin().await?;
-        sqlx::query(sqlf!(
-            "SET LOCAL lock_timeout = {}",
-            crate::ident::quote_literal(lock_timeout)
-        ))
-        .execute(&mut *tx)
-        .await?;
+        catalog::set_lock_timeout(&mut tx, lock_timeout, Scope::Transaction).await?;
         let mut views = Vec::new();
         if live_exists {
             sqlx::query(sqlf!(
@@ -243,11 +240,11 @@ impl StagingTable {
             ))
             .execute(&mut *tx)
             .await?;
-            views = dependent_views(&mut tx, &self.live).await?;
+            views = catalog::dependent_views(&mut tx, &self.live).await?;
             rename_with_objects(&mut tx, &self.live, &out.0.name, "", out.1).await?;
         }
         rename_with_objects(&mut tx, incoming.0, &self.live.name, incoming.1, "").await?;
-        recreate_views(&mut tx, &views).await?;
+        catalog::recreate_views(&mut tx, &views).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -267,21 +264,20 @@ impl StagingTable {
     }
 }
 
-/// Whether a table exists.
+/// Whether a table exists (see [`etl_postgres::catalog::exists`]).
+///
+/// # Errors
+/// The query fails.
 pub async fn exists(conn: &mut PgConnection, table: &TableName) -> Result<bool> {
-    let (b,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
-        .bind(table.sql())
-        .fetch_one(conn)
-        .await?;
-    Ok(b)
+    Ok(catalog::exists(conn, table).await?)
 }
 
-/// Row count of a table (exact).
+/// Row count of a table, exact (see [`etl_postgres::catalog::count_rows`]).
+///
+/// # Errors
+/// The table does not exist or the query fails.
 pub async fn count_rows(conn: &mut PgConnection, table: &TableName) -> Result<i64> {
-    let (n,): (i64,) = sqlx::query_as(sqlf!("SELECT count(*) FROM {}", table.sql()))
-        .fetch_one(conn)
-        .await?;
-    Ok(n)
+    Ok(catalog::count_rows(conn, table).await?)
 }
 
 /// Copy tables into `<name>_backup_<stamp>` tables (`CREATE TABLE ... AS TABLE ...`);
@@ -431,33 +427,5 @@ async fn rename_with_objects(
     ))
     .execute(&mut *conn)
     .await?;
-    Ok(())
-}
-
-/// (qualified view name, definition) of the views that read `table`.
-async fn dependent_views(
-    conn: &mut PgConnection,
-    table: &TableName,
-) -> Result<Vec<(String, String)>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT format('%I.%I', n.nspname, v.relname), pg_get_viewdef(v.oid)
-           FROM pg_depend d
-           JOIN pg_rewrite r ON r.oid = d.objid
-           JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
-           JOIN pg_namespace n ON n.oid = v.relnamespace
-          WHERE d.refobjid = to_regclass($1) AND d.classid = 'pg_rewrite'::regclass",
-    )
-    .bind(table.sql())
-    .fetch_all(conn)
-    .await?;
-    Ok(rows)
-}
-
-async fn recreate_views(conn: &mut PgConnection, views: &[(String, String)]) -> Result<()> {
-    for (name, def) in views {
-        sqlx::query(sqlf!("CREATE OR REPLACE VIEW {name} AS {def}"))
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use etl_core::Secret;
+use etl_core::retry::Backoff;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
@@ -306,9 +307,8 @@ impl BubbleClient {
         page: u64,
         position: &(dyn Fn() -> String + Sync),
     ) -> Result<Option<Value>> {
-        let mut attempts = 0u32;
+        let mut retries = self.policy().retries();
         loop {
-            attempts += 1;
             self.pacer.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let outcome = self.attempt(bubble_type, &url, page).await?;
@@ -317,41 +317,37 @@ impl BubbleClient {
                 None => return Ok(None),
                 Some(Attempt::Retry { why, retry_after }) => (why, retry_after),
             };
-            if attempts > self.config.max_retries {
+            // Spread the clients that all got the same hint.
+            let hint = retry_after.map(|d| d + Duration::from_millis(fastrand::u64(0..250)));
+            let Some(delay) = retries.next_delay(hint) else {
                 return Err(BubbleError::RetriesExhausted {
                     bubble_type: bubble_type.to_owned(),
                     page,
                     position: position(),
-                    attempts,
+                    attempts: retries.attempts(),
                     last: why,
                 });
-            }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            let delay = match retry_after {
-                Some(d) => {
-                    let d = d + Duration::from_millis(fastrand::u64(0..250));
-                    self.pacer.pause_until(Instant::now() + d).await;
-                    d
-                }
-                None => self.backoff(attempts),
             };
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if hint.is_some() {
+                self.pacer.pause_until(Instant::now() + delay).await;
+            }
             tracing::warn!(
-                bubble_type, page, attempt = attempts, delay_ms = delay.as_millis() as u64, reason = %why,
+                bubble_type, page, attempt = retries.attempts(), delay_ms = delay.as_millis() as u64, reason = %why,
                 "Bubble request failed; retrying"
             );
             tokio::time::sleep(delay).await;
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .config
-            .backoff_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.config.backoff_max);
-        // "equal jitter": half fixed, half random, so a retry never comes immediately
-        let half = exp / 2;
-        half + Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64))
+    /// Retries of one request: equal jitter over `backoff_base × 2^n`, capped at
+    /// `backoff_max`, `max_retries` of them.
+    fn policy(&self) -> Backoff {
+        Backoff::new(
+            self.config.backoff_base,
+            self.config.backoff_max,
+            self.config.max_retries,
+        )
     }
 
     /// `Ok(None)` = 404 for a single thing.
@@ -777,11 +773,11 @@ mod tests {
         cfg.backoff_max = Duration::from_millis(1000);
         let c = BubbleClient::new(cfg).unwrap();
         for _ in 0..50 {
-            let d1 = c.backoff(1);
+            let d1 = c.policy().delay(1);
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
-            let d3 = c.backoff(3);
+            let d3 = c.policy().delay(3);
             assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
-            assert!(c.backoff(20) <= Duration::from_millis(1000));
+            assert!(c.policy().delay(20) <= Duration::from_millis(1000));
         }
     }
 

@@ -11,6 +11,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use etl_core::codec::{self, DecimalError, Rounding};
 use etl_core::{Batch, Reject};
 use serde_json::{Map, Value};
 
@@ -292,7 +293,12 @@ pub fn format_datetime(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// Parse an exact decimal string into a value scaled by `10^scale`.
+/// Parse an exact decimal string into a value scaled by `10^scale` (the shared parser,
+/// [`etl_core::codec::parse_decimal`], plus Bubble's float noise: see below).
+///
+/// Bubble numbers are binary doubles: `76.49000000000001` is 76.49 plus float noise. Text
+/// with 14 or more fractional digits within 1e-6 of a unit in the last place of the scale
+/// is rounded to it; real excess digits are refused.
 ///
 /// # Errors
 /// A message for a person when the text is not a number, has more fractional digits than
@@ -300,50 +306,34 @@ pub fn format_datetime(t: DateTime<Utc>) -> String {
 pub fn parse_decimal(s: &str, precision: u8, scale: i8) -> Result<i128, String> {
     let t = s.trim();
     let scale_u = scale.max(0) as usize;
-    let (neg, body) = match t.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    if body.contains(['e', 'E']) {
-        let f: f64 = t.parse().map_err(|_| format!("`{s}` is not a number"))?;
-        return parse_decimal(&format!("{f:.prec$}", prec = scale_u + 2), precision, scale);
-    }
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    if int.is_empty() && frac.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(format!("`{s}` is not a number"));
-    }
-    let frac_trim = frac.trim_end_matches('0');
-    if frac_trim.len() > scale_u {
-        // Bubble numbers are binary doubles: `76.49000000000001` is 76.49 plus float noise.
-        // Accept it when it is within 1e-6 of a unit in the last place; reject real excess digits.
-        if frac_trim.len() >= 14
-            && let Ok(f) = t.parse::<f64>()
-        {
-            let scaled = f * 10f64.powi(i32::from(scale));
-            if (scaled - scaled.round()).abs() < 1e-6 {
-                return parse_decimal(&format!("{f:.scale_u$}"), precision, scale);
-            }
+    match codec::parse_decimal(t.as_bytes(), precision, scale, Rounding::Exact) {
+        Ok(v) => Ok(v),
+        Err(DecimalError::Syntax) => Err(format!("`{s}` is not a number")),
+        Err(DecimalError::Precision) => {
+            Err(format!("`{s}` does not fit numeric({precision},{scale_u})"))
         }
-        return Err(format!(
-            "`{s}` has more than {scale_u} decimal places (it would be rounded)"
-        ));
+        Err(DecimalError::Scale) => {
+            let mantissa = t.split(['e', 'E']).next().unwrap_or(t);
+            let frac = mantissa.split_once('.').map_or("", |(_, f)| f);
+            if frac.trim_end_matches('0').len() >= 14
+                && let Ok(f) = t.parse::<f64>()
+            {
+                let scaled = f * 10f64.powi(i32::from(scale));
+                if (scaled - scaled.round()).abs() < 1e-6 {
+                    return codec::parse_decimal(
+                        t.as_bytes(),
+                        precision,
+                        scale,
+                        Rounding::HalfAwayFromZero,
+                    )
+                    .map_err(|_| format!("`{s}` does not fit numeric({precision},{scale_u})"));
+                }
+            }
+            Err(format!(
+                "`{s}` has more than {scale_u} decimal places (it would be rounded)"
+            ))
+        }
     }
-    let int = int.trim_start_matches('0');
-    if int.len() + scale_u > precision as usize {
-        return Err(format!("`{s}` does not fit numeric({precision},{scale_u})"));
-    }
-    let mut v: i128 = 0;
-    for b in int.bytes() {
-        v = v * 10 + i128::from(b - b'0');
-    }
-    for i in 0..scale_u {
-        let d = frac_trim.as_bytes().get(i).map_or(0, |b| b - b'0');
-        v = v * 10 + i128::from(d);
-    }
-    Ok(if neg { -v } else { v })
 }
 
 fn parse_bool_str(s: &str) -> Option<bool> {
@@ -820,6 +810,8 @@ mod tests {
         );
         assert!(parse_decimal("abc", 10, 2).is_err());
         assert_eq!(parse_decimal("1e2", 10, 2), Ok(10000));
+        assert_eq!(parse_decimal(" 76.49000000000001 ", 10, 2), Ok(7649));
+        assert!(parse_decimal("76.49123456789012", 10, 2).is_err());
     }
 
     #[test]

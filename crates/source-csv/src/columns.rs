@@ -8,6 +8,7 @@ use arrow_buffer::{
     BooleanBuffer, BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer,
 };
 use arrow_schema::{DataType, Field, TimeUnit};
+use etl_core::codec::{self, DecimalError, Rounding};
 
 use crate::error::CsvError;
 use crate::value;
@@ -22,7 +23,7 @@ pub(crate) enum ValueError {
     /// Not a floating point number.
     Number,
     /// Not a decimal of the declared precision and scale.
-    Decimal(value::DecimalError),
+    Decimal(DecimalError),
     /// Not a boolean.
     Boolean,
     /// Not a date.
@@ -57,17 +58,17 @@ impl ValueError {
                 format!("{column}: {v:?} is out of range for {data_type}")
             }
             ValueError::Number => format!("{column}: {v:?} is not a number"),
-            ValueError::Decimal(value::DecimalError::Syntax) => {
+            ValueError::Decimal(DecimalError::Syntax) => {
                 format!("{column}: {v:?} is not a decimal number")
             }
-            ValueError::Decimal(value::DecimalError::Scale) => {
+            ValueError::Decimal(DecimalError::Scale) => {
                 let scale = match data_type {
                     DataType::Decimal128(_, s) => *s,
                     _ => 0,
                 };
                 format!("{column}: {v:?} has more than {scale} fractional digits")
             }
-            ValueError::Decimal(value::DecimalError::Precision) => {
+            ValueError::Decimal(DecimalError::Precision) => {
                 format!("{column}: {v:?} does not fit {data_type}")
             }
             ValueError::Boolean => format!("{column}: {v:?} is not a boolean (true/false/t/f/1/0)"),
@@ -338,8 +339,10 @@ impl Column {
                 values,
                 precision,
                 scale,
-            } => values
-                .push(value::parse_decimal(s, *precision, *scale).map_err(ValueError::Decimal)?),
+            } => values.push(
+                codec::parse_decimal(s, *precision, *scale, Rounding::Exact)
+                    .map_err(ValueError::Decimal)?,
+            ),
             Values::Bool(b) => b.append(value::parse_bool(s).ok_or(ValueError::Boolean)?),
             Values::Date32(v) => v.push(value::parse_date(s).ok_or(ValueError::Date)?),
             Values::Timestamp {

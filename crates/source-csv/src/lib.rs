@@ -10,7 +10,6 @@
 //!   a bounded channel.
 //! * [`Decoder`]: the pure push decoder underneath (bytes in, [`etl_core::Batch`]es out),
 //!   usable without files. [`Header`] parses a header line.
-//! * [`cites_schema`]: the 20 columns of the CITES trade database.
 //!
 //! Strings are decoded into `Utf8View` columns whose long values point into one shared
 //! buffer holding the batch's raw record bytes, so a string column costs 16 bytes a row
@@ -21,11 +20,18 @@
 //! `record_too_long`.
 //!
 //! ```
-//! use etl_source_csv::{cites_schema, Decoder, CITES_COLUMNS};
+//! use std::sync::Arc;
+//! use arrow_schema::{DataType, Field, Schema};
+//! use etl_source_csv::Decoder;
 //!
-//! let mut dec = Decoder::new(cites_schema(), &CITES_COLUMNS).unwrap();
-//! let rows = b"\"1\",2001,\"II\",\"Falco rusticolus\",\"Aves\",,,,\"live\",2,,\"NA\",\"CA\",,\"T\",\"W\",\"E\",,,\n\
-//!              \"2\",19x5,\"II\",\"Falco rusticolus\",,,,,\"live\",1,,,,,,,,,,\n";
+//! let schema = Arc::new(Schema::new(vec![
+//!     Field::new("Id", DataType::Int64, false),
+//!     Field::new("Year", DataType::Int32, false),
+//!     Field::new("Code", DataType::Utf8View, true),
+//! ]));
+//! let mut dec = Decoder::new(schema, &["Id", "Year", "Code"]).unwrap();
+//! let rows = b"\"1\",2001,\"NA\"\n\
+//!              \"2\",19x5,\"CA\"\n";
 //! dec.decode_eof(rows).unwrap();
 //! let batch = dec.flush().unwrap().unwrap();
 //! assert_eq!(batch.num_rows(), 1);
@@ -42,60 +48,7 @@ mod options;
 mod source;
 mod value;
 
-use std::sync::Arc;
-
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-
 pub use decoder::{Decoder, DecoderBuilder, Header};
 pub use error::{CsvError, Result};
 pub use options::CsvOptions;
 pub use source::{CsvSource, glob_match, natural_cmp};
-
-/// The header names of the CITES trade database CSV files, in file order.
-pub const CITES_COLUMNS: [&str; 20] = [
-    "Id",
-    "Year",
-    "Appendix",
-    "Taxon",
-    "Class",
-    "Order",
-    "Family",
-    "Genus",
-    "Term",
-    "Quantity",
-    "Unit",
-    "Importer",
-    "Exporter",
-    "Origin",
-    "Purpose",
-    "Source",
-    "Reporter.type",
-    "Import.permit.RandomID",
-    "Export.permit.RandomID",
-    "Origin.permit.RandomID",
-];
-
-/// The schema of the CITES trade database, with the CSV header names as field names.
-///
-/// `Id` Int64 and `Year` Int32 (non-null); `Quantity` Decimal128(38, 10) (nullable:
-/// quantities are fractional and reach billions); `Appendix`, `Taxon`, `Term` non-null
-/// Utf8View; every other column nullable Utf8View.
-///
-/// ```
-/// let schema = etl_source_csv::cites_schema();
-/// assert_eq!(schema.fields().len(), 20);
-/// assert_eq!(schema.field(9).name(), "Quantity");
-/// ```
-pub fn cites_schema() -> SchemaRef {
-    let fields = CITES_COLUMNS
-        .iter()
-        .map(|&name| match name {
-            "Id" => Field::new(name, DataType::Int64, false),
-            "Year" => Field::new(name, DataType::Int32, false),
-            "Quantity" => Field::new(name, DataType::Decimal128(38, 10), true),
-            "Appendix" | "Taxon" | "Term" => Field::new(name, DataType::Utf8View, false),
-            _ => Field::new(name, DataType::Utf8View, true),
-        })
-        .collect::<Vec<_>>();
-    Arc::new(Schema::new(fields))
-}

@@ -37,19 +37,25 @@ enum Files {
 ///
 /// # Examples
 /// ```
+/// use std::sync::Arc;
+/// use arrow_schema::{DataType, Field, Schema};
 /// use etl_core::{Extract, ExtractOptions};
-/// use etl_source_csv::{CsvSource, cites_schema};
+/// use etl_source_csv::CsvSource;
 /// use futures::StreamExt;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let schema = Arc::new(Schema::new(vec![
+///     Field::new("Id", DataType::Int64, false),
+///     Field::new("Taxon", DataType::Utf8View, false),
+///     Field::new("Quantity", DataType::Decimal128(38, 10), true),
+/// ]));
 /// let dir = tempfile::tempdir()?;
-/// let header = etl_source_csv::CITES_COLUMNS.join(",");
 /// for n in [10, 2] {
-///     let row = format!("\"{n}\",2001,\"II\",\"Falco rusticolus\",,,,,\"live\",1.5,,\"NA\",,,,,,,,");
-///     std::fs::write(dir.path().join(format!("trade_db_{n}.csv")), format!("{header}\n{row}\n"))?;
+///     let row = format!("\"{n}\",\"Falco rusticolus\",1.5");
+///     std::fs::write(dir.path().join(format!("trade_db_{n}.csv")), format!("Id,Taxon,Quantity\n{row}\n"))?;
 /// }
-/// let source = CsvSource::glob(cites_schema(), dir.path(), "trade_db_*.csv");
+/// let source = CsvSource::glob(schema, dir.path(), "trade_db_*.csv");
 /// let units = source.units().await?;
 /// assert_eq!(units[0].name, "trade_db_2.csv");
 /// let mut stream = source.open(&units[0], ExtractOptions::default())?;

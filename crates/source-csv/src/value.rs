@@ -1,4 +1,5 @@
-//! Hand-written parsers for field text: integers, decimals, booleans, dates and timestamps.
+//! Hand-written parsers for field text: integers, booleans, dates and timestamps (decimals
+//! are parsed by the shared `etl_core::codec::parse_decimal`).
 //!
 //! Each takes the raw field bytes (already unquoted, already known to be UTF-8 where it
 //! matters) and returns `None` when the text is not a valid value. No allocation.
@@ -73,146 +74,19 @@ pub(crate) fn looks_integer(s: &[u8]) -> bool {
     !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
 }
 
-/// Why a decimal did not parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DecimalError {
-    /// Not decimal syntax.
-    Syntax,
-    /// More fractional digits than the scale (and they are not all zeros).
-    Scale,
-    /// More significant digits than the precision.
-    Precision,
-}
-
-const POW10: [i128; 39] = {
-    let mut t = [1i128; 39];
-    let mut i = 1;
-    while i < 39 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
-    }
-    t
-};
-
-/// Parse decimal text (`-12.50`, `1e+05`, `.5`, `3.`) exactly into a `Decimal128(p, s)`
-/// mantissa. Never rounds: digits beyond the scale must be zeros.
-pub(crate) fn parse_decimal(s: &[u8], precision: u8, scale: i8) -> Result<i128, DecimalError> {
-    use DecimalError::*;
-    let (neg, rest) = match s.first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        Some(_) => (false, s),
-        None => return Err(Syntax),
-    };
-    // Mantissa digits without leading zeros, and the power of ten of the last digit.
-    let mut mant: i128 = 0;
-    let mut sig = 0usize; // significant digits in `mant`
-    let mut dropped_nonzero = false; // digits that did not fit in 38 (only zeros are allowed)
-    let mut dropped = 0i32; // count of digits dropped from the right (each is * 10)
-    let mut exp: i32 = 0; // value = mant * 10^(exp + dropped)
-    let mut any_digit = false;
-    let mut i = 0;
-    let n = rest.len();
-    while i < n && rest[i].is_ascii_digit() {
-        push_digit(
-            rest[i],
-            &mut mant,
-            &mut sig,
-            &mut dropped,
-            &mut dropped_nonzero,
-        );
-        any_digit = true;
-        i += 1;
-    }
-    if i < n && rest[i] == b'.' {
-        i += 1;
-        while i < n && rest[i].is_ascii_digit() {
-            push_digit(
-                rest[i],
-                &mut mant,
-                &mut sig,
-                &mut dropped,
-                &mut dropped_nonzero,
-            );
-            exp -= 1;
-            any_digit = true;
-            i += 1;
-        }
-    }
-    if !any_digit {
-        return Err(Syntax);
-    }
-    if i < n && (rest[i] == b'e' || rest[i] == b'E') {
-        i += 1;
-        let eneg = match rest.get(i) {
-            Some(b'-') => {
-                i += 1;
-                true
-            }
-            Some(b'+') => {
-                i += 1;
-                false
-            }
-            _ => false,
-        };
-        let start = i;
-        let mut e: i32 = 0;
-        while i < n && rest[i].is_ascii_digit() {
-            e = e.saturating_mul(10).saturating_add((rest[i] - b'0') as i32);
-            i += 1;
-        }
-        if i == start {
-            return Err(Syntax);
-        }
-        exp = exp.saturating_add(if eneg { -e } else { e });
-    }
-    if i != n {
-        return Err(Syntax);
-    }
-    if dropped_nonzero {
-        // Dropped digits were beyond 38 significant ones: the value needs more precision
-        // than any Decimal128 unless they are fractional and past the scale.
-        return Err(if exp + dropped < 0 { Scale } else { Precision });
-    }
-    if mant == 0 {
-        return Ok(0);
-    }
-    // Value = mant * 10^(exp + dropped); stored = value * 10^scale.
-    let mut shift = exp.saturating_add(dropped).saturating_add(scale as i32);
-    // Trailing zeros of the mantissa can absorb a negative shift exactly.
-    while shift < 0 && mant % 10 == 0 {
-        mant /= 10;
-        sig -= 1;
-        shift += 1;
-    }
-    if shift < 0 {
-        return Err(Scale);
-    }
-    let digits = sig as i32 + shift;
-    if digits > precision as i32 {
-        return Err(Precision);
-    }
-    let v = mant * POW10[shift as usize];
-    Ok(if neg { -v } else { v })
-}
-
-#[inline]
-fn push_digit(b: u8, mant: &mut i128, sig: &mut usize, dropped: &mut i32, nonzero: &mut bool) {
-    let d = (b - b'0') as i128;
-    if *sig == 0 && d == 0 {
-        // Leading zero: contributes nothing (its position is kept by `exp`).
-        return;
-    }
-    if *sig < 38 {
-        *mant = *mant * 10 + d;
-        *sig += 1;
-    } else {
-        *dropped += 1;
-        if d != 0 {
-            *nonzero = true;
-        }
-    }
-}
+/// Nanoseconds in one unit of a fraction of `i` digits (`.5` is 5 × 100,000,000 ns).
+const NANOS_PER_DIGIT: [i128; 10] = [
+    1_000_000_000,
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
 
 /// `true/false/t/f/1/0`, any case.
 #[inline]
@@ -314,7 +188,7 @@ pub(crate) fn parse_timestamp_nanos(s: &[u8]) -> Option<i128> {
         for &b in frac {
             nanos = nanos * 10 + (b - b'0') as i128;
         }
-        nanos *= POW10[9 - frac.len()];
+        nanos *= NANOS_PER_DIGIT[frac.len()];
     }
     let mut offset_secs: i64 = 0;
     match &s[i..] {
@@ -353,41 +227,6 @@ mod tests {
         assert_eq!(parse_u64(b"-1"), None);
         assert!(looks_integer(b"99999999999999999999"));
         assert!(!looks_integer(b"1.5"));
-    }
-
-    #[test]
-    fn decimals_are_exact() {
-        let p = |s: &str| parse_decimal(s.as_bytes(), 38, 10);
-        assert_eq!(p("1"), Ok(10_000_000_000));
-        assert_eq!(p("-12.5"), Ok(-125_000_000_000));
-        assert_eq!(p("0.0000000001"), Ok(1));
-        assert_eq!(p(".5"), Ok(5_000_000_000));
-        assert_eq!(p("3."), Ok(30_000_000_000));
-        assert_eq!(p("1e+05"), Ok(100_000 * 10_000_000_000));
-        assert_eq!(p("1.5E-3"), Ok(15_000_000));
-        assert_eq!(p("2500000000.123"), Ok(25_000_000_001_230_000_000));
-        assert_eq!(p("0.00000000001"), Err(DecimalError::Scale));
-        assert_eq!(p("1.12345678901"), Err(DecimalError::Scale));
-        assert_eq!(p("1.50000000000000"), Ok(15_000_000_000));
-        assert_eq!(p("1e28"), Err(DecimalError::Precision));
-        assert_eq!(
-            p("9999999999999999999999999999.9999999999"),
-            Ok(10i128.pow(38) - 1)
-        );
-        assert_eq!(
-            p("0000000000000000000000000000000000000000001"),
-            Ok(10_000_000_000)
-        );
-        assert_eq!(p("abc"), Err(DecimalError::Syntax));
-        assert_eq!(p("1.2.3"), Err(DecimalError::Syntax));
-        assert_eq!(p("1e"), Err(DecimalError::Syntax));
-        assert_eq!(p("."), Err(DecimalError::Syntax));
-        assert_eq!(p("-"), Err(DecimalError::Syntax));
-        assert_eq!(p("0"), Ok(0));
-        assert_eq!(p("-0.0"), Ok(0));
-        assert_eq!(parse_decimal(b"123.45", 5, 2), Ok(12345));
-        assert_eq!(parse_decimal(b"1234.5", 5, 2), Err(DecimalError::Precision));
-        assert_eq!(parse_decimal(b"1200", 4, -2), Ok(12));
     }
 
     #[test]

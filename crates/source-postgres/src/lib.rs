@@ -12,7 +12,8 @@
 //! * **safe**: filter values and `since` checkpoints are bound as parameters and cast
 //!   server-side to the column's type; identifiers are quoted.
 //!
-//! The type map is in [`types`]. Implements [`etl_core::Extract`].
+//! The type map is `etl_postgres::types` (shared with the sink); the decoders are in
+//! [`types`]. Implements [`etl_core::Extract`].
 
 #![warn(missing_docs)]
 
@@ -24,4 +25,4 @@ pub mod types;
 pub use entity::{Entity, Filter, Key, Op, Relation};
 pub use error::{PgSourceError, Result};
 pub use source::{BEGIN_SNAPSHOT, PgSource, PgSourceOptions, ResolvedEntity, Snapshot};
-pub use types::{PgColumn, PgKind, quote_ident};
+pub use types::{PgColumn, PgType, quote_ident};

@@ -13,7 +13,10 @@ use sqlx::{AssertSqlSafe, Column, Executor, Postgres, Row, Transaction, TypeInfo
 
 use crate::entity::{Entity, Key, Relation};
 use crate::error::{PgSourceError, Result};
-use crate::types::{PgColumn, PgKind, RowDecoder, arrow_schema, quote_ident};
+use crate::types::{
+    PgColumn, PgType, RowDecoder, arrow_schema, quote_ident, readable, select_expr,
+};
+use etl_postgres::ident::TableName;
 
 /// The statement every extraction transaction starts with: a consistent, read-only view.
 pub const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
@@ -147,8 +150,8 @@ impl ResolvedEntity {
     }
 
     /// The key type.
-    pub fn key_kind(&self) -> PgKind {
-        self.columns[self.key_index].kind
+    pub fn key_kind(&self) -> PgType {
+        self.columns[self.key_index].pg_type
     }
 
     /// The key of the last row of `batch` (a batch this entity produced): where an
@@ -511,7 +514,7 @@ impl PageState {
         let select: Vec<String> = e
             .columns
             .iter()
-            .map(|c| c.kind.select_expr(&format!("r.{}", quote_ident(&c.name))))
+            .map(|c| select_expr(c.pg_type, &format!("r.{}", quote_ident(&c.name))))
             .collect();
         let sql = format!(
             "SELECT {} FROM {} {wh} ORDER BY r.{} LIMIT {}",
@@ -634,21 +637,16 @@ async fn resolve(
 ) -> Result<ResolvedEntity> {
     let (from_sql, all_columns) = match &entity.relation {
         Relation::Table { schema, table } => {
-            let qualified = match schema {
-                Some(s) => format!("{}.{}", quote_ident(s), quote_ident(table)),
-                None => quote_ident(table),
+            let name = TableName {
+                schema: schema.clone(),
+                name: table.clone(),
             };
-            let rows: Vec<(String, String, i32, bool, String)> = sqlx::query_as(
-                "SELECT a.attname::text, t.typname::text, a.atttypmod, a.attnotnull, \
-                        format_type(a.atttypid, a.atttypmod) \
-                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-                 ORDER BY a.attnum",
-            )
-            .bind(&qualified)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(|e| PgSourceError::query(format!("reading the columns of {qualified}"), e))?;
+            let qualified = name.sql();
+            let rows = etl_postgres::catalog::table_columns(tx, &name)
+                .await
+                .map_err(|e| {
+                    PgSourceError::query(format!("reading the columns of {qualified}"), e)
+                })?;
             if rows.is_empty() {
                 return Err(PgSourceError::TableNotFound {
                     entity: entity.name.clone(),
@@ -656,20 +654,24 @@ async fn resolve(
                 });
             }
             let mut cols = Vec::new();
-            for (name, typname, typmod, notnull, sql_type) in rows {
-                match PgKind::from_pg(&typname, typmod, options.default_numeric_scale) {
-                    Some(kind) => cols.push(PgColumn {
-                        name,
-                        kind,
-                        sql_type,
-                        nullable: !notnull,
+            for c in rows {
+                match PgType::from_name(&c.type_name).filter(|t| readable(*t)) {
+                    Some(pg_type) => cols.push(PgColumn {
+                        data_type: pg_type.arrow_type_for(c.typmod, options.default_numeric_scale),
+                        name: c.name,
+                        pg_type,
+                        sql_type: c.type_text,
+                        nullable: !c.not_null,
                     }),
-                    None if entity.columns.as_ref().is_some_and(|c| !c.contains(&name)) => {}
+                    None if entity
+                        .columns
+                        .as_ref()
+                        .is_some_and(|n| !n.contains(&c.name)) => {}
                     None => {
                         return Err(PgSourceError::UnsupportedType {
                             entity: entity.name.clone(),
-                            column: name,
-                            pg_type: sql_type,
+                            column: c.name,
+                            pg_type: c.type_text,
                         });
                     }
                 }
@@ -686,21 +688,21 @@ async fn resolve(
             let mut cols = Vec::new();
             for c in sqlx::Statement::columns(&stmt) {
                 let ty = c.type_info().name().to_owned();
-                let kind =
-                    PgKind::from_pg(&ty, -1, options.default_numeric_scale).ok_or_else(|| {
-                        PgSourceError::UnsupportedType {
-                            entity: entity.name.clone(),
-                            column: c.name().to_owned(),
-                            pg_type: ty.clone(),
-                        }
+                let pg_type = PgType::from_name(&ty)
+                    .filter(|t| readable(*t))
+                    .ok_or_else(|| PgSourceError::UnsupportedType {
+                        entity: entity.name.clone(),
+                        column: c.name().to_owned(),
+                        pg_type: ty.clone(),
                     })?;
-                let sql_type = match kind {
-                    PgKind::Numeric { .. } => "numeric".to_owned(),
+                let sql_type = match pg_type {
+                    PgType::Numeric => "numeric".to_owned(),
                     _ => ty.to_ascii_lowercase(),
                 };
                 cols.push(PgColumn {
                     name: c.name().to_owned(),
-                    kind,
+                    data_type: pg_type.arrow_type_for(-1, options.default_numeric_scale),
+                    pg_type,
                     sql_type,
                     nullable: true,
                 });

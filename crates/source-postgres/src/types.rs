@@ -1,18 +1,9 @@
-//! The PostgreSQL -> Arrow type map and the row decoders.
+//! The row decoders, over the shared type map of `etl-postgres`
+//! ([`etl_postgres::types`]):
 //!
-//! | PostgreSQL | Arrow |
-//! | --- | --- |
-//! | `int2`, `int4`, `int8` | `Int16`, `Int32`, `Int64` |
-//! | `numeric(p, s)` | `Decimal128(p, s)`; unconstrained `numeric`: `Decimal128(38, default_scale)` |
-//! | `float4`, `float8` | `Float32`, `Float64` |
-//! | `text`, `varchar`, `char`, `name`, `citext` | `Utf8` |
-//! | `bool` | `Boolean` |
-//! | `date` | `Date32` |
-//! | `timestamp` | `Timestamp(µs, None)` |
-//! | `timestamptz` | `Timestamp(µs, "UTC")` |
-//! | `uuid` | `Utf8` (canonical hyphenated form) |
-//! | `json`, `jsonb` | `Utf8` (the JSON text) |
-//! | `text[]`, `varchar[]` | `List<Utf8>` |
+//! every type of the map is read except `bytea` and integer arrays ([`readable`]); types
+//! read as text (`text`, `uuid`, `json`, `jsonb`, `numeric`) are cast to `text` in the
+//! select list, and `numeric` text is parsed into `Decimal128(p, s)`.
 
 use std::sync::Arc;
 
@@ -21,118 +12,27 @@ use arrow_array::builder::{
     Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use etl_core::codec::{self, Rounding};
+pub use etl_postgres::ident::quote_ident;
+pub use etl_postgres::types::PgType;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-/// The PostgreSQL type of a column, as far as the Arrow mapping cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgKind {
-    /// `int2`.
-    Int2,
-    /// `int4`.
-    Int4,
-    /// `int8`.
-    Int8,
-    /// `numeric(precision, scale)`.
-    Numeric {
-        /// Decimal digits in all.
-        precision: u8,
-        /// Digits after the point.
-        scale: i8,
-    },
-    /// `float4`.
-    Float4,
-    /// `float8`.
-    Float8,
-    /// `text`, `varchar`, `char`, `name`, `citext`, `uuid`, `json`, `jsonb`: read as text.
-    Text,
-    /// `bool`.
-    Bool,
-    /// `date`.
-    Date,
-    /// `timestamp` (without time zone).
-    Timestamp,
-    /// `timestamptz`.
-    Timestamptz,
-    /// `text[]` and `varchar[]`.
-    TextArray,
+/// Whether the source reads columns of this type (everything in the map but `bytea` and
+/// integer arrays).
+pub fn readable(t: PgType) -> bool {
+    !matches!(t, PgType::Bytea | PgType::Int4Array | PgType::Int8Array)
 }
 
-impl PgKind {
-    /// Map a PostgreSQL type name (`int4`, `INT4`, `_text`, `TEXT[]`, ...) and its type
-    /// modifier (`atttypmod`, -1 when unknown) to a kind; `None` if unsupported.
-    pub fn from_pg(type_name: &str, typmod: i32, default_scale: i8) -> Option<PgKind> {
-        let name = type_name.to_ascii_lowercase();
-        let name = match name.strip_suffix("[]") {
-            Some(base) => format!("_{base}"),
-            None => name,
-        };
-        Some(match name.as_str() {
-            "int2" | "smallint" => PgKind::Int2,
-            "int4" | "integer" | "int" => PgKind::Int4,
-            "int8" | "bigint" => PgKind::Int8,
-            "numeric" | "decimal" => {
-                if typmod >= 4 {
-                    let m = typmod - 4;
-                    let precision = ((m >> 16) & 0xffff) as u8;
-                    let scale = (m & 0xffff) as i16 as i8;
-                    PgKind::Numeric {
-                        precision: precision.clamp(1, 38),
-                        scale,
-                    }
-                } else {
-                    PgKind::Numeric {
-                        precision: 38,
-                        scale: default_scale,
-                    }
-                }
-            }
-            "float4" | "real" => PgKind::Float4,
-            "float8" | "double precision" => PgKind::Float8,
-            "text" | "varchar" | "bpchar" | "char" | "name" | "citext" | "uuid" | "json"
-            | "jsonb" | "character varying" | "character" => PgKind::Text,
-            "bool" | "boolean" => PgKind::Bool,
-            "date" => PgKind::Date,
-            "timestamp" | "timestamp without time zone" => PgKind::Timestamp,
-            "timestamptz" | "timestamp with time zone" => PgKind::Timestamptz,
-            "_text" | "_varchar" | "_bpchar" | "_name" | "_citext" => PgKind::TextArray,
-            _ => return None,
-        })
-    }
-
-    /// The Arrow type of this kind.
-    pub fn arrow_type(self) -> DataType {
-        match self {
-            PgKind::Int2 => DataType::Int16,
-            PgKind::Int4 => DataType::Int32,
-            PgKind::Int8 => DataType::Int64,
-            PgKind::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
-            PgKind::Float4 => DataType::Float32,
-            PgKind::Float8 => DataType::Float64,
-            PgKind::Text => DataType::Utf8,
-            PgKind::Bool => DataType::Boolean,
-            PgKind::Date => DataType::Date32,
-            PgKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            PgKind::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            PgKind::TextArray => {
-                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
-            }
+/// The select expression for column expression `expr`: types read as text are cast.
+pub(crate) fn select_expr(t: PgType, expr: &str) -> String {
+    match t {
+        PgType::Text | PgType::Json | PgType::Jsonb | PgType::Uuid | PgType::Numeric => {
+            format!("{expr}::text")
         }
-    }
-
-    /// Whether the key column can split into integer ranges.
-    pub fn is_integer(self) -> bool {
-        matches!(self, PgKind::Int2 | PgKind::Int4 | PgKind::Int8)
-    }
-
-    /// The select expression for column expression `expr`: types read as text are cast.
-    pub(crate) fn select_expr(self, expr: &str) -> String {
-        match self {
-            PgKind::Text | PgKind::Numeric { .. } => format!("{expr}::text"),
-            PgKind::TextArray => format!("{expr}::text[]"),
-            _ => expr.to_owned(),
-        }
+        PgType::TextArray => format!("{expr}::text[]"),
+        _ => expr.to_owned(),
     }
 }
 
@@ -141,8 +41,10 @@ impl PgKind {
 pub struct PgColumn {
     /// Column name.
     pub name: String,
-    /// Its kind.
-    pub kind: PgKind,
+    /// Its PostgreSQL type, in the shared map.
+    pub pg_type: PgType,
+    /// The Arrow type it reads as (`numeric(p, s)` with its own precision and scale).
+    pub data_type: DataType,
     /// The SQL type text usable in a cast (`timestamp without time zone`, `numeric(12,2)`).
     pub sql_type: String,
     /// Whether it may be null.
@@ -154,67 +56,22 @@ pub fn arrow_schema(columns: &[PgColumn]) -> SchemaRef {
     Arc::new(Schema::new(
         columns
             .iter()
-            .map(|c| Field::new(&c.name, c.kind.arrow_type(), c.nullable))
+            .map(|c| Field::new(&c.name, c.data_type.clone(), c.nullable))
             .collect::<Vec<_>>(),
     ))
 }
 
-/// Quote an identifier for SQL (`my"col` -> `"my""col"`).
-pub fn quote_ident(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 2);
-    s.push('"');
-    for c in name.chars() {
-        if c == '"' {
-            s.push('"');
-        }
-        s.push(c);
-    }
-    s.push('"');
-    s
-}
-
-/// Parse a decimal text (`-12.345`) into a value scaled by `10^scale`, rounding half away
-/// from zero; `None` for `NaN`, infinities, bad text or more than `precision` digits.
+/// Parse numeric text (`-12.345`, as PostgreSQL prints it) into a value scaled by
+/// `10^scale`, rounding half away from zero; `None` for `NaN`, infinities, bad text or
+/// more than `precision` digits. The shared parser is [`etl_core::codec::parse_decimal`].
 pub fn parse_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
-    let t = text.trim();
-    let (neg, t) = match t.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut v: i128 = 0;
-    for b in int.bytes() {
-        v = v.checked_mul(10)?.checked_add((b - b'0') as i128)?;
-    }
-    let mut round_up = false;
-    if scale >= 0 {
-        let s = scale as usize;
-        for i in 0..s {
-            let d = frac.as_bytes().get(i).map_or(0, |b| b - b'0');
-            v = v.checked_mul(10)?.checked_add(d as i128)?;
-        }
-        if let Some(next) = frac.as_bytes().get(s) {
-            round_up = *next >= b'5';
-        }
-    } else {
-        let div = 10i128.checked_pow((-scale) as u32)?;
-        let rem = v % div;
-        v /= div;
-        round_up = rem * 2 >= div;
-    }
-    if round_up {
-        v = v.checked_add(1)?;
-    }
-    if v >= 10i128.checked_pow(precision as u32)? {
-        return None;
-    }
-    Some(if neg { -v } else { v })
+    codec::parse_decimal(
+        text.trim().as_bytes(),
+        precision,
+        scale,
+        Rounding::HalfAwayFromZero,
+    )
+    .ok()
 }
 
 /// Appends decoded rows to Arrow builders, one per column.
@@ -249,27 +106,28 @@ impl RowDecoder {
     pub(crate) fn new(columns: &[PgColumn], schema: SchemaRef, capacity: usize) -> Self {
         let builders = columns
             .iter()
-            .map(|c| match c.kind {
-                PgKind::Int2 => ColBuilder::I16(Int16Builder::with_capacity(capacity)),
-                PgKind::Int4 => ColBuilder::I32(Int32Builder::with_capacity(capacity)),
-                PgKind::Int8 => ColBuilder::I64(Int64Builder::with_capacity(capacity)),
-                PgKind::Numeric { precision, scale } => {
-                    ColBuilder::Dec(Decimal128Builder::with_capacity(capacity), precision, scale)
-                }
-                PgKind::Float4 => ColBuilder::F32(Float32Builder::with_capacity(capacity)),
-                PgKind::Float8 => ColBuilder::F64(Float64Builder::with_capacity(capacity)),
-                PgKind::Text => {
-                    ColBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 16))
-                }
-                PgKind::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
-                PgKind::Date => ColBuilder::Date(Date32Builder::with_capacity(capacity)),
-                PgKind::Timestamp => {
+            .map(|c| match (c.pg_type, &c.data_type) {
+                (PgType::Int2, _) => ColBuilder::I16(Int16Builder::with_capacity(capacity)),
+                (PgType::Int4, _) => ColBuilder::I32(Int32Builder::with_capacity(capacity)),
+                (PgType::Int8, _) => ColBuilder::I64(Int64Builder::with_capacity(capacity)),
+                (PgType::Numeric, DataType::Decimal128(precision, scale)) => ColBuilder::Dec(
+                    Decimal128Builder::with_capacity(capacity),
+                    *precision,
+                    *scale,
+                ),
+                (PgType::Float4, _) => ColBuilder::F32(Float32Builder::with_capacity(capacity)),
+                (PgType::Float8, _) => ColBuilder::F64(Float64Builder::with_capacity(capacity)),
+                (PgType::Bool, _) => ColBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+                (PgType::Date, _) => ColBuilder::Date(Date32Builder::with_capacity(capacity)),
+                (PgType::Timestamp, _) => {
                     ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(capacity), false)
                 }
-                PgKind::Timestamptz => {
+                (PgType::Timestamptz, _) => {
                     ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(capacity), true)
                 }
-                PgKind::TextArray => ColBuilder::List(ListBuilder::new(StringBuilder::new())),
+                (PgType::TextArray, _) => ColBuilder::List(ListBuilder::new(StringBuilder::new())),
+                // Text, json, jsonb, uuid (read as text); the rest is refused by `readable`.
+                _ => ColBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 16)),
             })
             .collect();
         RowDecoder {
@@ -397,37 +255,16 @@ mod tests {
     #[test]
     fn decimals_parse_with_scale_and_rounding() {
         assert_eq!(parse_decimal("25.50", 12, 2), Some(2550));
-        assert_eq!(parse_decimal("25.5", 12, 2), Some(2550));
-        assert_eq!(parse_decimal("-0.005", 12, 2), Some(-1));
-        assert_eq!(parse_decimal("0.004", 12, 2), Some(0));
-        assert_eq!(parse_decimal("1000", 12, 2), Some(100_000));
+        assert_eq!(parse_decimal(" -0.005 ", 12, 2), Some(-1));
         assert_eq!(parse_decimal("NaN", 12, 2), None);
-        assert_eq!(parse_decimal("123456", 5, 0), None);
-        assert_eq!(parse_decimal("1250", 5, -2), Some(13));
     }
 
     #[test]
-    fn types_map_by_name_and_typmod() {
-        // numeric(12,2): typmod = ((12 << 16) | 2) + 4
-        let typmod = ((12 << 16) | 2) + 4;
-        assert_eq!(
-            PgKind::from_pg("numeric", typmod, 4),
-            Some(PgKind::Numeric {
-                precision: 12,
-                scale: 2
-            })
-        );
-        assert_eq!(
-            PgKind::from_pg("NUMERIC", -1, 4),
-            Some(PgKind::Numeric {
-                precision: 38,
-                scale: 4
-            })
-        );
-        assert_eq!(PgKind::from_pg("TEXT[]", -1, 2), Some(PgKind::TextArray));
-        assert_eq!(PgKind::from_pg("_varchar", -1, 2), Some(PgKind::TextArray));
-        assert_eq!(PgKind::from_pg("jsonb", -1, 2), Some(PgKind::Text));
-        assert_eq!(PgKind::from_pg("point", -1, 2), None);
+    fn text_like_types_are_cast() {
+        assert_eq!(select_expr(PgType::Uuid, "r.id"), "r.id::text");
+        assert_eq!(select_expr(PgType::TextArray, "r.tags"), "r.tags::text[]");
+        assert_eq!(select_expr(PgType::Int8, "r.n"), "r.n");
+        assert!(!readable(PgType::Bytea));
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
     }
 }

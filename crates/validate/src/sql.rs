@@ -4,7 +4,7 @@
 //! with one scan of the table per [`SqlChecks`] run.
 
 use etl_core::{Finding, Result, RunTotals, Stage, Validate};
-use etl_sink_postgres::ident::{TableName, quote_ident};
+use etl_postgres::ident::{TableName, quote_ident};
 use futures::future::BoxFuture;
 use sqlx::{Connection, PgConnection};
 

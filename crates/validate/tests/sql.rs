@@ -1,7 +1,7 @@
 //! SQL checks against a real PostgreSQL.
 
 use etl_core::RunTotals;
-use etl_sink_postgres::ident::TableName;
+use etl_postgres::ident::TableName;
 use etl_validate::sql::{SqlCheck, SqlChecks};
 use sqlx::{Connection, Executor, PgConnection};
 

@@ -25,14 +25,14 @@ use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::ledger::LedgerTables;
 use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, count_rows, exists};
 use etl_sink_postgres::{PgLoad, connect_options};
-use etl_source_csv::{CsvSource, cites_schema};
+use etl_source_csv::CsvSource;
 use etl_validate::sql::{SqlCheck, SqlChecks};
 use etl_validate::{MatchRate, RejectRate, RowRules, Rule};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use super::schema::{self, IMPORT_ERRORS, LIVE, MIGRATION_LOG, SUMMARY};
+use super::schema::{self, IMPORT_ERRORS, LIVE, MIGRATION_LOG, SUMMARY, cites_schema};
 use super::species::{Scope, SpeciesMap, SpeciesMapping, UNMATCHED};
 
 /// Options of the CITES migrations (shared by `cites_trade` and `cites_arctic`).

@@ -2,8 +2,10 @@
 //! (see `examples/data/README.md`), and the species / synonym seed lists.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use sqlx::{Executor, PgConnection};
 
 /// Tables of the CITES migration.
@@ -184,6 +186,55 @@ pub async fn add_synonyms(
     .await
     .context("adding species synonyms")?;
     Ok(r.rows_affected())
+}
+
+/// The header names of the CITES trade database CSV files, in file order.
+pub const CITES_COLUMNS: [&str; 20] = [
+    "Id",
+    "Year",
+    "Appendix",
+    "Taxon",
+    "Class",
+    "Order",
+    "Family",
+    "Genus",
+    "Term",
+    "Quantity",
+    "Unit",
+    "Importer",
+    "Exporter",
+    "Origin",
+    "Purpose",
+    "Source",
+    "Reporter.type",
+    "Import.permit.RandomID",
+    "Export.permit.RandomID",
+    "Origin.permit.RandomID",
+];
+
+/// The schema of the CITES trade database, with the CSV header names as field names.
+///
+/// `Id` Int64 and `Year` Int32 (non-null); `Quantity` Decimal128(38, 10) (nullable:
+/// quantities are fractional and reach billions); `Appendix`, `Taxon`, `Term` non-null
+/// Utf8View; every other column nullable Utf8View.
+///
+/// ```
+/// let schema = etl_examples::cites::schema::cites_schema();
+/// assert_eq!(schema.fields().len(), 20);
+/// assert_eq!(schema.field(9).name(), "Quantity");
+/// ```
+pub fn cites_schema() -> SchemaRef {
+    let fields = CITES_COLUMNS
+        .iter()
+        .map(|&name| match name {
+            "Id" => Field::new(name, DataType::Int64, false),
+            "Year" => Field::new(name, DataType::Int32, false),
+            "Quantity" => Field::new(name, DataType::Decimal128(38, 10), true),
+            "Appendix" | "Taxon" | "Term" => Field::new(name, DataType::Utf8View, false),
+            _ => Field::new(name, DataType::Utf8View, true),
+        })
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etl_core::{Batch, Error, Fate, Result, Stage, Transform};
-use etl_source_csv::CITES_COLUMNS;
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+use super::schema::CITES_COLUMNS;
 
 /// Filter reason of rows whose taxon is not in the species table.
 pub const UNMATCHED: &str = "unmatched species";
@@ -192,7 +193,7 @@ pub struct SpeciesMapping {
 impl SpeciesMapping {
     /// A mapping over `map` for rows in `scope`.
     pub fn new(map: SpeciesMap, scope: Scope) -> Self {
-        let input = etl_source_csv::cites_schema();
+        let input = super::schema::cites_schema();
         let mut fields = vec![
             Field::new("id", DataType::FixedSizeBinary(16), false),
             Field::new("species_id", DataType::FixedSizeBinary(16), false),

@@ -3,9 +3,9 @@
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use etl_source_csv::{CITES_COLUMNS, CsvError, CsvOptions, Decoder, Header, cites_schema};
+use etl_source_csv::{CsvError, CsvOptions, Decoder, Header};
 
-use crate::{data, decode_in_chunks, flatten, typed_schema};
+use crate::{CITES_COLUMNS, cites_schema, data, decode_in_chunks, flatten, typed_schema};
 
 fn cites_bytes() -> Vec<u8> {
     std::fs::read(data("cites_small.csv")).unwrap()

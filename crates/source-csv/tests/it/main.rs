@@ -9,6 +9,46 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use etl_core::{Batch, Reject};
 use etl_source_csv::{CsvError, CsvOptions, Decoder, Header};
 
+/// The header names of the CITES trade database CSV files, in file order (a local copy of
+/// the example's: the crate holds no domain schema).
+pub const CITES_COLUMNS: [&str; 20] = [
+    "Id",
+    "Year",
+    "Appendix",
+    "Taxon",
+    "Class",
+    "Order",
+    "Family",
+    "Genus",
+    "Term",
+    "Quantity",
+    "Unit",
+    "Importer",
+    "Exporter",
+    "Origin",
+    "Purpose",
+    "Source",
+    "Reporter.type",
+    "Import.permit.RandomID",
+    "Export.permit.RandomID",
+    "Origin.permit.RandomID",
+];
+
+/// The CITES schema the tests decode with (a local copy of the example's).
+pub fn cites_schema() -> SchemaRef {
+    let fields = CITES_COLUMNS
+        .iter()
+        .map(|&name| match name {
+            "Id" => Field::new(name, DataType::Int64, false),
+            "Year" => Field::new(name, DataType::Int32, false),
+            "Quantity" => Field::new(name, DataType::Decimal128(38, 10), true),
+            "Appendix" | "Taxon" | "Term" => Field::new(name, DataType::Utf8View, false),
+            _ => Field::new(name, DataType::Utf8View, true),
+        })
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
+}
+
 /// Path of a fixture.
 pub fn data(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

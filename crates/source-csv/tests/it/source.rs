@@ -3,10 +3,11 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use etl_core::{Extract, ExtractOptions, SizeHint};
-use etl_source_csv::{CITES_COLUMNS, CsvOptions, CsvSource, cites_schema};
+use etl_source_csv::{CsvOptions, CsvSource};
+
 use futures::StreamExt;
 
-use crate::{data, flatten};
+use crate::{CITES_COLUMNS, cites_schema, data, flatten};
 
 fn cites_file(rows: usize) -> String {
     let mut s = CITES_COLUMNS.join(",");

@@ -1,4 +1,11 @@
 //! SQL identifiers, always quoted: never format a raw name into SQL.
+//!
+//! ```
+//! use etl_postgres::ident::{TableName, quote_ident, quote_literal};
+//! assert_eq!(TableName::parse("s.t").sql(), r#""s"."t""#);
+//! assert_eq!(quote_ident(r#"my "col""#), r#""my ""col""""#);
+//! assert_eq!(quote_literal("it's"), "'it''s'");
+//! ```
 
 use std::fmt;
 
