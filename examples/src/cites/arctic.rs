@@ -1,6 +1,6 @@
 //! Seed 001: the Arctic-species subset of the CITES release — a test load of one year
 //! into staging and its validation, then the full load, validation, switchover,
-//! `REINDEX` and summary rebuild: the CITES steps (see [`super::migration`]) with a
+//! `REINDEX` and summary rebuild: the CITES steps (see [`super::migration()`]) with a
 //! `test_staging` + `test_load` pair before the full load and a `reindex` step after the
 //! switch.
 
