@@ -236,7 +236,7 @@ impl<C> Step<C> {
         self
     }
 
-    /// The step runs only when asked for by name ([`Action::Only`], e.g. `--cleanup`).
+    /// The step runs only when asked for by name ([`super::Action::Only`], e.g. `--only cleanup`).
     pub fn optional(mut self) -> Self {
         self.optional = true;
         self
