@@ -8,7 +8,12 @@
 #   --rows R      rows per file (default 500000)
 #   --runs N      runs of each method, interleaved (default 3); the median is reported
 #   --parallel P  ferry's --parallel (default: number of cores)
-#   --only LIST   comma list of methods to run (copy,psql,pgloader,ferry; default all)
+#   --only LIST   comma list of methods to run (copy,copy_indexed,psql,pgloader,ferry,ferry_base;
+#                 default all but ferry_base)
+#   --baseline BIN  also run BIN (a cites_trade binary built from another commit) as method
+#                 `ferry_base`, interleaved with the others: a refactor is compared with the code
+#                 before it in the same run (e.g. git worktree add /tmp/old <commit>; cargo build
+#                 --release there; --baseline .../release/examples/cites_trade)
 #   --keep        keep the cluster, the data and the logs (printed at the end)
 #
 # Methods (every one loads the same rows into a table without indexes, logged):
@@ -26,6 +31,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 files=4 rows=500000 runs=3 parallel="$(nproc)" keep=0 only="copy,copy_indexed,psql,pgloader,ferry"
+baseline=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --files) files="$2"; shift 2 ;;
@@ -33,6 +39,7 @@ while [[ $# -gt 0 ]]; do
         --runs) runs="$2"; shift 2 ;;
         --parallel) parallel="$2"; shift 2 ;;
         --only) only="$2"; shift 2 ;;
+        --baseline) baseline="$2"; only="$only,ferry_base"; shift 2 ;;
         --keep) keep=1; shift ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -148,18 +155,23 @@ run_pgloader() {
     timed pgloader pgloader --no-ssl-cert-verification "$work/pgloader.load"
     check_rows pgloader peer "$total_rows"
 }
-run_ferry() {
+# ferry_with NAME BINARY: one --no-switchover run of a cites_trade binary
+ferry_with() {
+    local name="$1" exe="$2"
     psql "$url" -qX -c "DROP TABLE IF EXISTS cites_trade_records_staging" -c "CHECKPOINT" 2>/dev/null || true
-    timed ferry env DATABASE_URL="$url" "$bin/cites_trade" --input "$data" \
+    rm -rf "$work/$name-report"
+    timed "$name" env DATABASE_URL="$url" "$exe" --input "$data" \
         --species-csv "$data/species.csv" --no-switchover --parallel "$parallel" -q \
-        --report-dir "$work/ferry-report"
+        --report-dir "$work/$name-report"
     local loaded load_s
-    loaded=$(python3 -c "import json;print(json.load(open('$work/ferry-report/report.json'))['totals']['loaded'])")
-    load_s=$(python3 -c "import json;print(json.load(open('$work/ferry-report/report.json'))['extra']['phases']['load_s'])")
-    check_rows ferry cites_trade_records_staging "$loaded"
-    echo "ferry_load $load_s 0" >> "$results"
-    echo "ferry_loaded $loaded 0" >> "$results"
+    loaded=$(python3 -c "import json;print(json.load(open('$work/$name-report/report.json'))['totals']['loaded'])")
+    load_s=$(python3 -c "import json;print(json.load(open('$work/$name-report/report.json'))['extra']['phases']['load_s'])")
+    check_rows "$name" cites_trade_records_staging "$loaded"
+    echo "${name}_load $load_s 0" >> "$results"
+    echo "${name}_loaded $loaded 0" >> "$results"
 }
+run_ferry() { ferry_with ferry "$bin/cites_trade"; }
+run_ferry_base() { ferry_with ferry_base "$baseline"; }
 
 for r in $(seq 1 "$runs"); do
     for m in ${only//,/ }; do
@@ -178,12 +190,14 @@ for line in open(path):
 med = {k: statistics.median(x for x, _ in v) for k, v in res.items()}
 rss = {k: max(y for _, y in v) for k, v in res.items()}
 loaded = int(med.pop("ferry_loaded", rows)) if "ferry_loaded" in med else rows
+base_loaded = med.pop("ferry_base_loaded", None)
 print(f"\n{rows:,} rows, {nbytes/1048576:.0f} MiB of CSV; median of {len(res.get('copy', res.get('ferry', [[0]])))} runs\n")
 print(f"| method | wall s | rows/s | MB/s | peak RSS MiB |")
 print(f"| --- | ---: | ---: | ---: | ---: |")
 label = {"copy": "server-side COPY (limit)", "copy_indexed": "server-side COPY into the same table with its 4 indexes", "psql": "psql \\copy", "pgloader": "pgloader",
-         "ferry": "ferry cites_trade --no-switchover (whole run)", "ferry_load": "ferry load phase"}
-for k in ["copy", "copy_indexed", "psql", "pgloader", "ferry", "ferry_load"]:
+         "ferry": "ferry cites_trade --no-switchover (whole run)", "ferry_load": "ferry load phase",
+         "ferry_base": "baseline binary, whole run (--baseline)", "ferry_base_load": "baseline binary, load phase"}
+for k in ["copy", "copy_indexed", "psql", "pgloader", "ferry", "ferry_load", "ferry_base", "ferry_base_load"]:
     if k not in med:
         continue
     w = med[k]
@@ -195,6 +209,9 @@ def ratio(a, b):
         print(f"{a}/{b} rows/s ratio: {med[b]/med[a]:.2f}")
 print()
 ratio("ferry", "copy"); ratio("ferry_load", "copy"); ratio("ferry", "copy_indexed"); ratio("ferry", "pgloader"); ratio("ferry_load", "pgloader")
+ratio("ferry", "ferry_base"); ratio("ferry_load", "ferry_base_load")
+if base_loaded is not None and int(base_loaded) != loaded:
+    print(f"WARNING: the baseline loaded {int(base_loaded):,} rows, this build {loaded:,}")
 if "ferry" in med:
     print(f"ferry loaded {loaded:,} of {rows:,} rows (the rest: unmatched species, filtered and counted)")
 PY

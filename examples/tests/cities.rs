@@ -127,3 +127,22 @@ async fn cities_runs_plans_resumes_and_rolls_back() {
     let o = cities(url, &dir.path().join("rb2"), &["--resume"]);
     assert_eq!(o.status.code(), Some(2), "nothing to resume: {}", text(&o));
 }
+
+/// README.md's "Your own migration" shows the example's steps as they are in the file.
+#[test]
+fn the_readme_shows_the_cities_steps_verbatim() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("examples/cities.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("../README.md")).unwrap();
+    let start = example.find("fn migration(").unwrap();
+    let end = start + example[start..].find("\n}\n").unwrap() + 3;
+    assert!(
+        readme.contains(&example[start..end]),
+        "README.md's cities block differs from examples/examples/cities.rs:\n{}",
+        &example[start..end]
+    );
+    assert!(
+        example.lines().count() < 100,
+        "the example stays under 100 lines"
+    );
+}

@@ -239,7 +239,17 @@ impl StagingTable {
                 incoming.0.sql()
             ))
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(|e| {
+                if catalog::is_lock_timeout(&e) {
+                    Error::State(format!(
+                        "could not lock {} within the lock timeout ({lock_timeout}): other sessions are using it; nothing was changed — retry when they are done (--resume), or allow a longer wait",
+                        self.live
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
             views = catalog::dependent_views(&mut tx, &self.live).await?;
             rename_with_objects(&mut tx, &self.live, &out.0.name, "", out.1).await?;
         }

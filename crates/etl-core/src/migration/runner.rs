@@ -411,7 +411,7 @@ impl<C: Send + Sync> Migration<C> {
             .any(|(s, r)| s.kind == StepKind::Switch && r.state.touched());
         if switched {
             return Err(Error::Refused(format!(
-                "migration `{}`: run {} switched into production and stopped before its end ({at}); finish it with --resume or undo it with --rollback",
+                "migration `{}`: run {} reached its switch into production and stopped before its end ({at}); finish it with --resume or undo it with --rollback",
                 self.name, run.run.run_id
             )));
         }
