@@ -66,6 +66,8 @@ DATABASE_URL="$(fresh_db ex_culturebridge)" run cargo run --example culturebridg
 # s9_sales (issue 4): own throwaway PostgreSQL + local dynalite, 2,000 generated sales, every phase
 run cargo run --example s9_sales -- --sales 2000 --data-dir "$TMP/s9/data" --report-dir "$TMP/s9/reports"
 DATABASE_URL="$(fresh_db ex_partitioning)" run cargo run --example observations_partitioning -- --report-dir "$TMP/partitioning"
+# a user's own migration on the run layer (README "Your own migration")
+DATABASE_URL="$(fresh_db ex_cities)" run cargo run --example cities -- --report-dir "$TMP/cities"
 # ======================= END EXAMPLES ==========================================================
 
 echo
