@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use etl_core::{CancellationToken, RunReport};
+use etl_core::RunReport;
 
 /// The database URL to use and, when none was given, the throwaway cluster started for it
 /// (stopped when dropped).
@@ -31,21 +31,7 @@ impl Database {
     }
 }
 
-/// A token cancelled on Ctrl-C: the run stops at the next batch and rolls back the units
-/// in flight (committed units stay; `--resume` continues).
-pub fn cancel_on_ctrl_c() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!(
-                "Ctrl-C: stopping after the current batch; rerun with --resume to continue"
-            );
-            t.cancel();
-        }
-    });
-    token
-}
+pub use etl_core::cli::cancel_on_ctrl_c;
 
 /// Print the summary and where the report is.
 pub fn print_report(report: &RunReport, dir: &Path) {
