@@ -162,6 +162,14 @@ impl StagingTable {
         Ok(built)
     }
 
+    /// Whether a switch has committed and nothing undid it yet: no staging table, and the
+    /// old table holds the previous data. A switch step run again after a kill that came
+    /// between its commit and the record of it uses this to do nothing.
+    pub async fn switched(&self, conn: &mut PgConnection) -> Result<bool> {
+        let st = self.states(conn).await?;
+        Ok(!st.staging && st.old)
+    }
+
     /// Switch in one transaction: `live` -> `old`, `staging` -> `live`, with index and
     /// constraint names following, and views on the live table re-pointed at the new one.
     ///

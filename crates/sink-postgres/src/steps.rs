@@ -118,8 +118,7 @@ impl ReplaceSteps {
             let (opts, t, lt) = (opts.clone(), t.clone(), lt.clone());
             Box::pin(async move {
                 let mut conn = connect(&opts).await?;
-                let states = t.states(&mut conn).await?;
-                if cx.resuming() && !states.staging && states.old {
+                if cx.resuming() && t.switched(&mut conn).await? {
                     return Ok(StepOutput::message(format!(
                         "{} was already live (the switch had committed before the interruption)",
                         t.live

@@ -520,9 +520,8 @@ async fn run_pipeline(
 async fn switch(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     let st = c.cfg.staging();
-    let states = st.states(&mut conn).await?;
     // A switch killed after its commit is done already: the journal did not hear of it.
-    if cx.resuming() && !states.staging && states.old {
+    if cx.resuming() && st.switched(&mut conn).await? {
         return Ok(StepOutput::message(format!(
             "{} was already live (the switch had committed before the interruption)",
             st.live
