@@ -1,10 +1,11 @@
 //! The CITES migration (seed 000, and seed 001 with a scope) as steps of the run layer:
 //!
 //! ```text
-//! preflight ─> species ─> backup ─> [test_staging ─> test_load] ─> staging ─> load ─> switch ─> [reindex] ─> summary ─> analyze ─> (cleanup)
-//!  always      reference   tables     seed 001 only                 LIKE live  units,     rename    seed 001     annual      stats       optional,
-//!  checks      data                                                            indexes,   in one                  rebuild                 irreversible
-//!                                                                              gates      transaction
+//! preflight ─> species ─> backup ─> [test_staging ─> test_load] ─> staging ─> load ─> indexes ─> gates
+//!  always      reference   tables     seed 001: one year,           LIKE live  units   after the  SQL checks
+//!  checks      data                   validated first                          (files) load       of staging
+//!   ─> switch ─> [reindex] ─> summary ─> analyze ─> (cleanup)
+//!      rename     seed 001     annual     stats       optional, irreversible (--cleanup)
 //! ```
 //!
 //! Every step is recorded in the journal (tables `ferry_journal_*` of the target), so a
@@ -247,7 +248,19 @@ pub fn migration(cfg: &CitesConfig) -> Migration<Cites> {
                 Box::pin(async move { boxed(load(c, cx).await) })
             })
             .in_dry_run()
-            .describe("parses, types, maps species and COPYs every file (one transaction each), builds the indexes, runs the gates"),
+            .describe("parses, types, maps species and COPYs every file (one transaction each with its log row and rejects); reject-rate and match-rate gates"),
+        )
+        .step(
+            Step::new("indexes", StepKind::Index, |c: &Cites, _cx| {
+                Box::pin(async move { boxed(indexes(c).await) })
+            })
+            .describe("builds the live table's indexes and keys on staging, then ANALYZE"),
+        )
+        .step(
+            Step::new("gates", StepKind::Gate, |c: &Cites, cx| {
+                Box::pin(async move { boxed(gates(c, cx).await) })
+            })
+            .describe("row count against the ledger, orphans, year range, required fields, duplicate Ids"),
         )
         .step(
             Step::new("switch", StepKind::Switch, |c: &Cites, cx| {
@@ -386,7 +399,7 @@ async fn test_load(c: &Cites, cx: &StepCx, year: i32) -> anyhow::Result<StepOutp
     let mut run = cx.run_info();
     run.run_id = Uuid::new_v5(&cx.run_id, b"test_load");
     let dir = cx.report_dir.join(format!("test_{year}"));
-    let (report, _) = run_pipeline(c, cx, scope, &run, dir).await?;
+    let (report, _) = run_pipeline(c, cx, scope, &run, dir, true).await?;
     let t = &report.totals;
     let out = StepOutput::message(format!(
         "test load of {year}: read {} = loaded {} + rejected {} + filtered {}",
@@ -414,8 +427,15 @@ async fn test_load(c: &Cites, cx: &StepCx, year: i32) -> anyhow::Result<StepOutp
 
 async fn load(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let run = cx.run_info();
-    let (report, extra) =
-        run_pipeline(c, cx, c.cfg.scope.clone(), &run, cx.report_dir.clone()).await?;
+    let (report, extra) = run_pipeline(
+        c,
+        cx,
+        c.cfg.scope.clone(),
+        &run,
+        cx.report_dir.clone(),
+        false,
+    )
+    .await?;
     for (k, v) in extra {
         cx.set_extra(k, v);
     }
@@ -427,13 +447,15 @@ async fn load(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
 }
 
 /// Build and run the CITES pipeline into staging; the report and the species-mapping
-/// figures.
+/// figures. `inline`: build the indexes and run the SQL checks inside the pipeline (the
+/// test load); otherwise the `indexes` and `gates` steps do that.
 async fn run_pipeline(
     c: &Cites,
     cx: &StepCx,
     scope: Scope,
     run: &etl_core::RunInfo,
     report_dir: PathBuf,
+    inline: bool,
 ) -> anyhow::Result<(RunReport, serde_json::Map<String, Value>)> {
     let cfg = &c.cfg;
     let args = &cfg.args;
@@ -465,9 +487,11 @@ async fn run_pipeline(
         Rule::required("Taxon"),
         Rule::required("Term"),
     ]);
-    let load = PgLoad::new(connect_options(&c.url)?, st.staging.clone())
-        .with_ledger(cfg.ledger())
-        .with_staging(st.clone());
+    let mut load =
+        PgLoad::new(connect_options(&c.url)?, st.staging.clone()).with_ledger(cfg.ledger());
+    if inline {
+        load = load.with_staging(st.clone());
+    }
     let match_gate = MatchRate {
         name: "species_match_rate".into(),
         matched_counter: "species_matched".into(),
@@ -484,20 +508,8 @@ async fn run_pipeline(
         })
         .validate(match_gate.clone())
         .options(options);
-    if !dry {
-        let s = &st.staging;
-        pipeline = pipeline.validate(SqlChecks::new(
-            &c.url,
-            vec![
-                SqlCheck::row_count(s),
-                SqlCheck::no_orphans(s, "species_id", &TableName::new("species"), "id"),
-                SqlCheck::in_range(s, "year", args.min_year as i64, cfg.max_year() as i64),
-                SqlCheck::not_null(s, "taxon"),
-                SqlCheck::not_null(s, "term"),
-                SqlCheck::not_null(s, "appendix"),
-                SqlCheck::no_duplicates(s, &["record_id"]),
-            ],
-        ));
+    if !dry && inline {
+        pipeline = pipeline.validate(sql_checks(c));
     }
     let report = pipeline.run(run).await;
     let unmatched = mapping.unmatched();
@@ -515,6 +527,56 @@ async fn run_pipeline(
         }),
     );
     Ok((report, extra))
+}
+
+/// The seed's checks of the staging table (000 §4): row count against the ledger, no
+/// orphan species, years in range, required fields, no duplicate Ids.
+fn sql_checks(c: &Cites) -> SqlChecks {
+    let (cfg, s) = (&c.cfg, &c.cfg.staging().staging);
+    SqlChecks::new(
+        &c.url,
+        vec![
+            SqlCheck::row_count(s),
+            SqlCheck::no_orphans(s, "species_id", &TableName::new("species"), "id"),
+            SqlCheck::in_range(s, "year", cfg.args.min_year as i64, cfg.max_year() as i64),
+            SqlCheck::not_null(s, "taxon"),
+            SqlCheck::not_null(s, "term"),
+            SqlCheck::not_null(s, "appendix"),
+            SqlCheck::no_duplicates(s, &["record_id"]),
+        ],
+    )
+}
+
+/// The live table's indexes, keys and foreign keys on staging, after the load (a bulk load
+/// into an unindexed table is several times faster). Idempotent: what exists is skipped.
+async fn indexes(c: &Cites) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    sqlx::query("SET maintenance_work_mem = '512MB'")
+        .execute(&mut conn)
+        .await?;
+    let st = c.cfg.staging();
+    let built = st.build_indexes(&mut conn).await?;
+    analyze(&mut conn, &st.staging).await?;
+    Ok(StepOutput::message(format!(
+        "{} indexes and keys built on {}",
+        built.len(),
+        st.staging
+    ))
+    .with_details(json!({ "built": built })))
+}
+
+/// The SQL gates on the indexed staging table, against the load's totals.
+async fn gates(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let totals = cx
+        .pipeline_of("load")
+        .map(|p| p.totals)
+        .context("the load step left no totals in the journal; run the load again")?;
+    let findings = sql_checks(c).run_all(&totals).await?;
+    let failed = findings.iter().filter(|f| f.vetoes()).count();
+    Ok(
+        StepOutput::message(format!("{} checks, {failed} failed", findings.len()))
+            .with_findings(findings),
+    )
 }
 
 async fn switch(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
