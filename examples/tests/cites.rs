@@ -686,6 +686,16 @@ async fn a_kill_during_the_post_switch_steps_is_finished_by_resume() {
     )
     .await;
     assert!(reached, "the summary step never started");
+    // One run per target: a second run is refused while the first holds the lock.
+    let second = run(
+        &env.config("second", &["--resume"]),
+        env.db.url(),
+        Default::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(second.contains("is being run by run"), "{second}");
     child.start_kill().unwrap(); // SIGKILL
     child.wait().await.unwrap();
     tx.rollback().await.unwrap();

@@ -72,8 +72,8 @@ async fn cities_runs_plans_resumes_and_rolls_back() {
     }
     assert!(plan.contains("--rollback would undo"), "{plan}");
 
-    // --only cleanup drops cities_old; then a new release whose switch cannot take its
-    // lock: the run fails after the gate, production untouched.
+    // --only cleanup drops cities_old; then a new release whose switch waits for the lock
+    // a reader holds on `cities`.
     let o = cities(url, &dir.path().join("clean"), &["--only", "cleanup"]);
     assert!(o.status.success(), "{}", text(&o));
     let v2 = dir.path().join("v2");
@@ -94,13 +94,53 @@ async fn cities_runs_plans_resumes_and_rolls_back() {
         .unwrap();
     let r2 = dir.path().join("r2");
     let v2s = v2.display().to_string();
-    let o = cities(url, &r2, &["--input", &v2s]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("step `switch` failed"), "{}", text(&o));
+    let mut first = tokio::process::Command::new(example_binary("cities"))
+        .args([
+            "--report-dir",
+            &r2.display().to_string(),
+            "-q",
+            "--input",
+            &v2s,
+        ])
+        .env("DATABASE_URL", url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let switching = "SELECT count(*) FROM ferry_journal_steps
+        WHERE step = 'switch' AND state = 'running'";
+    let t0 = std::time::Instant::now();
+    while count(&mut conn, switching).await == 0 {
+        assert!(t0.elapsed().as_secs() < 60, "the switch never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // One run at a time: a second one (plain or --resume) is refused, naming the first.
+    let pid = first.id().unwrap().to_string();
+    for args in [
+        &["--input", &v2s][..],
+        &["--resume"][..],
+        &["--rollback"][..],
+    ] {
+        let o = cities(url, &dir.path().join("second"), args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("is being run by run"), "{}", text(&o));
+        assert!(text(&o).contains(&format!("pid {pid}")), "{}", text(&o));
+    }
+    let plan = text(&cities(url, &r2, &["--plan"]));
+    assert!(plan.contains("the run is live"), "{plan}");
+    // Killed while it waits for its lock: production untouched, the run lock is free.
+    first.start_kill().unwrap(); // SIGKILL
+    first.wait().await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(count(&mut conn, "SELECT count(*) FROM cities").await, 9);
+    let plan = text(&cities(url, &r2, &["--plan"]));
+    assert!(plan.contains("the run was interrupted"), "{plan}");
+    assert!(
+        plan.contains("at step 5 `switch` (it was running"),
+        "{plan}"
+    );
 
-    // --resume switches and finishes; the load is not redone.
+    // --resume takes the run lock, switches and finishes; the load is not redone.
     let o = cities(url, &r2, &["--input", &v2s, "--resume"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(count(&mut conn, "SELECT count(*) FROM cities").await, 10);

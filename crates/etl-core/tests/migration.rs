@@ -383,3 +383,45 @@ async fn unknown_steps_and_resume_without_a_run_are_refused() {
         "{plan}"
     );
 }
+
+#[tokio::test]
+async fn one_run_at_a_time_and_a_dead_holder_frees_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let m = migration();
+    // Another process's run holds the lock (here: this test, through the journal).
+    let held = journal.lock("test").await.unwrap();
+    assert_eq!(journal.lock_held("test").await.unwrap(), Some(true));
+    for action in [Action::Run, Action::Resume, Action::Rollback] {
+        let e = m
+            .execute(&ctx, &journal, &opts(dir.path(), action))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("is being run by pid"), "{msg}");
+        assert!(msg.contains(&std::process::id().to_string()), "{msg}");
+    }
+    assert!(ctx.take().is_empty(), "nothing ran");
+    // A dry run writes nothing and needs no lock.
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::DryRun))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::DryRun);
+    ctx.take();
+    // The holder is gone: the lock is free and a run takes it.
+    drop(held);
+    assert_eq!(journal.lock_held("test").await.unwrap(), Some(false));
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    assert_eq!(
+        journal.lock_held("test").await.unwrap(),
+        Some(false),
+        "released at the end"
+    );
+}

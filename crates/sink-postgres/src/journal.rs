@@ -22,10 +22,11 @@
 
 use chrono::{DateTime, Utc};
 use etl_core::migration::{
-    Journal, JournalRun, RunRecord, RunState, StepKind, StepRecord, StepState,
+    Journal, JournalRun, RunLock, RunRecord, RunState, StepKind, StepRecord, StepState,
 };
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::ident::TableName;
@@ -34,6 +35,7 @@ use crate::ident::TableName;
 #[derive(Debug, Clone)]
 pub struct PgJournal {
     pool: PgPool,
+    opts: PgConnectOptions,
     runs: TableName,
     steps: TableName,
     ensured: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -73,7 +75,8 @@ impl PgJournal {
             pool: PgPoolOptions::new()
                 .max_connections(1)
                 .min_connections(0)
-                .connect_lazy_with(opts),
+                .connect_lazy_with(opts.clone()),
+            opts,
             runs: TableName::new("ferry_journal_runs"),
             steps: TableName::new("ferry_journal_steps"),
             ensured: Default::default(),
@@ -245,7 +248,89 @@ impl PgJournal {
     }
 }
 
+/// The advisory-lock key of a migration's runs: `(hashtext('ferry'), hashtext(schema.name))`
+/// as `pg_locks` shows it (`classid`, `objid`, `objsubid = 2`).
+const LOCK_KEY: &str = "hashtext('ferry'), hashtext(current_schema() || '.' || $1)";
+const LOCK_ROW: &str = "locktype = 'advisory' AND objsubid = 2 AND granted
+    AND classid = (hashtext('ferry')::bigint & 4294967295)::oid
+    AND objid = (hashtext(current_schema() || '.' || $1)::bigint & 4294967295)::oid";
+
+impl PgJournal {
+    async fn take_lock(&self, migration: &str) -> etl_core::Result<RunLock> {
+        let mut conn = PgConnection::connect_with(&self.opts)
+            .await
+            .map_err(|e| self.err(e))?;
+        let got: bool = sqlx::query_scalar(sqlf!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
+            .bind(migration)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if got {
+            // The session holds the lock; dropping the connection closes it and releases it.
+            return Ok(RunLock::new(std::sync::Mutex::new(conn)));
+        }
+        let backend: Option<(i32, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(sqlf!(
+            "SELECT a.pid, coalesce(a.client_addr::text, 'local socket'), a.backend_start
+               FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE {LOCK_ROW} LIMIT 1"
+        ))
+        .bind(migration)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        let run = self
+            .latest_run(migration)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "run {} started {} by pid {} on {}",
+                    r.run.run_id,
+                    r.run.started_at.to_rfc3339(),
+                    r.run.pid,
+                    r.run.host
+                )
+            })
+            .unwrap_or_else(|| "another process".into());
+        let session = backend
+            .map(|(pid, addr, since)| {
+                format!(
+                    " (database session {pid} from {}{})",
+                    addr.unwrap_or_default(),
+                    since
+                        .map(|t| format!(" since {}", t.to_rfc3339()))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        Err(etl_core::Error::Refused(format!(
+            "migration `{migration}` is being run by {run}{session}: one run at a time per target; wait for it to end, or stop it and continue with --resume"
+        )))
+    }
+
+    async fn is_locked(&self, migration: &str) -> etl_core::Result<bool> {
+        sqlx::query_scalar(sqlf!(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE {LOCK_ROW})"
+        ))
+        .bind(migration)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))
+    }
+}
+
 impl Journal for PgJournal {
+    fn lock<'a>(&'a self, migration: &'a str) -> BoxFuture<'a, etl_core::Result<RunLock>> {
+        Box::pin(self.take_lock(migration))
+    }
+
+    fn lock_held<'a>(
+        &'a self,
+        migration: &'a str,
+    ) -> BoxFuture<'a, etl_core::Result<Option<bool>>> {
+        Box::pin(async move { self.is_locked(migration).await.map(Some) })
+    }
+
     fn location(&self) -> String {
         format!(
             "tables {} / {} of the target database",

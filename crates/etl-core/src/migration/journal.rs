@@ -239,6 +239,87 @@ pub trait Journal: Send + Sync {
         run_id: Uuid,
         step: &'a StepRecord,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// Take the run lock of `migration` (one run per target): held until the returned
+    /// guard is dropped, and released by the operating system or the database when the
+    /// process dies, so a killed run never blocks the next. The default takes no lock
+    /// (tests, dry runs).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] naming the holder when another process holds it; errors of the
+    /// lock's medium (a file, a connection).
+    fn lock<'a>(&'a self, migration: &'a str) -> BoxFuture<'a, Result<RunLock>> {
+        let _ = migration;
+        Box::pin(async { Ok(RunLock::none()) })
+    }
+
+    /// Whether another process holds the run lock of `migration` now (`--plan` tells a
+    /// live run from an interrupted one with it); `None` when this journal has no lock.
+    fn lock_held<'a>(&'a self, migration: &'a str) -> BoxFuture<'a, Result<Option<bool>>> {
+        let _ = migration;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A held run lock; dropping it releases the lock.
+pub struct RunLock {
+    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for RunLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunLock")
+            .field("held", &self._guard.is_some())
+            .finish()
+    }
+}
+
+impl RunLock {
+    /// No lock.
+    pub fn none() -> Self {
+        RunLock { _guard: None }
+    }
+
+    /// A lock released when `guard` is dropped (an open lock file, a database session).
+    pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
+        RunLock {
+            _guard: Some(Box::new(guard)),
+        }
+    }
+}
+
+/// Who holds a run lock, as its holder writes it into the lock file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it took the lock.
+    pub since: DateTime<Utc>,
+}
+
+impl LockHolder {
+    /// This process, now.
+    pub fn me() -> Self {
+        LockHolder {
+            host: super::runner::host(),
+            pid: std::process::id(),
+            since: Utc::now(),
+        }
+    }
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} on {} since {}",
+            self.pid,
+            self.host,
+            self.since.to_rfc3339()
+        )
+    }
 }
 
 /// A journal held in memory (tests; the runner uses one for dry runs).
@@ -349,6 +430,64 @@ impl FileJournal {
         self.dir.join(format!("{safe}.journal.json"))
     }
 
+    /// The lock file of `migration`'s runs, beside its journal.
+    pub fn lock_path(&self, migration: &str) -> PathBuf {
+        let j = self.path(migration);
+        j.with_file_name(
+            j.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("ferry")
+                .replace(".journal.json", ".lock"),
+        )
+    }
+
+    fn lock_file(&self, migration: &str) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(self.dir.display(), e))?;
+        let path = self.lock_path(migration);
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(path.display(), e))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = f.read_to_string(&mut text);
+                let holder = serde_json::from_str::<LockHolder>(&text)
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|_| "another process".into());
+                let run = self
+                    .read(migration)
+                    .ok()
+                    .and_then(|j| j.latest)
+                    .map(|r| {
+                        format!(
+                            " (run {} started {})",
+                            r.run.run_id,
+                            r.run.started_at.to_rfc3339()
+                        )
+                    })
+                    .unwrap_or_default();
+                return Err(Error::Refused(format!(
+                    "migration `{migration}` is being run by {holder}{run}: one run at a time (lock {}); wait for it to end, or stop it and continue with --resume",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path.display(), e)),
+        }
+        let me = serde_json::to_vec(&LockHolder::me()).unwrap_or_default();
+        f.set_len(0)
+            .and_then(|_| f.rewind())
+            .and_then(|_| f.write_all(&me))
+            .and_then(|_| f.sync_data())
+            .map_err(|e| Error::io(path.display(), e))?;
+        Ok(RunLock::new(f))
+    }
+
     fn read(&self, migration: &str) -> Result<JournalFile> {
         let path = self.path(migration);
         match std::fs::read(&path) {
@@ -425,6 +564,25 @@ impl Journal for FileJournal {
                 l.run = run.clone();
             }
         });
+        Box::pin(async move { r })
+    }
+
+    fn lock<'a>(&'a self, migration: &'a str) -> BoxFuture<'a, Result<RunLock>> {
+        let r = self.lock_file(migration);
+        Box::pin(async move { r })
+    }
+
+    fn lock_held<'a>(&'a self, migration: &'a str) -> BoxFuture<'a, Result<Option<bool>>> {
+        let path = self.lock_path(migration);
+        let r = match std::fs::OpenOptions::new().read(true).open(&path) {
+            Ok(f) => match f.try_lock() {
+                Ok(()) => Ok(Some(false)),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(Some(true)),
+                Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path.display(), e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(false)),
+            Err(e) => Err(Error::io(path.display(), e)),
+        };
         Box::pin(async move { r })
     }
 

@@ -69,7 +69,8 @@ mod runner;
 mod step;
 
 pub use journal::{
-    FileJournal, Journal, JournalRun, MemoryJournal, RunRecord, RunState, StepRecord, StepState,
+    FileJournal, Journal, JournalRun, LockHolder, MemoryJournal, RunLock, RunRecord, RunState,
+    StepRecord, StepState,
 };
 pub use runner::{Action, Migration, RunOptions, Status};
 pub use step::{Step, StepCx, StepFuture, StepKind, StepOutput, StepReport, Undo};

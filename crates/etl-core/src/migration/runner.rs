@@ -329,10 +329,20 @@ impl<C: Send + Sync> Migration<C> {
                     )),
                 }
                 if interrupted {
-                    next.push(format!(
-                        "the run is recorded as running: if its process (pid {} on {}) is gone, it was interrupted",
-                        run.run.pid, run.run.host
-                    ));
+                    next.push(match journal.lock_held(&self.name).await? {
+                        Some(true) => format!(
+                            "the run is live: pid {} on {} holds the run lock (a new run, --resume and --rollback are refused until it ends)",
+                            run.run.pid, run.run.host
+                        ),
+                        Some(false) => format!(
+                            "the run was interrupted: its process (pid {} on {}) is gone and the run lock is free",
+                            run.run.pid, run.run.host
+                        ),
+                        None => format!(
+                            "the run is recorded as running: if its process (pid {} on {}) is gone, it was interrupted",
+                            run.run.pid, run.run.host
+                        ),
+                    });
                 }
                 next.push(self.plain_run_note(run));
                 next.push(self.rollback_note(&records));
@@ -442,6 +452,13 @@ impl<C: Send + Sync> Migration<C> {
         opts: &RunOptions,
     ) -> Result<RunReport> {
         let started = Utc::now();
+        // One run per target: held to the end of this invocation (a dry run writes
+        // nothing and takes none).
+        let _lock = if opts.action == Action::DryRun {
+            super::RunLock::none()
+        } else {
+            journal.lock(&self.name).await?
+        };
         let report = match &opts.action {
             Action::Rollback => self.rollback(ctx, journal, opts, started).await?,
             Action::DryRun => {
@@ -1016,7 +1033,7 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-fn host() -> String {
+pub(crate) fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()
