@@ -31,9 +31,9 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let args: Args = etl_core::cli::parse_args();
     let common = &args.arctic.cites.common;
     etl_core::cli::init_tracing(common.verbosity());
-    let db = Database::open(common.database_url.as_ref(), "cites_arctic").await?;
+    let db = Database::for_args(common, "cites_arctic").await?;
     let cfg = config(&args.arctic)?;
-    let code = etl_examples::cites::run_cli(&cfg, &db.url).await?;
+    let code = etl_examples::cites::run_cli(&cfg, &db).await?;
     drop(db);
     Ok(code)
 }

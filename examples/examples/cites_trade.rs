@@ -38,9 +38,10 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let args: Args = etl_core::cli::parse_args();
     etl_core::cli::init_tracing(args.cites.common.verbosity());
-    let db = Database::open(args.cites.common.database_url.as_ref(), "cites_trade").await?;
+    let common = &args.cites.common;
+    let db = Database::for_args(common, "cites_trade").await?;
     let cfg = CitesConfig::from_args("cites_trade", args.cites);
-    let code = run_cli(&cfg, &db.url).await?;
+    let code = run_cli(&cfg, &db).await?;
     drop(db);
     Ok(code)
 }

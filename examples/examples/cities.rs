@@ -85,9 +85,8 @@ async fn main() -> std::process::ExitCode {
     etl_examples::common::run_main(async {
         let args: Args = parse_args();
         init_tracing(args.common.verbosity());
-        let url = args.common.database_url.as_ref();
-        let db = etl_examples::common::Database::open(url, "cities").await?;
-        let (run, plan) = (args.common.run_options(), args.common.plan);
+        let db = etl_examples::common::Database::for_args(&args.common, "cities").await?;
+        let (run, plan) = (db.run_options(&args.common), args.common.plan);
         let (opts, tables) = (connect_options(&db.url)?, TableName::new("cities"));
         let tables = StagingTable::for_live(tables);
         let c = Cities { opts, args, tables };

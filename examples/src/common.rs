@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use etl_core::RunReport;
 
+/// What a run without a target runs against, said at its start and in its report.
+pub const THROWAWAY: &str = "throwaway local PostgreSQL, deleted at exit — nothing reached a real database; pass --database-url or set DATABASE_URL";
+
 /// The database URL to use and, when none was given, the throwaway cluster started for it
 /// (stopped when dropped).
 pub struct Database {
@@ -11,23 +14,108 @@ pub struct Database {
     pub url: String,
     /// The local cluster, if this process started one.
     pub local: Option<etl_testkit::TempPostgres>,
+    /// The directory of a throwaway cluster kept running (`--keep-local`).
+    pub kept: Option<PathBuf>,
 }
 
 impl Database {
     /// `given` (from `--database-url` / `DATABASE_URL`), else a throwaway cluster under
     /// `target/ferry-pg/<name>` started from the installed PostgreSQL binaries.
+    ///
+    /// # Errors
+    /// An empty `--database-url` or `DATABASE_URL` (a blank target is a mistake, never a
+    /// request for the throwaway cluster); the cluster cannot start.
     pub async fn open(given: Option<&etl_core::Secret>, name: &str) -> anyhow::Result<Self> {
-        let given = given.map(|s| s.expose()).filter(|s| !s.trim().is_empty());
-        let (url, local) = etl_testkit::database_url_or_start(given, name).await?;
-        if local.is_some() {
-            tracing::info!(url = %etl_core::config::redact_url(&url), "started a throwaway PostgreSQL (no --database-url / DATABASE_URL given)");
+        Self::open_keeping(given, name, None).await
+    }
+
+    /// [`Database::open`], and with `keep` (`--keep-local DIR`) the throwaway cluster is
+    /// started in `keep` and left running at exit, for inspection.
+    ///
+    /// # Errors
+    /// As [`Database::open`].
+    pub async fn open_keeping(
+        given: Option<&etl_core::Secret>,
+        name: &str,
+        keep: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let env_blank = std::env::var_os("DATABASE_URL").is_some_and(|v| v.is_empty());
+        match given.map(|s| s.expose()) {
+            Some(url) if url.trim().is_empty() => anyhow::bail!(
+                "the target database URL is empty (--database-url \"\" or DATABASE_URL=): pass the URL of the database to migrate, or leave both unset to try the migration on a {THROWAWAY}"
+            ),
+            None if env_blank => anyhow::bail!(
+                "DATABASE_URL is set but empty: pass the URL of the database to migrate, or unset it to try the migration on a {THROWAWAY}"
+            ),
+            Some(url) => {
+                return Ok(Database {
+                    url: url.to_owned(),
+                    local: None,
+                    kept: None,
+                });
+            }
+            None => {}
         }
-        Ok(Database { url, local })
+        let db = match keep {
+            Some(dir) => {
+                let pg = etl_testkit::TempPostgres::start(dir).await?;
+                Database {
+                    url: pg.keep(),
+                    local: None,
+                    kept: Some(dir.to_owned()),
+                }
+            }
+            None => {
+                let (url, local) = etl_testkit::database_url_or_start(None, name).await?;
+                Database {
+                    url,
+                    local,
+                    kept: None,
+                }
+            }
+        };
+        tracing::warn!(url = %db.redacted(), "target: {}", db.target());
+        Ok(db)
+    }
+
+    /// The target the shared options name (`--database-url`, `DATABASE_URL`,
+    /// `--keep-local`), as [`Database::open_keeping`].
+    ///
+    /// # Errors
+    /// As [`Database::open`].
+    pub async fn for_args(common: &etl_core::cli::CommonArgs, name: &str) -> anyhow::Result<Self> {
+        let keep = common.keep_local.as_deref();
+        Self::open_keeping(common.database_url.as_ref(), name, keep).await
+    }
+
+    /// The run options of the shared flags, saying in the report what the target is.
+    pub fn run_options(
+        &self,
+        common: &etl_core::cli::CommonArgs,
+    ) -> etl_core::migration::RunOptions {
+        let mut opts = common.run_options();
+        opts.target = Some(self.target());
+        opts
     }
 
     /// The URL without its password.
     pub fn redacted(&self) -> String {
         etl_core::config::redact_url(&self.url)
+    }
+
+    /// What the run writes to, for its report: the redacted URL, or what the throwaway
+    /// cluster is.
+    pub fn target(&self) -> String {
+        match (&self.local, &self.kept) {
+            (Some(_), _) => THROWAWAY.to_owned(),
+            (None, Some(dir)) => format!(
+                "local PostgreSQL kept running in {} ({}; stop it with scripts/pg.sh stop {}) — nothing reached a real database",
+                dir.display(),
+                self.redacted(),
+                dir.display()
+            ),
+            (None, None) => format!("PostgreSQL {}", self.redacted()),
+        }
     }
 }
 

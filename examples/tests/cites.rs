@@ -764,3 +764,48 @@ async fn a_kill_during_the_post_switch_steps_is_finished_by_resume() {
         "the journal says done"
     );
 }
+
+/// The target is always explicit: a blank URL is an error; no URL at all runs on a
+/// throwaway cluster and the run says so, at its start and in its report.
+#[tokio::test]
+async fn a_blank_target_is_an_error_and_no_target_says_throwaway() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = example_binary("cites_trade");
+    for (env, args) in [(Some(""), vec![]), (None, vec!["--database-url", ""])] {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args([
+            "--report-dir",
+            &dir.path().join("blank").display().to_string(),
+        ]);
+        cmd.args(&args).env_remove("DATABASE_URL");
+        if let Some(v) = env {
+            cmd.env("DATABASE_URL", v);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("empty"), "{err}");
+        assert!(!dir.path().join("blank/report.json").exists());
+    }
+    let report = dir.path().join("local");
+    let o = std::process::Command::new(&bin)
+        .args(["--report-dir", &report.display().to_string()])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("target: throwaway local PostgreSQL"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    let target = json["target"].as_str().unwrap();
+    assert!(
+        target.contains("nothing reached a real database"),
+        "{target}"
+    );
+    let summary = std::fs::read_to_string(report.join("summary.txt")).unwrap();
+    assert!(
+        summary.contains("target      throwaway local PostgreSQL"),
+        "{summary}"
+    );
+}

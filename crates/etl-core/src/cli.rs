@@ -35,6 +35,11 @@ pub struct CommonArgs {
     /// examples start a throwaway local cluster.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<Secret>,
+    /// With no --database-url / DATABASE_URL, the examples run against a throwaway local
+    /// PostgreSQL deleted at exit; with this, it is created in DIR and left running for
+    /// inspection (its URL is printed; stop it with scripts/pg.sh stop DIR).
+    #[arg(long, value_name = "DIR")]
+    pub keep_local: Option<PathBuf>,
     /// Run every step that only reads (a pipeline reads, transforms and validates) and
     /// list what the others would do; write nothing to the target, not even the journal.
     #[arg(long, conflicts_with_all = ["resume", "rollback", "plan"])]

@@ -151,8 +151,8 @@ impl CitesConfig {
         self.args.max_year.unwrap_or_else(|| Utc::now().year())
     }
 
-    /// What the flags ask the run layer to do.
-    pub fn run_options(&self, cancel: CancellationToken, url: &str) -> RunOptions {
+    /// What the flags ask the run layer to do; `target` says what the run writes to.
+    pub fn run_options(&self, cancel: CancellationToken, target: String) -> RunOptions {
         let common = &self.args.common;
         let action = if self.args.cleanup {
             Action::Only(vec!["cleanup".into()])
@@ -167,7 +167,7 @@ impl CitesConfig {
             report_dir: common.report_dir.clone(),
             progress: common.progress(),
             cancel,
-            target: Some(format!("PostgreSQL {}", etl_core::config::redact_url(url))),
+            target: Some(target),
         }
     }
 }
@@ -666,12 +666,26 @@ pub async fn run(
     url: &str,
     cancel: CancellationToken,
 ) -> anyhow::Result<RunReport> {
+    let target = format!("PostgreSQL {}", etl_core::config::redact_url(url));
+    run_on(cfg, url, target, cancel).await
+}
+
+/// [`run`], saying in the report what `url` is (`target`).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_on(
+    cfg: &CitesConfig,
+    url: &str,
+    target: String,
+    cancel: CancellationToken,
+) -> anyhow::Result<RunReport> {
     let journal = PgJournal::new(connect_options(url)?);
     let m = migration(cfg);
     if cfg.args.switchover {
         check_switchover(&m, &journal).await?;
     }
-    let opts = cfg.run_options(cancel, url);
+    let opts = cfg.run_options(cancel, target);
     let ctx = Cites {
         cfg: cfg.clone(),
         url: url.to_owned(),
@@ -711,13 +725,17 @@ async fn check_switchover(m: &Migration<Cites>, journal: &PgJournal) -> anyhow::
 ///
 /// # Errors
 /// As [`run`].
-pub async fn run_cli(cfg: &CitesConfig, url: &str) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run_cli(
+    cfg: &CitesConfig,
+    db: &crate::common::Database,
+) -> anyhow::Result<std::process::ExitCode> {
     if cfg.args.common.plan {
-        let journal = PgJournal::new(connect_options(url)?);
+        let journal = PgJournal::new(connect_options(&db.url)?);
         print!("{}", migration(cfg).status(&journal).await?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let report = run(cfg, url, etl_core::cli::cancel_on_ctrl_c()).await?;
+    let cancel = etl_core::cli::cancel_on_ctrl_c();
+    let report = run_on(cfg, &db.url, db.target(), cancel).await?;
     crate::common::print_report(&report, &cfg.args.common.report_dir);
     Ok(crate::common::exit_code(report.status))
 }
