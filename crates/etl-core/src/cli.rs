@@ -68,6 +68,11 @@ pub struct CommonArgs {
     /// a CITES load under ~150 MiB whatever the input size, with no measurable loss of speed.
     #[arg(long, value_name = "N", default_value_t = 8_192)]
     pub batch_size: usize,
+    /// Times a unit (a file, a key range, an API type) that fails with a retryable error
+    /// (a lost connection, a server restart, a serialization failure) is run again, with
+    /// backoff, before the run fails; each retry is in the report.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub unit_retries: u32,
     /// Units processed at once (files, tables, API types); each uses one connection.
     #[arg(long, value_name = "N", default_value_t = default_parallelism())]
     pub parallel: usize,
@@ -118,6 +123,7 @@ impl CommonArgs {
             progress: self.progress(),
             cancel: cancel_on_ctrl_c(),
             target: None,
+            unit_retries: self.unit_retries,
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct PipelineOptions {
     pub progress: bool,
     /// Write `report.json`, `summary.txt` and `rejects.csv` here at the end.
     pub report_dir: Option<PathBuf>,
+    /// Times a unit that failed with a retryable error (a lost connection, a server
+    /// restart, a serialization failure) is run again, after a jittered backoff, before
+    /// the run fails. Each retry is counted in the unit's report line.
+    pub unit_retries: u32,
 }
 
 impl Default for PipelineOptions {
@@ -45,6 +49,7 @@ impl Default for PipelineOptions {
             transform_concurrency: 1,
             progress: false,
             report_dir: None,
+            unit_retries: 0,
         }
     }
 }
@@ -307,6 +312,8 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// One unit, run again after a retryable error up to `unit_retries` times.
+    #[allow(clippy::too_many_arguments)]
     async fn run_unit(
         &self,
         unit: &Unit,
@@ -318,11 +325,66 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         rows: &AtomicU64,
         t0: Instant,
     ) -> Result<()> {
+        // 0.5-1 s, 1-2 s, 2-4 s, ...: long enough for a server restart to complete.
+        let backoff = crate::retry::Backoff::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+            self.options.unit_retries,
+        );
+        let mut retries = backoff.retries();
+        loop {
+            let r = self
+                .run_unit_once(
+                    unit,
+                    run,
+                    ledger,
+                    spool,
+                    progress,
+                    cancel,
+                    rows,
+                    t0,
+                    retries.attempts(),
+                )
+                .await;
+            match r {
+                Err(e) if e.is_retryable() && !cancel.is_cancelled() => {
+                    let Some(delay) = retries.next_delay(None) else {
+                        return Err(e);
+                    };
+                    tracing::warn!(
+                        unit = %unit.name, error = %e, retry = retries.attempts(),
+                        of = self.options.unit_retries, delay_ms = delay.as_millis() as u64,
+                        "unit failed with a retryable error; running it again"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = cancel.cancelled() => return Err(e),
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_unit_once(
+        &self,
+        unit: &Unit,
+        run: &RunInfo,
+        ledger: &RunLedger,
+        spool: Option<&RejectSpool>,
+        progress: &Progress,
+        cancel: &CancellationToken,
+        rows: &AtomicU64,
+        t0: Instant,
+        retries: u32,
+    ) -> Result<()> {
         if cancel.is_cancelled() {
             // Not started: stays pending in the ledger; a resume will do it.
             return Err(Error::Cancelled);
         }
         let mut summary = UnitSummary::new(&unit.name);
+        summary.retries = retries;
         summary.status = UnitStatus::Running;
         summary.started_at = Some(Utc::now());
         ledger.put(summary.clone());
@@ -368,9 +430,29 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         if let Some(w) = writer
             && let Err(e) = w.commit(&summary).await
         {
-            return self
-                .fail_unit(unit, summary, None, e, ledger, started, &bar)
-                .await;
+            // The COMMIT may have reached the server and only its answer been lost: ask
+            // the sink's durable record before calling the unit failed (loading it again
+            // would duplicate it).
+            match self.load.unit_committed(unit).await {
+                Ok(true) => {
+                    tracing::warn!(unit = %unit.name, error = %e, "the unit's commit got no answer, but the sink's record shows it committed: kept as completed");
+                    *summary
+                        .counters
+                        .entry("commit_outcome_checked".into())
+                        .or_default() += 1;
+                }
+                Ok(false) => {
+                    return self
+                        .fail_unit(unit, summary, None, e, ledger, started, &bar)
+                        .await;
+                }
+                Err(check) => {
+                    tracing::warn!(unit = %unit.name, error = %check, "cannot tell whether the unit committed");
+                    return self
+                        .fail_unit(unit, summary, None, e, ledger, started, &bar)
+                        .await;
+                }
+            }
         }
         if let Some(spool) = spool {
             spool.seal(&unit.name)?;

@@ -111,6 +111,9 @@ pub struct UnitReport {
     pub counters: crate::batch::Counts,
     /// The unit's error, if any.
     pub error: Option<String>,
+    /// Times the unit was retried after a retryable error.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl From<&UnitSummary> for UnitReport {
@@ -127,6 +130,7 @@ impl From<&UnitSummary> for UnitReport {
             filtered_by_reason: u.filtered_by_reason.clone(),
             counters: u.counters.clone(),
             error: u.error.clone(),
+            retries: u.retries,
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct UnitSummary {
     pub duration_s: f64,
     /// Error, if it failed.
     pub error: Option<String>,
+    /// Times the unit was retried after a retryable error (a lost connection, a server
+    /// restart, a serialization failure).
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl UnitSummary {
@@ -105,6 +109,7 @@ impl UnitSummary {
             finished_at: None,
             duration_s: 0.0,
             error: None,
+            retries: 0,
         }
     }
 

@@ -138,6 +138,16 @@ pub trait Load: Send + Sync + 'static {
         let _ = (unit, error);
         async { Ok(()) }
     }
+    /// Whether `unit` is committed in this run, asked after its commit failed without an
+    /// answer (a connection lost while `COMMIT` was on the wire): the server may have
+    /// committed it. Implementations ask the durable record (a ledger row written in the
+    /// unit's transaction) over a new connection. The default says no: the unit is then
+    /// failed (and a resume loads it again), which is right only for sinks whose commit
+    /// is idempotent.
+    fn unit_committed(&self, unit: &Unit) -> impl Future<Output = Result<bool>> + Send {
+        let _ = unit;
+        async { Ok(false) }
+    }
     /// Every unit is written: finish the load (build indexes, analyze).
     fn end_load(&self) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }

@@ -100,6 +100,7 @@ fn opts(dir: Option<&std::path::Path>) -> PipelineOptions {
         transform_concurrency: 2,
         progress: false,
         report_dir: dir.map(|d| d.to_path_buf()),
+        unit_retries: 0,
     }
 }
 
@@ -244,4 +245,130 @@ async fn a_dry_run_never_touches_the_sink() {
     assert_eq!(load.rows(), 0);
     assert!(!load.run_committed() && load.run_aborted().is_none());
     assert_eq!(report.units[0].status, UnitStatus::DryRun);
+}
+
+/// A sink whose commit of one unit fails once with a retryable error: either before the
+/// data is stored (a connection lost before COMMIT) or after (the COMMIT's answer lost).
+#[derive(Clone, Default)]
+struct FlakyLoad {
+    rows: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    committed: Arc<std::sync::Mutex<Vec<String>>>,
+    fails: Arc<AtomicUsize>,
+    after_store: bool,
+}
+
+struct FlakyWriter {
+    unit: String,
+    rows: u64,
+    load: FlakyLoad,
+}
+
+fn lost_connection() -> etl_core::Error {
+    etl_core::Error::component(
+        etl_core::Stage::Load,
+        "flaky",
+        true,
+        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset"),
+    )
+}
+
+impl etl_core::Load for FlakyLoad {
+    type Writer = FlakyWriter;
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn begin_run(
+        &self,
+        _run: &RunInfo,
+        _schema: SchemaRef,
+    ) -> Result<Vec<etl_core::UnitSummary>> {
+        Ok(Vec::new())
+    }
+    async fn begin_unit(&self, unit: &etl_core::Unit) -> Result<FlakyWriter> {
+        Ok(FlakyWriter {
+            unit: unit.name.clone(),
+            rows: 0,
+            load: self.clone(),
+        })
+    }
+    async fn unit_committed(&self, unit: &etl_core::Unit) -> Result<bool> {
+        Ok(self.committed.lock().unwrap().contains(&unit.name))
+    }
+}
+
+impl etl_core::UnitWriter for FlakyWriter {
+    async fn write(&mut self, batch: arrow_array::RecordBatch) -> Result<u64> {
+        self.rows += batch.num_rows() as u64;
+        Ok(batch.num_rows() as u64)
+    }
+    async fn write_rejects(&mut self, _rejects: &[etl_core::Reject]) -> Result<()> {
+        Ok(())
+    }
+    async fn commit(self, _summary: &etl_core::UnitSummary) -> Result<()> {
+        let first_of_b = self.unit == "b" && self.load.fails.fetch_add(1, Ordering::SeqCst) == 0;
+        if first_of_b && !self.load.after_store {
+            return Err(lost_connection());
+        }
+        self.load
+            .rows
+            .lock()
+            .unwrap()
+            .push((self.unit.clone(), self.rows));
+        self.load.committed.lock().unwrap().push(self.unit.clone());
+        if first_of_b {
+            return Err(lost_connection());
+        }
+        Ok(())
+    }
+    async fn abort(self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_unit_failing_with_a_retryable_error_is_run_again() {
+    let load = FlakyLoad::default();
+    let report = Pipeline::new(MemoryExtract::units(&[("a", 30), ("b", 40)]), load.clone())
+        .options(PipelineOptions {
+            unit_retries: 2,
+            ..Default::default()
+        })
+        .run(&RunInfo::new("flaky"))
+        .await;
+    assert!(report.succeeded(), "{:?}", report.error);
+    assert_eq!(report.totals.loaded, 70);
+    let b = report.units.iter().find(|u| u.name == "b").unwrap();
+    assert_eq!(b.retries, 1);
+    assert_eq!(b.status, UnitStatus::Completed);
+    let stored: u64 = load.rows.lock().unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(stored, 70, "stored once");
+
+    // Without retries the same failure fails the run.
+    let load = FlakyLoad::default();
+    let report = Pipeline::new(MemoryExtract::units(&[("a", 30), ("b", 40)]), load)
+        .run(&RunInfo::new("flaky"))
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(report.error.unwrap().contains("connection reset"));
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_checked_not_redone() {
+    let load = FlakyLoad {
+        after_store: true,
+        ..Default::default()
+    };
+    let report = Pipeline::new(MemoryExtract::units(&[("a", 30), ("b", 40)]), load.clone())
+        .options(PipelineOptions {
+            unit_retries: 3,
+            ..Default::default()
+        })
+        .run(&RunInfo::new("lost-ack"))
+        .await;
+    assert!(report.succeeded(), "{:?}", report.error);
+    assert_eq!(report.totals.loaded, 70);
+    let b = report.units.iter().find(|u| u.name == "b").unwrap();
+    assert_eq!(b.retries, 0, "not redone");
+    assert_eq!(b.counters.get("commit_outcome_checked"), Some(&1));
+    assert_eq!(load.rows.lock().unwrap().len(), 2, "no duplicate of b");
 }

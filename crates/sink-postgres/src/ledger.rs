@@ -186,7 +186,25 @@ impl LedgerTables {
         )
     }
 
-    /// The units a run committed, as ledger summaries.
+    /// Whether `unit` of `run_id` committed (its ledger row is written in the unit's own
+    /// transaction, so this is the unit's commit outcome).
+    pub async fn unit_completed(
+        &self,
+        conn: &mut PgConnection,
+        run_id: Uuid,
+        unit: &str,
+    ) -> Result<bool> {
+        Ok(sqlx::query_scalar(sqlf!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE run_id = $1 AND file_name = $2 AND status = 'completed')",
+            self.units.sql()
+        ))
+        .bind(run_id)
+        .bind(unit)
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// The units of `run_id` that committed, with their counts (what a resume skips).
     pub async fn completed_units(
         &self,
         conn: &mut PgConnection,

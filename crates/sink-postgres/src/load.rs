@@ -153,6 +153,15 @@ impl Load for PgLoad {
         Ok(())
     }
 
+    async fn unit_committed(&self, unit: &Unit) -> etl_core::Result<bool> {
+        let state = self.run_state()?;
+        let mut conn = self.connect().await?;
+        Ok(self
+            .ledger
+            .unit_completed(&mut conn, state.run_id, &unit.name)
+            .await?)
+    }
+
     async fn end_load(&self) -> etl_core::Result<()> {
         let state = self.run_state()?;
         let mut conn = self.connect().await?;

@@ -702,6 +702,27 @@ impl TempPostgres {
         &self.data_dir
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`): every session is terminated (an open
+    /// transaction is rolled back) and the server comes back on the same port. For tests
+    /// of what a client does when its server restarts under it.
+    pub async fn restart(&self) -> Result<(), Error> {
+        let data_dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            let runner = Runner::new()?;
+            let mut cmd = runner.command(&pg_bin_dir()?.join("pg_ctl"));
+            cmd.args(["restart", "-w", "-t", "60", "-m", "fast", "-D"])
+                .arg(&data_dir)
+                .arg("-l")
+                .arg(data_dir.join("restart.log"));
+            run(cmd).map(|_| ())
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: "pg_ctl restart task".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     /// Do not stop/delete it on drop: the server keeps running after this process ends, and
     /// [`TempPostgres::start`] on the same directory picks it up again. Returns the URL.
     ///

@@ -168,6 +168,7 @@ impl CitesConfig {
             progress: common.progress(),
             cancel,
             target: Some(target),
+            unit_retries: common.unit_retries,
         }
     }
 }

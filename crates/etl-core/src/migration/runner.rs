@@ -62,6 +62,9 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// What the run writes to, for the report (no password: redact URLs first).
     pub target: Option<String>,
+    /// Times a pipeline unit failing with a retryable error is run again
+    /// ([`StepCx::pipeline_options`](super::StepCx::pipeline_options)); 3 by default.
+    pub unit_retries: u32,
 }
 
 impl RunOptions {
@@ -74,6 +77,7 @@ impl RunOptions {
             progress: false,
             cancel: CancellationToken::new(),
             target: None,
+            unit_retries: 3,
         }
     }
 
@@ -501,6 +505,7 @@ impl<C: Send + Sync> Migration<C> {
             cancel: opts.cancel.clone(),
             progress: opts.progress,
             report_dir: opts.report_dir.clone(),
+            unit_retries: opts.unit_retries,
             shared: shared.clone(),
         }
     }

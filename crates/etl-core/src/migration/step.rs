@@ -366,6 +366,8 @@ pub struct StepCx {
     /// The report directory (`report.json`, `summary.txt`, `rejects.csv`, the migration's
     /// own files).
     pub report_dir: PathBuf,
+    /// Retries of a pipeline unit that fails with a retryable error.
+    pub unit_retries: u32,
     pub(crate) shared: Arc<Mutex<Shared>>,
 }
 
@@ -396,14 +398,15 @@ impl StepCx {
         }
     }
 
-    /// Pipeline options with this run's progress setting and report directory (for the
-    /// reject spool), and the given batch size and parallelism.
+    /// Pipeline options with this run's progress setting, report directory (for the
+    /// reject spool) and unit retries, and the given batch size and parallelism.
     pub fn pipeline_options(&self, batch_size: usize, parallel: usize) -> PipelineOptions {
         PipelineOptions {
             batch_size,
             parallel: parallel.max(1),
             progress: self.progress,
             report_dir: Some(self.report_dir.clone()),
+            unit_retries: self.unit_retries,
             ..PipelineOptions::default()
         }
     }
