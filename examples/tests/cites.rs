@@ -828,7 +828,7 @@ async fn a_server_restart_mid_load_is_retried_to_exact_counts() {
     etl_examples::cites::generate::generate(&input, &opts).unwrap();
     let species = dir.path().join("species.csv");
     etl_examples::cites::generate::write_species_csv(&species).unwrap();
-    let mut child = tokio::process::Command::new(example_binary("cites_trade"))
+    let child = tokio::process::Command::new(example_binary("cites_trade"))
         .args([
             "--input",
             &input.display().to_string(),
