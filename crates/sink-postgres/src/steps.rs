@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etl_core::migration::{Step, StepKind, StepOutput};
+use etl_core::migration::{Step, StepCx, StepKind, StepOutput};
 use etl_core::{Finding, Progress};
 use etl_postgres::catalog::{self, Scope};
 use serde_json::{Value, json};
@@ -258,18 +258,12 @@ pub fn sql_migration<C: Send + Sync + 'static>(
             let mut conn = connect(&opts).await?;
             let shown = f.path.display().to_string();
             if cx.dry_run {
-                return Ok(match f.applied(&mut conn, &cx.migration).await? {
-                    Some(c) if c == f.sha256() => {
-                        StepOutput::message(format!("{shown} already applied"))
-                    }
-                    Some(_) => {
-                        return Err(check_unchanged(&mut conn, &cx.migration, &[(*f).clone()])
-                            .await
-                            .unwrap_err()
-                            .into());
-                    }
-                    None => StepOutput::message(format!("would apply {shown}"))
-                        .with_details(json!({ "sql": split_statements(&f.up) })),
+                check_unchanged(&mut conn, &cx.migration, std::slice::from_ref(&*f)).await?;
+                return Ok(if f.applied(&mut conn, &cx.migration).await?.is_some() {
+                    StepOutput::message(format!("{shown} already applied"))
+                } else {
+                    StepOutput::message(format!("would apply {shown}"))
+                        .with_details(json!({ "sql": split_statements(&f.up) }))
                 });
             }
             let applied = f.apply(&mut conn, &cx.migration, cx.run_id).await?;
@@ -527,6 +521,50 @@ impl MoveSteps {
         Ok(out)
     }
 
+    async fn run_move(&self, cx: &StepCx) -> Result<StepOutput, etl_core::BoxError> {
+        let mut conn = self.conn().await?;
+        let progress = Progress::new(cx.progress, self.tables.len() as u64);
+        let (mut msgs, mut details, mut sql) = (Vec::new(), serde_json::Map::new(), Vec::new());
+        for t in &self.tables {
+            if cx.dry_run {
+                sql.extend(self.preview(&mut conn, t).await.unwrap_or_else(|e| {
+                    vec![format!(
+                        "-- (the SQL depends on earlier steps and cannot be shown yet: {e})"
+                    )]
+                }));
+                continue;
+            }
+            if t.swapped(&mut conn).await? {
+                msgs.push(format!("{} already swapped in", t.live));
+                continue;
+            }
+            if self.online {
+                let o = self.online_move(t);
+                let st = o.run(&mut conn, &t.old.name, &progress, &cx.cancel).await?;
+                msgs.push(format!(
+                    "{}: {} rows backfilled, {} changes replayed, swapped with the lock held {:.1} ms",
+                    t.live,
+                    st.backfill.total_rows,
+                    st.replay.changes + st.swap.final_changes,
+                    st.swap.lock_held_ms
+                ));
+                details.insert(t.live.name.clone(), json!(st));
+            } else {
+                let mv = self.keyset(t);
+                let st = mv.run(&mut conn, &progress, &cx.cancel, false).await?;
+                let (rows, batches) = (st.total_rows, st.batches);
+                msgs.push(format!("{}: {rows} rows in {batches} batches", t.live));
+                details.insert(t.live.name.clone(), json!({ "backfill": st }));
+            }
+        }
+        progress.finish();
+        if cx.dry_run {
+            msgs.push("would move the rows (details: sql)".into());
+            details.insert("sql".into(), json!(sql));
+        }
+        Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
+    }
+
     /// `move_data` ([`StepKind::DataMove`]): every table's rows into its replacement, in
     /// keyset batches that each commit with their checkpoint (a rerun after a kill
     /// continues after the last one), or online (the swap included). Details per table:
@@ -536,44 +574,7 @@ impl MoveSteps {
         let (me, me2) = (Arc::new(self.clone()), Arc::new(self.clone()));
         Step::new("move_data", StepKind::DataMove, move |_c: &C, cx| {
             let me = me.clone();
-            Box::pin(async move {
-                let mut conn = me.conn().await?;
-                let progress = Progress::new(cx.progress, me.tables.len() as u64);
-                let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
-                for t in &me.tables {
-                    if cx.dry_run {
-                        let sql = me.preview(&mut conn, t).await.unwrap_or_else(|e| {
-                            vec![format!("-- (the SQL depends on earlier steps and cannot be shown yet: {e})")]
-                        });
-                        details.entry("sql").or_insert_with(|| json!([])).as_array_mut().expect("array").extend(sql.into_iter().map(Value::from));
-                        continue;
-                    }
-                    if t.swapped(&mut conn).await? {
-                        msgs.push(format!("{} already swapped in", t.live));
-                        continue;
-                    }
-                    if me.online {
-                        let st = me.online_move(t).run(&mut conn, &t.old.name, &progress, &cx.cancel).await?;
-                        msgs.push(format!(
-                            "{}: {} rows backfilled, {} changes replayed, swapped with the lock held {:.1} ms",
-                            t.live,
-                            st.backfill.total_rows,
-                            st.replay.changes + st.swap.final_changes,
-                            st.swap.lock_held_ms
-                        ));
-                        details.insert(t.live.name.clone(), json!(st));
-                    } else {
-                        let st = me.keyset(t).run(&mut conn, &progress, &cx.cancel, false).await?;
-                        msgs.push(format!("{}: {} rows in {} batches", t.live, st.total_rows, st.batches));
-                        details.insert(t.live.name.clone(), json!({ "backfill": st }));
-                    }
-                }
-                progress.finish();
-                if cx.dry_run {
-                    msgs.push("would move the rows (details: sql)".into());
-                }
-                Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
-            })
+            Box::pin(async move { me.run_move(cx).await })
         })
         .undo(move |_c: &C, _cx| {
             let me = me2.clone();
@@ -587,32 +588,43 @@ impl MoveSteps {
         })
     }
 
+    async fn run_swap(&self, cx: &StepCx) -> Result<StepOutput, etl_core::BoxError> {
+        let mut conn = self.conn().await?;
+        let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
+        for t in &self.tables {
+            if t.swapped(&mut conn).await? {
+                msgs.push(format!("{} already swapped in", t.live));
+                continue;
+            }
+            let mv = self.keyset(t);
+            let catch_up = mv
+                .run(&mut conn, &Progress::hidden(), &cx.cancel, true)
+                .await?;
+            let lt = &self.lock_timeout;
+            let (views, held) = swap_names(&mut conn, &t.live, &t.new, &t.old.name, lt).await?;
+            msgs.push(format!(
+                "{} is the new table now (previous: {}), lock held {held:.1} ms",
+                t.live, t.old
+            ));
+            details.insert(
+                t.live.name.clone(),
+                json!({ "catch_up_rows": catch_up.rows, "lock_held_ms": held, "views": views }),
+            );
+        }
+        Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
+    }
+
     /// `swap` ([`StepKind::Switch`]): batch mode copies what arrived after the move's last
     /// key, then swaps the names (and the views) in one transaction per table; after an
     /// online move it only confirms the swap. Its undo swaps back.
     pub fn swap<C: Send + Sync + 'static>(&self) -> Step<C> {
         let (me, me2) = (Arc::new(self.clone()), Arc::new(self.clone()));
+        let renames: Vec<String> = (self.tables.iter())
+            .map(|t| format!("{} -> {}, {} -> {}", t.live, t.old, t.new, t.live))
+            .collect();
         Step::new("swap", StepKind::Switch, move |_c: &C, cx| {
             let me = me.clone();
-            Box::pin(async move {
-                let mut conn = me.conn().await?;
-                let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
-                for t in &me.tables {
-                    if t.swapped(&mut conn).await? {
-                        msgs.push(format!("{} already swapped in", t.live));
-                        continue;
-                    }
-                    let progress = Progress::hidden();
-                    let catch_up = me.keyset(t).run(&mut conn, &progress, &cx.cancel, true).await?;
-                    let (views, held) = swap_names(&mut conn, &t.live, &t.new, &t.old.name, &me.lock_timeout).await?;
-                    msgs.push(format!("{} is the new table now (previous: {}), lock held {held:.1} ms", t.live, t.old));
-                    details.insert(
-                        t.live.name.clone(),
-                        json!({ "catch_up_rows": catch_up.rows, "lock_held_ms": held, "views": views }),
-                    );
-                }
-                Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
-            })
+            Box::pin(async move { me.run_swap(cx).await })
         })
         .undo(move |_c: &C, _cx| {
             let me = me2.clone();
@@ -620,40 +632,40 @@ impl MoveSteps {
         })
         .describe(format!(
             "renames {} in one short-lock transaction per table (views re-created)",
-            self.tables.iter().map(|t| format!("{} -> {}, {} -> {}", t.live, t.old, t.new, t.live)).collect::<Vec<_>>().join("; ")
+            renames.join("; ")
         ))
+    }
+
+    async fn run_cleanup(&self) -> Result<StepOutput, etl_core::BoxError> {
+        let mut conn = self.conn().await?;
+        let mut msgs = Vec::new();
+        for t in &self.tables {
+            let had = exists(&mut conn, &t.old).await?;
+            sqlx::query(sqlf!("DROP TABLE IF EXISTS {}", t.old.sql()))
+                .execute(&mut conn)
+                .await?;
+            self.online_move(t)
+                .remove_capture(&mut conn, &t.live)
+                .await?;
+            self.keyset(t).reset(&mut conn).await?;
+            msgs.push(if had {
+                format!("dropped {}", t.old)
+            } else {
+                format!("{} was already gone", t.old)
+            });
+        }
+        Ok(StepOutput::message(msgs.join("; ")))
     }
 
     /// `cleanup` ([`StepKind::Cleanup`], optional, irreversible): drop the previous tables,
     /// the change capture and the checkpoints.
     pub fn cleanup<C: Send + Sync + 'static>(&self) -> Step<C> {
         let me = Arc::new(self.clone());
-        let olds = self
-            .tables
-            .iter()
-            .map(|t| t.old.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let olds: Vec<String> = self.tables.iter().map(|t| t.old.to_string()).collect();
+        let olds = olds.join(", ");
         Step::new("cleanup", StepKind::Cleanup, move |_c: &C, _cx| {
             let me = me.clone();
-            Box::pin(async move {
-                let mut conn = me.conn().await?;
-                let mut msgs = Vec::new();
-                for t in &me.tables {
-                    let had = exists(&mut conn, &t.old).await?;
-                    sqlx::query(sqlf!("DROP TABLE IF EXISTS {}", t.old.sql()))
-                        .execute(&mut conn)
-                        .await?;
-                    me.online_move(t).remove_capture(&mut conn, &t.live).await?;
-                    me.keyset(t).reset(&mut conn).await?;
-                    msgs.push(if had {
-                        format!("dropped {}", t.old)
-                    } else {
-                        format!("{} was already gone", t.old)
-                    });
-                }
-                Ok(StepOutput::message(msgs.join("; ")))
-            })
+            Box::pin(async move { me.run_cleanup().await })
         })
         .optional()
         .irreversible(format!(

@@ -3,13 +3,11 @@
 //! [`etl_sink_postgres::steps`]): partitioned tables, verification, foreign keys, indexes,
 //! ANALYZE — each with its undo.
 
-use chrono::NaiveDate;
 use etl_core::migration::{Step, StepCx, StepKind, StepOutput};
-use etl_core::{BoxError, Finding, RunReport, RunStatus, UnitStatus, UnitSummary};
+use etl_core::{BoxError, RunReport, RunStatus, UnitStatus, UnitSummary};
 use etl_sink_postgres::Result;
 use etl_sink_postgres::ident::{TableName, quote_ident};
-use etl_sink_postgres::move_data::{self, compare_tables};
-use etl_sink_postgres::partition::{self, ForeignKey, MonthlyPartitions};
+use etl_sink_postgres::partition::{self, ForeignKey, MonthlyPartitions, verify_partitioned};
 use etl_sink_postgres::staging::{count_rows, exists};
 use etl_sink_postgres::steps::MoveTable;
 use serde_json::{Value, json};
@@ -122,60 +120,168 @@ impl Ctx {
     }
 }
 
-/// A step of `kind` running `f` for every table with one connection; the messages are
-/// joined and the details keyed by table.
-macro_rules! per_table {
-    ($name:expr, $kind:expr, |$c:ident, $cx:ident, $conn:ident, $spec:ident| $body:expr) => {
-        Step::new($name, $kind, |$c: &Ctx, $cx: &StepCx| {
-            Box::pin(async move {
-                let mut $conn = $c.conn().await?;
-                let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
-                for $spec in &$c.tables {
-                    let (m, d): (String, Value) = $body;
-                    msgs.push(m);
-                    if !d.is_null() {
-                        details.insert($spec.t.live.name.clone(), d);
-                    }
-                }
-                Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
-            })
-        })
-    };
+/// The per-table steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Partitioned,
+    ForeignKeys,
+    Indexes,
+    Analyze,
 }
 
-/// `partitioned_tables`: monthly partitions from the data, plus DEFAULT (in a dry run:
-/// their SQL). Undone by dropping them.
-pub fn partitioned_tables() -> Step<Ctx> {
-    per_table!("partitioned_tables", StepKind::Prepare, |c, cx, conn, s| {
-        let t = &s.t;
-        if cx.dry_run {
-            let p = c.partitions_for(&mut conn, t).await?;
-            (format!("would create {} with {} partitions", t.new, p.months.len() + 1), json!({ "sql": p.create_sql(&t.live, &[PK]) }))
-        } else if exists(&mut conn, &t.new).await? || t.swapped(&mut conn).await? {
-            (format!("{} exists", t.new), Value::Null)
-        } else {
-            let p = c.partitions_for(&mut conn, t).await?;
-            p.create(&mut conn, &t.live, &[PK]).await?;
-            (
-                format!("{}: {} monthly partitions + DEFAULT", p.parent, p.months.len()),
-                json!({ "first_month": p.months.first(), "last_month": p.months.last(),
-                        "partitions": p.months.len() + 1, "default": p.default_partition().to_string() }),
-            )
-        }
-    })
-    .in_dry_run()
-    .undo(|c: &Ctx, _cx| {
+/// A step of `kind` doing `what` for every table with one connection (in a dry run: its
+/// SQL, in details `sql`); the messages are joined, the details keyed by table.
+fn per_table(name: &str, kind: StepKind, what: What) -> Step<Ctx> {
+    Step::new(name, kind, move |c: &Ctx, cx: &StepCx| {
         Box::pin(async move {
             let mut conn = c.conn().await?;
+            let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
             for s in &c.tables {
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", s.t.new.sql())))
+                let (m, d) = table_step(c, cx, &mut conn, s, what).await?;
+                msgs.push(m);
+                if !d.is_null() {
+                    details.insert(s.t.live.name.clone(), d);
+                }
+            }
+            let out = StepOutput::message(msgs.join("; "));
+            Ok(out.with_details(Value::Object(details)))
+        })
+    })
+    .in_dry_run()
+    .undo(move |c: &Ctx, _cx| Box::pin(async move { Ok(undo(c, what).await?) }))
+}
+
+async fn table_step(
+    c: &Ctx,
+    cx: &StepCx,
+    conn: &mut PgConnection,
+    s: &TableSpec,
+    what: What,
+) -> Result<(String, Value)> {
+    let t = &s.t;
+    let ident = |n: &String| quote_ident(n);
+    if cx.dry_run {
+        let sql: Vec<String> = match what {
+            What::Partitioned => c.partitions_for(conn, t).await?.create_sql(&t.live, &[PK]),
+            What::ForeignKeys => (s.foreign_keys.iter())
+                .map(|fk| {
+                    let (name, def) = (quote_ident(&fk.name), fk.definition());
+                    format!(
+                        "-- per partition: ADD CONSTRAINT ... NOT VALID, then VALIDATE\n\
+                         ALTER TABLE {} ADD CONSTRAINT {name} {def}",
+                        t.live.sql()
+                    )
+                })
+                .collect(),
+            What::Indexes => (s.indexes.iter())
+                .map(|(n, cols)| {
+                    let cols = cols.iter().map(ident).collect::<Vec<_>>().join(", ");
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS {} ON ONLY {} ({cols}) \
+                         -- then CREATE INDEX CONCURRENTLY per partition and ATTACH",
+                        ident(n),
+                        t.live.sql()
+                    )
+                })
+                .collect(),
+            What::Analyze => vec![format!("ANALYZE {}", t.live.sql())],
+        };
+        return Ok((String::new(), json!({ "sql": sql })));
+    }
+    let target = c.target(conn, t).await?;
+    Ok(match what {
+        What::Partitioned if exists(conn, &t.new).await? || t.swapped(conn).await? => {
+            (format!("{} exists", t.new), Value::Null)
+        }
+        What::Partitioned => {
+            let p = c.partitions_for(conn, t).await?;
+            p.create(conn, &t.live, &[PK]).await?;
+            let (n, first, last) = (p.months.len(), p.months.first(), p.months.last());
+            let default = p.default_partition().to_string();
+            let d = json!({ "first_month": first, "last_month": last,
+                            "partitions": n + 1, "default": default });
+            (format!("{}: {n} monthly partitions + DEFAULT", p.parent), d)
+        }
+        What::ForeignKeys => {
+            for fk in &s.foreign_keys {
+                partition::add_foreign_key(conn, &target, fk).await?;
+            }
+            let n = s.foreign_keys.len();
+            (
+                format!("{}: {n} foreign keys validated", t.live),
+                Value::Null,
+            )
+        }
+        What::Indexes => {
+            for (name, cols) in &s.indexes {
+                let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+                partition::create_index(conn, &target, name, &cols).await?;
+            }
+            (
+                format!("{}: {} indexes", t.live, s.indexes.len()),
+                Value::Null,
+            )
+        }
+        What::Analyze => {
+            etl_sink_postgres::staging::analyze(conn, &t.live).await?;
+            (format!("analyzed {}", t.live), Value::Null)
+        }
+    })
+}
+
+async fn undo(c: &Ctx, what: What) -> Result<StepOutput> {
+    let mut conn = PgConnection::connect_with(&c.opts).await?;
+    for s in &c.tables {
+        let target = c.target(&mut conn, &s.t).await?;
+        match what {
+            What::Partitioned => {
+                let sql = format!("DROP TABLE IF EXISTS {}", s.t.new.sql());
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut conn)
                     .await?;
             }
-            Ok(StepOutput::message("partitioned tables dropped"))
-        })
-    })
-    .describe("creates <table>_partitioned: monthly range partitions from the data, plus DEFAULT")
+            What::ForeignKeys if exists(&mut conn, &target).await? => {
+                for fk in &s.foreign_keys {
+                    partition::drop_foreign_key(&mut conn, &target, &fk.name).await?;
+                }
+            }
+            What::Indexes => {
+                for (name, _) in &s.indexes {
+                    let sql = format!("DROP INDEX IF EXISTS {}", TableName::new(name).sql());
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await?;
+                }
+            }
+            What::ForeignKeys | What::Analyze => {}
+        }
+    }
+    Ok(StepOutput::message("undone"))
+}
+
+/// `partitioned_tables`: monthly partitions from the data, plus DEFAULT. Undone by
+/// dropping them.
+pub fn partitioned_tables() -> Step<Ctx> {
+    per_table("partitioned_tables", StepKind::Prepare, What::Partitioned)
+        .describe("creates <table>_partitioned: monthly range partitions from the data + DEFAULT")
+}
+
+/// `foreign_keys`: added `NOT VALID` then validated, per partition. Undone by dropping them.
+pub fn foreign_keys() -> Step<Ctx> {
+    per_table("foreign_keys", StepKind::Index, What::ForeignKeys)
+        .describe("foreign keys NOT VALID, then VALIDATE, per partition")
+}
+
+/// `indexes`: on the parent only, then concurrently per partition and attached. Undone by
+/// dropping them.
+pub fn indexes() -> Step<Ctx> {
+    per_table("indexes", StepKind::Index, What::Indexes)
+        .describe("indexes on the parent, built concurrently per partition")
+}
+
+/// `analyze`: statistics for the new tables.
+pub fn analyze() -> Step<Ctx> {
+    per_table("analyze", StepKind::PostSwitch, What::Analyze).describe("ANALYZE the new tables")
 }
 
 /// `verify` (a gate): old and new tables compared (counts, anti-joins both ways, content
@@ -185,7 +291,8 @@ pub fn verify() -> Step<Ctx> {
     Step::new("verify", StepKind::Gate, |c: &Ctx, cx: &StepCx| {
         Box::pin(async move {
             let mut conn = c.conn().await?;
-            let (mut msgs, mut details, mut findings, mut units) = (Vec::new(), serde_json::Map::new(), Vec::new(), Vec::new());
+            let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
+            let (mut findings, mut units) = (Vec::new(), Vec::new());
             for s in &c.tables {
                 let t = &s.t;
                 let swapped = t.swapped(&mut conn).await?;
@@ -197,229 +304,35 @@ pub fn verify() -> Step<Ctx> {
                     msgs.push(format!("{}: nothing to verify yet", t.live));
                     continue;
                 };
-                let v = verify_table(&mut conn, &t.live.name, &old, &new, c.online && swapped).await?;
+                let writes = c.online && swapped;
+                let v = verify_partitioned(&mut conn, &t.live.name, &old, &new, KEY, PK, writes);
+                let v = v.await?;
+                let cmp = &v.cmp;
+                let pruning = if v.pruned { "ok" } else { "NOT confirmed" };
                 msgs.push(format!(
-                    "{}: {} rows old, {} new, {} missing, {} extra, pruning {}",
-                    t.live, v.cmp.old_rows, v.cmp.new_rows, v.cmp.missing, v.cmp.extra,
-                    if v.pruned { "ok" } else { "NOT confirmed" }
+                    "{}: {} rows old, {} new, {} missing, {} extra, pruning {pruning}",
+                    t.live, cmp.old_rows, cmp.new_rows, cmp.missing, cmp.extra,
                 ));
                 let mut u = UnitSummary::new(t.live.name.clone());
-                (u.read, u.loaded, u.status) = (v.cmp.old_rows as u64, v.details["loaded"].as_u64().unwrap_or(0), UnitStatus::Completed);
-                u.counters.insert("default_partition_rows".into(), v.details["default_rows"].as_u64().unwrap_or(0));
+                let figure = |k: &str| v.details[k].as_u64().unwrap_or(0);
+                (u.read, u.loaded) = (cmp.old_rows as u64, figure("loaded"));
+                u.status = UnitStatus::Completed;
+                u.counters
+                    .insert("default_partition_rows".into(), figure("default_rows"));
                 units.push(u);
                 findings.extend(v.findings);
                 details.insert(t.live.name.clone(), v.details);
             }
             // The per-table units join the run's report as a pipeline's would.
-            let report = RunReport::new(&cx.migration, &cx.run_id.to_string(), RunStatus::Succeeded, &units, chrono::Utc::now());
-            let mut out = StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)).with_findings(findings);
+            let (id, now) = (cx.run_id.to_string(), chrono::Utc::now());
+            let report = RunReport::new(&cx.migration, &id, RunStatus::Succeeded, &units, now);
+            let mut out = StepOutput::message(msgs.join("; "))
+                .with_details(Value::Object(details))
+                .with_findings(findings);
             out.pipeline = (!units.is_empty()).then(|| Box::new(report));
             Ok(out)
         })
     })
     .in_dry_run()
-    .describe("compares old and new tables (counts, anti-joins, hashes), rows per partition, partition pruning")
-}
-
-/// `foreign_keys`: added `NOT VALID` then validated, per partition. Undone by dropping them.
-pub fn foreign_keys() -> Step<Ctx> {
-    per_table!("foreign_keys", StepKind::Index, |c, cx, conn, s| {
-        if cx.dry_run {
-            (String::new(), json!({ "sql": s.foreign_keys.iter().map(|fk| format!(
-                "-- per partition: ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT\nALTER TABLE {} ADD CONSTRAINT {} {}",
-                s.t.live.sql(), quote_ident(&fk.name), fk.definition())).collect::<Vec<_>>() }))
-        } else {
-            let target = c.target(&mut conn, &s.t).await?;
-            for fk in &s.foreign_keys {
-                partition::add_foreign_key(&mut conn, &target, fk).await?;
-            }
-            (format!("{}: {} foreign keys validated", s.t.live, s.foreign_keys.len()), Value::Null)
-        }
-    })
-    .in_dry_run()
-    .undo(|c: &Ctx, _cx| {
-        Box::pin(async move {
-            let mut conn = c.conn().await?;
-            for s in &c.tables {
-                let target = c.target(&mut conn, &s.t).await?;
-                if exists(&mut conn, &target).await? {
-                    for fk in &s.foreign_keys {
-                        drop_constraint_everywhere(&mut conn, &target, &fk.name).await?;
-                    }
-                }
-            }
-            Ok(StepOutput::message("foreign keys dropped"))
-        })
-    })
-    .describe("foreign keys NOT VALID, then VALIDATE, per partition")
-}
-
-/// `indexes`: on the parent only, then concurrently per partition and attached. Undone by
-/// dropping them.
-pub fn indexes() -> Step<Ctx> {
-    per_table!("indexes", StepKind::Index, |c, cx, conn, s| {
-        if cx.dry_run {
-            (String::new(), json!({ "sql": s.indexes.iter().map(|(n, cols)| format!(
-                "CREATE INDEX IF NOT EXISTS {} ON ONLY {} ({}) -- then CREATE INDEX CONCURRENTLY per partition and ATTACH",
-                quote_ident(n), s.t.live.sql(), cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>() }))
-        } else {
-            let target = c.target(&mut conn, &s.t).await?;
-            for (name, cols) in &s.indexes {
-                let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
-                partition::create_index(&mut conn, &target, name, &cols).await?;
-            }
-            (format!("{}: {} indexes", s.t.live, s.indexes.len()), Value::Null)
-        }
-    })
-    .in_dry_run()
-    .undo(|c: &Ctx, _cx| {
-        Box::pin(async move {
-            let mut conn = c.conn().await?;
-            for (name, _) in c.tables.iter().flat_map(|s| &s.indexes) {
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {}", TableName::new(name).sql())))
-                    .execute(&mut conn)
-                    .await?;
-            }
-            Ok(StepOutput::message("indexes dropped"))
-        })
-    })
-    .describe("indexes on the parent, built concurrently per partition")
-}
-
-/// `analyze`: statistics for the new tables.
-pub fn analyze() -> Step<Ctx> {
-    per_table!("analyze", StepKind::PostSwitch, |_c, _cx, conn, s| {
-        etl_sink_postgres::staging::analyze(&mut conn, &s.t.live).await?;
-        (format!("analyzed {}", s.t.live), Value::Null)
-    })
-    .describe("ANALYZE the partitioned tables")
-}
-
-async fn drop_constraint_everywhere(
-    conn: &mut PgConnection,
-    table: &TableName,
-    name: &str,
-) -> Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
-        table.sql(),
-        quote_ident(name)
-    )))
-    .execute(&mut *conn)
-    .await?;
-    // Partition constraints added before the parent's (a half-done step) stay behind.
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.conrelid::regclass::text, c.conname::text FROM pg_constraint c
-           JOIN pg_inherits i ON i.inhrelid = c.conrelid
-          WHERE i.inhparent = to_regclass($1) AND c.contype = 'f' AND c.conparentid = 0",
-    )
-    .bind(table.sql())
-    .fetch_all(&mut *conn)
-    .await?;
-    for (rel, con) in rows {
-        // `rel` comes from regclass output: already quoted as needed.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER TABLE {rel} DROP CONSTRAINT IF EXISTS {}",
-            quote_ident(&con)
-        )))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// The verification of one table.
-#[derive(Debug, Clone)]
-pub struct TableVerification {
-    /// Counts, anti-joins and hashes.
-    pub cmp: move_data::TableComparison,
-    /// Whether pruning was confirmed.
-    pub pruned: bool,
-    /// Checks for the report.
-    pub findings: Vec<Finding>,
-    /// Figures for the report (`read`, `loaded`, partitions, pruning).
-    pub details: Value,
-}
-
-/// Compare `old` with `new` (the new `name` table; counts, anti-joins both ways, content hash), count rows per
-/// partition, and confirm partition pruning with `EXPLAIN` on the busiest month. With
-/// `writes_allowed` (an online move already swapped: the application writes to the new
-/// table) rows in `new` only are a warning; rows missing from `new` always fail.
-pub async fn verify_table(
-    conn: &mut PgConnection,
-    name: &str,
-    old: &TableName,
-    new: &TableName,
-    writes_allowed: bool,
-) -> Result<TableVerification> {
-    let cmp = compare_tables(conn, old, new, &[PK], &[]).await?;
-    let parts = partition::partition_counts(conn, new).await?;
-    let busiest: Option<(NaiveDate,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT date_trunc('month', {k})::date FROM {} GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
-        new.sql(),
-        k = quote_ident(KEY)
-    )))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let pruning = match busiest {
-        Some((m,)) => Some(partition::check_pruning(conn, new, KEY, m).await?),
-        None => None,
-    };
-    let mut findings = vec![Finding::check(
-        format!("{name}: no row missing"),
-        cmp.missing == 0,
-        format!(
-            "{} row(s) of {old} are not in {new} (anti-join by {PK})",
-            cmp.missing
-        ),
-    )];
-    let same = cmp.extra == 0 && cmp.old_hash == cmp.new_hash && cmp.old_rows == cmp.new_rows;
-    let msg = format!(
-        "{} rows in {old}, {} in {new}, {} only in {new}; content hash {} vs {}",
-        cmp.old_rows, cmp.new_rows, cmp.extra, cmp.old_hash, cmp.new_hash
-    );
-    findings.push(if same {
-        Finding::pass(format!("{name}: same rows and content"), msg)
-    } else if writes_allowed {
-        Finding::warn(
-            format!("{name}: same rows and content"),
-            format!("{msg} (rows written since the swap)"),
-        )
-    } else {
-        Finding::fail(format!("{name}: same rows and content"), msg)
-    });
-    let pruned = pruning.as_ref().is_some_and(|p| p.pruned);
-    if let Some(p) = &pruning {
-        findings.push(Finding::check(
-            format!("{name}: partition pruning"),
-            p.pruned,
-            format!("EXPLAIN {} scans {:?}", p.query, p.scanned),
-        ));
-    }
-    let default_rows = parts.last().map_or(0, |(_, n)| *n);
-    findings.push(Finding::pass(
-        format!("{name}: default partition"),
-        format!(
-            "{default_rows} row(s) outside every monthly partition are in the DEFAULT partition"
-        ),
-    ));
-    let loaded = if same {
-        cmp.new_rows
-    } else {
-        cmp.old_rows - cmp.missing
-    };
-    let details = json!({
-        "read": cmp.old_rows,
-        "loaded": loaded,
-        "comparison": cmp,
-        "partition_counts": parts.iter().map(|(p, n)| json!({"partition": p, "rows": n})).collect::<Vec<_>>(),
-        "default_rows": default_rows,
-        "pruning": pruning,
-    });
-    Ok(TableVerification {
-        cmp,
-        pruned,
-        findings,
-        details,
-    })
+    .describe("compares old and new tables (counts, anti-joins, hashes), partitions, pruning")
 }
