@@ -139,6 +139,7 @@ pub async fn run(
     url: &str,
     cancel: CancellationToken,
 ) -> anyhow::Result<RunReport> {
+    anyhow::ensure!(!args.common.plan, "--plan reads only: call `status`");
     let (ctx, m) = migration(args, url)?;
     let mut conn = PgConnection::connect_with(&ctx.opts)
         .await
