@@ -53,7 +53,7 @@ timed_sql() {
     echo "$t1 - $t0" | bc -l
 }
 jq_step() { # report.json, step name -> seconds
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(next(s["seconds"] for s in r["extra"]["steps"] if s["name"]==sys.argv[2]))' "$1" "$2"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(next(s["seconds"] for s in r["steps"] if s["name"]==sys.argv[2]))' "$1" "$2"
 }
 rate() { python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2]):,.0f}')" "$1" "$2"; }
 
@@ -63,10 +63,10 @@ echo "== $rows rows; machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpui
 url="$(fresh_db bench_part_batch)"
 "$bin" --database-url "$url" --rows "$rows" --until partitioned_tables -q --report-dir "$work/gen" >/dev/null
 psql "$url" -qX -c "VACUUM ANALYZE" -c CHECKPOINT
-reset_move() { # forget the move (checkpoints, ledger state) and empty the targets
+reset_move() { # forget the move (checkpoints, journal state) and empty the targets
     psql "$url" -qX -c "TRUNCATE petri_observations_partitioned, gasifier_observations_partitioned" \
         -c "DELETE FROM ferry_move_checkpoints" \
-        -c "UPDATE ferry_schema_migrations SET state = 'rolled_back' WHERE step = 'move_data'" -c CHECKPOINT
+        -c "UPDATE ferry_journal_steps SET state = 'pending' WHERE step = 'move_data'" -c CHECKPOINT
 }
 best() { python3 -c 'import sys; print(min(float(x) for x in sys.argv[1:]))' "$@"; }
 # Three rounds of: the limit, ferry with the default batch (8,192), ferry with $move_batch;
@@ -85,7 +85,7 @@ done
 limit_s=$(best "${limits[@]}")
 default_s=$(best "${defaults[@]}")
 batch_s=$(best "${bigs[@]}")
-batch_size=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["extra"]["move_data"]["petri_observations"]["backfill"]["batches"])' "$work/batch/report.json")
+batch_size=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(next(s for s in r["steps"] if s["name"] == "move_data")["details"]["petri_observations"]["backfill"]["batches"])' "$work/batch/report.json")
 
 # 3: the seed's OFFSET loop, verbatim, on petri_observations.
 petri_rows=$(psql "$url" -qXAt -c "SELECT count(*) FROM petri_observations")
@@ -122,7 +122,7 @@ kill "$writer_pid" 2>/dev/null || true; writer_pid=""
 online_s=$(jq_step "$work/online/report.json" move_data)
 read -r lock_ms changes < <(python3 -c '
 import json,sys
-r=json.load(open(sys.argv[1]))["extra"]["move_data"]
+r=next(s for s in json.load(open(sys.argv[1]))["steps"] if s["name"] == "move_data")["details"]
 print(max(t["swap"]["lock_held_ms"] for t in r.values()), sum(t["replay"]["changes"]+t["swap"]["final_changes"] for t in r.values()))' "$work/online/report.json")
 
 echo

@@ -5,19 +5,19 @@
 //! indexes; deprecated columns dropped; old tables kept as `*_old` until `--cleanup`.
 //!
 //! With no arguments it generates a sample source into a throwaway PostgreSQL and runs the
-//! whole plan: `cargo run --example observations_partitioning`.
+//! whole migration: `cargo run --example observations_partitioning`.
 
 use clap::Parser;
 use etl_examples::common::{Database, cancel_on_ctrl_c, print_report};
-use etl_examples::partitioning::{PartitioningArgs, run};
+use etl_examples::partitioning::{PartitioningArgs, run, status};
 
-/// Partition the observation tables by month, as a plan of recorded, reversible steps.
+/// Partition the observation tables by month, as recorded, reversible steps.
 ///
 /// Steps (see --plan): preflight (sizes, foreign keys, locks; refuses to start when the
 /// tables cannot be locked within --lock-timeout), 001-003 report/dashboard/permission
-/// tables, partitioned_tables, move_data, swap, verify (counts, anti-joins, hashes,
-/// per-partition counts, partition pruning), 004 views, foreign_keys, indexes, 005
-/// deprecated columns, analyze, and cleanup (only with --cleanup).
+/// tables, partitioned_tables, move_data, verify (counts, anti-joins, hashes,
+/// per-partition counts, partition pruning), swap, 004 views, foreign_keys, indexes, 005
+/// deprecated columns, analyze, and cleanup (only with --cleanup or --only cleanup).
 #[derive(Parser, Debug)]
 #[command(name = "observations_partitioning", version, verbatim_doc_comment)]
 struct Args {
@@ -33,15 +33,14 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     let args: Args = etl_core::cli::parse_args();
     etl_core::cli::init_tracing(args.p.common.verbosity());
-    let db = Database::open(
-        args.p.common.database_url.as_ref(),
-        "observations_partitioning",
-    )
-    .await?;
-    let report = run(&args.p, &db.url, cancel_on_ctrl_c()).await?;
-    if !args.p.common.plan {
-        print_report(&report, &args.p.common.report_dir);
+    let url = args.p.common.database_url.as_ref();
+    let db = Database::open(url, "observations_partitioning").await?;
+    if args.p.common.plan {
+        print!("{}", status(&args.p, &db.url).await?);
+        return Ok(std::process::ExitCode::SUCCESS);
     }
+    let report = run(&args.p, &db.url, cancel_on_ctrl_c()).await?;
+    print_report(&report, &args.p.common.report_dir);
     drop(db);
     Ok(etl_examples::common::exit_code(report.status))
 }

@@ -1,7 +1,7 @@
 //! The observations partitioning migration (seed 002) against a real PostgreSQL: a full
 //! run, rollback after every step, resume after a real kill, the online move under
 //! concurrent writes, rows outside every expected month, a changed migration file refused,
-//! a dry run that writes nothing, and the lock pre-flight.
+//! a dry run that writes nothing, the lock pre-flight, and `--plan` after a stopped run.
 
 mod support;
 use support::example_binary;
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clap::Parser;
 use etl_core::RunStatus;
+use etl_core::migration::StepKind;
 use etl_examples::partitioning::generate::{GenOptions, generate, strays};
 use etl_examples::partitioning::{PartitioningArgs, run, schema};
 use etl_sink_postgres::ident::TableName;
@@ -79,6 +80,14 @@ impl Env {
         .unwrap();
         c
     }
+}
+
+/// The details a step recorded in the run's report.
+fn details(r: &etl_core::RunReport, step: &str) -> serde_json::Value {
+    let s = r.steps.iter().find(|s| s.name == step);
+    s.unwrap_or_else(|| panic!("no step {step}"))
+        .details
+        .clone()
 }
 
 async fn one(conn: &mut PgConnection, sql: &str) -> i64 {
@@ -206,17 +215,18 @@ async fn full_run_partitions_moves_verifies_and_cleans_up() {
         .await;
     assert!(bad.is_err(), "the new program_id foreign key is enforced");
 
-    // A second run does nothing again.
+    // A second run (a new run of the run layer) changes nothing: the SQL files are
+    // already applied (their markers), the tables already swapped.
+    let before = fingerprint(&mut c).await;
     let again = env.run("again", &[]).await;
     assert_eq!(again.status, RunStatus::Succeeded, "{:?}", again.error);
-    let steps = again.extra["steps"].as_array().unwrap();
-    assert!(
-        steps
-            .iter()
-            .filter(|s| s["name"] != "preflight")
-            .all(|s| s["outcome"] == "skipped"),
-        "{steps:#?}"
-    );
+    assert_eq!(fingerprint(&mut c).await, before);
+    for m in etl_examples::partitioning::MIGRATIONS {
+        let s = again.steps.iter().find(|s| s.name == m).unwrap();
+        assert!(s.message.contains("already applied"), "{s:?}");
+    }
+    let mv = again.steps.iter().find(|s| s.name == "move_data").unwrap();
+    assert!(mv.message.contains("already swapped in"), "{mv:?}");
 
     // Cleanup drops the old tables; afterwards a rollback is refused.
     let cl = env.run("cleanup", &["--cleanup"]).await;
@@ -238,12 +248,12 @@ async fn rollback_after_every_step_restores_the_original_database() {
     let env = Env::new().await;
     let mut c = env.source(1500, 3).await;
     let before = fingerprint(&mut c).await;
-    let steps: Vec<String> = etl_examples::partitioning::build_plan(&env.args("x", &[]))
-        .unwrap()
-        .steps
+    let (_, m) = etl_examples::partitioning::migration(&env.args("x", &[]), env.db.url()).unwrap();
+    let steps: Vec<String> = m
+        .step_list()
         .iter()
-        .filter(|s| !s.optional)
-        .map(|s| s.name.clone())
+        .filter(|s| s.kind() != StepKind::Cleanup)
+        .map(|s| s.name().to_owned())
         .collect();
     assert_eq!(steps.len(), 13);
     for (i, step) in steps.iter().enumerate() {
@@ -339,7 +349,7 @@ async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
         "the checkpoint matches the committed rows exactly"
     );
     assert_eq!(
-        one(&mut c, "SELECT count(*) FROM ferry_schema_migrations WHERE step = 'move_data' AND state = 'running'").await,
+        one(&mut c, "SELECT count(*) FROM ferry_journal_steps WHERE step = 'move_data' AND state = 'running'").await,
         1
     );
     // A plain rerun is refused; --resume continues from the checkpoint.
@@ -350,7 +360,7 @@ async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
         .await;
     assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
     assert_eq!((r.totals.read, r.totals.loaded), (30_000, 30_000));
-    let mv = &r.extra["move_data"]["petri_observations"]["backfill"];
+    let mv = &details(&r, "move_data")["petri_observations"]["backfill"];
     assert_eq!(
         mv["resumed_after"].as_array().map(|a| a.len()),
         Some(2),
@@ -465,7 +475,7 @@ async fn online_move_under_concurrent_writes_equals_the_old_table_row_for_row() 
         r.error,
         r.validation
     );
-    let petri = &r.extra["move_data"]["petri_observations"];
+    let petri = &details(&r, "move_data")["petri_observations"];
     let replayed = petri["replay"]["changes"].as_u64().unwrap()
         + petri["swap"]["final_changes"].as_u64().unwrap();
     let lock_ms = petri["swap"]["lock_held_ms"].as_f64().unwrap();
@@ -558,8 +568,7 @@ async fn a_dry_run_writes_nothing_and_a_held_lock_refuses_the_start() {
     let before = fingerprint(&mut c).await;
     let r = env.run("dry", &["--dry-run"]).await;
     assert_eq!(r.status, RunStatus::DryRun, "{:?}", r.error);
-    let steps = r.extra["steps"].as_array().unwrap();
-    let move_sql = steps.iter().find(|s| s["name"] == "move_data").unwrap()["sql"].to_string();
+    let move_sql = details(&r, "move_data")["sql"].to_string();
     assert!(
         move_sql
             .contains("ORDER BY \\\"created_at\\\", \\\"observation_id\\\" OFFSET $2 - 1 LIMIT 1"),
@@ -608,4 +617,75 @@ async fn a_dry_run_writes_nothing_and_a_held_lock_refuses_the_start() {
         .unwrap();
     let r = env.run("unlocked", &["--lock-timeout", "300ms"]).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn plan_lists_every_step_with_its_state_and_what_resume_does_next() {
+    let env = Env::new().await;
+    env.source(1500, 3).await;
+    let plan = || {
+        let out = std::process::Command::new(example_binary("observations_partitioning"))
+            .args(["--plan", "-q"])
+            .env("DATABASE_URL", env.db.url())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let fresh = plan();
+    assert!(
+        fresh.contains("next: a run starts at step 1 `preflight`"),
+        "{fresh}"
+    );
+    let r = env.run("until_move", &["--until", "move_data"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let text = plan();
+    let (_, m) = etl_examples::partitioning::migration(&env.args("x", &[]), env.db.url()).unwrap();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_owned()
+    };
+    for (i, s) in m.step_list().iter().enumerate() {
+        let l = line(s.name());
+        let state = if i <= 5 {
+            "done"
+        } else if s.kind() == StepKind::Cleanup {
+            "optional"
+        } else {
+            "pending"
+        };
+        assert_eq!(l.split_whitespace().nth(3), Some(state), "{l}");
+    }
+    assert!(
+        text.contains(&format!("latest run {}: stopped", r.run_id)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "next: --resume continues run {} at step 7 `verify`",
+            r.run_id
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "--rollback would undo, in this order: move_data, partitioned_tables, 003_permissions"
+        ),
+        "{text}"
+    );
+    // And --resume does what it said.
+    let r = env.run("resumed", &["--resume"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let outcome = |n: &str| {
+        r.steps
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap()
+            .outcome
+            .as_str()
+    };
+    let seen = ["preflight", "move_data", "verify", "swap", "analyze"].map(outcome);
+    assert_eq!(seen, ["ran", "skipped", "ran", "ran", "ran"]);
 }

@@ -1,6 +1,9 @@
 //! Ready-made steps of the run layer ([`etl_core::migration`]) for PostgreSQL targets,
 //! for any migration context `C`: the staging table, the switch (undone by swapping
-//! back), the cleanup, and SQL steps.
+//! back), the cleanup, and SQL steps ([`ReplaceSteps`], [`sql_step`]); SQL migration files
+//! with idempotency markers ([`sql_migration`]); the lock pre-flight ([`preflight()`]);
+//! moves of whole tables inside the database, batch or online, with their swap
+//! ([`MoveSteps`]).
 //!
 //! ```no_run
 //! use etl_core::migration::{Migration, StepKind};
@@ -18,14 +21,22 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use etl_core::migration::{Step, StepKind, StepOutput};
-use serde_json::json;
+use etl_core::migration::{Step, StepCx, StepKind, StepOutput};
+use etl_core::{Finding, Progress};
+use etl_postgres::catalog::{self, Scope};
+use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::staging::StagingTable;
+use crate::ident::TableName;
+use crate::move_data::{self, KeysetMove, OnlineMove, swap_names};
+use crate::preflight;
+use crate::sql_file::{MARKERS, SqlMigration, check_unchanged, split_statements};
+use crate::staging::{StagingTable, exists};
 
 /// The steps of a full replacement of a table through its staging twin.
 #[derive(Debug, Clone)]
@@ -210,4 +221,457 @@ pub fn sql_step<C: Send + Sync + 'static>(
         })
     })
     .describe(describe)
+}
+
+/// A connection of `opts` with `lock_timeout` set for the session.
+async fn connect_with_timeout(
+    opts: &PgConnectOptions,
+    lock_timeout: &str,
+) -> Result<PgConnection, etl_core::BoxError> {
+    let mut conn = connect(opts).await?;
+    catalog::set_lock_timeout(&mut conn, lock_timeout, Scope::Session).await?;
+    Ok(conn)
+}
+
+/// A step applying the SQL migration file `path` ([`StepKind::Schema`], named after the
+/// file without `.sql`): the file and its idempotency marker commit in one transaction
+/// ([`SqlMigration::apply`]), so a rerun after a kill between that commit and the
+/// journal's record reports "already applied"; a file applied before with other content
+/// is refused. Fingerprinted with the file's SHA-256 (`--resume` refuses a changed file).
+/// Undone by `NAME.down.sql` and the marker's removal; irreversible without one. In a dry
+/// run it lists its statements (details `sql`) and checks the marker.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn sql_migration<C: Send + Sync + 'static>(
+    opts: PgConnectOptions,
+    path: &Path,
+) -> crate::Result<Step<C>> {
+    let file = Arc::new(SqlMigration::from_file(path)?);
+    let opts = Arc::new(opts);
+    let (f2, opts2) = (file.clone(), opts.clone());
+    let statements = split_statements(&file.up).len();
+    let step = Step::new(file.name.clone(), StepKind::Schema, move |_c: &C, cx| {
+        let (f, opts) = (file.clone(), opts.clone());
+        Box::pin(async move {
+            let mut conn = connect(&opts).await?;
+            let shown = f.path.display().to_string();
+            if cx.dry_run {
+                check_unchanged(&mut conn, &cx.migration, std::slice::from_ref(&*f)).await?;
+                return Ok(if f.applied(&mut conn, &cx.migration).await?.is_some() {
+                    StepOutput::message(format!("{shown} already applied"))
+                } else {
+                    StepOutput::message(format!("would apply {shown}"))
+                        .with_details(json!({ "sql": split_statements(&f.up) }))
+                });
+            }
+            let applied = f.apply(&mut conn, &cx.migration, cx.run_id).await?;
+            Ok(StepOutput::message(if applied {
+                format!("applied {shown}")
+            } else {
+                format!("{shown} already applied (its marker is in {MARKERS})")
+            })
+            .with_details(json!({ "file": shown, "sha256": f.sha256(), "applied_now": applied })))
+        })
+    })
+    .in_dry_run()
+    .fingerprint(f2.sha256())
+    .describe(format!(
+        "applies {} ({statements} statement(s){})",
+        f2.path
+            .file_name()
+            .map_or(f2.path.display(), |n| std::path::Path::new(n).display()),
+        if SqlMigration::in_transaction(&f2.up) {
+            ", one transaction"
+        } else {
+            ", no transaction"
+        }
+    ));
+    Ok(if f2.down.is_none() {
+        let why = format!(
+            "{} has no rollback script ({} beside it would undo it)",
+            f2.path.display(),
+            f2.path.with_extension("down.sql").display()
+        );
+        step.irreversible(why)
+    } else {
+        step.undo(move |_c: &C, cx| {
+            let (f, opts) = (f2.clone(), opts2.clone());
+            Box::pin(async move {
+                let mut conn = connect(&opts).await?;
+                Ok(StepOutput::message(
+                    if f.revert(&mut conn, &cx.migration).await? {
+                        format!("rolled back {}", f.path.display())
+                    } else {
+                        format!("{} was not applied: nothing to undo", f.path.display())
+                    },
+                ))
+            })
+        })
+    })
+}
+
+/// The pre-flight step (`preflight`, [`StepKind::Preflight`], runs on every invocation
+/// and in dry runs): table sizes and row counts, foreign-key dependencies, the locks other
+/// sessions hold on `tables`; outside a dry run it refuses to go on when `tables` cannot be
+/// locked within `lock_timeout` ([`preflight::probe_locks`]).
+pub fn preflight<C: Send + Sync + 'static>(
+    opts: PgConnectOptions,
+    tables: Vec<TableName>,
+    lock_timeout: &str,
+) -> Step<C> {
+    let (opts, tables, lt) = (Arc::new(opts), Arc::new(tables), lock_timeout.to_owned());
+    let what = format!(
+        "sizes, foreign keys and lock holders; refuses to start when {} cannot be locked within {lt}",
+        tables
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Step::new("preflight", StepKind::Preflight, move |_c: &C, cx| {
+        let (opts, tables, lt) = (opts.clone(), tables.clone(), lt.clone());
+        Box::pin(async move {
+            let mut conn = connect(&opts).await?;
+            let sizes = preflight::table_sizes(&mut conn).await?;
+            let fks = preflight::foreign_keys(&mut conn).await?;
+            let holders = preflight::lock_holders(&mut conn, &tables).await?;
+            let mut findings = Vec::new();
+            if !cx.dry_run {
+                preflight::probe_locks(&mut conn, &tables, &lt).await?;
+                findings.push(Finding::pass(
+                    "locks_available",
+                    format!("the tables can be locked within {lt}"),
+                ));
+            }
+            let rows: i64 = sizes
+                .iter()
+                .filter(|s| tables.iter().any(|t| t.name == s.table))
+                .map(|s| s.row_count)
+                .sum();
+            Ok(StepOutput::message(format!(
+                "{} tables, {} foreign keys, {} lock(s) held by other sessions on the tables, ~{rows} rows",
+                sizes.len(),
+                fks.len(),
+                holders.len()
+            ))
+            .with_details(json!({ "table_sizes": sizes, "foreign_keys": fks, "lock_holders": holders }))
+            .with_findings(findings))
+        })
+    })
+    .always()
+    .in_dry_run()
+    .describe(what)
+}
+
+/// One table moved by [`MoveSteps`]: rows of `live` go into `new`; the swap renames `live`
+/// to `old` and `new` to `live`.
+#[derive(Debug, Clone)]
+pub struct MoveTable {
+    /// The table the application uses.
+    pub live: TableName,
+    /// Its replacement, filled by the move.
+    pub new: TableName,
+    /// The name `live` gets at the swap.
+    pub old: TableName,
+}
+
+impl MoveTable {
+    /// `live`, `<live>_partitioned` (or another `suffix`) and `<live>_old`.
+    pub fn new(live: TableName, suffix: &str) -> Self {
+        MoveTable {
+            new: live.suffixed(suffix),
+            old: live.suffixed("_old"),
+            live,
+        }
+    }
+
+    /// Whether the swap happened: `old` exists and `new` does not.
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn swapped(&self, conn: &mut PgConnection) -> crate::Result<bool> {
+        Ok(exists(conn, &self.old).await? && !exists(conn, &self.new).await?)
+    }
+}
+
+/// The steps of a move of whole tables into replacements inside one database
+/// ([`move_data`]): `move_data` (keyset batches with checkpoints, or online: change
+/// capture, backfill, replay and a short-lock swap), `swap` and the optional `cleanup`.
+#[derive(Debug, Clone)]
+pub struct MoveSteps {
+    opts: Arc<PgConnectOptions>,
+    name: String,
+    tables: Vec<MoveTable>,
+    key: Vec<String>,
+    pk: String,
+    /// Rows per batch transaction.
+    pub batch_size: i64,
+    /// Pause between batches.
+    pub pause: Duration,
+    /// The longest the swap (and every statement of these steps) waits for a lock.
+    pub lock_timeout: String,
+    /// Online move instead of batches.
+    pub online: bool,
+}
+
+impl MoveSteps {
+    /// Moves of `tables` in the database of `opts`, in batches ordered by `key` (unique,
+    /// e.g. `created_at, id`), with `pk` the primary key; checkpoints are named
+    /// `<name>:<live>`. 10,000 rows a batch, no pause, a 5 s lock timeout, batch mode.
+    pub fn new(
+        opts: PgConnectOptions,
+        name: &str,
+        tables: Vec<MoveTable>,
+        key: &[&str],
+        pk: &str,
+    ) -> Self {
+        MoveSteps {
+            opts: Arc::new(opts),
+            name: name.to_owned(),
+            tables,
+            key: key.iter().map(|k| (*k).to_owned()).collect(),
+            pk: pk.to_owned(),
+            batch_size: 10_000,
+            pause: Duration::ZERO,
+            lock_timeout: "5s".into(),
+            online: false,
+        }
+    }
+
+    /// The tables.
+    pub fn tables(&self) -> &[MoveTable] {
+        &self.tables
+    }
+
+    /// The keyset move of `t`.
+    pub fn keyset(&self, t: &MoveTable) -> KeysetMove {
+        let key: Vec<&str> = self.key.iter().map(String::as_str).collect();
+        let mut mv = KeysetMove::new(
+            format!("{}:{}", self.name, t.live.name),
+            t.live.clone(),
+            t.new.clone(),
+            &key,
+        );
+        mv.batch_size = self.batch_size;
+        mv.pause = self.pause;
+        mv
+    }
+
+    /// The online move of `t`.
+    pub fn online_move(&self, t: &MoveTable) -> OnlineMove {
+        let mut o = OnlineMove::new(self.keyset(t), &self.pk);
+        o.lock_timeout = self.lock_timeout.clone();
+        o
+    }
+
+    async fn conn(&self) -> Result<PgConnection, etl_core::BoxError> {
+        connect_with_timeout(&self.opts, &self.lock_timeout).await
+    }
+
+    /// Swap back what was swapped; with `undo_move`, also remove the change capture, the
+    /// checkpoints and the moved rows.
+    async fn swap_back(&self, undo_move: bool) -> Result<StepOutput, etl_core::BoxError> {
+        let mut conn = self.conn().await?;
+        let mut msgs = Vec::new();
+        for t in &self.tables {
+            if t.swapped(&mut conn).await? {
+                swap_names(&mut conn, &t.live, &t.old, &t.new.name, &self.lock_timeout).await?;
+                msgs.push(format!("{} is the previous table again", t.live));
+            }
+            if undo_move {
+                self.online_move(t)
+                    .remove_capture(&mut conn, &t.live)
+                    .await?;
+                self.keyset(t).reset(&mut conn).await?;
+                if exists(&mut conn, &t.new).await? {
+                    sqlx::query(sqlf!("TRUNCATE {}", t.new.sql()))
+                        .execute(&mut conn)
+                        .await?;
+                }
+                msgs.push(format!("{}: moved rows removed", t.new));
+            }
+        }
+        Ok(StepOutput::message(msgs.join("; ")))
+    }
+
+    async fn preview(&self, conn: &mut PgConnection, t: &MoveTable) -> crate::Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut mv = self.keyset(t);
+        let cols = move_data::columns(conn, &t.live).await?;
+        mv.columns = Some(cols.into_iter().map(|(n, _)| n).collect());
+        if self.online {
+            out.extend(self.online_move(t).capture_sql(conn).await?);
+        }
+        let b = mv.batch_sql(conn, false).await?;
+        out.push(format!(
+            "-- repeated until a window comes back short, each batch in its own transaction with its checkpoint:\n{};\n-- (the last window: {});\n{}",
+            b.window_end, b.last_key, b.insert
+        ));
+        if self.online {
+            out.push(format!(
+                "-- replay the change log, then in one transaction: LOCK TABLE {l} IN ACCESS EXCLUSIVE MODE; replay the rest; \
+                 ALTER TABLE {l} RENAME TO {o}; ALTER TABLE {n} RENAME TO {l}; views re-created",
+                l = t.live.sql(),
+                o = t.old.sql(),
+                n = t.new.sql()
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn run_move(&self, cx: &StepCx) -> Result<StepOutput, etl_core::BoxError> {
+        let mut conn = self.conn().await?;
+        let progress = Progress::new(cx.progress, self.tables.len() as u64);
+        let (mut msgs, mut details, mut sql) = (Vec::new(), serde_json::Map::new(), Vec::new());
+        for t in &self.tables {
+            if cx.dry_run {
+                sql.extend(self.preview(&mut conn, t).await.unwrap_or_else(|e| {
+                    vec![format!(
+                        "-- (the SQL depends on earlier steps and cannot be shown yet: {e})"
+                    )]
+                }));
+                continue;
+            }
+            if t.swapped(&mut conn).await? {
+                msgs.push(format!("{} already swapped in", t.live));
+                continue;
+            }
+            if self.online {
+                let o = self.online_move(t);
+                let st = o.run(&mut conn, &t.old.name, &progress, &cx.cancel).await?;
+                msgs.push(format!(
+                    "{}: {} rows backfilled, {} changes replayed, swapped with the lock held {:.1} ms",
+                    t.live,
+                    st.backfill.total_rows,
+                    st.replay.changes + st.swap.final_changes,
+                    st.swap.lock_held_ms
+                ));
+                details.insert(t.live.name.clone(), json!(st));
+            } else {
+                let mv = self.keyset(t);
+                let st = mv.run(&mut conn, &progress, &cx.cancel, false).await?;
+                let (rows, batches) = (st.total_rows, st.batches);
+                msgs.push(format!("{}: {rows} rows in {batches} batches", t.live));
+                details.insert(t.live.name.clone(), json!({ "backfill": st }));
+            }
+        }
+        progress.finish();
+        if cx.dry_run {
+            msgs.push("would move the rows (details: sql)".into());
+            details.insert("sql".into(), json!(sql));
+        }
+        Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
+    }
+
+    /// `move_data` ([`StepKind::DataMove`]): every table's rows into its replacement, in
+    /// keyset batches that each commit with their checkpoint (a rerun after a kill
+    /// continues after the last one), or online (the swap included). Details per table:
+    /// the move's figures. In a dry run it lists the SQL (details `sql`). Its undo swaps
+    /// back, removes the capture and the checkpoints, and empties the replacements.
+    pub fn move_data<C: Send + Sync + 'static>(&self) -> Step<C> {
+        let (me, me2) = (Arc::new(self.clone()), Arc::new(self.clone()));
+        Step::new("move_data", StepKind::DataMove, move |_c: &C, cx| {
+            let me = me.clone();
+            Box::pin(async move { me.run_move(cx).await })
+        })
+        .undo(move |_c: &C, _cx| {
+            let me = me2.clone();
+            Box::pin(async move { me.swap_back(true).await })
+        })
+        .in_dry_run()
+        .describe(if self.online {
+            "online move: change capture, keyset backfill, replay, swap under a short lock"
+        } else {
+            "keyset batches, each committed with its checkpoint"
+        })
+    }
+
+    async fn run_swap(&self, cx: &StepCx) -> Result<StepOutput, etl_core::BoxError> {
+        let mut conn = self.conn().await?;
+        let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
+        for t in &self.tables {
+            if t.swapped(&mut conn).await? {
+                msgs.push(format!("{} already swapped in", t.live));
+                continue;
+            }
+            let mv = self.keyset(t);
+            let catch_up = mv
+                .run(&mut conn, &Progress::hidden(), &cx.cancel, true)
+                .await?;
+            let lt = &self.lock_timeout;
+            let (views, held) = swap_names(&mut conn, &t.live, &t.new, &t.old.name, lt).await?;
+            msgs.push(format!(
+                "{} is the new table now (previous: {}), lock held {held:.1} ms",
+                t.live, t.old
+            ));
+            details.insert(
+                t.live.name.clone(),
+                json!({ "catch_up_rows": catch_up.rows, "lock_held_ms": held, "views": views }),
+            );
+        }
+        Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
+    }
+
+    /// `swap` ([`StepKind::Switch`]): batch mode copies what arrived after the move's last
+    /// key, then swaps the names (and the views) in one transaction per table; after an
+    /// online move it only confirms the swap. Its undo swaps back.
+    pub fn swap<C: Send + Sync + 'static>(&self) -> Step<C> {
+        let (me, me2) = (Arc::new(self.clone()), Arc::new(self.clone()));
+        let renames: Vec<String> = (self.tables.iter())
+            .map(|t| format!("{} -> {}, {} -> {}", t.live, t.old, t.new, t.live))
+            .collect();
+        Step::new("swap", StepKind::Switch, move |_c: &C, cx| {
+            let me = me.clone();
+            Box::pin(async move { me.run_swap(cx).await })
+        })
+        .undo(move |_c: &C, _cx| {
+            let me = me2.clone();
+            Box::pin(async move { me.swap_back(false).await })
+        })
+        .describe(format!(
+            "renames {} in one short-lock transaction per table (views re-created)",
+            renames.join("; ")
+        ))
+    }
+
+    async fn run_cleanup(&self) -> Result<StepOutput, etl_core::BoxError> {
+        let mut conn = self.conn().await?;
+        let mut msgs = Vec::new();
+        for t in &self.tables {
+            let had = exists(&mut conn, &t.old).await?;
+            sqlx::query(sqlf!("DROP TABLE IF EXISTS {}", t.old.sql()))
+                .execute(&mut conn)
+                .await?;
+            self.online_move(t)
+                .remove_capture(&mut conn, &t.live)
+                .await?;
+            self.keyset(t).reset(&mut conn).await?;
+            msgs.push(if had {
+                format!("dropped {}", t.old)
+            } else {
+                format!("{} was already gone", t.old)
+            });
+        }
+        Ok(StepOutput::message(msgs.join("; ")))
+    }
+
+    /// `cleanup` ([`StepKind::Cleanup`], optional, irreversible): drop the previous tables,
+    /// the change capture and the checkpoints.
+    pub fn cleanup<C: Send + Sync + 'static>(&self) -> Step<C> {
+        let me = Arc::new(self.clone());
+        let olds: Vec<String> = self.tables.iter().map(|t| t.old.to_string()).collect();
+        let olds = olds.join(", ");
+        Step::new("cleanup", StepKind::Cleanup, move |_c: &C, _cx| {
+            let me = me.clone();
+            Box::pin(async move { me.run_cleanup().await })
+        })
+        .optional()
+        .irreversible(format!(
+            "the cleanup dropped {olds}: restore them from a backup"
+        ))
+        .describe(format!(
+            "drops {olds} and the move's leftovers (asked for by name)"
+        ))
+    }
 }

@@ -1,26 +1,23 @@
-//! The plan of seed 002 and the actions around it (`--plan`, `--dry-run`, `--rollback`,
-//! `--resume`, `--cleanup`), with the common `report.json`.
+//! Seed 002 as a migration of the run layer, recorded in the journal of the target
+//! (`ferry_journal_*`), with the flags every migration has (`--plan`, `--dry-run`,
+//! `--resume`, `--rollback`, `--only STEP`) and its own `--until`, `--online`, `--cleanup`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::Utc;
 use etl_core::cli::CommonArgs;
-use etl_core::{CancellationToken, Progress, RunReport, RunStatus, UnitStatus, UnitSummary};
-use etl_sink_postgres::ident::TableName;
-use etl_sink_postgres::plan::{
-    Outcome, Plan, PlanOutcome, Preflight, RunOptions, Step, StepContext, StepKind, StepState,
-    render_status,
-};
-use serde_json::json;
+use etl_core::migration::{Action, Journal, Migration, RunState, Status, StepKind, StepState};
+use etl_core::{CancellationToken, RunReport};
+use etl_sink_postgres::journal::PgJournal;
+use etl_sink_postgres::sql_file::{SqlMigration, check_unchanged};
+use etl_sink_postgres::steps::{MoveSteps, preflight, sql_migration};
 use sqlx::{ConnectOptions as _, Connection, PgConnection};
 
-use super::steps::{CodeStep, Shared, What, tables};
+use super::steps::{self, Ctx, KEY, PK, tables};
 
-/// The plan's name in `ferry_schema_migrations`.
-pub const PLAN: &str = "observations_partitioning";
+/// The migration's name in the journal and the markers.
+pub const NAME: &str = "observations_partitioning";
 
 /// Options of `observations_partitioning`.
 #[derive(clap::Args, Debug, Clone)]
@@ -33,8 +30,8 @@ pub struct PartitioningArgs {
     /// (writers should be stopped).
     #[arg(long)]
     pub online: bool,
-    /// Also run the cleanup: drop the old tables (`*_old`) and the move's leftovers.
-    /// Irreversible: a rollback is impossible afterwards.
+    /// Run the cleanup (same as `--only cleanup`): drop the old tables (`*_old`) and the
+    /// move's leftovers. Irreversible: a rollback is impossible afterwards.
     #[arg(long)]
     pub cleanup: bool,
     /// The longest any statement waits for a lock (PostgreSQL interval); the run refuses to
@@ -44,7 +41,7 @@ pub struct PartitioningArgs {
     /// Observations to generate when the source tables do not exist (the bundled sample).
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub rows: u64,
-    /// Stop after this step (see --plan for the names).
+    /// Stop after this step (see --plan for the names); --resume continues.
     #[arg(long, value_name = "STEP")]
     pub until: Option<String>,
     /// Pause between move batches, in milliseconds (gives other sessions room).
@@ -61,7 +58,7 @@ pub struct PartitioningArgs {
     pub migrations: Option<PathBuf>,
 }
 
-/// The SQL migration files of the plan, in order: (step name, file stem).
+/// The SQL migration files, in order (file stems: the step names).
 pub const MIGRATIONS: [&str; 5] = [
     "001_report_management",
     "002_dashboard_schema",
@@ -70,237 +67,159 @@ pub const MIGRATIONS: [&str; 5] = [
     "005_drop_deprecated_columns",
 ];
 
-/// Build the plan.
-pub fn build_plan(args: &PartitioningArgs) -> anyhow::Result<Plan> {
-    let dir = args
-        .migrations
-        .clone()
+fn files(args: &PartitioningArgs) -> Vec<PathBuf> {
+    let dir = (args.migrations.clone())
         .unwrap_or_else(|| crate::common::bundled("partitioning/migrations"));
-    let shared = Arc::new(Shared {
-        plan: PLAN.to_owned(),
-        tables: tables(),
-        online: args.online,
-        batch_size: args.common.batch_size.max(1) as i64,
-        pause: Duration::from_millis(args.pause_ms),
-        min_month_share: args.min_month_share,
-    });
-    let code = |what| CodeStep {
-        what,
-        shared: shared.clone(),
-    };
-    let sql = |stem: &str| -> anyhow::Result<Step> {
-        Step::migration(stem, &dir.join(format!("{stem}.sql")))
-            .with_context(|| format!("reading migration {stem} from {}", dir.display()))
-    };
-    let live: Vec<TableName> = shared.tables.iter().map(|t| t.live()).collect();
-    Ok(Plan::new(
-        PLAN,
-        vec![
-            Step::new("preflight", StepKind::Verification, Preflight::new(live)).always(),
-            sql(MIGRATIONS[0])?,
-            sql(MIGRATIONS[1])?,
-            sql(MIGRATIONS[2])?,
-            Step::new(
-                "partitioned_tables",
-                StepKind::Migration,
-                code(What::Partitioned),
-            ),
-            Step::new("move_data", StepKind::DataMove, code(What::Move)),
-            Step::new("swap", StepKind::DataMove, code(What::Swap)),
-            Step::new("verify", StepKind::Verification, code(What::Verify)),
-            sql(MIGRATIONS[3])?,
-            Step::new("foreign_keys", StepKind::Migration, code(What::ForeignKeys)),
-            Step::new("indexes", StepKind::Migration, code(What::Indexes)),
-            sql(MIGRATIONS[4])?,
-            Step::new("analyze", StepKind::Migration, code(What::Analyze)),
-            Step::new("cleanup", StepKind::Cleanup, code(What::Cleanup)).optional(),
-        ],
-    ))
+    MIGRATIONS
+        .iter()
+        .map(|m| dir.join(format!("{m}.sql")))
+        .collect()
 }
 
-/// Run what the options ask for against `url`; the report is written to `--report-dir`.
+/// The context and the migration for `args` against `url`.
+pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Migration<Ctx>)> {
+    // Every session waits at most --lock-timeout for a lock; long statements are the
+    // point here (generation, moves): no slow-statement warnings.
+    let opts = etl_sink_postgres::connect_options(url)?
+        .options([("lock_timeout", args.lock_timeout.as_str())])
+        .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
+    let ctx = Ctx {
+        opts: opts.clone(),
+        tables: tables(),
+        online: args.online,
+        min_month_share: args.min_month_share,
+    };
+    let mut mv = MoveSteps::new(
+        opts.clone(),
+        NAME,
+        ctx.tables.iter().map(|s| s.t.clone()).collect(),
+        &[KEY, PK],
+        PK,
+    );
+    (mv.batch_size, mv.pause) = (
+        args.common.batch_size.max(1) as i64,
+        Duration::from_millis(args.pause_ms),
+    );
+    (mv.lock_timeout, mv.online) = (args.lock_timeout.clone(), args.online);
+    let sql = |i: usize| {
+        let f = &files(args)[i];
+        sql_migration(opts.clone(), f).with_context(|| format!("reading migration {}", f.display()))
+    };
+    let live = ctx.tables.iter().map(|s| s.t.live.clone()).collect();
+    let m = Migration::new(NAME)
+        .step(preflight(opts.clone(), live, &args.lock_timeout))
+        .steps([sql(0)?, sql(1)?, sql(2)?])
+        .step(steps::partitioned_tables())
+        .step(mv.move_data())
+        .step(steps::verify())
+        .step(mv.swap())
+        .step(sql(3)?)
+        .step(steps::foreign_keys())
+        .step(steps::indexes())
+        .step(sql(4)?)
+        .step(steps::analyze())
+        .step(mv.cleanup());
+    Ok((ctx, m))
+}
+
+/// `--plan`: the steps, their states and what `--resume` would do next.
+pub async fn status(args: &PartitioningArgs, url: &str) -> anyhow::Result<Status> {
+    let (ctx, m) = migration(args, url)?;
+    Ok(m.status(&PgJournal::new(ctx.opts.clone())).await?)
+}
+
+/// Run what the options ask for against `url` (generating the sample source when the
+/// tables do not exist); the report is written to `--report-dir`.
+///
+/// # Errors
+/// Refusals before any step runs (a SQL migration changed after it was applied, a plain
+/// run while the latest run is unfinished, nothing to resume or roll back, ...).
 pub async fn run(
     args: &PartitioningArgs,
     url: &str,
     cancel: CancellationToken,
 ) -> anyhow::Result<RunReport> {
-    let started = Utc::now();
-    // Long statements are the point here (generation, moves): no slow-statement warnings.
-    let opts = etl_sink_postgres::connect_options(url)?
-        .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
-    let mut conn = PgConnection::connect_with(&opts)
+    anyhow::ensure!(!args.common.plan, "--plan reads only: call `status`");
+    let (ctx, m) = migration(args, url)?;
+    let mut conn = PgConnection::connect_with(&ctx.opts)
         .await
         .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?;
-    sqlx::query("SET TimeZone = 'UTC'")
-        .execute(&mut conn)
-        .await?;
-    let mut extra = serde_json::Map::new();
-    extra.insert("database".into(), json!(etl_core::config::redact_url(url)));
-    extra.insert(
-        "mode".into(),
-        json!(if args.online { "online" } else { "batch" }),
-    );
     if !super::schema::exists(&mut conn).await? && !args.common.rollback {
-        super::schema::create(&mut conn).await?;
-        let g = super::generate::generate(
-            &mut conn,
-            &super::generate::GenOptions {
-                rows: args.rows,
-                ..Default::default()
-            },
-        )
-        .await?;
-        tracing::info!(
-            petri = g.petri,
-            gasifier = g.gasifier,
-            "generated the sample source tables"
-        );
-        extra.insert(
-            "generated".into(),
-            json!({"petri_observations": g.petri, "gasifier_observations": g.gasifier}),
-        );
+        generate(&mut conn, args.rows).await?;
     }
-    let plan = build_plan(args)?;
-    let ctx = StepContext {
-        plan: PLAN.to_owned(),
-        lock_timeout: args.lock_timeout.clone(),
-        progress: Progress::new(args.common.progress(), plan.steps.len() as u64),
-        cancel,
-        dry_run: args.common.dry_run,
-    };
-
-    let (status, outcome, error) = if args.common.plan {
-        let st = plan.status(&mut conn).await?;
-        println!("{}", render_status(PLAN, &st));
-        (RunStatus::Succeeded, None, None)
-    } else if args.common.dry_run {
-        let out = plan.dry_run(&mut conn, &ctx).await?;
-        for s in &out.steps {
-            match &s.outcome {
-                Outcome::WouldRun { sql } => {
-                    println!("-- step {} ({}): would run", s.name, s.kind.as_str());
-                    for q in sql {
-                        println!("{q};");
-                    }
-                }
-                Outcome::Ran => {
-                    println!("-- step {} (read-only, ran): {}", s.name, s.output.message)
-                }
-                Outcome::Skipped { reason } => println!("-- step {}: skipped ({reason})", s.name),
-                Outcome::Failed { error } => println!("-- step {}: FAILED: {error}", s.name),
-                Outcome::RolledBack => {}
-            }
-        }
-        (RunStatus::DryRun, Some(out), None)
-    } else if args.common.rollback {
-        let out = plan.rollback(&mut conn, &ctx).await?;
-        let err = out.error.clone();
-        (
-            if err.is_some() {
-                RunStatus::Failed
-            } else {
-                RunStatus::RolledBack
-            },
-            Some(out),
-            err,
-        )
-    } else {
-        let opts = RunOptions {
-            resume: args.common.resume,
-            until: args.until.clone(),
-            optional: args.cleanup,
-        };
-        let out = plan.run(&mut conn, &ctx, &opts).await?;
-        let err = out.error.clone();
-        (
-            if err.is_some() {
-                RunStatus::Failed
-            } else {
-                RunStatus::Succeeded
-            },
-            Some(out),
-            err,
-        )
-    };
-    ctx.progress.finish();
-
-    let status_now = plan.status(&mut conn).await?;
-    let units = units(&status_now, outcome.as_ref(), args.common.rollback);
-    let mut report = RunReport::new(PLAN, &run_id(&status_now), status, &units, started);
-    report.error = error;
-    if let Some(out) = &outcome {
-        report.validation = out.findings();
-        extra.insert("steps".into(), json!(out.steps));
-        for name in ["preflight", "move_data", "swap"] {
-            if let Some(s) = out.step(name).filter(|s| s.outcome == Outcome::Ran) {
-                extra.insert(name.into(), s.output.details.clone());
+    let journal = PgJournal::new(ctx.opts.clone());
+    let mut opts = args.common.run_options();
+    (opts.cancel, opts.target) = (cancel, Some(etl_core::config::redact_url(url)));
+    if args.cleanup {
+        opts.action = Action::Only(vec!["cleanup".into()]);
+    }
+    if opts.action != Action::Rollback {
+        let sql: Vec<SqlMigration> = files(args)
+            .iter()
+            .map(|f| SqlMigration::from_file(f))
+            .collect::<Result<_, _>>()?;
+        check_unchanged(&mut conn, NAME, &sql).await?;
+    }
+    if opts.action == Action::Run && failed_at_preflight(&m, &journal).await? {
+        // Nothing was changed: the run that was refused at its start is taken up again.
+        opts.action = Action::Resume;
+    }
+    if let Some(until) = &args.until {
+        let names: Vec<&str> = m.step_list().iter().map(|s| s.name()).collect();
+        let i = names.iter().position(|n| n == until).with_context(|| {
+            format!(
+                "--until {until}: no such step (the steps: {})",
+                names.join(", ")
+            )
+        })?;
+        opts.stop_before = names.get(i + 1).map(|s| (*s).to_owned());
+    }
+    let report = m.execute(&ctx, &journal, &opts).await?;
+    if opts.action == Action::DryRun {
+        for s in report
+            .steps
+            .iter()
+            .filter(|s| s.details.get("sql").is_some())
+        {
+            println!("-- step {} ({}): would run", s.name, s.kind.as_str());
+            for q in s.details["sql"].as_array().into_iter().flatten() {
+                println!("{};", q.as_str().unwrap_or_default());
             }
         }
     }
-    extra.insert(
-        "plan".into(),
-        json!(
-            status_now
-                .iter()
-                .map(|s| json!({"step": s.name, "kind": s.kind, "state": s.state}))
-                .collect::<Vec<_>>()
-        ),
-    );
-    extra.insert("plan_text".into(), json!(render_status(PLAN, &status_now)));
-    report.extra.extend(extra);
-    report
-        .write(&args.common.report_dir, None)
-        .context("writing the report")?;
     Ok(report)
 }
 
-/// One unit per table: read = rows of the old table, loaded = rows verified in the new
-/// one (from the verification of this run, or the last one recorded).
-fn units(
-    status: &[etl_sink_postgres::plan::StepStatus],
-    outcome: Option<&PlanOutcome>,
-    rolled_back: bool,
-) -> Vec<UnitSummary> {
-    let verify = (!rolled_back)
-        .then_some(outcome)
-        .flatten()
-        .and_then(|o| o.step("verify"))
-        .filter(|s| s.outcome == Outcome::Ran)
-        .map(|s| s.output.details.clone())
-        .or_else(|| {
-            (!rolled_back).then_some(())?;
-            status
-                .iter()
-                .find(|s| s.name == "verify" && s.state == StepState::Completed)
-                .and_then(|s| s.details.clone())
-        });
-    tables()
-        .iter()
-        .map(|t| {
-            let mut u = UnitSummary::new(t.name.clone());
-            if let Some(d) = verify.as_ref().and_then(|v| v.get(&t.name)) {
-                u.read = d.get("read").and_then(|v| v.as_u64()).unwrap_or(0);
-                u.loaded = d.get("loaded").and_then(|v| v.as_u64()).unwrap_or(0);
-                u.counters.insert(
-                    "default_partition_rows".into(),
-                    d.get("default_rows").and_then(|v| v.as_u64()).unwrap_or(0),
-                );
-                u.status = if rolled_back {
-                    UnitStatus::Pending
-                } else {
-                    UnitStatus::Completed
-                };
-            }
-            u
-        })
-        .collect()
+/// Whether the latest run failed in its pre-flight and touched nothing else.
+async fn failed_at_preflight(m: &Migration<Ctx>, journal: &PgJournal) -> anyhow::Result<bool> {
+    let Some(run) = journal.latest(m.name()).await? else {
+        return Ok(false);
+    };
+    Ok(run.run.state == RunState::Failed
+        && run
+            .steps
+            .iter()
+            .all(|s| s.kind == StepKind::Preflight || !s.state.touched())
+        && run
+            .steps
+            .iter()
+            .any(|s| s.kind == StepKind::Preflight && s.state == StepState::Failed))
 }
 
-fn run_id(status: &[etl_sink_postgres::plan::StepStatus]) -> String {
-    status
-        .iter()
-        .filter_map(|s| s.finished_at)
-        .min()
-        .map(|t| format!("{PLAN}@{}", t.to_rfc3339()))
-        .unwrap_or_else(|| PLAN.to_owned())
+async fn generate(conn: &mut PgConnection, rows: u64) -> anyhow::Result<()> {
+    super::schema::create(conn).await?;
+    let g = super::generate::generate(
+        conn,
+        &super::generate::GenOptions {
+            rows,
+            ..Default::default()
+        },
+    )
+    .await?;
+    tracing::info!(
+        petri = g.petri,
+        gasifier = g.gasifier,
+        "generated the sample source tables"
+    );
+    Ok(())
 }

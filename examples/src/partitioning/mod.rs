@@ -3,12 +3,18 @@
 //! from the data, plus a DEFAULT partition), batch or online; report, dashboard and
 //! permission tables; views recreated; missing foreign keys added `NOT VALID` then
 //! validated; indexes; deprecated columns dropped; old tables kept as `*_old` until
-//! `--cleanup`; `ANALYZE`. Every step is recorded in `ferry_schema_migrations` and has its
-//! rollback (see [`etl_sink_postgres::plan`]).
+//! `--cleanup`; `ANALYZE`. A [`Migration`](etl_core::migration::Migration) of the run
+//! layer: every step is recorded in the journal and has its undo.
+//!
+//! ```text
+//! preflight ─> 001..003 ─> partitioned_tables ─> move_data ─> verify ─> swap ─> 004 ─> foreign_keys ─> indexes ─> 005 ─> analyze ─> (cleanup)
+//!  always,      SQL files,   months from the       keyset or     gate      switch   views                                                  optional,
+//!  lock probe   markers      data + DEFAULT        --online                                                                               irreversible
+//! ```
 
 pub mod generate;
 mod migration;
 pub mod schema;
 pub mod steps;
 
-pub use migration::{MIGRATIONS, PLAN, PartitioningArgs, build_plan, run};
+pub use migration::{MIGRATIONS, NAME, PartitioningArgs, migration, run, status};

@@ -1,11 +1,15 @@
-//! The plan runner, monthly partitions and keyset moves against a real PostgreSQL.
+//! SQL migration steps and the pre-flight on the run layer, monthly partitions and keyset
+//! moves against a real PostgreSQL.
 
 use chrono::NaiveDate;
-use etl_core::{CancellationToken, Progress};
+use etl_core::migration::{Action, Migration, RunOptions, StepKind};
+use etl_core::{CancellationToken, Progress, RunStatus};
 use etl_sink_postgres::ident::TableName;
+use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::move_data::{KeysetMove, OnlineMove, compare_tables};
 use etl_sink_postgres::partition::{self, MonthlyPartitions};
-use etl_sink_postgres::plan::{Outcome, Plan, RunOptions, Step, StepContext, StepState};
+use etl_sink_postgres::sql_file::{SqlMigration, check_unchanged};
+use etl_sink_postgres::steps::{preflight, sql_migration};
 use sqlx::{Connection, PgConnection};
 
 async fn exec(conn: &mut PgConnection, sql: &str) {
@@ -24,10 +28,12 @@ async fn one(conn: &mut PgConnection, sql: &str) -> i64 {
 }
 
 #[tokio::test]
-async fn migrations_run_once_changed_files_are_refused_and_rollback_reverses() {
-    let (_db, mut conn) = super::db().await;
+async fn sql_migrations_run_once_changed_files_are_refused_and_rollback_reverses() {
+    let (db, mut conn) = super::db().await;
+    let opts = etl_sink_postgres::connect_options(db.url()).unwrap();
     let dir = std::env::temp_dir().join(format!("ferry-plan-it-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
+    let reports = dir.join("reports");
     let p = |n: &str| dir.join(n);
     std::fs::write(
         p("001_a.sql"),
@@ -37,7 +43,7 @@ async fn migrations_run_once_changed_files_are_refused_and_rollback_reverses() {
     std::fs::write(p("001_a.down.sql"), "DROP TABLE a;").unwrap();
     std::fs::write(
         p("002_b.sql"),
-        "-- ferry:no-transaction\nCREATE TABLE b (id int);\nCREATE INDEX CONCURRENTLY b_id ON b (id);\n",
+        "-- ferry:no-transaction\nCREATE TABLE IF NOT EXISTS b (id int);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS b_id ON b (id);\n",
     )
     .unwrap();
     std::fs::write(p("002_b.down.sql"), "DROP TABLE b;").unwrap();
@@ -47,26 +53,39 @@ async fn migrations_run_once_changed_files_are_refused_and_rollback_reverses() {
     )
     .unwrap();
     std::fs::write(p("003_bad.down.sql"), "DROP TABLE IF EXISTS c;").unwrap();
-    let plan = |files: &[&str]| {
-        Plan::new(
-            "t",
-            files
-                .iter()
-                .map(|f| Step::migration(f, &p(&format!("{f}.sql"))).unwrap())
-                .collect(),
-        )
+    let files = ["001_a", "002_b", "003_bad"];
+    let m = || {
+        Migration::<()>::new("t")
+            .steps(files.map(|f| sql_migration(opts.clone(), &p(&format!("{f}.sql"))).unwrap()))
     };
-    let ctx = StepContext::new("t");
+    let journal = PgJournal::new(opts.clone());
+    let run = |a: Action| RunOptions::new(&reports).with_action(a);
+    let tables = "SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'c')";
 
-    // A failing transactional migration leaves nothing behind and stops the plan.
-    let out = plan(&["001_a", "002_b", "003_bad"])
-        .run(&mut conn, &ctx, &RunOptions::default())
+    // A dry run lists the statements and writes nothing, not even the journal or markers.
+    let r = m()
+        .execute(&(), &journal, &run(Action::DryRun))
         .await
         .unwrap();
+    assert_eq!(r.status, RunStatus::DryRun, "{:?}", r.error);
+    assert_eq!(r.steps[0].details["sql"][1], "INSERT INTO a VALUES (1)");
+    assert_eq!(one(&mut conn, tables).await, 0);
+    assert_eq!(
+        one(
+            &mut conn,
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ferry%'"
+        )
+        .await,
+        0
+    );
+
+    // A failing transactional migration leaves nothing behind and stops the run.
+    let r = m().execute(&(), &journal, &run(Action::Run)).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
     assert!(
-        out.error.as_deref().unwrap().contains("003_bad"),
+        r.error.as_deref().unwrap().contains("003_bad"),
         "{:?}",
-        out.error
+        r.error
     );
     assert_eq!(
         one(
@@ -76,84 +95,200 @@ async fn migrations_run_once_changed_files_are_refused_and_rollback_reverses() {
         .await,
         0
     );
-    let st = plan(&["001_a", "002_b", "003_bad"])
-        .status(&mut conn)
-        .await
-        .unwrap();
-    let states: Vec<StepState> = st.iter().map(|s| s.state).collect();
+    let states: Vec<&str> = r.steps.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["done", "done", "failed"]);
     assert_eq!(
-        states,
-        [
-            StepState::Completed,
-            StepState::Completed,
-            StepState::Failed
-        ]
+        one(
+            &mut conn,
+            "SELECT count(*) FROM ferry_sql_migrations WHERE migration = 't'"
+        )
+        .await,
+        2
     );
 
-    // Without --resume a half-done plan is refused; with it, completed steps are skipped.
-    let e = plan(&["001_a", "002_b", "003_bad"])
-        .run(&mut conn, &ctx, &RunOptions::default())
+    // A file changed after it was applied: --resume refuses (its fingerprint), the
+    // markers name it, and a run of the step itself refuses too.
+    std::fs::write(p("001_a.sql"), "CREATE TABLE a (id bigint PRIMARY KEY);").unwrap();
+    let e = m()
+        .execute(&(), &journal, &run(Action::Resume))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("001_a") && e.to_string().contains("changed"),
+        "{e}"
+    );
+    let now = [SqlMigration::from_file(&p("001_a.sql")).unwrap()];
+    let e = check_unchanged(&mut conn, "t", &now).await.unwrap_err();
+    assert!(
+        e.to_string().contains("changed after they were applied")
+            && e.to_string().contains("001_a"),
+        "{e}"
+    );
+    let r = Migration::<()>::new("t")
+        .step(sql_migration(opts.clone(), &p("001_a.sql")).unwrap())
+        .execute(&(), &journal, &run(Action::DryRun))
+        .await
+        .unwrap();
+    assert!(
+        r.error.as_deref().unwrap_or_default().contains("001_a"),
+        "{:?}",
+        r.error
+    );
+    std::fs::write(
+        p("001_a.sql"),
+        "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a VALUES (1);",
+    )
+    .unwrap();
+
+    // Without --resume a half-done run is refused; with it, done steps are skipped.
+    let e = m()
+        .execute(&(), &journal, &run(Action::Run))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
     std::fs::write(p("003_bad.sql"), "CREATE TABLE c (id int);").unwrap();
-    let resume = RunOptions {
-        resume: true,
-        ..Default::default()
-    };
-    let out = plan(&["001_a", "002_b", "003_bad"])
-        .run(&mut conn, &ctx, &resume)
+    // (003's fingerprint changed, but it never completed: that is allowed.)
+    let r = m()
+        .execute(&(), &journal, &run(Action::Resume))
         .await
         .unwrap();
-    assert!(out.error.is_none(), "{:?}", out.error);
-    assert!(matches!(out.steps[0].outcome, Outcome::Skipped { .. }));
-    assert_eq!(out.steps[2].outcome, Outcome::Ran);
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let outcomes: Vec<&str> = r.steps.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["skipped", "skipped", "ran"]);
     assert_eq!(
         one(&mut conn, "SELECT count(*) FROM a").await,
         1,
         "001 never ran twice"
     );
 
-    // A changed file that already ran is refused before anything runs.
-    std::fs::write(p("001_a.sql"), "CREATE TABLE a (id bigint PRIMARY KEY);").unwrap();
-    let e = plan(&["001_a", "002_b", "003_bad"])
-        .run(&mut conn, &ctx, &RunOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("changed after they were applied")
-            && e.to_string().contains("001_a"),
-        "{e}"
-    );
-    let e = plan(&["001_a"]).dry_run(&mut conn, &ctx).await.unwrap_err();
-    assert!(e.to_string().contains("001_a"), "{e}");
-
-    // Rollback undoes in reverse; afterwards the plan can run again.
-    std::fs::write(
-        p("001_a.sql"),
-        "CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a VALUES (1);",
+    // A kill between a file's COMMIT and the journal's record: the journal says the step
+    // was running, the marker says it was applied; the rerun applies nothing.
+    exec(
+        &mut conn,
+        "UPDATE ferry_journal_steps SET state = 'running' WHERE step IN ('001_a', '002_b');
+                     UPDATE ferry_journal_runs SET state = 'running'",
     )
-    .unwrap();
-    let out = plan(&["001_a", "002_b", "003_bad"])
-        .rollback(&mut conn, &ctx)
+    .await;
+    let r = m()
+        .execute(&(), &journal, &run(Action::Resume))
         .await
         .unwrap();
-    assert!(out.error.is_none(), "{:?}", out.error);
-    let names: Vec<&str> = out.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["003_bad", "002_b", "001_a"]);
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    for s in &r.steps[..2] {
+        assert!(
+            s.outcome == "ran" && s.message.contains("already applied"),
+            "{s:?}"
+        );
+    }
+    assert_eq!(
+        one(&mut conn, "SELECT count(*) FROM a").await,
+        1,
+        "001 never ran twice"
+    );
+
+    // Rollback undoes newest first (markers included); afterwards the files apply again.
+    let r = m()
+        .execute(&(), &journal, &run(Action::Rollback))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::RolledBack, "{:?}", r.error);
+    let (order,): (Vec<String>,) = sqlx::query_as(
+        "SELECT array_agg(step ORDER BY finished_at) FROM ferry_journal_steps WHERE state = 'rolled_back'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(order, ["003_bad", "002_b", "001_a"]);
+    assert_eq!(one(&mut conn, tables).await, 0);
+    assert_eq!(
+        one(&mut conn, "SELECT count(*) FROM ferry_sql_migrations").await,
+        0
+    );
+    let r = m().execute(&(), &journal, &run(Action::Run)).await.unwrap();
+    assert!(
+        r.error.is_none()
+            && r.steps
+                .iter()
+                .all(|s| s.outcome == "ran" && s.message.starts_with("applied")),
+        "{r:#?}"
+    );
+    assert_eq!(one(&mut conn, tables).await, 3);
+
+    // A file without a .down.sql cannot be undone: the rollback is refused up front.
+    std::fs::write(p("004_x.sql"), "CREATE TABLE x (id int);").unwrap();
+    let m4 = Migration::<()>::new("t4").step(sql_migration(opts.clone(), &p("004_x.sql")).unwrap());
+    m4.execute(&(), &journal, &run(Action::Run)).await.unwrap();
+    let e = m4
+        .execute(&(), &journal, &run(Action::Rollback))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no rollback script"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_held_lock_refuses_the_start() {
+    let (db, mut conn) = super::db().await;
+    let opts = etl_sink_postgres::connect_options(db.url()).unwrap();
+    exec(&mut conn, "CREATE TABLE obs (id int)").await;
+    let dir = std::env::temp_dir().join(format!("ferry-preflight-it-{}", uuid::Uuid::new_v4()));
+    let m = Migration::<()>::new("p")
+        .step(preflight(
+            opts.clone(),
+            vec![TableName::new("obs")],
+            "200ms",
+        ))
+        .step(etl_sink_postgres::steps::sql_step(
+            "write",
+            StepKind::Schema,
+            opts.clone(),
+            "CREATE TABLE written (id int)",
+        ));
+    let journal = PgJournal::new(opts.clone());
+    let mut holder = PgConnection::connect(db.url()).await.unwrap();
+    exec(&mut holder, "BEGIN; SELECT count(*) FROM obs;").await;
+    let r = m
+        .execute(&(), &journal, &RunOptions::new(&dir))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("refusing to start") && e.contains("AccessShareLock"),
+        "{e}"
+    );
     assert_eq!(
         one(
             &mut conn,
-            "SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'c')"
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'written'"
         )
         .await,
         0
     );
-    let out = plan(&["001_a", "002_b", "003_bad"])
-        .run(&mut conn, &ctx, &RunOptions::default())
+    // In a dry run the probe does not run (it would wait): the step reports the holder.
+    let r = m
+        .execute(
+            &(),
+            &journal,
+            &RunOptions::new(&dir).with_action(Action::DryRun),
+        )
         .await
         .unwrap();
-    assert!(out.error.is_none() && out.steps.iter().all(|s| s.outcome == Outcome::Ran));
+    assert_eq!(r.status, RunStatus::DryRun, "{:?}", r.error);
+    assert_eq!(
+        r.steps[0].details["lock_holders"][0]["mode"],
+        "AccessShareLock"
+    );
+    exec(&mut holder, "ROLLBACK").await;
+    let r = m
+        .execute(
+            &(),
+            &journal,
+            &RunOptions::new(&dir).with_action(Action::Resume),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
