@@ -442,3 +442,280 @@ async fn an_extract_killed_mid_entity_resumes_at_its_key_range() {
         assert_eq!(got, want.into_iter().collect(), "{file}: no gaps");
     }
 }
+
+/// Every item of `table` as plain JSON, sorted: what "the table equals" compares.
+async fn table_items(
+    client: &etl_sink_dynamodb::aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<Value> {
+    let items = std::sync::Mutex::new(Vec::new());
+    etl_sink_dynamodb::admin::scan_items(client, table, None, 2, |page| {
+        items
+            .lock()
+            .unwrap()
+            .extend(page.iter().map(item_to_plain_json));
+    })
+    .await
+    .unwrap();
+    let mut items = items.into_inner().unwrap();
+    items.sort_by_key(|v| v.to_string());
+    items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_reports_the_seed_files_and_rollback_restores_the_pre_load_tables() {
+    let db = TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let opts = generate::GenOptions {
+        sales: 300,
+        seed: 11,
+    };
+    generate::generate(&pool, opts).await.unwrap();
+    let dl = Dynalite::start().await.unwrap();
+    let ep = dl.endpoint();
+    let client = dl.client(None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let r = dir.path().join("reports");
+    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
+    let common = [
+        "--source-url",
+        db.url(),
+        "--dynamodb-endpoint",
+        &ep,
+        "--data-dir",
+        ds,
+        "--report-dir",
+        rs,
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = extra.to_vec();
+        a.extend_from_slice(&common);
+        args(&a)
+    };
+    // The items of one valid sale, to place an older version of it in the target first.
+    for phase in ["extract", "transform", "validate"] {
+        assert!(run(with(&["--phase", phase])).await.unwrap().ok, "{phase}");
+    }
+    let invalid = std::fs::read_to_string(d.join("transformed/invalid_items.json")).unwrap();
+    let mut sale = items_of(&d.join("transformed/sales.parquet"))
+        .unwrap()
+        .into_iter()
+        .find(|i| !invalid.contains(&etl_examples::s9::checks::item_key(i)))
+        .unwrap();
+    use etl_sink_dynamodb::aws_sdk_dynamodb::types::AttributeValue as A;
+    sale.insert(
+        "Note".into(),
+        A::S("the version before the migration".into()),
+    );
+    let legacy = std::collections::HashMap::from([
+        ("PK".to_owned(), A::S("LEGACY#1".into())),
+        ("SK".to_owned(), A::S("#METADATA#legacy".into())),
+        ("EntityType".to_owned(), A::S("Legacy".into())),
+    ]);
+    let tables = ["SalesTable-dev", "BuyersTable-dev", "ProducersTable-dev"];
+    for t in tables {
+        etl_sink_dynamodb::admin::ensure_table(&client, &etl_examples::s9::table_spec(t))
+            .await
+            .unwrap();
+    }
+    for item in [sale.clone(), legacy] {
+        let put = client
+            .put_item()
+            .table_name("SalesTable-dev")
+            .set_item(Some(item));
+        put.send().await.unwrap();
+    }
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(table_items(&client, t).await);
+    }
+    assert_eq!(before[0].len(), 2);
+
+    // A full run (a new run: extract .. verify) over the populated tables.
+    let o = run(with(&["--full"])).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    let report = read_json(&r.join("report.json"));
+    let files: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for f in [
+        "report.json",
+        "summary.txt",
+        "rejects.csv",
+        "validation_report.json",
+        "load_report.json",
+        "count_comparison.json",
+        "integrity_report.json",
+        "migration_errors.log",
+    ] {
+        assert!(files.contains(&f), "{f} not in {files:?}");
+        assert!(r.join(f).exists(), "{f} listed but not written");
+    }
+    assert_eq!(report["run_state"], "done");
+    assert!(
+        report["extra"]["peak_rss_mib"]["load"].is_number(),
+        "{}",
+        report["extra"]
+    );
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "extract_buyers",
+            "extract_producers",
+            "extract_sales",
+            "extract_sale_lines",
+            "extract_certifications",
+            "transform",
+            "validate",
+            "backup",
+            "load",
+            "verify",
+        ]
+    );
+    assert!(
+        d.join("s9_sales.journal.json").exists(),
+        "the journal lives next to the artifacts"
+    );
+    let after_load = table_items(&client, "SalesTable-dev").await;
+    assert!(after_load.len() > 300, "{}", after_load.len());
+    assert!(
+        !after_load.contains(&item_to_plain_json(&sale)),
+        "the load overwrote the older version of the sale"
+    );
+
+    // --plan: every step done; --rollback would undo them newest first.
+    let plan = etl_examples::s9::plan(with(&["--plan"]))
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("--rollback would undo, in this order: verify, load, backup, validate"),
+        "{plan}"
+    );
+
+    // --rollback: the load's undo restores the pre-load backups: every table as it was.
+    let o = run(with(&["--rollback"])).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    assert_eq!(o.report.status, etl_core::RunStatus::RolledBack);
+    for (t, want) in tables.iter().zip(&before) {
+        assert_eq!(
+            &table_items(&client, t).await,
+            want,
+            "{t} differs from its pre-load backup"
+        );
+    }
+    let journal = read_json(&d.join("s9_sales.journal.json"));
+    assert!(journal.to_string().contains("rolled_back"), "{journal}");
+    // A second rollback is refused: nothing left to undo.
+    assert!(run(with(&["--rollback"])).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_after_a_run_stopped_at_validation_then_resume_finishes_it() {
+    let db = TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let opts = generate::GenOptions {
+        sales: 1_600,
+        seed: 13,
+    };
+    generate::generate(&pool, opts).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let r = dir.path().join("reports");
+    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
+    let config = dir.path().join("strict.json");
+    std::fs::write(&config, r#"{"migration": {"continueOnError": false}}"#).unwrap();
+    // The generator plants invalid rows: a strict run stops at its validate step.
+    let o = run(args(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--source-url",
+        db.url(),
+        "--data-dir",
+        ds,
+        "--report-dir",
+        rs,
+    ]))
+    .await
+    .unwrap();
+    assert!(!o.ok);
+    let error = o.report.error.clone().unwrap();
+    assert!(
+        error.contains("step `validate` failed") && error.contains("continueOnError"),
+        "{error}"
+    );
+
+    // --plan (the binary): what ran, what failed, what --resume does next.
+    let out = std::process::Command::new(support::example_binary("s9_sales"))
+        .args(["--plan", "--data-dir", ds])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = String::from_utf8(out.stdout).unwrap();
+    let line = |step: &str| {
+        plan.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(step))
+            .unwrap_or_else(|| panic!("no line for {step} in\n{plan}"))
+            .to_owned()
+    };
+    assert!(line("extract_sales").contains("done"), "{plan}");
+    assert!(line("transform").contains("done"), "{plan}");
+    assert!(line("validate").contains("failed"), "{plan}");
+    assert!(line("load").contains("pending"), "{plan}");
+    let run_id = &o.report.run_id;
+    assert!(
+        plan.contains(&format!(
+            "next: --resume continues run {run_id} at step 7 `validate` (it failed"
+        )),
+        "{plan}"
+    );
+
+    // --resume with the default config (invalid items are rejected by the load): the
+    // extract and transform steps are not run again.
+    let dl = Dynalite::start().await.unwrap();
+    let ep = dl.endpoint();
+    let o = run(args(&[
+        "--resume",
+        "--dynamodb-endpoint",
+        &ep,
+        "--data-dir",
+        ds,
+        "--report-dir",
+        rs,
+    ]))
+    .await
+    .unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    assert_eq!(o.report.run_id, *run_id, "the same run, continued");
+    let outcome = |step: &str| {
+        o.report
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert_eq!(outcome("extract_sales"), "skipped");
+    assert_eq!(outcome("transform"), "skipped");
+    for s in ["validate", "backup", "load", "verify"] {
+        assert_eq!(outcome(s), "ran", "{s}");
+    }
+    let counts = read_json(&r.join("count_comparison.json"));
+    assert_eq!(counts["sales"]["match"], true, "{counts}");
+}

@@ -298,7 +298,8 @@ pub fn keys() -> KeySchema {
     KeySchema::new("PK", Some("SK"))
 }
 
-fn table_spec(name: &str) -> TableSpec {
+/// The spec of a target table: `PK`/`SK` and GSI1..GSI3 (`GSI<n>PK`, `GSI<n>SK`).
+pub fn table_spec(name: &str) -> TableSpec {
     TableSpec {
         name: name.to_owned(),
         keys: keys(),
@@ -507,6 +508,18 @@ impl S9 {
             let counts = generate::generate(&pool, opts).await?;
             tracing::info!(?counts, "generated S9 data");
             generated = Some(serde_json::to_value(counts)?);
+        }
+        for t in self.entities.iter().map(|e| e.table()) {
+            let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(t)
+                .fetch_one(&pool)
+                .await?;
+            anyhow::ensure!(
+                found,
+                "{} has no S9 table `{t}`: point --database-url / --source-url (or DATABASE_URL) \
+                 at the S9 database, or leave them unset to migrate generated data",
+                etl_core::config::redact_url(&url)
+            );
         }
         let pg = PgSource::connect(
             pool,
