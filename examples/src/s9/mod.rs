@@ -458,8 +458,8 @@ impl S9 {
             .get_or_try_init(|| async {
                 let region = &self.config.target.region;
                 anyhow::Ok(match self.endpoint() {
-                    Some(ep) => (static_or_env_client(Some(&ep), region), None),
-                    None if self.use_aws() => (static_or_env_client(None, region), None),
+                    Some(ep) => (static_client(&ep, region, None), None),
+                    None if self.use_aws() => (env_client(region), None),
                     None => {
                         let d = Dynalite::start().await.context("starting dynalite")?;
                         tracing::info!(endpoint = %d.endpoint(), "started a local dynalite (no --dynamodb-endpoint given)");
@@ -619,6 +619,18 @@ impl S9 {
             .map(|(_, s)| s.name().to_owned())
             .collect();
         Ok(Action::Only(names))
+    }
+
+    /// Write one of the seed's reports into the report directory; `report.json` lists it.
+    fn write_report(
+        &self,
+        cx: &StepCx,
+        name: &str,
+        v: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
+        write_atomic(&self.reports.join(name), &serde_json::to_vec_pretty(v)?)?;
+        cx.add_file(name);
+        Ok(())
     }
 
     /// Append lines to `migration_errors.log` (it accumulates over runs).
@@ -976,9 +988,7 @@ async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         }
     }
     let report = v.report();
-    let path = c.reports.join("validation_report.json");
-    write_atomic(&path, &serde_json::to_vec_pretty(&report)?)?;
-    cx.add_file("validation_report.json");
+    c.write_report(cx, "validation_report.json", &report)?;
     let invalid = c.data.join("transformed").join("invalid_items.json");
     write_atomic(&invalid, &serde_json::to_vec(&v.invalid)?)?;
     let (passed, n) = (v.passed(), v.invalid.len());
@@ -1202,9 +1212,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "backups": backups,
         "entities": per_entity,
     });
-    let path = c.reports.join("load_report.json");
-    write_atomic(&path, &serde_json::to_vec_pretty(&load_report)?)?;
-    cx.add_file("load_report.json");
+    c.write_report(cx, "load_report.json", &load_report)?;
     cx.set_extra("load", load_report["entities"].clone());
     Ok(combined(reports, Value::Null))
 }
@@ -1294,10 +1302,7 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         );
     }
     let ok = mismatched.is_empty();
-    write_atomic(
-        &c.reports.join("count_comparison.json"),
-        &serde_json::to_vec_pretty(&counts)?,
-    )?;
+    c.write_report(cx, "count_comparison.json", &counts)?;
     let validation: Value = std::fs::read(c.reports.join("validation_report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -1313,32 +1318,17 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "business_rules": {"enums": checks["enums"], "totals": checks["totals"], "duplicates": checks["duplicates"]},
         "sample_comparison": samples,
     });
-    write_atomic(
-        &c.reports.join("integrity_report.json"),
-        &serde_json::to_vec_pretty(&integrity)?,
-    )?;
-    for f in ["count_comparison.json", "integrity_report.json"] {
-        cx.add_file(f);
-    }
+    c.write_report(cx, "integrity_report.json", &integrity)?;
     cx.set_extra("count_comparison", Value::Object(counts.clone()));
-    let finding = Finding::check(
-        "verify",
-        ok,
-        match ok {
-            true => "counts and sampled items match".to_owned(),
-            false => format!(
-                "{} (see count_comparison.json and integrity_report.json)",
-                mismatched.join("; ")
-            ),
-        },
-    );
-    Ok(StepOutput::message(if ok {
-        "counts and sample match"
+    mismatched.push("see count_comparison.json and integrity_report.json".into());
+    let message = if ok {
+        "counts and sampled items match".into()
     } else {
-        "differences found"
-    })
-    .with_details(json!({ "counts": counts }))
-    .with_findings(vec![finding]))
+        mismatched.join("; ")
+    };
+    let finding = Finding::check("verify", ok, &message);
+    let out = StepOutput::message(message).with_details(json!({ "counts": counts }));
+    Ok(out.with_findings(vec![finding]))
 }
 
 fn urlencode(s: &str) -> String {
@@ -1352,31 +1342,25 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// A client for `endpoint` (static local credentials), or for AWS with the credentials in
-/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`(/`AWS_SESSION_TOKEN`).
-fn static_or_env_client(endpoint: Option<&str>, region: &str) -> Client {
-    match endpoint {
-        Some(ep) => static_client(ep, region, None),
-        None => {
-            use etl_sink_dynamodb::aws_sdk_dynamodb::config::{
-                BehaviorVersion, Credentials, Region,
-            };
-            let var = |k: &str| std::env::var(k).ok();
-            let creds = Credentials::new(
-                var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
-                var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
-                var("AWS_SESSION_TOKEN"),
-                None,
-                "environment",
-            );
-            let conf = etl_sink_dynamodb::aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new(region.to_owned()))
-                .credentials_provider(creds)
-                .build();
-            Client::from_conf(conf)
-        }
-    }
+/// A client for AWS with the credentials in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+/// (/`AWS_SESSION_TOKEN`).
+fn env_client(region: &str) -> Client {
+    use etl_sink_dynamodb::aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let var = |k: &str| std::env::var(k).ok();
+    let (id, secret) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
+    let creds = Credentials::new(
+        id.unwrap_or_default(),
+        secret.unwrap_or_default(),
+        var("AWS_SESSION_TOKEN"),
+        None,
+        "environment",
+    );
+    let conf = etl_sink_dynamodb::aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(creds)
+        .build();
+    Client::from_conf(conf)
 }
 
 /// Paths of the bundled data.
