@@ -23,6 +23,60 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// A source database with generated S9 data, a dynalite, and data and report directories.
+struct Fixture {
+    db: TestDb,
+    generated: generate::GenCounts,
+    dl: Dynalite,
+    ep: String,
+    d: std::path::PathBuf,
+    r: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(sales: u32, seed: u64) -> Self {
+        let db = TestDb::create().await.unwrap();
+        let pool = db.pool().await.unwrap();
+        let opts = generate::GenOptions { sales, seed };
+        let generated = generate::generate(&pool, opts).await.unwrap();
+        let dl = Dynalite::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Fixture {
+            db,
+            generated,
+            ep: dl.endpoint(),
+            dl,
+            d: dir.path().join("data"),
+            r: dir.path().join("reports"),
+            dir,
+        }
+    }
+
+    /// The source, the endpoint and the directories.
+    fn common(&self) -> [&str; 8] {
+        let (d, r) = (self.d.to_str().unwrap(), self.r.to_str().unwrap());
+        let (db, ep) = (self.db.url(), self.ep.as_str());
+        [
+            "--source-url",
+            db,
+            "--dynamodb-endpoint",
+            ep,
+            "--data-dir",
+            d,
+            "--report-dir",
+            r,
+        ]
+    }
+
+    /// `extra` and [`Fixture::common`].
+    fn args(&self, extra: &[&str]) -> Args {
+        let mut a = extra.to_vec();
+        a.extend_from_slice(&self.common());
+        args(&a)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_transforms_into_the_golden_items() {
     let db = TestDb::create().await.unwrap();
@@ -92,33 +146,9 @@ async fn the_sample_transforms_into_the_golden_items() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phase_by_phase_then_resume_verify_and_restore() {
-    let db = TestDb::create().await.unwrap();
-    let pool = db.pool().await.unwrap();
-    let generated = generate::generate(
-        &pool,
-        generate::GenOptions {
-            sales: 4_000,
-            seed: 7,
-        },
-    )
-    .await
-    .unwrap();
-    let dl = Dynalite::start().await.unwrap();
-    let ep = dl.endpoint();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("data");
-    let r = dir.path().join("reports");
-    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
-    let common = [
-        "--source-url",
-        db.url(),
-        "--dynamodb-endpoint",
-        &ep,
-        "--data-dir",
-        ds,
-        "--report-dir",
-        rs,
-    ];
+    let f = Fixture::new(4_000, 7).await;
+    let (generated, dl, d, r) = (&f.generated, &f.dl, &f.d, &f.r);
+    let common = f.common();
     for phase in ["extract", "transform", "validate"] {
         let mut a = vec!["--phase", phase];
         a.extend_from_slice(&common);
@@ -464,38 +494,14 @@ async fn table_items(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_run_reports_the_seed_files_and_rollback_restores_the_pre_load_tables() {
-    let db = TestDb::create().await.unwrap();
-    let pool = db.pool().await.unwrap();
-    let opts = generate::GenOptions {
-        sales: 300,
-        seed: 11,
-    };
-    generate::generate(&pool, opts).await.unwrap();
-    let dl = Dynalite::start().await.unwrap();
-    let ep = dl.endpoint();
-    let client = dl.client(None);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("data");
-    let r = dir.path().join("reports");
-    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
-    let common = [
-        "--source-url",
-        db.url(),
-        "--dynamodb-endpoint",
-        &ep,
-        "--data-dir",
-        ds,
-        "--report-dir",
-        rs,
-    ];
-    let with = |extra: &[&str]| {
-        let mut a = extra.to_vec();
-        a.extend_from_slice(&common);
-        args(&a)
-    };
+    let f = Fixture::new(300, 11).await;
+    let (client, d, r) = (f.dl.client(None), &f.d, &f.r);
     // The items of one valid sale, to place an older version of it in the target first.
     for phase in ["extract", "transform", "validate"] {
-        assert!(run(with(&["--phase", phase])).await.unwrap().ok, "{phase}");
+        assert!(
+            run(f.args(&["--phase", phase])).await.unwrap().ok,
+            "{phase}"
+        );
     }
     let invalid = std::fs::read_to_string(d.join("transformed/invalid_items.json")).unwrap();
     let mut sale = items_of(&d.join("transformed/sales.parquet"))
@@ -533,7 +539,7 @@ async fn a_full_run_reports_the_seed_files_and_rollback_restores_the_pre_load_ta
     assert_eq!(before[0].len(), 2);
 
     // A full run (a new run: extract .. verify) over the populated tables.
-    let o = run(with(&["--full"])).await.unwrap();
+    let o = run(f.args(&["--full"])).await.unwrap();
     assert!(o.ok, "{:?}", o.report.error);
     let report = read_json(&r.join("report.json"));
     let files: Vec<&str> = report["files"]
@@ -594,7 +600,7 @@ async fn a_full_run_reports_the_seed_files_and_rollback_restores_the_pre_load_ta
     );
 
     // --plan: every step done; --rollback would undo them newest first.
-    let plan = etl_examples::s9::plan(with(&["--plan"]))
+    let plan = etl_examples::s9::plan(f.args(&["--plan"]))
         .await
         .unwrap()
         .to_string();
@@ -604,7 +610,7 @@ async fn a_full_run_reports_the_seed_files_and_rollback_restores_the_pre_load_ta
     );
 
     // --rollback: the load's undo restores the pre-load backups: every table as it was.
-    let o = run(with(&["--rollback"])).await.unwrap();
+    let o = run(f.args(&["--rollback"])).await.unwrap();
     assert!(o.ok, "{:?}", o.report.error);
     assert_eq!(o.report.status, etl_core::RunStatus::RolledBack);
     for (t, want) in tables.iter().zip(&before) {
@@ -617,37 +623,19 @@ async fn a_full_run_reports_the_seed_files_and_rollback_restores_the_pre_load_ta
     let journal = read_json(&d.join("s9_sales.journal.json"));
     assert!(journal.to_string().contains("rolled_back"), "{journal}");
     // A second rollback is refused: nothing left to undo.
-    assert!(run(with(&["--rollback"])).await.is_err());
+    assert!(run(f.args(&["--rollback"])).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_after_a_run_stopped_at_validation_then_resume_finishes_it() {
-    let db = TestDb::create().await.unwrap();
-    let pool = db.pool().await.unwrap();
-    let opts = generate::GenOptions {
-        sales: 1_600,
-        seed: 13,
-    };
-    generate::generate(&pool, opts).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("data");
-    let r = dir.path().join("reports");
-    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
-    let config = dir.path().join("strict.json");
+    let f = Fixture::new(1_600, 13).await;
+    let (ds, r) = (f.d.to_str().unwrap(), &f.r);
+    let config = f.dir.path().join("strict.json");
     std::fs::write(&config, r#"{"migration": {"continueOnError": false}}"#).unwrap();
     // The generator plants invalid rows: a strict run stops at its validate step.
-    let o = run(args(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--source-url",
-        db.url(),
-        "--data-dir",
-        ds,
-        "--report-dir",
-        rs,
-    ]))
-    .await
-    .unwrap();
+    let o = run(f.args(&["--config", config.to_str().unwrap()]))
+        .await
+        .unwrap();
     assert!(!o.ok);
     let error = o.report.error.clone().unwrap();
     assert!(
@@ -687,19 +675,7 @@ async fn plan_after_a_run_stopped_at_validation_then_resume_finishes_it() {
 
     // --resume with the default config (invalid items are rejected by the load): the
     // extract and transform steps are not run again.
-    let dl = Dynalite::start().await.unwrap();
-    let ep = dl.endpoint();
-    let o = run(args(&[
-        "--resume",
-        "--dynamodb-endpoint",
-        &ep,
-        "--data-dir",
-        ds,
-        "--report-dir",
-        rs,
-    ]))
-    .await
-    .unwrap();
+    let o = run(f.args(&["--resume"])).await.unwrap();
     assert!(o.ok, "{:?}", o.report.error);
     assert_eq!(o.report.run_id, *run_id, "the same run, continued");
     let outcome = |step: &str| {
