@@ -19,6 +19,14 @@ fn args(extra: &[&str]) -> Args {
     Args::try_parse_from(v).unwrap()
 }
 
+/// What the latest invocation did with `step` (`ran`, `skipped`, ...).
+fn outcome(report: &etl_core::RunReport, step: &str) -> String {
+    let s = report.steps.iter().find(|s| s.name == step);
+    s.unwrap_or_else(|| panic!("no step {step}"))
+        .outcome
+        .clone()
+}
+
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
@@ -386,15 +394,7 @@ async fn a_full_run_killed_mid_extract_is_finished_by_resume() {
     let o = kill_mid_extract_then_resume(&f, &["--full"], &["--resume"]).await;
     // The same run, continued by the run layer: the extract steps done before the kill are
     // skipped, the killed one resumes at its key range, the rest runs.
-    let outcome = |s: &str| {
-        o.report
-            .steps
-            .iter()
-            .find(|x| x.name == s)
-            .unwrap()
-            .outcome
-            .clone()
-    };
+    let outcome = |step: &str| outcome(&o.report, step);
     assert_eq!(outcome("extract_buyers"), "skipped");
     for s in [
         "extract_sales",
@@ -700,15 +700,7 @@ async fn plan_after_a_run_stopped_at_validation_then_resume_finishes_it() {
     let o = run(f.args(&["--resume"])).await.unwrap();
     assert!(o.ok, "{:?}", o.report.error);
     assert_eq!(o.report.run_id, *run_id, "the same run, continued");
-    let outcome = |step: &str| {
-        o.report
-            .steps
-            .iter()
-            .find(|s| s.name == step)
-            .unwrap()
-            .outcome
-            .clone()
-    };
+    let outcome = |step: &str| outcome(&o.report, step);
     assert_eq!(outcome("extract_sales"), "skipped");
     assert_eq!(outcome("transform"), "skipped");
     for s in ["validate", "backup", "load", "verify"] {

@@ -353,9 +353,6 @@ impl S9 {
             None => Config::default(),
         };
         let (data, reports) = (args.data_dir.clone(), args.common.report_dir.clone());
-        for d in [&data, &reports] {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
         Ok(S9 {
             entities: match args.entity {
                 None => Entity::ALL.to_vec(),
@@ -838,6 +835,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome { report, ok: true });
     }
     let c = S9::new(args)?;
+    for d in [&c.data, &c.reports] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
     if let Some(backup) = &c.args.restore {
         let client = c.client().await?;
         let info =
