@@ -63,8 +63,8 @@ DATABASE_URL="$(fresh_db ex_cites_trade)" run cargo run --example cites_trade --
 DATABASE_URL="$(fresh_db ex_cites_arctic)" run cargo run --example cites_arctic -- --report-dir "$TMP/cites_arctic"
 # culturebridge (issue 5): bundled Bubble test server, 300 users, bcrypt cost 4
 DATABASE_URL="$(fresh_db ex_culturebridge)" run cargo run --example culturebridge -- --users 300 --bcrypt-cost 4 --requests-per-minute 60000 --export-dir "$TMP/culturebridge/export" --report-dir "$TMP/culturebridge/reports"
-# s9_sales (issue 4): own throwaway PostgreSQL + local dynalite, 2,000 generated sales, every phase
-run cargo run --example s9_sales -- --sales 2000 --data-dir "$TMP/s9/data" --report-dir "$TMP/s9/reports"
+# s9_sales (issue 4): DATABASE_URL is its S9 source, so unset: own throwaway PostgreSQL + local dynalite, 2,000 generated sales, every phase
+DATABASE_URL= run cargo run --example s9_sales -- --sales 2000 --data-dir "$TMP/s9/data" --report-dir "$TMP/s9/reports"
 DATABASE_URL="$(fresh_db ex_partitioning)" run cargo run --example observations_partitioning -- --report-dir "$TMP/partitioning"
 # a user's own migration on the run layer (README "Your own migration")
 DATABASE_URL="$(fresh_db ex_cities)" run cargo run --example cities -- --report-dir "$TMP/cities"

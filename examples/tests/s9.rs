@@ -19,8 +19,70 @@ fn args(extra: &[&str]) -> Args {
     Args::try_parse_from(v).unwrap()
 }
 
+/// What the latest invocation did with `step` (`ran`, `skipped`, ...).
+fn outcome(report: &etl_core::RunReport, step: &str) -> String {
+    let s = report.steps.iter().find(|s| s.name == step);
+    s.unwrap_or_else(|| panic!("no step {step}"))
+        .outcome
+        .clone()
+}
+
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// A source database with generated S9 data, a dynalite, and data and report directories.
+struct Fixture {
+    db: TestDb,
+    generated: generate::GenCounts,
+    dl: Dynalite,
+    ep: String,
+    d: std::path::PathBuf,
+    r: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(sales: u32, seed: u64) -> Self {
+        let db = TestDb::create().await.unwrap();
+        let pool = db.pool().await.unwrap();
+        let opts = generate::GenOptions { sales, seed };
+        let generated = generate::generate(&pool, opts).await.unwrap();
+        let dl = Dynalite::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Fixture {
+            db,
+            generated,
+            ep: dl.endpoint(),
+            dl,
+            d: dir.path().join("data"),
+            r: dir.path().join("reports"),
+            dir,
+        }
+    }
+
+    /// The source, the endpoint and the directories.
+    fn common(&self) -> [&str; 8] {
+        let (d, r) = (self.d.to_str().unwrap(), self.r.to_str().unwrap());
+        let (db, ep) = (self.db.url(), self.ep.as_str());
+        [
+            "--source-url",
+            db,
+            "--dynamodb-endpoint",
+            ep,
+            "--data-dir",
+            d,
+            "--report-dir",
+            r,
+        ]
+    }
+
+    /// `extra` and [`Fixture::common`].
+    fn args(&self, extra: &[&str]) -> Args {
+        let mut a = extra.to_vec();
+        a.extend_from_slice(&self.common());
+        args(&a)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,33 +154,9 @@ async fn the_sample_transforms_into_the_golden_items() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phase_by_phase_then_resume_verify_and_restore() {
-    let db = TestDb::create().await.unwrap();
-    let pool = db.pool().await.unwrap();
-    let generated = generate::generate(
-        &pool,
-        generate::GenOptions {
-            sales: 4_000,
-            seed: 7,
-        },
-    )
-    .await
-    .unwrap();
-    let dl = Dynalite::start().await.unwrap();
-    let ep = dl.endpoint();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("data");
-    let r = dir.path().join("reports");
-    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
-    let common = [
-        "--source-url",
-        db.url(),
-        "--dynamodb-endpoint",
-        &ep,
-        "--data-dir",
-        ds,
-        "--report-dir",
-        rs,
-    ];
+    let f = Fixture::new(4_000, 7).await;
+    let (generated, dl, d, r) = (&f.generated, &f.dl, &f.d, &f.r);
+    let common = f.common();
     for phase in ["extract", "transform", "validate"] {
         let mut a = vec!["--phase", phase];
         a.extend_from_slice(&common);
@@ -341,37 +379,52 @@ fn keys_in(path: &Path, key: &str) -> (usize, std::collections::HashSet<i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extract_killed_mid_entity_resumes_at_its_key_range() {
-    let db = TestDb::create().await.unwrap();
-    let pool = db.pool().await.unwrap();
-    generate::generate(
-        &pool,
-        generate::GenOptions {
-            sales: 4_000,
-            seed: 5,
-        },
+    let f = Fixture::new(4_000, 5).await;
+    kill_mid_extract_then_resume(
+        &f,
+        &["--phase", "extract"],
+        &["--phase", "extract", "--resume"],
     )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("data");
-    let r = dir.path().join("reports");
-    let (ds, rs) = (d.to_str().unwrap(), r.to_str().unwrap());
-    let common = [
-        "--phase",
-        "extract",
-        "--source-url",
-        db.url(),
-        "--data-dir",
-        ds,
-        "--report-dir",
-        rs,
-        "--extract-unit-keys",
-        "50",
-        "--batch-size",
-        "25",
-    ];
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_killed_mid_extract_is_finished_by_resume() {
+    let f = Fixture::new(4_000, 5).await;
+    let o = kill_mid_extract_then_resume(&f, &["--full"], &["--resume"]).await;
+    // The same run, continued by the run layer: the extract steps done before the kill are
+    // skipped, the killed one resumes at its key range, the rest runs.
+    let outcome = |step: &str| outcome(&o.report, step);
+    assert_eq!(outcome("extract_buyers"), "skipped");
+    for s in [
+        "extract_sales",
+        "transform",
+        "validate",
+        "backup",
+        "load",
+        "verify",
+    ] {
+        assert_eq!(outcome(s), "ran", "{s}");
+    }
+    assert_eq!(o.report.run_state.as_deref(), Some("done"));
+    let counts = read_json(&f.r.join("count_comparison.json"));
+    assert_eq!(counts["sales"]["match"], true, "{counts}");
+}
+
+/// Start the binary with `start`, SIGKILL it once a few key ranges of the sales are
+/// written, then run `resume` in-process: every range on disk is resumed, none is read
+/// twice, none is missing.
+async fn kill_mid_extract_then_resume(
+    f: &Fixture,
+    start: &[&str],
+    resume: &[&str],
+) -> etl_examples::s9::Outcome {
+    let pool = f.db.pool().await.unwrap();
+    let d = &f.d;
+    let mut common = vec!["--extract-unit-keys", "50", "--batch-size", "25"];
+    common.extend_from_slice(&f.common());
     let mut child = tokio::process::Command::new(support::example_binary("s9_sales"))
-        .args(common)
+        .args(start.iter().chain(&common))
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -410,9 +463,7 @@ async fn an_extract_killed_mid_entity_resumes_at_its_key_range() {
     );
     let before = written(&parts);
 
-    let mut a = common.to_vec();
-    a.push("--resume");
-    let o = run(args(&a)).await.unwrap();
+    let o = run(f.args(&[resume, &common[..4]].concat())).await.unwrap();
     assert!(o.ok, "{:?}", o.report.error);
     let resumed = o
         .report
@@ -441,4 +492,220 @@ async fn an_extract_killed_mid_entity_resumes_at_its_key_range() {
         assert_eq!(rows, want.len(), "{file}: no duplicates");
         assert_eq!(got, want.into_iter().collect(), "{file}: no gaps");
     }
+    o
+}
+
+/// Every item of `table` as plain JSON, sorted: what "the table equals" compares.
+async fn table_items(
+    client: &etl_sink_dynamodb::aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<Value> {
+    let items = std::sync::Mutex::new(Vec::new());
+    etl_sink_dynamodb::admin::scan_items(client, table, None, 2, |page| {
+        items
+            .lock()
+            .unwrap()
+            .extend(page.iter().map(item_to_plain_json));
+    })
+    .await
+    .unwrap();
+    let mut items = items.into_inner().unwrap();
+    items.sort_by_key(|v| v.to_string());
+    items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_reports_the_seed_files_and_rollback_restores_the_pre_load_tables() {
+    let f = Fixture::new(300, 11).await;
+    let (client, d, r) = (f.dl.client(None), &f.d, &f.r);
+    // The items of one valid sale, to place an older version of it in the target first.
+    for phase in ["extract", "transform", "validate"] {
+        assert!(
+            run(f.args(&["--phase", phase])).await.unwrap().ok,
+            "{phase}"
+        );
+    }
+    let invalid = std::fs::read_to_string(d.join("transformed/invalid_items.json")).unwrap();
+    let mut sale = items_of(&d.join("transformed/sales.parquet"))
+        .unwrap()
+        .into_iter()
+        .find(|i| !invalid.contains(&etl_examples::s9::checks::item_key(i)))
+        .unwrap();
+    use etl_sink_dynamodb::aws_sdk_dynamodb::types::AttributeValue as A;
+    sale.insert(
+        "Note".into(),
+        A::S("the version before the migration".into()),
+    );
+    let legacy = std::collections::HashMap::from([
+        ("PK".to_owned(), A::S("LEGACY#1".into())),
+        ("SK".to_owned(), A::S("#METADATA#legacy".into())),
+        ("EntityType".to_owned(), A::S("Legacy".into())),
+    ]);
+    let tables = ["SalesTable-dev", "BuyersTable-dev", "ProducersTable-dev"];
+    for t in tables {
+        etl_sink_dynamodb::admin::ensure_table(&client, &etl_examples::s9::table_spec(t))
+            .await
+            .unwrap();
+    }
+    for item in [sale.clone(), legacy] {
+        let put = client
+            .put_item()
+            .table_name("SalesTable-dev")
+            .set_item(Some(item));
+        put.send().await.unwrap();
+    }
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(table_items(&client, t).await);
+    }
+    assert_eq!(before[0].len(), 2);
+
+    // A full run (a new run: extract .. verify) over the populated tables.
+    let o = run(f.args(&["--full"])).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    let report = read_json(&r.join("report.json"));
+    let files: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for f in [
+        "report.json",
+        "summary.txt",
+        "rejects.csv",
+        "validation_report.json",
+        "load_report.json",
+        "count_comparison.json",
+        "integrity_report.json",
+        "migration_errors.log",
+    ] {
+        assert!(files.contains(&f), "{f} not in {files:?}");
+        assert!(r.join(f).exists(), "{f} listed but not written");
+    }
+    assert_eq!(report["run_state"], "done");
+    assert!(
+        report["extra"]["peak_rss_mib"]["load"].is_number(),
+        "{}",
+        report["extra"]
+    );
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "extract_buyers",
+            "extract_producers",
+            "extract_sales",
+            "extract_sale_lines",
+            "extract_certifications",
+            "transform",
+            "validate",
+            "backup",
+            "load",
+            "verify",
+        ]
+    );
+    assert!(
+        d.join("s9_sales.journal.json").exists(),
+        "the journal lives next to the artifacts"
+    );
+    let after_load = table_items(&client, "SalesTable-dev").await;
+    assert!(after_load.len() > 300, "{}", after_load.len());
+    assert!(
+        !after_load.contains(&item_to_plain_json(&sale)),
+        "the load overwrote the older version of the sale"
+    );
+
+    // --plan: every step done; --rollback would undo them newest first.
+    let plan = etl_examples::s9::plan(f.args(&["--plan"]))
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("--rollback would undo, in this order: verify, load, backup, validate"),
+        "{plan}"
+    );
+
+    // --rollback: the load's undo restores the pre-load backups: every table as it was.
+    let o = run(f.args(&["--rollback"])).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    assert_eq!(o.report.status, etl_core::RunStatus::RolledBack);
+    for (t, want) in tables.iter().zip(&before) {
+        assert_eq!(
+            &table_items(&client, t).await,
+            want,
+            "{t} differs from its pre-load backup"
+        );
+    }
+    let journal = read_json(&d.join("s9_sales.journal.json"));
+    assert!(journal.to_string().contains("rolled_back"), "{journal}");
+    // A second rollback is refused: nothing left to undo.
+    assert!(run(f.args(&["--rollback"])).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_after_a_run_stopped_at_validation_then_resume_finishes_it() {
+    let f = Fixture::new(1_600, 13).await;
+    let (ds, r) = (f.d.to_str().unwrap(), &f.r);
+    let config = f.dir.path().join("strict.json");
+    std::fs::write(&config, r#"{"migration": {"continueOnError": false}}"#).unwrap();
+    // The generator plants invalid rows: a strict run stops at its validate step.
+    let o = run(f.args(&["--config", config.to_str().unwrap()]))
+        .await
+        .unwrap();
+    assert!(!o.ok);
+    let error = o.report.error.clone().unwrap();
+    assert!(
+        error.contains("step `validate` failed") && error.contains("continueOnError"),
+        "{error}"
+    );
+
+    // --plan (the binary): what ran, what failed, what --resume does next.
+    let out = std::process::Command::new(support::example_binary("s9_sales"))
+        .args(["--plan", "--data-dir", ds])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = String::from_utf8(out.stdout).unwrap();
+    let line = |step: &str| {
+        plan.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(step))
+            .unwrap_or_else(|| panic!("no line for {step} in\n{plan}"))
+            .to_owned()
+    };
+    assert!(line("extract_sales").contains("done"), "{plan}");
+    assert!(line("transform").contains("done"), "{plan}");
+    assert!(line("validate").contains("failed"), "{plan}");
+    assert!(line("load").contains("pending"), "{plan}");
+    let run_id = &o.report.run_id;
+    assert!(
+        plan.contains(&format!(
+            "next: --resume continues run {run_id} at step 7 `validate` (it failed"
+        )),
+        "{plan}"
+    );
+
+    // --resume with the default config (invalid items are rejected by the load): the
+    // extract and transform steps are not run again.
+    let o = run(f.args(&["--resume"])).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    assert_eq!(o.report.run_id, *run_id, "the same run, continued");
+    let outcome = |step: &str| outcome(&o.report, step);
+    assert_eq!(outcome("extract_sales"), "skipped");
+    assert_eq!(outcome("transform"), "skipped");
+    for s in ["validate", "backup", "load", "verify"] {
+        assert_eq!(outcome(s), "ran", "{s}");
+    }
+    let counts = read_json(&r.join("count_comparison.json"));
+    assert_eq!(counts["sales"]["match"], true, "{counts}");
 }

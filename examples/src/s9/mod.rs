@@ -1,28 +1,38 @@
-//! The S9 sales migration to DynamoDB (seed 003): extract -> transform -> validate -> load ->
-//! verify, phase by phase, resumable, with backups, restore and reports.
+//! The S9 sales migration to DynamoDB (seed 003) as steps of the run layer, recorded in
+//! `<data-dir>/s9_sales.journal.json`:
 //!
 //! ```text
-//! PostgreSQL (S9) ──PgSource, one snapshot──> data/extracted/<entity>.parquet
-//!   ──S9Transform (code maps; unknown code = reject)──> data/transformed/<entity>.parquet
-//!   ──validation (required, types, enums, keys, FKs, totals, duplicates)──> validation_report.json
-//!   ──backup (Scan -> data/backups/<table>-<ts>.parquet), ItemCheck, DynamoLoad──> DynamoDB
-//!   ──verify (counts by Scan, random sample compared attribute by attribute)
+//! extract_<entity>... ─> transform ─> validate ─> backup ─> load ─> verify
+//!  PgSource, one snapshot  S9Transform   checks      Scan ->     ItemCheck,   counts by Scan,
+//!  -> extracted/*.parquet  (unknown code -> transformed/  DynamoLoad   a sample compared
+//!  (resumes per key range)  = reject)    validation_    backups/    (resumes per  attribute by
+//!                                        report.json    *.parquet   row group;    attribute
+//!                                                                   undo: restore
+//!                                                                   the backup)
 //! ```
 //!
-//! With no arguments: a throwaway PostgreSQL loaded with generated data (`--sales N`, default
-//! 100,000) and a dynalite, every phase, both servers stopped at exit. Separate phases
-//! (`--phase load`) keep their state in `data/` and need persistent servers
-//! (`--source-url`, `--dynamodb-endpoint` or the config file) to be meaningful.
+//! `--phase X` runs that phase's steps within the latest run (`--only`); `--full` (the
+//! default) runs them all; `--resume`, `--rollback`, `--plan`, `--dry-run` (every step but
+//! the writes to DynamoDB), `--only STEP`, `-q`/`-v`, `--config` come from the shared CLI
+//! ([`CommonArgs`]). The reports (`report.json`, `summary.txt`, `rejects.csv`) are the run
+//! layer's; the seed's own files (`validation_report.json`, `load_report.json`,
+//! `count_comparison.json`, `integrity_report.json`, `migration_errors.log`) are written
+//! by their steps next to them and listed in `report.json` `files`.
+//!
+//! With no arguments: a throwaway PostgreSQL loaded with generated data (`--sales N`,
+//! default 100,000) and a dynalite, both stopped at exit. Separate phases (`--phase load`)
+//! need persistent servers (`--database-url`/`--source-url`/`DATABASE_URL`,
+//! `--dynamodb-endpoint` or the config file) to be meaningful.
 //!
 //! Tables: `salesTable` holds sales and their lines, `buyersTable` buyers, `producersTable`
 //! producers (they may all be one table). Each has `PK`/`SK` and GSI1..GSI3 (`GSI<n>PK`,
 //! `GSI<n>SK`); tables missing on the server are created on demand.
 //!
-//! Rollback: `--restore data/backups/<table>-<ts>.parquet` writes the backup back into the
-//! same table and deletes the items added since. DynamoDB point-in-time recovery cannot do
-//! that: it always restores into a *new* table (the seed's
-//! `restore-table-to-point-in-time --target-table-name SalesTable-dev` onto the same name
-//! fails).
+//! Rollback: `--rollback` restores the backups the `backup` step took before the load
+//! (the items added since are deleted); `--restore data/backups/<table>-<ts>.parquet`
+//! does it for one file by hand. DynamoDB point-in-time recovery cannot do that: it always
+//! restores into a *new* table (the seed's `restore-table-to-point-in-time
+//! --target-table-name SalesTable-dev` onto the same name fails).
 
 pub mod bench;
 pub mod checks;
@@ -31,21 +41,25 @@ pub mod generate;
 pub use etl_parquet as pq;
 pub mod transform;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use etl_core::cli::CommonArgs;
+use etl_core::migration::{
+    Action, FileJournal, Journal, Migration, RunOptions, Status, StepCx, StepKind, StepOutput,
+    StepState,
+};
 use etl_core::report::write_atomic;
 use etl_core::{
-    Batch, Extract, Fate, Pipeline, PipelineOptions, RunInfo, RunReport, RunStatus, Secret,
-    Transform, UnitStatus, UnitSummary,
+    Batch, BoxError, Extract, Fate, Finding, Pipeline, RunReport, RunStatus, Secret, Transform,
 };
 use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, get_item, static_client};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
-use etl_sink_dynamodb::backup::{RestoreMode, backup_table, restore_table};
+use etl_sink_dynamodb::backup::{BackupInfo, RestoreMode, backup_table, restore_table};
 use etl_sink_dynamodb::dynalite::Dynalite;
 use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json, items_from_batch};
 use etl_sink_dynamodb::{
@@ -54,20 +68,24 @@ use etl_sink_dynamodb::{
 use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, quote_ident};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
 use checks::{Invalid, Validation, diff_items, item_key};
 use transform::{Entity, Lookups, S9Transform};
 
+/// The migration's name: the journal is `<data-dir>/s9_sales.journal.json`.
+pub const MIGRATION: &str = "s9_sales";
+
 /// A phase of the migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Phase {
-    /// S9 -> data/extracted/*.parquet.
+    /// S9 -> data/extracted/*.parquet (steps `extract_<entity>`).
     Extract,
     /// extracted -> data/transformed/*.parquet.
     Transform,
     /// transformed -> validation_report.json.
     Validate,
-    /// transformed -> DynamoDB (after a backup).
+    /// transformed -> DynamoDB (steps `backup` and `load`).
     Load,
     /// DynamoDB vs source: counts and a sample.
     Verify,
@@ -88,11 +106,29 @@ pub enum EntityArg {
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "s9_sales",
-    about = "Migrate the S9 sales system (PostgreSQL) to DynamoDB, phase by phase"
+    version,
+    about = "Migrate the S9 sales system (PostgreSQL) to DynamoDB, phase by phase",
+    mut_arg("database_url", |a| a
+        .visible_alias("source-url")
+        .help("S9 PostgreSQL URL (else the config's `source`, else a throwaway cluster with generated data); never printed")),
+    mut_arg("report_dir", |a| a.default_value("data/reports")),
+    mut_arg("dry_run", |a| a.help(
+        "Everything but the writes to DynamoDB: extract, transform and validate write their \
+         local artifacts, the load prints what it would write; no journal is written")),
+    mut_arg("rollback", |a| a.help(
+        "Undo the last run: the DynamoDB tables are restored from the backups taken before \
+         its load (the items added since are deleted)")),
+    mut_arg("config", |a| a.help(
+        "The seed's JSON config (`source`, `target`, `migration`) or a TOML/JSON file of long \
+         option names; `${ENV_VAR}` (e.g. `${DB_PASSWORD}`) is replaced from the environment")),
 )]
 pub struct Args {
-    /// Run one phase only.
-    #[arg(long, value_enum)]
+    /// Options every ferry binary takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Run one phase's steps within the latest run (with --resume: those not done yet; the
+    /// load then skips the row groups it wrote).
+    #[arg(long, value_enum, conflicts_with_all = ["full", "rollback", "only", "plan"])]
     pub phase: Option<Phase>,
     /// Run every phase (the default when neither --phase nor --restore is given).
     #[arg(long)]
@@ -100,43 +136,21 @@ pub struct Args {
     /// Only this entity (sales include their lines, producers their certifications).
     #[arg(long, value_enum)]
     pub entity: Option<EntityArg>,
-    /// Everything but writes to DynamoDB: prints what would be written.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// The seed's JSON config (`source`, `target`, `migration`); `${DB_PASSWORD}` is
-    /// substituted from the environment.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Continue from data/.checkpoint.json: finished phases, entities and load units are skipped.
-    #[arg(long)]
-    pub resume: bool,
-    /// More logging.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// S9 PostgreSQL URL (else the config's `source`, else a throwaway cluster with generated data).
-    #[arg(
-        long,
-        env = "S9_SOURCE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub source_url: Option<Secret>,
     /// DynamoDB endpoint (else the config's `target.endpoint`, else a local dynalite).
     #[arg(long, value_name = "URL")]
     pub dynamodb_endpoint: Option<String>,
-    /// Where the reports go.
-    #[arg(long, value_name = "DIR", default_value = "data/reports")]
-    pub report_dir: PathBuf,
-    /// Where extracted/, transformed/, backups/ and .checkpoint.json live.
+    /// Where extracted/, transformed/, backups/, .checkpoint.json (key ranges and row
+    /// groups written) and the run journal s9_sales.journal.json live.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Restore a backup file into its table (and delete items added since), then exit.
+    /// Restore a backup file into its table (and delete items added since); then exit
+    /// unless --phase or --full is given.
     #[arg(long, value_name = "BACKUP")]
     pub restore: Option<PathBuf>,
     /// Sales to generate for the throwaway source.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub sales: u32,
-    /// Generator seed.
+    /// Generator seed (also the verify sample's).
     #[arg(long, default_value_t = 9)]
     pub seed: u64,
     /// Extract only sales (and their lines) matching `column OP value` (bound, never pasted).
@@ -148,9 +162,6 @@ pub struct Args {
     /// BatchWriteItem calls in flight in all (default: the config's `migration.concurrency`, 32).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Rows per Arrow batch.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub batch_size: usize,
     /// Key values per extract unit: each range is written and checkpointed on its own, so
     /// an interrupted extract resumes (--resume) at the first range not written.
     #[arg(long, value_name = "N", default_value_t = 50_000)]
@@ -287,7 +298,8 @@ pub fn keys() -> KeySchema {
     KeySchema::new("PK", Some("SK"))
 }
 
-fn table_spec(name: &str) -> TableSpec {
+/// The spec of a target table: `PK`/`SK` and GSI1..GSI3 (`GSI<n>PK`, `GSI<n>SK`).
+pub fn table_spec(name: &str) -> TableSpec {
     TableSpec {
         name: name.to_owned(),
         keys: keys(),
@@ -306,181 +318,530 @@ fn table_spec(name: &str) -> TableSpec {
 /// What a run produced.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The combined report.
+    /// The run layer's report (`report.json`).
     pub report: RunReport,
-    /// Whether every selected phase succeeded (verify included).
+    /// Whether it succeeded (a dry run and a rollback included).
     pub ok: bool,
 }
 
-struct Ctx {
+/// The S9 source: one snapshot for every extract step of an invocation.
+struct Source {
+    pg: PgSource,
+    generated: Option<Value>,
+    _local: Option<etl_testkit::TempPostgres>,
+}
+
+/// What every step sees: the options, the config, and the servers, started on first use
+/// (`--plan`, `--phase load` or `--rollback` start no PostgreSQL).
+struct S9 {
     args: Args,
     config: Config,
     entities: Vec<Entity>,
     data: PathBuf,
     reports: PathBuf,
     checkpoint: PathBuf,
-    runs: Vec<RunReport>,
-    errors: Vec<String>,
-    extra: serde_json::Map<String, Value>,
-    ok: bool,
+    source: OnceCell<Source>,
+    dynamo: OnceCell<(Client, Option<Dynalite>)>,
+    rss: Mutex<serde_json::Map<String, Value>>,
 }
 
-impl Ctx {
+impl S9 {
+    fn new(args: Args) -> anyhow::Result<Self> {
+        let config: Config = match &args.common.config {
+            Some(p) => etl_core::load_config(p)
+                .with_context(|| format!("reading config {}", p.display()))?,
+            None => Config::default(),
+        };
+        let (data, reports) = (args.data_dir.clone(), args.common.report_dir.clone());
+        Ok(S9 {
+            entities: match args.entity {
+                None => Entity::ALL.to_vec(),
+                Some(EntityArg::Buyers) => vec![Entity::Buyers],
+                Some(EntityArg::Producers) => vec![Entity::Producers],
+                Some(EntityArg::Sales) => vec![Entity::Sales, Entity::SaleLines],
+            },
+            checkpoint: data.join(".checkpoint.json"),
+            data,
+            reports,
+            config,
+            args,
+            source: OnceCell::new(),
+            dynamo: OnceCell::new(),
+            rss: Mutex::default(),
+        })
+    }
+
     fn extracted(&self, name: &str) -> PathBuf {
         self.data.join("extracted").join(format!("{name}.parquet"))
     }
+
     fn transformed(&self, e: Entity) -> PathBuf {
-        self.data
-            .join("transformed")
-            .join(format!("{}.parquet", e.name()))
+        let name = format!("{}.parquet", e.name());
+        self.data.join("transformed").join(name)
     }
-    fn phases(&self) -> JsonCheckpoint {
-        JsonCheckpoint::new(&self.checkpoint, "phases")
+
+    /// The extract units: the selected entities, and the certifications with the producers.
+    fn extract_names(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.entities.iter().map(|e| e.name()).collect();
+        if self.entities.contains(&Entity::Producers) {
+            v.push("certifications");
+        }
+        v
     }
-    fn done(&self, what: &str) -> bool {
-        self.args.resume && self.phases().get(what).ok().flatten() == Some(json!(true))
+
+    /// The target tables of the selected entities.
+    fn tables(&self) -> Vec<String> {
+        let mut t: Vec<String> = (self.entities.iter())
+            .map(|e| self.config.target.table(*e).to_owned())
+            .collect();
+        t.sort();
+        t.dedup();
+        t
     }
-    fn mark(&self, what: &str) -> anyhow::Result<()> {
-        Ok(self.phases().set(what, json!(true))?)
+
+    /// Whether a pipeline skips the units it wrote before: with `--phase X --resume` as
+    /// the seed says, otherwise when the run layer runs the step again (`--resume` after a
+    /// kill or a failure).
+    fn resume_units(&self, cx: &StepCx) -> bool {
+        match self.args.phase {
+            Some(_) => self.args.common.resume,
+            None => cx.resuming(),
+        }
     }
-    fn options(&self, dir: &str) -> PipelineOptions {
-        PipelineOptions {
-            batch_size: self.args.batch_size,
-            report_dir: Some(self.reports.join("runs").join(dir)),
+
+    fn options(&self, cx: &StepCx) -> etl_core::PipelineOptions {
+        cx.pipeline_options(self.args.common.batch_size, 1)
+    }
+
+    fn run_info(&self, cx: &StepCx) -> etl_core::RunInfo {
+        let mut run = cx.run_info();
+        run.resume = self.resume_units(cx);
+        run
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        let m = &self.config.migration;
+        WriteOptions {
+            concurrency: self.args.concurrency.unwrap_or(m.concurrency).max(1),
+            batch_size: m.batch_size.clamp(1, 25),
+            max_retries: m.max_retries,
+            retry_delay: std::time::Duration::from_secs_f64(m.retry_delay.max(0.001)),
+            exponential_backoff: m.exponential_backoff,
             ..Default::default()
         }
     }
-    fn record(&mut self, phase: &str, report: RunReport) {
-        if !report.succeeded() && report.status != RunStatus::DryRun {
-            self.ok = false;
-            self.errors.push(format!(
-                "{phase}: {}",
-                report.error.clone().unwrap_or_else(|| "failed".into())
-            ));
+
+    fn endpoint(&self) -> Option<String> {
+        (self.args.dynamodb_endpoint.clone()).or(self.config.target.endpoint.clone())
+    }
+
+    /// What the run writes to, for the report.
+    fn target(&self) -> String {
+        let at = match self.endpoint() {
+            Some(ep) => ep,
+            None if self.use_aws() => format!("AWS {}", self.config.target.region),
+            None => "a local dynalite".into(),
+        };
+        format!("DynamoDB {} at {at}", self.tables().join(", "))
+    }
+
+    fn use_aws(&self) -> bool {
+        std::env::var("AWS_ACCESS_KEY_ID").is_ok() && self.args.common.config.is_some()
+    }
+
+    /// The DynamoDB client; a local dynalite is started when no endpoint is given.
+    async fn client(&self) -> anyhow::Result<&Client> {
+        let (client, _) = (self.dynamo)
+            .get_or_try_init(|| async {
+                let region = &self.config.target.region;
+                anyhow::Ok(match self.endpoint() {
+                    Some(ep) => (static_client(&ep, region, None), None),
+                    None if self.use_aws() => (env_client(region), None),
+                    None => {
+                        let d = Dynalite::start().await.context("starting dynalite")?;
+                        tracing::info!(endpoint = %d.endpoint(), "started a local dynalite (no --dynamodb-endpoint given)");
+                        (d.client(None), Some(d))
+                    }
+                })
+            })
+            .await?;
+        Ok(client)
+    }
+
+    /// The S9 source (one exported snapshot), connected on first use; a throwaway
+    /// cluster with generated data when no URL is given.
+    async fn source(&self, cx: &StepCx) -> anyhow::Result<&PgSource> {
+        let s = self.source.get_or_try_init(|| self.connect()).await?;
+        if let Some(g) = &s.generated {
+            cx.set_extra("generated", g.clone());
         }
-        self.runs.push(report);
+        Ok(&s.pg)
     }
-}
 
-fn selected(e: Option<EntityArg>) -> Vec<Entity> {
-    match e {
-        None => Entity::ALL.to_vec(),
-        Some(EntityArg::Buyers) => vec![Entity::Buyers],
-        Some(EntityArg::Producers) => vec![Entity::Producers],
-        Some(EntityArg::Sales) => vec![Entity::Sales, Entity::SaleLines],
+    async fn connect(&self) -> anyhow::Result<Source> {
+        let given = (self.args.common.database_url.as_ref())
+            .map(|s| s.expose().to_owned())
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| self.config.source.as_ref().map(SourceConfig::url));
+        let generate = given.is_none();
+        let (url, local) = etl_testkit::database_url_or_start(given.as_deref(), "s9").await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .context("connecting to the S9 database (check --database-url / DATABASE_URL)")?;
+        let mut generated = None;
+        if generate {
+            // Our own throwaway cluster: recreate the S9 schema with generated data.
+            sqlx::raw_sql(
+                "DROP TABLE IF EXISTS compradores, produtores, vendas, linhas_venda, certificacoes",
+            )
+            .execute(&pool)
+            .await?;
+            let opts = generate::GenOptions {
+                sales: self.args.sales,
+                seed: self.args.seed,
+            };
+            let counts = generate::generate(&pool, opts).await?;
+            tracing::info!(?counts, "generated S9 data");
+            generated = Some(serde_json::to_value(counts)?);
+        }
+        for t in self.entities.iter().map(|e| e.table()) {
+            let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(t)
+                .fetch_one(&pool)
+                .await?;
+            anyhow::ensure!(
+                found,
+                "{} has no S9 table `{t}`: point --database-url / --source-url (or DATABASE_URL) \
+                 at the S9 database, or leave them unset to migrate generated data",
+                etl_core::config::redact_url(&url)
+            );
+        }
+        let pg = PgSource::connect(
+            pool,
+            self.pg_entities()?,
+            PgSourceOptions {
+                default_numeric_scale: 3,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Source {
+            pg,
+            generated,
+            _local: local,
+        })
     }
-}
 
-/// Parse the process arguments and run; the exit code says whether it succeeded.
-pub async fn main_entry() -> std::process::ExitCode {
-    let args = Args::parse();
-    etl_core::cli::init_tracing(args.verbose as i8);
-    match run(args).await {
-        Ok(o) => {
-            println!("{}", o.report.summary_text());
-            if o.ok {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
+    /// The S9 tables and queries of the selected entities, split into key ranges.
+    fn pg_entities(&self) -> anyhow::Result<Vec<PgEntity>> {
+        let filter = self.args.filter.as_deref().map(str::parse::<Filter>);
+        let filter = filter.transpose()?;
+        let since = self.args.since.clone();
+        let mut entities = Vec::new();
+        for e in &self.entities {
+            let mut ent = PgEntity::table(e.name(), e.table(), e.key());
+            match e {
+                Entity::Sales => {
+                    if let Some(f) = &filter {
+                        ent = ent.filter(f.clone());
+                    }
+                    if let Some(s) = &since {
+                        ent = ent.since("data_atualizacao", s.clone());
+                    }
+                }
+                Entity::SaleLines if filter.is_some() || since.is_some() => {
+                    // Lines follow their sale: filter on the sale's columns.
+                    let mut cols = vec!["data_atualizacao".to_owned()];
+                    cols.extend(filter.iter().map(|f| f.column.clone()));
+                    let extra: Vec<String> = (cols.iter())
+                        .map(|c| {
+                            format!(
+                                "v.{} AS {}",
+                                quote_ident(c),
+                                quote_ident(&format!("venda_{c}"))
+                            )
+                        })
+                        .collect();
+                    let sql = format!(
+                        "SELECT l.*, {} FROM linhas_venda l JOIN vendas v ON v.id_venda = l.id_venda",
+                        extra.join(", ")
+                    );
+                    ent = PgEntity::query(e.name(), sql, e.key());
+                    if let Some(f) = &filter {
+                        let col = format!("venda_{}", f.column);
+                        ent = ent.filter(Filter::new(col, f.op, f.value.clone()));
+                    }
+                    if let Some(s) = &since {
+                        ent = ent.since("venda_data_atualizacao", s.clone());
+                    }
+                }
+                _ => {}
             }
+            entities.push(ent.split_every(self.args.extract_unit_keys));
         }
-        Err(e) => {
-            eprintln!("s9_sales failed: {e:#}");
-            std::process::ExitCode::FAILURE
+        if self.entities.contains(&Entity::Producers) {
+            let c = PgEntity::table("certifications", "certificacoes", "id_certificacao");
+            entities.push(c.split_every(self.args.extract_unit_keys));
+        }
+        Ok(entities)
+    }
+
+    /// What `--phase`, `--resume` and the shared flags ask the run layer to do.
+    async fn action(&self, journal: &FileJournal) -> anyhow::Result<Action> {
+        let common = &self.args.common;
+        let Some(phase) = self.args.phase else {
+            return Ok(common.action());
+        };
+        if common.dry_run {
+            // The migration holds only the phase's steps (see `migration`).
+            return Ok(Action::DryRun);
+        }
+        let latest = match common.resume {
+            true => journal.latest(MIGRATION).await?,
+            false => None,
+        };
+        // With --resume, the phase's steps not done yet; the load always runs (it skips
+        // the row groups it wrote).
+        let names = (steps(self).into_iter())
+            .filter(|(p, s)| {
+                *p == phase
+                    && (s.name() == "load"
+                        || latest
+                            .as_ref()
+                            .and_then(|r| r.step(s.name()))
+                            .is_none_or(|r| r.state != StepState::Done))
+            })
+            .map(|(_, s)| s.name().to_owned())
+            .collect();
+        Ok(Action::Only(names))
+    }
+
+    /// Write one of the seed's reports into the report directory; `report.json` lists it.
+    fn write_report(
+        &self,
+        cx: &StepCx,
+        name: &str,
+        v: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
+        write_atomic(&self.reports.join(name), &serde_json::to_vec_pretty(v)?)?;
+        cx.add_file(name);
+        Ok(())
+    }
+
+    /// Append lines to `migration_errors.log` (it accumulates over runs).
+    fn log(&self, cx: &StepCx, lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+        cx.add_file("migration_errors.log");
+        append_log(&self.reports, lines)
+    }
+
+    /// Log the rejects of the pipeline that just ran: its `rejects.csv` holds only its own
+    /// until the run layer writes the run's at the end.
+    fn log_rejects(&self, cx: &StepCx) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(self.reports.join("rejects.csv")).unwrap_or_default();
+        let lines = text
+            .lines()
+            .skip(1)
+            .map(|l| format!("REJECT {} {l}", cx.step));
+        self.log(cx, lines.collect::<Vec<_>>())
+    }
+}
+
+fn append_log(dir: &Path, lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join("migration_errors.log");
+    let mut f = (std::fs::OpenOptions::new().create(true).append(true))
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let now = chrono::Utc::now().to_rfc3339();
+    let text: String = lines.into_iter().map(|l| format!("{now} {l}\n")).collect();
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+impl SourceConfig {
+    /// The URL of the config's `source`.
+    fn url(&self) -> String {
+        let pw = (self.password.as_ref())
+            .map(|p| format!(":{}", urlencode(p.expose())))
+            .unwrap_or_default();
+        let ssl = if self.ssl { "?sslmode=require" } else { "" };
+        let (user, host, port, db) = (
+            urlencode(&self.username),
+            &self.host,
+            self.port,
+            &self.database,
+        );
+        format!("postgres://{user}{pw}@{host}:{port}/{db}{ssl}")
+    }
+}
+
+// ----- the migration ----------------------------------------------------------------------
+
+type Step = etl_core::migration::Step<S9>;
+
+/// The steps of the selected entities, each with its phase.
+fn steps(c: &S9) -> Vec<(Phase, Step)> {
+    let mut v: Vec<(Phase, Step)> = (c.extract_names().into_iter())
+        .map(|name| {
+            let step = Step::new(format!("extract_{name}"), StepKind::Export, move |c, cx| {
+                Box::pin(measured(c, cx, extract(c, cx, name)))
+            });
+            (Phase::Extract, step.in_dry_run().describe(format!(
+                "reads {name} from S9 (one snapshot) into extracted/{name}.parquet, key range by key range"
+            )))
+        })
+        .collect();
+    v.push((Phase::Transform, Step::new("transform", StepKind::Prepare, |c, cx| {
+        Box::pin(measured(c, cx, transform_step(c, cx)))
+    })
+    .in_dry_run()
+    .describe("maps the extracted rows to DynamoDB items in transformed/*.parquet (unknown codes are rejected)")));
+    v.push((Phase::Validate, Step::new("validate", StepKind::Gate, |c, cx| {
+        Box::pin(measured(c, cx, validate(c, cx)))
+    })
+    .in_dry_run()
+    .describe("checks required fields, types, enums, keys, foreign keys, totals, duplicates (validation_report.json)")));
+    v.push((
+        Phase::Load,
+        Step::new("backup", StepKind::Backup, |c, cx| {
+            Box::pin(measured(c, cx, backup(c, cx)))
+        })
+        .describe(
+            "creates missing tables and scans each target table into backups/<table>-<ts>.parquet",
+        ),
+    ));
+    let load = Step::new("load", StepKind::Load, |c, cx| {
+        Box::pin(measured(c, cx, load(c, cx)))
+    })
+    .in_dry_run()
+    .describe(
+        "writes the valid items with BatchWriteItem, row group by row group (load_report.json)",
+    );
+    let load = match c.config.migration.backup_before_load {
+        true => load.undo(|c, cx| Box::pin(async move { Ok(restore_backups(c, cx).await?) })),
+        false => load.irreversible(
+            "migration.backupBeforeLoad is false: no backup was taken before the load",
+        ),
+    };
+    v.push((Phase::Load, load));
+    v.push((Phase::Verify, Step::new("verify", StepKind::PostSwitch, |c, cx| {
+        Box::pin(measured(c, cx, verify(c, cx)))
+    })
+    .describe("compares counts by Scan and a random sample attribute by attribute (count_comparison.json, integrity_report.json)")));
+    v
+}
+
+/// The migration; a dry run of one phase (`--phase load --dry-run`) holds that phase only.
+fn migration(c: &S9) -> Migration<S9> {
+    let dry_phase = c.args.phase.filter(|_| c.args.common.dry_run);
+    let steps = steps(c).into_iter();
+    let steps = steps.filter(|(p, _)| dry_phase.is_none_or(|d| d == *p));
+    Migration::new(MIGRATION)
+        .restart_unfinished()
+        .steps(steps.map(|(_, s)| s))
+}
+
+/// Run a step's body: its peak RSS goes into its details and `report.json`
+/// (`peak_rss_mib`), its errors and failed checks into `migration_errors.log`.
+async fn measured(
+    c: &S9,
+    cx: &StepCx,
+    body: impl Future<Output = anyhow::Result<StepOutput>>,
+) -> Result<StepOutput, BoxError> {
+    etl_core::mem::reset_peak_rss();
+    let out = body.await;
+    let peak = etl_core::mem::peak_rss_bytes().map(etl_core::mem::mib);
+    let rss = {
+        let mut rss = c.rss.lock().expect("rss lock");
+        rss.insert(cx.step.clone(), json!(peak));
+        rss.clone()
+    };
+    cx.set_extra("peak_rss_mib", Value::Object(rss));
+    let errors: Vec<String> = match &out {
+        Err(e) => vec![format!("ERROR {}: {e:#}", cx.step)],
+        Ok(o) => (o.pipeline.iter().filter_map(|p| p.error.clone()))
+            .chain(
+                o.findings
+                    .iter()
+                    .filter(|f| !f.passed)
+                    .map(|f| f.message.clone()),
+            )
+            .map(|e| format!("ERROR {}: {e}", cx.step))
+            .collect(),
+    };
+    c.log(cx, errors)?;
+    let mut out = out?;
+    match &mut out.details {
+        Value::Object(o) => {
+            o.insert("peak_rss_mib".into(), json!(peak));
+        }
+        d => *d = json!({ "peak_rss_mib": peak }),
+    }
+    Ok(out)
+}
+
+/// One step output for the pipelines a step ran (one per entity): their units, totals
+/// and checks together; failed when one failed.
+fn combined(reports: Vec<RunReport>, details: Value) -> StepOutput {
+    let mut it = reports.into_iter();
+    let Some(mut all) = it.next() else {
+        return StepOutput::message("nothing to do").with_details(details);
+    };
+    let mut units = std::mem::take(&mut all.units);
+    for r in it {
+        units.extend(r.units);
+        all.validation.extend(r.validation);
+        if r.status == RunStatus::Failed && all.status != RunStatus::Failed {
+            (all.status, all.error) = (r.status, r.error);
         }
     }
+    all.set_units(units);
+    StepOutput::from_pipeline(all).with_details(details)
+}
+
+/// Parse the process arguments and run; the exit code says whether it succeeded (2: an
+/// error or a refusal before anything ran).
+pub async fn main_entry() -> std::process::ExitCode {
+    crate::common::run_main(async {
+        let args: Args = etl_core::cli::parse_args();
+        etl_core::cli::init_tracing(args.common.verbosity());
+        if args.common.plan {
+            print!("{}", plan(args).await?);
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        let dir = args.common.report_dir.clone();
+        let o = run(args).await?;
+        crate::common::print_report(&o.report, &dir);
+        Ok(crate::common::exit_code(o.report.status))
+    })
+    .await
+}
+
+/// The steps with their recorded states and what the next invocation would do (`--plan`).
+pub async fn plan(args: Args) -> anyhow::Result<Status> {
+    let c = S9::new(args)?;
+    Ok(migration(&c).status(&FileJournal::new(&c.data)).await?)
 }
 
 /// Run the migration as `args` say.
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let started = chrono::Utc::now();
     if args.bench {
         let lines = bench::bench(&args).await?;
-        let mut report = RunReport::new(
-            "s9_bench",
-            "bench",
-            RunStatus::Succeeded,
-            &[],
-            chrono::Utc::now(),
-        );
+        let mut report = RunReport::new("s9_bench", "bench", RunStatus::Succeeded, &[], started);
         report.extra.insert("bench".into(), Value::Array(lines));
         return Ok(Outcome { report, ok: true });
     }
-    let config: Config = match &args.config {
-        Some(p) => {
-            etl_core::load_config(p).with_context(|| format!("reading config {}", p.display()))?
-        }
-        None => Config::default(),
-    };
-    let data = args.data_dir.clone();
-    let reports = args.report_dir.clone();
-    std::fs::create_dir_all(&reports).with_context(|| format!("creating {}", reports.display()))?;
-    let mut ctx = Ctx {
-        entities: selected(args.entity),
-        checkpoint: data.join(".checkpoint.json"),
-        data,
-        reports,
-        config,
-        runs: Vec::new(),
-        errors: Vec::new(),
-        extra: serde_json::Map::new(),
-        ok: true,
-        args,
-    };
-    let started = chrono::Utc::now();
-    let phases: Vec<Phase> = match (ctx.args.phase, &ctx.args.restore) {
-        (Some(p), _) => vec![p],
-        (None, Some(_)) => vec![],
-        (None, None) => vec![
-            Phase::Extract,
-            Phase::Transform,
-            Phase::Validate,
-            Phase::Load,
-            Phase::Verify,
-        ],
-    };
-    if !ctx.args.resume && phases.len() > 1 {
-        ctx.phases().reset()?;
+    let c = S9::new(args)?;
+    for d in [&c.data, &c.reports] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-
-    // DynamoDB, if needed.
-    let needs_dynamo = ctx.args.restore.is_some()
-        || phases
-            .iter()
-            .any(|p| matches!(p, Phase::Load | Phase::Verify));
-    let mut _dynalite = None;
-    let client = if needs_dynamo {
-        let endpoint = ctx
-            .args
-            .dynamodb_endpoint
-            .clone()
-            .or(ctx.config.target.endpoint.clone());
-        Some(match endpoint {
-            Some(ep) => static_or_env_client(Some(&ep), &ctx.config.target.region),
-            None if std::env::var("AWS_ACCESS_KEY_ID").is_ok() && ctx.args.config.is_some() => {
-                static_or_env_client(None, &ctx.config.target.region)
-            }
-            None => {
-                let d = Dynalite::start().await.context("starting dynalite")?;
-                tracing::info!(endpoint = %d.endpoint(), "started a local dynalite (no --dynamodb-endpoint given)");
-                let c = d.client(None);
-                _dynalite = Some(d);
-                c
-            }
-        })
-    } else {
-        None
-    };
-
-    if let Some(backup) = ctx.args.restore.clone() {
-        let client = client.as_ref().expect("client for restore");
-        let info = restore_table(
-            client,
-            &backup,
-            None,
-            RestoreMode::Exact,
-            write_options(&ctx),
-        )
-        .await?;
+    if let Some(backup) = &c.args.restore {
+        let client = c.client().await?;
+        let info =
+            restore_table(client, backup, None, RestoreMode::Exact, c.write_options()).await?;
         println!(
             "restored {} items into {} from {} ({} items added since the backup deleted)",
             info.restored,
@@ -488,275 +849,65 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             backup.display(),
             info.deleted
         );
-        ctx.extra
-            .insert("restore".into(), serde_json::to_value(&info)?);
-    }
-
-    // PostgreSQL, if needed.
-    let mut _pg = None;
-    let mut pool = None;
-    if phases.contains(&Phase::Extract) {
-        let given = ctx
-            .args
-            .source_url
-            .as_ref()
-            .map(|s| s.expose().to_owned())
-            .or_else(|| {
-                ctx.config.source.as_ref().map(|s| {
-                    let pw = s
-                        .password
-                        .as_ref()
-                        .map(|p| format!(":{}", urlencode(p.expose())))
-                        .unwrap_or_default();
-                    let ssl = if s.ssl { "?sslmode=require" } else { "" };
-                    format!(
-                        "postgres://{}{pw}@{}:{}/{}{ssl}",
-                        urlencode(&s.username),
-                        s.host,
-                        s.port,
-                        s.database
-                    )
-                })
-            });
-        let generate = given.is_none();
-        let (url, guard) = etl_testkit::database_url_or_start(given.as_deref(), "s9").await?;
-        _pg = guard;
-        let p = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await?;
-        if generate {
-            // Our own throwaway cluster: recreate the S9 schema with generated data.
-            sqlx::raw_sql(
-                "DROP TABLE IF EXISTS compradores, produtores, vendas, linhas_venda, certificacoes",
-            )
-            .execute(&p)
-            .await?;
-            let t = Instant::now();
-            let counts = generate::generate(
-                &p,
-                generate::GenOptions {
-                    sales: ctx.args.sales,
-                    seed: ctx.args.seed,
-                },
-            )
-            .await?;
-            tracing::info!(
-                ?counts,
-                secs = format!("{:.1}", t.elapsed().as_secs_f64()),
-                "generated S9 data"
-            );
-            ctx.extra
-                .insert("generated".into(), serde_json::to_value(counts)?);
-        }
-        pool = Some(p);
-    }
-
-    let mut phase_rss = serde_json::Map::new();
-    for phase in phases {
-        let t = Instant::now();
-        etl_core::mem::reset_peak_rss();
-        let r = match phase {
-            Phase::Extract => extract(&mut ctx, pool.clone().expect("pool")).await,
-            Phase::Transform => transform_phase(&mut ctx).await,
-            Phase::Validate => validate(&mut ctx).map(|_| ()),
-            Phase::Load => load(&mut ctx, client.as_ref().expect("client")).await,
-            Phase::Verify if ctx.args.dry_run => {
-                println!("[dry run] verify skipped: nothing was written");
-                Ok(())
-            }
-            Phase::Verify => verify(&mut ctx, client.as_ref().expect("client")).await,
-        };
-        let peak = etl_core::mem::peak_rss_bytes().map(etl_core::mem::mib);
-        tracing::info!(phase = ?phase, secs = format!("{:.1}", t.elapsed().as_secs_f64()), peak_rss_mib = ?peak, "phase done");
-        phase_rss.insert(format!("{phase:?}").to_lowercase(), json!(peak));
-        if let Err(e) = r {
-            ctx.ok = false;
-            ctx.errors.push(format!("{phase:?}: {e:#}"));
-            break;
-        }
-        if !ctx.ok {
-            break;
+        if c.args.phase.is_none() && !c.args.full {
+            let mut report =
+                RunReport::new(MIGRATION, "restore", RunStatus::Succeeded, &[], started);
+            report
+                .extra
+                .insert("restore".into(), serde_json::to_value(&info)?);
+            report.write(&c.reports, None)?;
+            return Ok(Outcome { report, ok: true });
         }
     }
-    // This process only: the servers it may have started are not counted.
-    ctx.extra
-        .insert("peak_rss_mib".into(), Value::Object(phase_rss));
-    let report = write_reports(&mut ctx, started)?;
-    Ok(Outcome { report, ok: ctx.ok })
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A client for `endpoint` (static local credentials), or for AWS with the credentials in
-/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`(/`AWS_SESSION_TOKEN`).
-fn static_or_env_client(endpoint: Option<&str>, region: &str) -> Client {
-    match endpoint {
-        Some(ep) => static_client(ep, region, None),
-        None => {
-            use etl_sink_dynamodb::aws_sdk_dynamodb::config::{
-                BehaviorVersion, Credentials, Region,
-            };
-            let var = |k: &str| std::env::var(k).ok();
-            let creds = Credentials::new(
-                var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
-                var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
-                var("AWS_SESSION_TOKEN"),
-                None,
-                "environment",
-            );
-            let conf = etl_sink_dynamodb::aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new(region.to_owned()))
-                .credentials_provider(creds)
-                .build();
-            Client::from_conf(conf)
-        }
+    let journal = FileJournal::new(&c.data);
+    let opts = RunOptions {
+        action: c.action(&journal).await?,
+        target: Some(c.target()),
+        ..c.args.common.run_options()
+    };
+    let report = migration(&c).execute(&c, &journal, &opts).await?;
+    if let Some(e) = &report.error {
+        append_log(&c.reports, [format!("ERROR {e}")])?;
     }
-}
-
-fn write_options(ctx: &Ctx) -> WriteOptions {
-    let m = &ctx.config.migration;
-    WriteOptions {
-        concurrency: ctx.args.concurrency.unwrap_or(m.concurrency).max(1),
-        batch_size: m.batch_size.clamp(1, 25),
-        max_retries: m.max_retries,
-        retry_delay: std::time::Duration::from_secs_f64(m.retry_delay.max(0.001)),
-        exponential_backoff: m.exponential_backoff,
-        ..Default::default()
-    }
+    let ok = report.status != RunStatus::Failed;
+    Ok(Outcome { report, ok })
 }
 
 // ----- extract ----------------------------------------------------------------------------
 
-async fn extract(ctx: &mut Ctx, pool: sqlx::PgPool) -> anyhow::Result<()> {
-    let mut entities: Vec<PgEntity> = Vec::new();
-    let wanted: Vec<&str> = ctx.entities.iter().map(|e| e.name()).collect();
-    let sale_filter = ctx
-        .args
-        .filter
-        .as_deref()
-        .map(str::parse::<Filter>)
-        .transpose()?;
-    let since = ctx.args.since.clone();
-    let split = ctx.args.extract_unit_keys;
-    for e in &ctx.entities {
-        let mut ent = PgEntity::table(e.name(), e.table(), e.key());
-        match e {
-            Entity::Sales => {
-                if let Some(f) = &sale_filter {
-                    ent = ent.filter(f.clone());
-                }
-                if let Some(s) = &since {
-                    ent = ent.since("data_atualizacao", s.clone());
-                }
-            }
-            Entity::SaleLines if sale_filter.is_some() || since.is_some() => {
-                // Lines follow their sale: filter on the sale's columns.
-                let mut cols = vec!["data_atualizacao".to_owned()];
-                if let Some(f) = &sale_filter {
-                    cols.push(f.column.clone());
-                }
-                let extra: Vec<String> = cols
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "v.{} AS {}",
-                            quote_ident(c),
-                            quote_ident(&format!("venda_{c}"))
-                        )
-                    })
-                    .collect();
-                let sql = format!(
-                    "SELECT l.*, {} FROM linhas_venda l JOIN vendas v ON v.id_venda = l.id_venda",
-                    extra.join(", ")
-                );
-                ent = PgEntity::query(e.name(), sql, e.key());
-                if let Some(f) = &sale_filter {
-                    ent = ent.filter(Filter::new(
-                        format!("venda_{}", f.column),
-                        f.op,
-                        f.value.clone(),
-                    ));
-                }
-                if let Some(s) = &since {
-                    ent = ent.since("venda_data_atualizacao", s.clone());
-                }
-            }
-            _ => {}
-        }
-        entities.push(ent.split_every(split));
+/// One part file per key range, each recorded when written: a killed extract resumes at
+/// the first range not written; the parts are then joined into extracted/<name>.parquet.
+/// In a dry run too: the artifacts are local (the dry run spares DynamoDB).
+async fn extract(c: &S9, cx: &StepCx, name: &'static str) -> anyhow::Result<StepOutput> {
+    let src = c.source(cx).await?.only(name)?;
+    let units: Vec<String> = src.units().await?.into_iter().map(|u| u.name).collect();
+    let schema = src.schema();
+    let parts = c.data.join("extracted").join(format!("{name}.parts"));
+    let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("extract-units:{name}"));
+    let mut run = c.run_info(cx);
+    run.dry_run = false;
+    let report = Pipeline::new(src, pq::ParquetPartsLoad::new(&parts, checkpoint))
+        .options(c.options(cx))
+        .run(&run)
+        .await;
+    c.log_rejects(cx)?;
+    if report.status == RunStatus::Failed {
+        return Ok(StepOutput::from_pipeline(report));
     }
-    if wanted.contains(&"producers") {
-        entities.push(
-            PgEntity::table("certifications", "certificacoes", "id_certificacao")
-                .split_every(split),
-        );
-    }
-    let source = PgSource::connect(
-        pool,
-        entities,
-        PgSourceOptions {
-            default_numeric_scale: 3,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let dir = ctx.data.join("extracted");
-    let names: Vec<String> = source.entities().map(|e| e.entity.name.clone()).collect();
-    for name in names {
-        let key = format!("extract:{name}");
-        if ctx.done(&key) {
-            tracing::info!(entity = %name, "extract already done; skipped (--resume)");
-            continue;
-        }
-        // One part file per key range, each recorded when written: a killed extract
-        // resumes (--resume) at the first range not written; the parts are then joined
-        // into extracted/<entity>.parquet.
-        let src = source.only(&name)?;
-        let units: Vec<String> = src.units().await?.into_iter().map(|u| u.name).collect();
-        let schema = src.schema();
-        let parts = dir.join(format!("{name}.parts"));
-        let sink = pq::ParquetPartsLoad::new(
-            &parts,
-            JsonCheckpoint::new(&ctx.checkpoint, format!("extract-units:{name}")),
-        );
-        let mut info = RunInfo::new(format!("s9_extract_{name}"));
-        info.resume = ctx.args.resume;
-        let report = Pipeline::new(src, sink)
-            .options(ctx.options(&format!("extract-{name}")))
-            .run(&info)
-            .await;
-        let ok = report.succeeded();
-        ctx.record(&format!("extract {name}"), report);
-        if !ok {
-            break;
-        }
-        let out = dir.join(format!("{name}.parquet"));
-        let merge = (parts.clone(), out.clone());
-        let rows = tokio::task::spawn_blocking(move || {
-            pq::merge_parts(&merge.0, &units, schema, &merge.1)
-        })
-        .await??;
-        tracing::info!(entity = %name, rows, file = %out.display(), "extracted");
-        std::fs::remove_dir_all(&parts).with_context(|| format!("removing {}", parts.display()))?;
-        ctx.mark(&key)?;
-    }
-    Ok(())
+    let out = c.extracted(name);
+    let merge = (parts.clone(), out.clone());
+    let rows =
+        tokio::task::spawn_blocking(move || pq::merge_parts(&merge.0, &units, schema, &merge.1))
+            .await??;
+    tracing::info!(entity = %name, rows, file = %out.display(), "extracted");
+    std::fs::remove_dir_all(&parts).with_context(|| format!("removing {}", parts.display()))?;
+    let details = json!({ "rows": rows, "file": out });
+    Ok(StepOutput::from_pipeline(report).with_details(details))
 }
 
 // ----- transform --------------------------------------------------------------------------
 
-fn lookups(ctx: &Ctx, need: &[Entity]) -> anyhow::Result<Lookups> {
+fn lookups(c: &S9) -> anyhow::Result<Lookups> {
     let mut l = Lookups::default();
     for (name, e) in [
         ("buyers", Some(Entity::Buyers)),
@@ -764,114 +915,113 @@ fn lookups(ctx: &Ctx, need: &[Entity]) -> anyhow::Result<Lookups> {
         ("certifications", None),
     ] {
         let wanted = match e {
-            Some(Entity::Buyers) | Some(Entity::Producers) => need.contains(&Entity::Sales),
-            _ => need.contains(&Entity::Producers),
+            Some(_) => c.entities.contains(&Entity::Sales),
+            None => c.entities.contains(&Entity::Producers),
         };
-        let path = ctx.extracted(name);
-        if wanted && path.exists() {
+        let path = c.extracted(name);
+        if wanted && !path.exists() {
+            bail!("{} is missing: run --phase extract first", path.display());
+        }
+        if wanted {
             for b in pq::read_all(&path)? {
                 l.add(e, &b);
             }
-        } else if wanted {
-            bail!("{} is missing: run --phase extract first", path.display());
         }
     }
     Ok(l)
 }
 
-async fn transform_phase(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let lookups = Arc::new(lookups(ctx, &ctx.entities)?);
-    let dir = ctx.data.join("transformed");
-    for e in ctx.entities.clone() {
-        let key = format!("transform:{}", e.name());
-        if ctx.done(&key) {
-            continue;
-        }
-        let input = ctx.extracted(e.name());
+async fn transform_step(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let lookups = Arc::new(lookups(c)?);
+    let dir = c.data.join("transformed");
+    let (mut reports, mut rejected) = (Vec::new(), serde_json::Map::new());
+    for &e in &c.entities {
+        let input = c.extracted(e.name());
         if !input.exists() {
             bail!("{} is missing: run --phase extract first", input.display());
         }
-        let t = S9Transform::new(
-            e,
-            lookups.clone(),
-            ctx.config.target.invoice_file_url.clone(),
-        );
+        let url = c.config.target.invoice_file_url.clone();
+        let t = S9Transform::new(e, lookups.clone(), url);
+        let unit = format!("transform/{}", e.name());
+        let mut run = c.run_info(cx);
+        (run.dry_run, run.resume) = (false, false);
         let report = Pipeline::new(
-            pq::ParquetExtract::whole(e.name(), &input)?,
+            pq::ParquetExtract::whole(&unit, &input)?,
             pq::ParquetLoad::new(&dir, e.name()),
         )
         .transform(t)
-        .options(ctx.options(&format!("transform-{}", e.name())))
-        .run(&RunInfo::new(format!("s9_transform_{}", e.name())))
+        .options(c.options(cx))
+        .run(&run)
         .await;
-        let rejected = report.totals.rejected;
-        let ok = report.succeeded();
-        ctx.record(&format!("transform {}", e.name()), report);
-        if !ok {
+        c.log_rejects(cx)?;
+        rejected.insert(e.name().into(), json!(report.totals.rejected));
+        let failed = report.status == RunStatus::Failed;
+        reports.push(report);
+        if failed {
             break;
         }
-        ctx.phases()
-            .set(&format!("transform_rejected:{}", e.name()), json!(rejected))?;
-        ctx.mark(&key)?;
     }
-    Ok(())
+    Ok(combined(reports, json!({ "rejected": rejected })))
 }
 
 // ----- validate ---------------------------------------------------------------------------
 
-fn validate(ctx: &mut Ctx) -> anyhow::Result<Validation> {
+async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut v = Validation::default();
     // FKs need every entity, so all are checked whatever --entity says.
     for e in Entity::ALL {
-        let path = ctx.transformed(e);
+        let path = c.transformed(e);
         if !path.exists() {
             bail!("{} is missing: run --phase transform first", path.display());
         }
         let mut failed = None;
-        v.check_entity(
-            e,
-            checks::item_stream(&path)?.map_while(|r| match r {
-                Ok(i) => Some(i),
-                Err(err) => {
-                    failed = Some(err);
-                    None
-                }
-            }),
-        );
+        let items = checks::item_stream(&path)?.map_while(|r| match r {
+            Ok(i) => Some(i),
+            Err(err) => {
+                failed = Some(err);
+                None
+            }
+        });
+        v.check_entity(e, items);
         if let Some(err) = failed {
             return Err(err.into());
         }
     }
     let report = v.report();
-    write_atomic(
-        &ctx.reports.join("validation_report.json"),
-        &serde_json::to_vec_pretty(&report)?,
-    )?;
-    write_atomic(
-        &ctx.data.join("transformed").join("invalid_items.json"),
-        &serde_json::to_vec(&v.invalid)?,
-    )?;
-    ctx.extra.insert("validation".into(), json!({"passed": v.passed(), "invalid_items": v.invalid.len(), "entities": report["entities"]}));
-    if !v.passed() {
-        for i in v.invalid.iter().take(1000) {
-            ctx.errors.push(format!(
-                "validate {}: {} {}: {}",
-                i.entity, i.key, i.check, i.reason
-            ));
-        }
-        if !ctx.config.migration.continue_on_error {
-            ctx.ok = false;
-            ctx.errors.push(format!(
-                "validation found {} invalid items and migration.continueOnError is false: not loading",
-                v.invalid.len()
-            ));
-        }
-    }
-    Ok(v)
+    c.write_report(cx, "validation_report.json", &report)?;
+    let invalid = c.data.join("transformed").join("invalid_items.json");
+    write_atomic(&invalid, &serde_json::to_vec(&v.invalid)?)?;
+    let (passed, n) = (v.passed(), v.invalid.len());
+    let summary = json!({"passed": passed, "invalid_items": n, "entities": report["entities"]});
+    cx.set_extra("validation", summary.clone());
+    let lines = (v.invalid.iter().take(1000)).map(|i| {
+        format!(
+            "ERROR validate {}: {} {}: {}",
+            i.entity, i.key, i.check, i.reason
+        )
+    });
+    c.log(cx, lines.collect::<Vec<_>>())?;
+    let message = format!("{n} invalid items");
+    let finding = if passed {
+        Finding::pass("validation", "every item is valid")
+    } else if c.config.migration.continue_on_error {
+        Finding::warn(
+            "validation",
+            format!("{message}: the load rejects them (migration.continueOnError)"),
+        )
+    } else {
+        Finding::fail(
+            "validation",
+            format!("{message} and migration.continueOnError is false: not loading"),
+        )
+    };
+    Ok(StepOutput::message(message)
+        .with_details(summary)
+        .with_findings(vec![finding]))
 }
 
-fn invalid_items(ctx: &Ctx) -> anyhow::Result<Vec<Invalid>> {
-    let p = ctx.data.join("transformed").join("invalid_items.json");
+fn invalid_items(c: &S9) -> anyhow::Result<Vec<Invalid>> {
+    let p = c.data.join("transformed").join("invalid_items.json");
     if !p.exists() {
         bail!("{} is missing: run --phase validate first", p.display());
     }
@@ -923,88 +1073,111 @@ impl Transform for ExcludeInvalid {
     }
 }
 
-// ----- load -------------------------------------------------------------------------------
+// ----- backup, load, undo -----------------------------------------------------------------
 
-async fn load(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
-    let invalid = invalid_items(ctx)?;
-    let wopts = write_options(ctx);
-    let mut per_entity = serde_json::Map::new();
-    let mut backups = Vec::new();
-    let tables: Vec<String> = {
-        let mut t: Vec<String> = ctx
-            .entities
-            .iter()
-            .map(|e| ctx.config.target.table(*e).to_owned())
-            .collect();
-        t.sort();
-        t.dedup();
-        t
-    };
-    if !ctx.args.dry_run {
-        for t in &tables {
-            ensure_table(client, &table_spec(t)).await?;
-            let key = format!("backup:{t}");
-            if ctx.config.migration.backup_before_load && !ctx.done(&key) {
-                let info = backup_table(client, t, &ctx.data.join("backups"), 4).await?;
-                println!(
-                    "backup of {t}: {} items -> {}",
-                    info.items,
-                    info.path.display()
-                );
-                backups.push(serde_json::to_value(&info)?);
-                ctx.phases().set(&key, json!(true))?;
-            }
+async fn backup(c: &S9, _cx: &StepCx) -> anyhow::Result<StepOutput> {
+    if !c.config.migration.backup_before_load {
+        return Ok(StepOutput::message(
+            "skipped: migration.backupBeforeLoad is false",
+        ));
+    }
+    let client = c.client().await?;
+    let mut backups: Vec<BackupInfo> = Vec::new();
+    for t in c.tables() {
+        ensure_table(client, &table_spec(&t)).await?;
+        let info = backup_table(client, &t, &c.data.join("backups"), 4).await?;
+        println!(
+            "backup of {t}: {} items -> {}",
+            info.items,
+            info.path.display()
+        );
+        backups.push(info);
+    }
+    let items: u64 = backups.iter().map(|b| b.items).sum();
+    Ok(
+        StepOutput::message(format!("{} tables, {items} items backed up", backups.len()))
+            .with_details(json!({ "backups": backups })),
+    )
+}
+
+/// The load's undo: every table back to its backup before the load (items added since
+/// are deleted).
+async fn restore_backups(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let backups: Vec<BackupInfo> = (cx.details_of("backup"))
+        .and_then(|d| serde_json::from_value(d["backups"].clone()).ok())
+        .unwrap_or_default();
+    if backups.is_empty() {
+        bail!("the run recorded no backup before its load: restore the tables with --restore FILE");
+    }
+    let client = c.client().await?;
+    let mut done = Vec::new();
+    for b in &backups {
+        let r = restore_table(client, &b.path, None, RestoreMode::Exact, c.write_options()).await?;
+        done.push(format!(
+            "{}: {} items restored, {} deleted",
+            r.table, r.restored, r.deleted
+        ));
+    }
+    Ok(StepOutput::message(done.join("; ")))
+}
+
+async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let invalid = invalid_items(c)?;
+    let wopts = c.write_options();
+    let client = c.client().await?;
+    if !cx.dry_run {
+        for t in c.tables() {
+            ensure_table(client, &table_spec(&t)).await?;
         }
     }
-    for e in ctx.entities.clone() {
-        let path = ctx.transformed(e);
+    let (mut per_entity, mut reports) = (serde_json::Map::new(), Vec::new());
+    for &e in &c.entities {
+        let path = c.transformed(e);
         if !path.exists() {
             bail!("{} is missing: run --phase transform first", path.display());
         }
-        let table = ctx.config.target.table(e).to_owned();
-        let mut keys_map = std::collections::HashMap::new();
+        let table = c.config.target.table(e).to_owned();
+        let mut keys_map = HashMap::new();
         for i in invalid.iter().filter(|i| i.entity == e.name()) {
             keys_map
                 .entry(i.key.clone())
                 .or_insert((i.check.clone(), i.reason.clone()));
         }
         let writer = ItemWriter::new(client.clone(), &table, keys(), wopts.clone());
-        let sink = DynamoLoad::new(
-            writer,
-            MappingOptions::default(),
-            JsonCheckpoint::new(&ctx.checkpoint, format!("load:{}", e.name())),
-        );
-        let stats_handle = sink.clone();
-        let mut run = RunInfo::new(format!("s9_load_{}", e.name()));
-        run.resume = ctx.args.resume;
-        run.dry_run = ctx.args.dry_run;
-        let t = Instant::now();
-        let report = Pipeline::new(pq::ParquetExtract::open(e.name(), &path)?, sink)
+        let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("load:{}", e.name()));
+        let sink = DynamoLoad::new(writer, MappingOptions::default(), checkpoint);
+        let stats = sink.clone();
+        let t = std::time::Instant::now();
+        let unit = format!("load/{}", e.name());
+        let report = Pipeline::new(pq::ParquetExtract::open(&unit, &path)?, sink)
             .transform(ExcludeInvalid { keys: keys_map })
             .transform(ItemCheck::new(keys(), MappingOptions::default()))
-            .options(ctx.options(&format!("load-{}", e.name())))
-            .run(&run)
+            .options(c.options(cx))
+            .run(&c.run_info(cx))
             .await;
+        c.log_rejects(cx)?;
         let secs = t.elapsed().as_secs_f64();
-        if ctx.args.dry_run {
+        if cx.dry_run {
             println!(
                 "[dry run] would write {} items to {table} ({} rejected); first items:",
                 report.totals.loaded, report.totals.rejected
             );
             if let Some(b) = pq::read_all(&path)?.first() {
-                for it in
-                    items_from_batch(&b.slice(0, b.num_rows().min(2)), &MappingOptions::default())
-                        .into_iter()
-                        .flatten()
+                let opts = MappingOptions::default();
+                for it in items_from_batch(&b.slice(0, b.num_rows().min(2)), &opts)
+                    .into_iter()
+                    .flatten()
                 {
                     println!("  PutRequest {}", item_to_dynamo_json(&it));
                 }
             }
         }
+        let completed = |u: &&etl_core::UnitReport| u.status == etl_core::UnitStatus::Completed;
+        let resumed = |u: &&etl_core::UnitReport| u.status == etl_core::UnitStatus::Resumed;
         let loaded_now: u64 = report
             .units
             .iter()
-            .filter(|u| u.status == UnitStatus::Completed)
+            .filter(completed)
             .map(|u| u.loaded)
             .sum();
         per_entity.insert(
@@ -1017,45 +1190,45 @@ async fn load(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
                 "rejected": report.totals.rejected,
                 "rejected_by_reason": report.totals.rejected_by_reason,
                 "units": report.units.len(),
-                "units_resumed": report.units.iter().filter(|u| u.status == UnitStatus::Resumed).count(),
+                "units_resumed": report.units.iter().filter(resumed).count(),
                 "seconds": secs,
                 "items_per_s": if secs > 0.0 { loaded_now as f64 / secs } else { 0.0 },
-                "writes": stats_handle.stats(),
-                "dry_run": ctx.args.dry_run,
+                "writes": stats.stats(),
+                "dry_run": cx.dry_run,
             }),
         );
-        let ok = report.succeeded() || report.status == RunStatus::DryRun;
-        ctx.record(&format!("load {}", e.name()), report);
-        if !ok {
+        let failed = report.status == RunStatus::Failed;
+        reports.push(report);
+        if failed {
             break;
         }
     }
+    let backups = cx
+        .details_of("backup")
+        .map_or(Value::Null, |d| d["backups"].clone());
     let load_report = json!({
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "options": wopts,
         "backups": backups,
         "entities": per_entity,
     });
-    write_atomic(
-        &ctx.reports.join("load_report.json"),
-        &serde_json::to_vec_pretty(&load_report)?,
-    )?;
-    ctx.extra
-        .insert("load".into(), load_report["entities"].clone());
-    Ok(())
+    c.write_report(cx, "load_report.json", &load_report)?;
+    cx.set_extra("load", load_report["entities"].clone());
+    Ok(combined(reports, Value::Null))
 }
 
 // ----- verify -----------------------------------------------------------------------------
 
-async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
-    let invalid = invalid_items(ctx)?;
-    let mut counts = serde_json::Map::new();
-    let mut samples = serde_json::Map::new();
-    let mut ok = true;
-    let mut rng = fastrand::Rng::with_seed(ctx.args.seed);
-    for e in ctx.entities.clone() {
-        let table = ctx.config.target.table(e).to_owned();
-        let source = pq::file_rows(&ctx.extracted(e.name()))?;
+async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let invalid = invalid_items(c)?;
+    let client = c.client().await?;
+    let transform = cx.details_of("transform").unwrap_or(Value::Null);
+    let (mut counts, mut samples) = (serde_json::Map::new(), serde_json::Map::new());
+    let mut mismatched = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(c.args.seed);
+    for &e in &c.entities {
+        let table = c.config.target.table(e).to_owned();
+        let source = pq::file_rows(&c.extracted(e.name()))?;
         let bad: HashSet<&str> = invalid
             .iter()
             .filter(|i| i.entity == e.name() && i.check != "duplicates")
@@ -1065,7 +1238,7 @@ async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
         let mut unique: HashSet<String> = HashSet::new();
         let mut sample: Vec<etl_sink_dynamodb::Item> = Vec::new();
         let mut rows = 0u64;
-        for it in checks::item_stream(&ctx.transformed(e))? {
+        for it in checks::item_stream(&c.transformed(e))? {
             let it = it?;
             rows += 1;
             let k = item_key(&it);
@@ -1083,14 +1256,11 @@ async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
         }
         let expected = unique.len() as u64;
         // Every source row is accounted for: transformed + rejected by the transform.
-        let transform_rejected = ctx
-            .phases()
-            .get(&format!("transform_rejected:{}", e.name()))?
-            .and_then(|v| v.as_u64());
+        let transform_rejected = transform["rejected"][e.name()].as_u64();
         let accounted = transform_rejected.is_none_or(|r| rows + r == source);
-        let target = count_items(client, &table, Some(("EntityType", e.entity_type())), 4).await?;
+        let filter = Some(("EntityType", e.entity_type()));
+        let target = count_items(client, &table, filter, 4).await?;
         let matched = target == expected && accounted;
-        ok &= matched;
         counts.insert(
             e.name().into(),
             json!({
@@ -1102,152 +1272,95 @@ async fn verify(ctx: &mut Ctx, client: &Client) -> anyhow::Result<()> {
                 "match": matched,
             }),
         );
+        if !matched {
+            mismatched.push(format!("{}: {target} items, {expected} expected", e.name()));
+        }
         // A random sample read back and compared attribute by attribute.
-        let n = sample.len();
-        let mut mismatches = Vec::new();
+        let mut diffs = Vec::new();
         for want in &sample {
             let key = keys().key_of(&table, want)?;
-            match get_item(client, &table, key).await? {
-                None => mismatches
-                    .push(json!({"key": item_key(want), "diff": ["missing in the target"]})),
-                Some(got) => {
-                    let d = diff_items(want, &got);
-                    if !d.is_empty() {
-                        mismatches.push(json!({"key": item_key(want), "diff": d}));
-                    }
-                }
+            let diff = match get_item(client, &table, key).await? {
+                None => vec!["missing in the target".to_owned()],
+                Some(got) => diff_items(want, &got),
+            };
+            if !diff.is_empty() {
+                diffs.push(json!({"key": item_key(want), "diff": diff}));
             }
         }
-        ok &= mismatches.is_empty();
-        samples.insert(e.name().into(), json!({"checked": n, "mismatched": mismatches.len(), "examples": mismatches.iter().take(10).collect::<Vec<_>>()}));
-        for m in &mismatches {
-            ctx.errors.push(format!("verify {}: {m}", e.name()));
+        if !diffs.is_empty() {
+            mismatched.push(format!(
+                "{}: {} sampled items differ, e.g. {}",
+                e.name(),
+                diffs.len(),
+                diffs[0]
+            ));
         }
+        let examples: Vec<&Value> = diffs.iter().take(10).collect();
+        samples.insert(
+            e.name().into(),
+            json!({"checked": sample.len(), "mismatched": diffs.len(), "examples": examples}),
+        );
     }
-    write_atomic(
-        &ctx.reports.join("count_comparison.json"),
-        &serde_json::to_vec_pretty(&counts)?,
-    )?;
-    let validation: Value = std::fs::read(ctx.reports.join("validation_report.json"))
+    let ok = mismatched.is_empty();
+    c.write_report(cx, "count_comparison.json", &counts)?;
+    let validation: Value = std::fs::read(c.reports.join("validation_report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
+    let checks = &validation["checks"];
     let integrity = json!({
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "passed": ok,
         "counts_match": counts.values().all(|c| c["match"] == json!(true)),
-        "foreign_keys": validation["checks"]["foreign_keys"],
-        "required_fields": validation["checks"]["required_fields"],
-        "types": validation["checks"]["types"],
-        "business_rules": {"enums": validation["checks"]["enums"], "totals": validation["checks"]["totals"], "duplicates": validation["checks"]["duplicates"]},
+        "foreign_keys": checks["foreign_keys"],
+        "required_fields": checks["required_fields"],
+        "types": checks["types"],
+        "business_rules": {"enums": checks["enums"], "totals": checks["totals"], "duplicates": checks["duplicates"]},
         "sample_comparison": samples,
     });
-    write_atomic(
-        &ctx.reports.join("integrity_report.json"),
-        &serde_json::to_vec_pretty(&integrity)?,
-    )?;
-    ctx.extra
-        .insert("count_comparison".into(), Value::Object(counts));
-    if !ok {
-        ctx.ok = false;
-        ctx.errors.push("verify: counts or sampled items differ (see count_comparison.json and integrity_report.json)".into());
-    }
-    Ok(())
-}
-
-// ----- reports ----------------------------------------------------------------------------
-
-fn summary_of(u: &etl_core::UnitReport) -> UnitSummary {
-    let mut s = UnitSummary::new(&u.name);
-    s.read = u.read;
-    s.loaded = u.loaded;
-    s.rejected = u.rejected;
-    s.filtered = u.filtered;
-    s.rejected_by_reason = u.rejected_by_reason.clone();
-    s.filtered_by_reason = u.filtered_by_reason.clone();
-    s.counters = u.counters.clone();
-    s.status = u.status;
-    s.duration_s = u.duration_s;
-    s.error = u.error.clone();
-    s
-}
-
-fn write_reports(
-    ctx: &mut Ctx,
-    started: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<RunReport> {
-    let mut units = Vec::new();
-    for r in &ctx.runs {
-        let phase = r.migration.trim_start_matches("s9_");
-        for u in &r.units {
-            let mut s = summary_of(u);
-            s.name = format!("{}/{}", phase.split('_').next().unwrap_or(phase), u.name);
-            units.push(s);
-        }
-    }
-    let status = if ctx.ok {
-        if ctx.args.dry_run {
-            RunStatus::DryRun
-        } else {
-            RunStatus::Succeeded
-        }
+    c.write_report(cx, "integrity_report.json", &integrity)?;
+    cx.set_extra("count_comparison", Value::Object(counts.clone()));
+    mismatched.push("see count_comparison.json and integrity_report.json".into());
+    let message = if ok {
+        "counts and sampled items match".into()
     } else {
-        RunStatus::Failed
+        mismatched.join("; ")
     };
-    let mut report = RunReport::new(
-        "s9_sales",
-        &uuid::Uuid::now_v7().to_string(),
-        status,
-        &units,
-        started,
-    );
-    report.validation = ctx.runs.iter().flat_map(|r| r.validation.clone()).collect();
-    report.error = ctx
-        .errors
-        .iter()
-        .find(|e| !e.starts_with("validate ") && !e.starts_with("verify "))
-        .cloned();
-    report.extra = std::mem::take(&mut ctx.extra);
-    // rejects.csv: every sub-run's, in order.
-    let mut rejects = String::from(etl_core::reject::REJECTS_CSV_HEADER);
-    let mut log = String::new();
-    let now = chrono::Utc::now().to_rfc3339();
-    for r in &ctx.runs {
-        let dir = ctx.reports.join("runs").join(run_dir(&r.migration));
-        if let Ok(text) = std::fs::read_to_string(dir.join("rejects.csv")) {
-            for line in text.lines().skip(1) {
-                rejects.push_str(line);
-                rejects.push('\n');
-                log.push_str(&format!("{now} REJECT {} {line}\n", r.migration));
-            }
-        }
-    }
-    for e in &ctx.errors {
-        log.push_str(&format!("{now} ERROR {e}\n"));
-    }
-    write_atomic(&ctx.reports.join("rejects.csv"), rejects.as_bytes())?;
-    // The errors log accumulates over runs (phases run separately append to it).
-    {
-        use std::io::Write as _;
-        let path = ctx.reports.join("migration_errors.log");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        f.write_all(log.as_bytes())?;
-    }
-    report.write(&ctx.reports, None)?;
-    Ok(report)
+    let finding = Finding::check("verify", ok, &message);
+    let out = StepOutput::message(message).with_details(json!({ "counts": counts }));
+    Ok(out.with_findings(vec![finding]))
 }
 
-fn run_dir(migration: &str) -> String {
-    // s9_extract_buyers -> extract-buyers
-    let rest = migration.trim_start_matches("s9_");
-    match rest.split_once('_') {
-        Some((phase, entity)) => format!("{phase}-{entity}"),
-        None => rest.to_owned(),
-    }
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A client for AWS with the credentials in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+/// (/`AWS_SESSION_TOKEN`).
+fn env_client(region: &str) -> Client {
+    use etl_sink_dynamodb::aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let var = |k: &str| std::env::var(k).ok();
+    let (id, secret) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
+    let creds = Credentials::new(
+        id.unwrap_or_default(),
+        secret.unwrap_or_default(),
+        var("AWS_SESSION_TOKEN"),
+        None,
+        "environment",
+    );
+    let conf = etl_sink_dynamodb::aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(creds)
+        .build();
+    Client::from_conf(conf)
 }
 
 /// Paths of the bundled data.
