@@ -16,6 +16,7 @@ struct Ctx {
     log: Mutex<Vec<String>>,
     fail_gate: AtomicBool,
     fail_summary: AtomicBool,
+    fail_preflight: AtomicBool,
     load: MemoryLoad,
 }
 
@@ -53,6 +54,9 @@ fn migration() -> Migration<Ctx> {
                     } else {
                         "preflight"
                     });
+                    if c.fail_preflight.load(Ordering::SeqCst) {
+                        return Err("the old table is in the way".into());
+                    }
                     Ok(StepOutput::message("inputs found"))
                 })
             })
@@ -424,4 +428,26 @@ async fn one_run_at_a_time_and_a_dead_holder_frees_the_lock() {
         Some(false),
         "released at the end"
     );
+}
+
+#[tokio::test]
+async fn a_run_refused_at_its_preflight_does_not_block_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let m = migration(); // not restartable
+    ctx.fail_preflight.store(true, Ordering::SeqCst);
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    ctx.fail_preflight.store(false, Ordering::SeqCst);
+    ctx.take();
+    let r2 = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r2.status, RunStatus::Succeeded, "{:?}", r2.error);
+    assert_ne!(r2.run_id, r.run_id);
 }

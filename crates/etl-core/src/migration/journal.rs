@@ -533,10 +533,7 @@ fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
 
 impl Journal for FileJournal {
     fn location(&self) -> String {
-        self.dir
-            .join("<migration>.journal.json")
-            .display()
-            .to_string()
+        self.dir.join("*.journal.json").display().to_string()
     }
 
     fn latest<'a>(&'a self, migration: &'a str) -> BoxFuture<'a, Result<Option<JournalRun>>> {

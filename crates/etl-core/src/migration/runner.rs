@@ -411,6 +411,16 @@ impl<C: Send + Sync> Migration<C> {
     /// whose unfinished run has not switched.
     fn check_fresh(&self, run: &JournalRun) -> Result<()> {
         let records = self.records(Some(run));
+        // A run in which only pre-flight checks ran (one refused at its start) changed
+        // nothing: a new run may begin.
+        let changed_something = self
+            .steps
+            .iter()
+            .zip(&records)
+            .any(|(s, r)| !s.always && r.state.touched());
+        if !changed_something {
+            return Ok(());
+        }
         let at = self
             .steps
             .iter()
