@@ -36,6 +36,7 @@ pub mod plan;
 pub mod staging;
 pub mod steps;
 pub mod types;
+pub mod upsert;
 
 pub use error::{Error, Result};
 pub use etl_postgres::{ConnectSettings, catalog, connect_options, ident};
