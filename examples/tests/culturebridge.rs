@@ -668,6 +668,31 @@ async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
     }
     assert_eq!(step(&out, "export_booking").attempts, 2);
     assert_counts(&out, &exp);
+
+    // A load that fails after its parents were staged by this process: a resume in a new
+    // process still rejects the children of rejected parents as `parent rejected`.
+    let payments = dir.path().join("export/payment.parquet");
+    let good = std::fs::read(&payments).unwrap();
+    std::fs::write(&payments, b"not parquet").unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "250", "--skip-export"]);
+    let failed = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    let error = failed.report.error.clone().unwrap();
+    assert!(error.contains("step `load_payment` failed"), "{error}");
+    std::fs::write(&payments, good).unwrap();
+    let a = args(
+        db.url(),
+        dir.path(),
+        &["--users", "250", "--skip-export", "--resume"],
+    );
+    let out = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(out.report.succeeded(), "{:?}", out.report.error);
+    assert_eq!(step(&out, "load_booking").outcome, "skipped");
+    assert_eq!(step(&out, "load_payment").attempts, 2);
+    assert_counts(&out, &exp);
 }
 
 /// The step `name` of a run's report.

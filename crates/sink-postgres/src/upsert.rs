@@ -449,6 +449,14 @@ impl Upsert {
         Ok(())
     }
 
+    async fn undo_table_exists(&self, conn: &mut PgConnection) -> Result<bool, etl_core::BoxError> {
+        let (e,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(self.undo_table.sql())
+            .fetch_one(conn)
+            .await?;
+        Ok(e)
+    }
+
     async fn target_columns(
         conn: &mut PgConnection,
         t: &UpsertTable,
@@ -597,7 +605,9 @@ impl Upsert {
     /// A database error.
     pub async fn applied(&self, run_id: Uuid, step: &str) -> Result<bool, etl_core::BoxError> {
         let mut conn = self.connect().await?;
-        self.ensure(&mut conn).await?;
+        if !self.undo_table_exists(&mut conn).await? {
+            return Ok(false);
+        }
         let (n,): (i64,) = sqlx::query_as(sqlf!(
             "SELECT count(*) FROM {} WHERE run_id = $1 AND step = $2 AND ord = -1",
             self.undo_table.sql()
@@ -622,8 +632,9 @@ impl Upsert {
         preview: bool,
     ) -> Result<UpsertOutcome, etl_core::BoxError> {
         let mut conn = self.connect().await?;
-        self.ensure(&mut conn).await?;
         let mut tx = conn.begin().await?;
+        // Inside the transaction: a preview leaves no table behind.
+        self.ensure(&mut tx).await?;
         let changes = self.apply(&mut tx, run_id, step).await?;
         let findings = self.evaluate(&mut tx).await?;
         let vetoed = findings.iter().any(Finding::vetoes);

@@ -352,9 +352,11 @@ impl Cb {
     }
 
     /// The mapping state of this invocation, made on first use: the ids committed by
-    /// earlier runs and staged by earlier steps of this run are accepted parents, the
-    /// e-mail owners are known; rejects go to `migration_errors_<ts>.csv`.
-    async fn map_ctx(&self) -> Result<Arc<Ctx>, BoxError> {
+    /// earlier runs and staged by earlier steps of this run are accepted parents, those
+    /// that load steps of an earlier invocation of this run rejected (exported, not staged)
+    /// are rejected parents, the e-mail owners are known; rejects go to
+    /// `migration_errors_<ts>.csv`.
+    async fn map_ctx(&self, cx: &StepCx) -> Result<Arc<Ctx>, BoxError> {
         let mut g = self.map.lock().await;
         if let Some(c) = g.as_ref() {
             return Ok(c.clone());
@@ -367,6 +369,18 @@ impl Cb {
                 .await?;
         for (t, b) in staged {
             ctx.accept_all(&t, [b]);
+        }
+        for ty in MIGRATED {
+            let done_before = cx.details_of(&format!("load_{ty}")).is_some();
+            if !done_before || (ty == "user" && self.args.users_csv.is_some()) {
+                continue;
+            }
+            for b in etl_parquet::read_all(&parquet_path(&self.args.export_dir, ty))? {
+                if let Some(ids) = b.column_by_name("_id") {
+                    let ids = ids.as_string::<i32>();
+                    ctx.reject_unaccepted(ty, ids.iter().flatten().map(str::to_owned));
+                }
+            }
         }
         *g = Some(ctx.clone());
         Ok(ctx)
@@ -644,7 +658,7 @@ async fn staging(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
 }
 
 async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxError> {
-    let ctx = c.map_ctx().await?;
+    let ctx = c.map_ctx(cx).await?;
     let spec = Arc::new(c.schemas[t].clone());
     let map = MapTransform::new(spec.clone(), ctx.clone());
     let opts = cx.pipeline_options(c.batch_size, c.args.common.parallel);
