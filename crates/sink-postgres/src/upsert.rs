@@ -457,24 +457,43 @@ impl Upsert {
         Ok(e)
     }
 
-    async fn target_columns(
+    /// The SQL pieces of table `t`: its columns that are staged, its keys.
+    async fn pieces(
         conn: &mut PgConnection,
         t: &UpsertTable,
-    ) -> Result<Vec<String>, etl_core::BoxError> {
+    ) -> Result<Pieces, etl_core::BoxError> {
         let source: Vec<String> = relation_columns(conn, &t.source)
             .await
             .map_err(sql_err("cannot read the staged columns"))?
             .into_iter()
             .map(|c| c.0)
             .collect();
-        let cols: Vec<String> = relation_columns(conn, &t.target)
+        let target = relation_columns(conn, &t.target)
             .await
-            .map_err(sql_err("cannot read the target's columns"))?
+            .map_err(sql_err("cannot read the target's columns"))?;
+        let cols: Vec<String> = target
             .into_iter()
             .map(|c| c.0)
             .filter(|c| source.contains(c))
             .collect();
-        Ok(cols)
+        let others: Vec<&String> = cols.iter().filter(|c| !t.keys.contains(c)).collect();
+        Ok(Pieces {
+            target: t.target.sql(),
+            names: list(&cols, "{c}", ", "),
+            keys: list(&t.keys, "{c}", ", "),
+            restore: (!others.is_empty()).then(|| list(others, "{c} = r.{c}", ", ")),
+            on: list(&t.keys, "t.{c} = r.{c}", " AND "),
+            update: t
+                .update
+                .then(|| {
+                    list(
+                        cols.iter().filter(|c| !t.keys.contains(c)),
+                        "{c} = EXCLUDED.{c}",
+                        ", ",
+                    )
+                })
+                .filter(|u| !u.is_empty()),
+        })
     }
 
     /// Upsert every table over `conn` (inside the caller's transaction), recording the
@@ -491,60 +510,37 @@ impl Upsert {
         let undo = self.undo_table.sql();
         let mut changes = Vec::new();
         for (ord, t) in self.tables.iter().enumerate() {
-            let cols = Self::target_columns(conn, t).await?;
-            let q = |c: &String| quote_ident(c);
-            let keys: Vec<String> = t.keys.iter().map(q).collect();
-            let keys_s = keys.join(", ");
-            let names = cols.iter().map(q).collect::<Vec<_>>().join(", ");
-            let sets: Vec<String> = cols
-                .iter()
-                .filter(|c| !t.keys.contains(c))
-                .map(|c| format!("{0} = EXCLUDED.{0}", q(c)))
-                .collect();
-            let target = t.target.sql();
-            let label = quote_literal(&t.target.to_string());
-            if t.update && !sets.is_empty() {
-                sqlx::query(sqlf!(
-                    "INSERT INTO {undo} (run_id, step, ord, target, existed, row)
-                     SELECT $1, $2, {ord}, {label}, true, to_jsonb(t) FROM {target} t
-                     WHERE ({tk}) IN (SELECT {sk} FROM {src} s)",
-                    tk = keys
-                        .iter()
-                        .map(|k| format!("t.{k}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    sk = keys
-                        .iter()
-                        .map(|k| format!("s.{k}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    src = t.source.sql(),
-                ))
-                .bind(run_id)
-                .bind(step)
-                .execute(&mut *conn)
-                .await
-                .map_err(sql_err(&format!(
-                    "cannot record the before-images of {}",
-                    t.target
-                )))?;
+            let Pieces {
+                target,
+                names,
+                keys,
+                update,
+                ..
+            } = Self::pieces(conn, t).await?;
+            let (src, label) = (t.source.sql(), quote_literal(&t.target.to_string()));
+            let record = format!(
+                "INSERT INTO {undo} (run_id, step, ord, target, existed, row) SELECT $1, $2, {ord}, {label}"
+            );
+            if update.is_some() {
+                sqlx::query(sqlf!("{record}, true, to_jsonb(t) FROM {target} t WHERE ({keys}) IN (SELECT {keys} FROM {src})"))
+                    .bind(run_id)
+                    .bind(step)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(sql_err(&format!("cannot record the before-images of {}", t.target)))?;
             }
-            let action = if t.update && !sets.is_empty() {
-                format!("DO UPDATE SET {}", sets.join(", "))
-            } else {
-                "DO NOTHING".to_owned()
-            };
-            let (ins, upd): (i64, i64) = sqlx::query_as(sqlf!(
+            let action =
+                update.map_or_else(|| "DO NOTHING".to_owned(), |u| format!("DO UPDATE SET {u}"));
+            let (ins, upd, staged): (i64, i64, i64) = sqlx::query_as(sqlf!(
                 "WITH up AS (INSERT INTO {target} ({names}) SELECT {names} FROM {src}
-                             ON CONFLICT ({keys_s}) {action} RETURNING {keys_s}, (xmax = 0) AS ferry_inserted),
-                      rec AS (INSERT INTO {undo} (run_id, step, ord, target, existed, row)
-                              SELECT $1, $2, {ord}, {label}, false, jsonb_build_object({kj}) FROM up WHERE ferry_inserted)
-                 SELECT count(*) FILTER (WHERE ferry_inserted), count(*) FILTER (WHERE NOT ferry_inserted) FROM up",
-                src = t.source.sql(),
+                             ON CONFLICT ({keys}) {action} RETURNING {keys}, (xmax = 0) AS ferry_inserted),
+                      rec AS ({record}, false, jsonb_build_object({kj}) FROM up WHERE ferry_inserted)
+                 SELECT count(*) FILTER (WHERE ferry_inserted), count(*) FILTER (WHERE NOT ferry_inserted),
+                        (SELECT count(*) FROM {src}) FROM up",
                 kj = t
                     .keys
                     .iter()
-                    .map(|k| format!("{}, {}", quote_literal(k), q(k)))
+                    .map(|k| format!("{}, {}", quote_literal(k), quote_ident(k)))
                     .collect::<Vec<_>>()
                     .join(", "),
             ))
@@ -553,30 +549,20 @@ impl Upsert {
             .fetch_one(&mut *conn)
             .await
             .map_err(sql_err(&format!("cannot upsert {} into {}", t.source, t.target)))?;
-            let staged: (i64,) = sqlx::query_as(sqlf!("SELECT count(*) FROM {}", t.source.sql()))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(sql_err("cannot count the staged rows"))?;
             changes.push(TableChange {
                 table: t.target.to_string(),
                 inserted: ins as u64,
-                // insert-only: rows that existed were left
-                updated: if t.update {
-                    upd as u64
-                } else {
-                    (staged.0 - ins).max(0) as u64
-                },
+                // insert-only: the rows that existed were left as they were
+                updated: (if t.update { upd } else { staged - ins }).max(0) as u64,
             });
         }
         // The marker: the upsert of this (run, step) committed.
-        sqlx::query(sqlf!(
-            "INSERT INTO {undo} (run_id, step, ord, target, existed, row) VALUES ($1, $2, -1, '', false, NULL)"
-        ))
-        .bind(run_id)
-        .bind(step)
-        .execute(&mut *conn)
-        .await
-        .map_err(sql_err("cannot record the upsert"))?;
+        sqlx::query(sqlf!("INSERT INTO {undo} (run_id, step, ord, target, existed, row) VALUES ($1, $2, -1, '', false, NULL)"))
+            .bind(run_id)
+            .bind(step)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_err("cannot record the upsert"))?;
         Ok(changes)
     }
 
@@ -669,67 +655,39 @@ impl Upsert {
         step: &str,
     ) -> Result<Vec<TableChange>, etl_core::BoxError> {
         let mut conn = self.connect().await?;
-        self.ensure(&mut conn).await?;
+        if !self.undo_table_exists(&mut conn).await? {
+            return Ok(Vec::new());
+        }
         let mut tx = conn.begin().await?;
         let undo = self.undo_table.sql();
         let mut out = Vec::new();
         for (ord, t) in self.tables.iter().enumerate().rev() {
-            let target = t.target.sql();
-            let cols = relation_columns(&mut tx, &t.target).await?;
-            let q = |c: &String| quote_ident(c);
-            let keys: Vec<String> = t.keys.iter().map(q).collect();
-            let from = format!(
-                "{undo} u CROSS JOIN LATERAL jsonb_populate_record(NULL::{target}, u.row) r
-                 WHERE u.run_id = $1 AND u.step = $2 AND u.ord = {ord}"
-            );
-            let deleted = sqlx::query(sqlf!(
-                "DELETE FROM {target} WHERE ({k}) IN (SELECT {rk} FROM {from} AND NOT u.existed)",
-                k = keys.join(", "),
-                rk = keys
-                    .iter()
-                    .map(|k| format!("r.{k}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ))
-            .bind(run_id)
-            .bind(step)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err(&format!(
-                "cannot delete the rows inserted into {}",
-                t.target
-            )))?
-            .rows_affected();
-            let sets: Vec<String> = cols
-                .iter()
-                .filter(|c| !t.keys.contains(&c.0))
-                .map(|c| format!("{0} = r.{0}", q(&c.0)))
-                .collect();
-            let mut restored = 0;
-            if !sets.is_empty() {
-                restored = sqlx::query(sqlf!(
-                    "UPDATE {target} t SET {sets} FROM {from} AND u.existed AND {on}",
-                    sets = sets.join(", "),
-                    on = keys
-                        .iter()
-                        .map(|k| format!("t.{k} = r.{k}"))
-                        .collect::<Vec<_>>()
-                        .join(" AND "),
-                ))
-                .bind(run_id)
-                .bind(step)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql_err(&format!(
-                    "cannot restore the rows updated in {}",
-                    t.target
-                )))?
-                .rows_affected();
+            let p = Self::pieces(&mut tx, t).await?;
+            let from = |existed: bool| {
+                format!(
+                    "{undo} u CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, u.row) r
+                     WHERE u.run_id = $1 AND u.step = $2 AND u.ord = {ord} AND u.existed = {existed}",
+                    p.target
+                )
+            };
+            let mut counts = [0u64; 2];
+            for (i, sql) in [Some(p.delete(&from(false))), p.update(&from(true))]
+                .into_iter()
+                .enumerate()
+            {
+                let Some(sql) = sql else { continue };
+                counts[i] = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(run_id)
+                    .bind(step)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql_err(&format!("cannot undo the upsert of {}", t.target)))?
+                    .rows_affected();
             }
             out.push(TableChange {
                 table: t.target.to_string(),
-                inserted: deleted,
-                updated: restored,
+                inserted: counts[0],
+                updated: counts[1],
             });
         }
         sqlx::query(sqlf!("DELETE FROM {undo} WHERE run_id = $1 AND step = $2"))
@@ -757,10 +715,7 @@ impl Upsert {
             "-- Undoes upsert `{step}` of run {run_id}: deletes exactly the rows it inserted and\n-- restores the rows it updated to their previous values.\nBEGIN;\n"
         );
         for (ord, t) in self.tables.iter().enumerate().rev() {
-            let target = t.target.sql();
-            let cols = relation_columns(conn, &t.target).await?;
-            let q = |c: &String| quote_ident(c);
-            let keys: Vec<String> = t.keys.iter().map(q).collect();
+            let p = Self::pieces(conn, t).await?;
             for existed in [false, true] {
                 let rows: Vec<(String,)> = sqlx::query_as(sqlf!(
                     "SELECT row::text FROM {} WHERE run_id = $1 AND step = $2 AND ord = {ord} AND existed = $3",
@@ -780,37 +735,21 @@ impl Upsert {
                             .collect::<Vec<_>>()
                             .join(",")
                     );
-                    let recs = format!(
-                        "jsonb_populate_recordset(NULL::{target}, {}::jsonb) r",
+                    let from = format!(
+                        "jsonb_populate_recordset(NULL::{}, {}::jsonb) r WHERE true",
+                        p.target,
                         quote_literal(&array)
                     );
-                    if existed {
-                        let sets: Vec<String> = cols
-                            .iter()
-                            .filter(|c| !t.keys.contains(&c.0))
-                            .map(|c| format!("{0} = r.{0}", q(&c.0)))
-                            .collect();
-                        if sets.is_empty() {
-                            continue;
-                        }
-                        let _ = writeln!(
-                            sql,
-                            "UPDATE {target} t SET {} FROM {recs} WHERE {};",
-                            sets.join(", "),
-                            keys.iter()
-                                .map(|k| format!("t.{k} = r.{k}"))
-                                .collect::<Vec<_>>()
-                                .join(" AND ")
-                        );
+                    let stmt = if existed {
+                        p.update(&from)
                     } else {
+                        Some(p.delete(&from))
+                    };
+                    if let Some(stmt) = stmt {
                         let _ = writeln!(
                             sql,
-                            "DELETE FROM {target} WHERE ({}) IN (SELECT {} FROM {recs});",
-                            keys.join(", "),
-                            keys.iter()
-                                .map(|k| format!("r.{k}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "{};",
+                            stmt.split_whitespace().collect::<Vec<_>>().join(" ")
                         );
                     }
                 }
@@ -880,4 +819,45 @@ pub fn undo_line(undone: &[TableChange]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// The SQL pieces of one [`UpsertTable`] (identifiers quoted).
+struct Pieces {
+    /// The target table.
+    target: String,
+    /// The staged columns.
+    names: String,
+    /// The key columns.
+    keys: String,
+    /// `c = r.c, ...` over the columns that are not keys (none: nothing to restore).
+    restore: Option<String>,
+    /// `t.k = r.k AND ...`.
+    on: String,
+    /// `c = EXCLUDED.c, ...` when rows that exist are updated.
+    update: Option<String>,
+}
+
+impl Pieces {
+    /// Delete the target rows whose keys are in `from` (rows `r`).
+    fn delete(&self, from: &str) -> String {
+        format!("DELETE FROM {} t USING {from} AND {}", self.target, self.on)
+    }
+
+    /// Restore the target rows from `from` (rows `r`), matched on the keys.
+    fn update(&self, from: &str) -> Option<String> {
+        let set = self.restore.as_ref()?;
+        Some(format!(
+            "UPDATE {} t SET {set} FROM {from} AND {}",
+            self.target, self.on
+        ))
+    }
+}
+
+/// `pattern` (with `{c}` for each quoted column) for every column, joined by `sep`.
+fn list<S: AsRef<str>>(columns: impl IntoIterator<Item = S>, pattern: &str, sep: &str) -> String {
+    columns
+        .into_iter()
+        .map(|c| pattern.replace("{c}", &quote_ident(c.as_ref())))
+        .collect::<Vec<_>>()
+        .join(sep)
 }

@@ -57,7 +57,9 @@ use etl_parquet::{ExportLoad, ParquetExtract, parquet_path};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::steps::sql_step;
-use etl_sink_postgres::upsert::{SqlCheck, TextLoad, Upsert, UpsertTable, changes_line, undo_line};
+use etl_sink_postgres::upsert::{
+    SqlCheck, TableChange, TextLoad, Upsert, UpsertTable, changes_line, undo_line,
+};
 use etl_source_bubble::test_server::{ServerConfig, TestServer};
 use etl_source_bubble::{
     BubbleClient, BubbleConfig, BubbleExtract, KeyMode, PageQuery, TypeSchema, parse_datetime,
@@ -213,6 +215,20 @@ pub struct ExportFigures {
     pub requests: u64,
     /// 429/503 answers received.
     pub throttled: u64,
+}
+
+impl ExportFigures {
+    /// The sum of the figures of export steps (`None` when none exported: `--skip-export`).
+    fn sum(details: impl Iterator<Item = Value>) -> Option<Self> {
+        details
+            .filter_map(|d| serde_json::from_value::<ExportFigures>(d).ok())
+            .reduce(|a, b| ExportFigures {
+                records: a.records + b.records,
+                seconds: a.seconds + b.seconds,
+                requests: a.requests + b.requests,
+                throttled: a.throttled + b.throttled,
+            })
+    }
 }
 
 /// The report directory of `args`.
@@ -718,21 +734,15 @@ async fn checks(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         let want = cx
             .pipeline_of(&format!("load_{ty}"))
             .map_or(0, |p| p.totals.loaded);
-        let ch = preview
+        let (ins, upd) = preview
             .changes
             .iter()
             .find(|x| x.table == t)
-            .cloned()
-            .unwrap_or_else(|| etl_sink_postgres::upsert::TableChange {
-                table: t.into(),
-                inserted: 0,
-                updated: 0,
-            });
-        let n = ch.inserted + ch.updated;
+            .map_or((0, 0), |x| (x.inserted, x.updated));
         findings.push(Finding::check(
             format!("count_{t}"),
-            n == want,
-            format!("{n} rows staged in cb_staging.{t} from Bubble `{ty}` (read - rejected - filtered = {want}); the switch inserts {} and updates {}", ch.inserted, ch.updated),
+            ins + upd == want,
+            format!("{} rows staged in cb_staging.{t} from Bubble `{ty}` (read - rejected - filtered = {want}); the switch inserts {ins} and updates {upd}", ins + upd),
         ));
     }
     findings.extend(preview.findings);
@@ -752,7 +762,10 @@ async fn checks(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         findings.len(),
         changes_line(&preview.changes)
     ))
-    .with_details(json!({ "changes": preview.changes, "findings": findings }))
+    .with_details(
+        json!({ "inserted": by_table(&preview.changes, |x| x.inserted),
+        "updated": by_table(&preview.changes, |x| x.updated), "findings": findings }),
+    )
     .with_findings(findings))
 }
 
@@ -766,6 +779,15 @@ fn high_water_mark(cx: &StepCx) -> Option<DateTime<Utc>> {
                 .flatten()
         })
         .max()
+}
+
+/// `{table: f(change)}`.
+fn by_table(changes: &[TableChange], f: fn(&TableChange) -> u64) -> Value {
+    changes
+        .iter()
+        .map(|x| (x.table.clone(), json!(f(x))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
@@ -794,15 +816,9 @@ async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
             .map_err(|e| format!("cannot write {}: {e}", c.paths.rollback.display()))?;
         cx.add_file(file_name(&c.paths.rollback));
     }
-    let per = |f: fn(&etl_sink_postgres::upsert::TableChange) -> u64| -> HashMap<String, u64> {
-        out.changes
-            .iter()
-            .map(|x| (x.table.clone(), f(x)))
-            .collect()
-    };
     let details = json!({
-        "inserted": per(|x| x.inserted),
-        "updated": per(|x| x.updated),
+        "inserted": by_table(&out.changes, |x| x.inserted),
+        "updated": by_table(&out.changes, |x| x.updated),
         "since": since,
         "high_water_mark": hwm,
         "rollback_script": out.rollback_sql.as_ref().map(|_| c.paths.rollback.display().to_string()),
@@ -829,35 +845,11 @@ async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
             *counters.entry(k.clone()).or_default() += v;
         }
     }
-    let mut export = ExportFigures::default();
-    let mut exported = false;
-    for t in all_types() {
-        if let Some(f) = cx
-            .details_of(&format!("export_{t}"))
-            .and_then(|d| serde_json::from_value::<ExportFigures>(d).ok())
-        {
-            exported = true;
-            export.records += f.records;
-            export.seconds += f.seconds;
-            export.requests += f.requests;
-            export.throttled += f.throttled;
-        }
-    }
-    let switch = cx.details_of("switch");
-    let changes = |k: &str| -> Value {
-        match &switch {
-            Some(s) => s[k].clone(),
-            None => cx.details_of("checks").map_or(Value::Null, |d| {
-                let m: serde_json::Map<String, Value> = d["changes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|x| (x["table"].as_str().unwrap_or("").to_owned(), x[k].clone()))
-                    .collect();
-                Value::Object(m)
-            }),
-        }
-    };
+    let export =
+        ExportFigures::sum(all_types().filter_map(|t| cx.details_of(&format!("export_{t}"))));
+    // After a dry run, what the switch would have done (the gate's preview).
+    let changes = cx.details_of("switch").or_else(|| cx.details_of("checks"));
+    let changes = |k: &str| changes.as_ref().map_or(Value::Null, |d| d[k].clone());
     let counter = |k: &str| json!(counters.get(k).copied().unwrap_or(0));
     let extra = json!({
         "per_type": per_type,
@@ -868,9 +860,9 @@ async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         "parent_rejected": counter("parent_rejected"),
         "since": since_of(cx),
         "high_water_mark": high_water_mark(cx),
-        "export": exported.then_some(export),
+        "export": export,
         "database": c.database,
-        "rollback_script": switch.as_ref().map_or(Value::Null, |s| s["rollback_script"].clone()),
+        "rollback_script": changes("rollback_script"),
     });
     let checks: Vec<Finding> = cx
         .details_of("checks")
@@ -986,20 +978,13 @@ pub async fn run(
     opts.report_dir = report_dir(args);
     opts.target = Some(c.database.clone());
     let report = migration(&c).execute(&c, &journal, &opts).await?;
-    let mut export: Option<ExportFigures> = None;
-    for s in report
-        .steps
-        .iter()
-        .filter(|s| s.name.starts_with("export_") && s.outcome == "ran")
-    {
-        if let Ok(f) = serde_json::from_value::<ExportFigures>(s.details.clone()) {
-            let e = export.get_or_insert_with(ExportFigures::default);
-            e.records += f.records;
-            e.seconds += f.seconds;
-            e.requests += f.requests;
-            e.throttled += f.throttled;
-        }
-    }
+    let export = ExportFigures::sum(
+        report
+            .steps
+            .iter()
+            .filter(|s| s.name.starts_with("export_") && s.outcome == "ran")
+            .map(|s| s.details.clone()),
+    );
     Ok(Outcome {
         report,
         paths: c.paths.clone(),
@@ -1026,12 +1011,8 @@ async fn prepare_ctx(ctx: &Ctx, pool: &PgPool, export_dir: &Path) -> anyhow::Res
         sqlx::query_as("SELECT bubble_type, bubble_id FROM bubble_id_map")
             .fetch_all(pool)
             .await?;
-    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
     for (t, b) in mapped {
-        by_type.entry(t).or_default().push(b);
-    }
-    for (t, ids) in by_type {
-        ctx.accept_all(&t, ids);
+        ctx.accept_all(&t, [b]);
     }
     let existing: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT lower(u.email), m.bubble_id FROM users u LEFT JOIN bubble_id_map m ON m.new_id = u.id AND m.bubble_type = 'user'",

@@ -197,12 +197,8 @@ pub async fn compare_sample(
             .fetch_all(pool)
             .await
             .context("cannot read cb_staging.id_map")?;
-    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
     for (t, b) in staged {
-        by_type.entry(t).or_default().push(b);
-    }
-    for (t, ids) in by_type {
-        ctx.accept_all(&t, ids);
+        ctx.accept_all(&t, [b]);
     }
 
     let mut report = SampleReport::default();
