@@ -73,6 +73,10 @@ fn builder(path: &Path) -> etl_core::Result<ParquetRecordBatchReaderBuilder<std:
     ParquetRecordBatchReaderBuilder::try_new(open_file(path)?).map_err(|e| err(path, e))
 }
 
+fn create_dir(dir: &Path) -> etl_core::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| etl_core::Error::io(dir.display(), e))
+}
+
 /// The Arrow schema of a Parquet file.
 pub fn file_schema(path: &Path) -> etl_core::Result<SchemaRef> {
     Ok(builder(path)?.schema().clone())
@@ -295,8 +299,7 @@ impl Load for ParquetLoad {
         _run: &RunInfo,
         schema: SchemaRef,
     ) -> etl_core::Result<Vec<UnitSummary>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+        create_dir(&self.dir)?;
         *self.schema.lock().unwrap_or_else(|p| p.into_inner()) = Some(schema);
         Ok(Vec::new())
     }
@@ -394,8 +397,7 @@ impl Load for ParquetPartsLoad {
         run: &RunInfo,
         schema: SchemaRef,
     ) -> etl_core::Result<Vec<UnitSummary>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+        create_dir(&self.dir)?;
         if !run.resume {
             // Parts of an earlier run only: nothing else in `dir` is touched.
             let entries = std::fs::read_dir(&self.dir)
@@ -595,8 +597,7 @@ impl Load for ExportLoad {
         _run: &RunInfo,
         schema: SchemaRef,
     ) -> etl_core::Result<Vec<UnitSummary>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+        create_dir(&self.dir)?;
         let pq = part_of(&parquet_path(&self.dir, &self.name));
         let parquet = writer(&pq, schema)?;
         let csv = if self.csv {

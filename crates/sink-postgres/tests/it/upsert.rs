@@ -91,6 +91,17 @@ async fn stage(conn: &mut sqlx::PgConnection, amount: &str) {
     .unwrap();
 }
 
+/// A database with the tables, staging holding a parent of amount `amount`; the upsert;
+/// the state before it.
+async fn setup(amount: &str) -> (etl_testkit::TestDb, sqlx::PgConnection, Upsert, Vec<String>) {
+    let (db, mut conn) = super::db().await;
+    sqlx::raw_sql(SETUP).execute(&mut conn).await.unwrap();
+    stage(&mut conn, amount).await;
+    let before = state(&mut conn).await;
+    let u = upsert(db.url());
+    (db, conn, u, before)
+}
+
 fn upsert(url: &str) -> Upsert {
     let opts = etl_sink_postgres::connect_options(url).unwrap();
     Upsert::new(
@@ -112,11 +123,7 @@ fn upsert(url: &str) -> Upsert {
 
 #[tokio::test]
 async fn upsert_commits_with_its_checks_and_undo_restores_the_exact_previous_state() {
-    let (db, mut conn) = super::db().await;
-    sqlx::raw_sql(SETUP).execute(&mut conn).await.unwrap();
-    stage(&mut conn, "2.50").await;
-    let before = state(&mut conn).await;
-    let u = upsert(db.url());
+    let (_db, mut conn, u, before) = setup("2.50").await;
     let run = Uuid::now_v7();
 
     // A preview changes nothing and leaves no table behind.
@@ -197,11 +204,7 @@ async fn upsert_commits_with_its_checks_and_undo_restores_the_exact_previous_sta
 
 #[tokio::test]
 async fn a_vetoing_check_rolls_the_whole_upsert_back() {
-    let (db, mut conn) = super::db().await;
-    sqlx::raw_sql(SETUP).execute(&mut conn).await.unwrap();
-    stage(&mut conn, "-1").await;
-    let before = state(&mut conn).await;
-    let u = upsert(db.url());
+    let (_db, mut conn, u, before) = setup("-1").await;
     let run = Uuid::now_v7();
     let out = u.run(run, "upsert", false).await.unwrap();
     assert!(!out.committed);
