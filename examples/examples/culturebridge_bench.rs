@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use etl_core::{Pipeline, PipelineOptions, RunInfo, Secret};
 use etl_examples::culturebridge::{fixtures, passwords::bcrypt_rate, schema::type_schema};
-use etl_source_bubble::export::ExportLoad;
+use etl_parquet::ExportLoad;
 use etl_source_bubble::test_server::{Fixtures, ServerConfig, TestServer};
 use etl_source_bubble::{BubbleClient, BubbleConfig, BubbleExtract, KeyMode};
 
@@ -52,7 +52,7 @@ async fn export(
         )
         .raw(true)
         .windows(windows);
-        let p = Pipeline::new(e, ExportLoad::new(dir, t)).options(PipelineOptions {
+        let p = Pipeline::new(e, ExportLoad::new(dir, t).with_csv()).options(PipelineOptions {
             parallel: windows,
             batch_size: etl_examples::culturebridge::EXPORT_BATCH,
             ..Default::default()

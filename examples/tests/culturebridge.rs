@@ -1,13 +1,17 @@
 //! The CultureBridge migration end to end: the Bubble-compatible test server, a real
 //! PostgreSQL (etl-testkit), exact counts from the fixtures' own expectations, the rollback
-//! script, incremental upserts, both key modes, passwords from a CSV, and the post-load
-//! sample check against the API (every type, every column mapped from the API).
+//! script, incremental upserts, both key modes, passwords from a CSV, the post-load sample
+//! check against the API (every type, every column mapped from the API), and the run layer:
+//! `--plan`, `--resume` after a failed export, `--rollback` to the exact pre-run state, one
+//! report listing the seed's files.
 
 use std::path::Path;
 
 use etl_examples::culturebridge::sample::{Mismatch, compare_sample, sample_check};
-use etl_examples::culturebridge::schema::MIGRATED;
-use etl_examples::culturebridge::{Args, fixtures, run, schemas, start_test_server, timestamp};
+use etl_examples::culturebridge::schema::{MIGRATED, NOT_MIGRATED};
+use etl_examples::culturebridge::{
+    Args, Paths, fixtures, init_logging, plan, run, schemas, start_test_server, timestamp,
+};
 use etl_source_bubble::test_server::TestServer;
 use etl_source_bubble::{BubbleClient, BubbleConfig};
 use sqlx::PgPool;
@@ -615,19 +619,284 @@ async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
     );
     assert!(!dry.paths.rollback.exists(), "nothing to roll back");
 
-    // As if an export had been killed after every type but `booking` was complete.
-    let export = dir.path().join("export");
-    std::fs::remove_file(export.join("booking.parquet")).unwrap();
-    std::fs::remove_file(export.join("booking.csv")).unwrap();
+    // An export that fails part-way: the Data API does not expose `booking` (404), so the
+    // run stops at `export_booking` with every earlier type exported and nothing written.
+    let (fx, _) = fixtures::generate(fixtures::Sizes {
+        users: 250,
+        ..Default::default()
+    });
+    let mut partial = etl_source_bubble::test_server::Fixtures::new();
+    let types: Vec<String> = fx.types().map(str::to_owned).collect();
+    for t in types.iter().filter(|t| *t != "booking") {
+        partial.insert(t, fx.things(t).to_vec(), Default::default());
+    }
+    let broken = TestServer::start(partial, Default::default())
+        .await
+        .unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "250"]);
+    let failed = run(&a, &timestamp(), Some((&broken, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(failed.report.status, etl_core::RunStatus::Failed);
+    let error = failed.report.error.clone().unwrap();
+    assert!(error.contains("step `export_booking` failed"), "{error}");
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "a failed run leaves the tables as they were"
+    );
+
+    // --resume: only the types whose export is not complete are read from the API again
+    // (`booking` and the types after it); the run then finishes.
     let a = args(db.url(), dir.path(), &["--users", "250", "--resume"]);
     let out = run(&a, &timestamp(), Some((&server, exp.clone())))
         .await
         .unwrap();
     assert!(out.report.succeeded(), "{:?}", out.report.error);
+    let again: u64 = ["booking", "payment", "post", "comment", "resource"]
+        .iter()
+        .map(|t| exp.read[*t])
+        .sum();
     assert_eq!(
         out.export.unwrap().records,
-        exp.read["booking"],
-        "only the bookings are read from the API again"
+        again,
+        "only the types whose export was not complete are read from the API again"
     );
+    for t in ["user", "client_profile", "coach_profile"] {
+        let s = step(&out, &format!("export_{t}"));
+        assert_eq!((s.outcome.as_str(), s.attempts), ("skipped", 1), "{t}");
+    }
+    assert_eq!(step(&out, "export_booking").attempts, 2);
     assert_counts(&out, &exp);
+
+    // A load that fails after its parents were staged by this process: a resume in a new
+    // process still rejects the children of rejected parents as `parent rejected`.
+    let payments = dir.path().join("export/payment.parquet");
+    let good = std::fs::read(&payments).unwrap();
+    std::fs::write(&payments, b"not parquet").unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "250", "--skip-export"]);
+    let failed = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    let error = failed.report.error.clone().unwrap();
+    assert!(error.contains("step `load_payment` failed"), "{error}");
+    std::fs::write(&payments, good).unwrap();
+    let a = args(
+        db.url(),
+        dir.path(),
+        &["--users", "250", "--skip-export", "--resume"],
+    );
+    let out = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(out.report.succeeded(), "{:?}", out.report.error);
+    assert_eq!(step(&out, "load_booking").outcome, "skipped");
+    assert_eq!(step(&out, "load_payment").attempts, 2);
+    assert_counts(&out, &exp);
+}
+
+/// The step `name` of a run's report.
+fn step<'a>(
+    out: &'a etl_examples::culturebridge::Outcome,
+    name: &str,
+) -> &'a etl_core::migration::StepReport {
+    out.report
+        .steps
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no step `{name}`"))
+}
+
+/// An MD5 checksum of every row of every table (in a stable order).
+async fn checksums(pool: &PgPool) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    for t in TABLES {
+        let q = format!(
+            "SELECT md5(coalesce(string_agg(to_jsonb(t)::text, '|' ORDER BY to_jsonb(t)::text), '')), count(*) FROM {t} t"
+        );
+        let (sum, n): (String, i64) = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        out.push((t.to_owned(), sum, n));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_through_the_run_layer_restores_every_table_exactly() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The pre-run state: an earlier migration from an app in which every third payment
+    // did not exist yet and some coaches were still active.
+    let (mut fx, _) = fixtures::generate(fixtures::Sizes {
+        users: 150,
+        ..Default::default()
+    });
+    let mut i = 0;
+    fx.things_mut("payment").unwrap().retain(|_| {
+        i += 1;
+        i % 3 != 0
+    });
+    for (i, u) in fx.things_mut("user").unwrap().iter_mut().enumerate() {
+        if i % 7 == 0 && u["type"] == "coach" {
+            u.insert(
+                "active".into(),
+                serde_json::json!(!u["active"].as_bool().unwrap_or(true)),
+            );
+        }
+    }
+    let earlier = TestServer::start(fx, Default::default()).await.unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "150", "--sample", "0"]);
+    let (server, exp) = start_test_server(&a).await.unwrap();
+    let first = run(&a, &timestamp(), Some((&earlier, exp.clone())))
+        .await
+        .unwrap();
+    assert!(first.report.succeeded(), "{:?}", first.report.error);
+    let before = checksums(&pool).await;
+    assert!(before.iter().all(|t| t.2 > 0), "{before:?}");
+
+    // This run inserts the missing payments and updates the changed users.
+    let out = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(out.report.succeeded(), "{:?}", out.report.error);
+    assert_counts(&out, &exp);
+    let inserted = out.report.extra["inserted"]["payments"].as_u64().unwrap();
+    let updated = out.report.extra["updated"]["users"].as_u64().unwrap();
+    assert!(inserted > 0 && updated > 0, "{inserted} {updated}");
+    assert_ne!(checksums(&pool).await, before);
+
+    // --rollback: the undo of the switch restores the exact pre-run content.
+    let rb = args(db.url(), dir.path(), &["--rollback"]);
+    let back = run(&rb, &timestamp(), None).await.unwrap();
+    assert_eq!(
+        back.report.status,
+        etl_core::RunStatus::RolledBack,
+        "{:?}",
+        back.report.error
+    );
+    assert_eq!(step(&back, "switch").outcome, "rolled_back");
+    assert_eq!(
+        checksums(&pool).await,
+        before,
+        "every table as before the run"
+    );
+    assert_eq!(snapshot(&pool).await.len(), TABLES.len());
+    // Nothing is left to undo; the DBA script of the run stays on disk.
+    let again = run(&rb, &timestamp(), None).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("already rolled back")),
+        "{:?}",
+        again.map(|o| o.report.status)
+    );
+    assert!(out.paths.rollback.exists());
+
+    // The run layer's rollback and the DBA script agree: redo the run, apply the script.
+    let redo = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(redo.report.succeeded(), "{:?}", redo.report.error);
+    apply(&pool, &redo.paths.rollback).await;
+    assert_eq!(
+        checksums(&pool).await,
+        before,
+        "the script restores the same state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_steps_and_report_json_lists_the_seed_files() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(db.url(), dir.path(), &["--users", "100"]);
+    let fresh = plan(&a).await.unwrap();
+    assert!(fresh.contains("no run recorded yet"), "{fresh}");
+    assert!(
+        fresh.contains("next: a run starts at step 1 `preflight`"),
+        "{fresh}"
+    );
+    let mut names = vec!["preflight".to_owned(), "schema".to_owned()];
+    names.extend(
+        MIGRATED
+            .iter()
+            .chain(NOT_MIGRATED.iter())
+            .map(|t| format!("export_{t}")),
+    );
+    names.push("staging".into());
+    names.extend(
+        MIGRATED
+            .iter()
+            .chain(NOT_MIGRATED.iter())
+            .map(|t| format!("load_{t}")),
+    );
+    names.extend(
+        [
+            "checks", "switch", "reports", "mappings", "analyze", "cleanup",
+        ]
+        .map(String::from),
+    );
+    let listed: Vec<&str> = fresh
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.next()?.parse::<u32>().ok()?;
+            w.next()
+        })
+        .collect();
+    assert_eq!(listed, names, "{fresh}");
+    assert!(fresh.contains("optional"), "cleanup is optional: {fresh}");
+
+    let ts = timestamp();
+    let paths = Paths::new(&dir.path().join("reports"), &ts);
+    init_logging(&paths.log, 0).unwrap();
+    let (server, exp) = start_test_server(&a).await.unwrap();
+    let out = run(&a, &ts, Some((&server, exp.clone()))).await.unwrap();
+    assert!(out.report.succeeded(), "{:?}", out.report.error);
+
+    let done = plan(&a).await.unwrap();
+    assert!(
+        done.contains(&format!("latest run {}: done", out.report.run_id)),
+        "{done}"
+    );
+    assert!(
+        done.contains(
+            "--rollback would undo, in this order: analyze, mappings, reports, switch, checks, load_resource"
+        ),
+        "{done}"
+    );
+    let switch_line = done.lines().find(|l| l.contains(" switch ")).unwrap();
+    assert!(switch_line.contains("done"), "{switch_line}");
+
+    // One report: report.json names the seed's five files, all written.
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("reports/report.json")).unwrap(),
+    )
+    .unwrap();
+    let files: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for f in [
+        format!("migration_summary_{ts}.txt"),
+        format!("migration_errors_{ts}.csv"),
+        format!("migration_report_{ts}.json"),
+        format!("rollback_migration_{ts}.sql"),
+        format!("migration_{ts}.log"),
+        "report.json".to_owned(),
+        "summary.txt".to_owned(),
+        "rejects.csv".to_owned(),
+    ] {
+        assert!(files.contains(&f.as_str()), "{f} not in {files:?}");
+        assert!(dir.path().join("reports").join(&f).exists(), "{f}");
+    }
+    assert_eq!(json["run_state"], "done");
+    assert_eq!(json["steps"].as_array().unwrap().len(), names.len());
+    let summary = std::fs::read_to_string(&out.paths.summary).unwrap();
+    assert!(summary.contains("sample_matches_api"), "{summary}");
 }

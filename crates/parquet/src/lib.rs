@@ -11,6 +11,9 @@
 //! * [`ParquetPartsLoad`]: a sink writing one file per unit and recording each in a
 //!   [`JsonCheckpoint`], so an interrupted run resumes at the first unit not written;
 //!   [`merge_parts`] then joins the parts into one file, streaming.
+//! * [`ExportLoad`]: a sink writing every unit of a run (units may run concurrently) into
+//!   one `<dir>/<name>.parquet` and, optionally, one `<dir>/<name>.csv`, via `.part`
+//!   names renamed when the run commits: a file that exists is a complete export.
 //! * [`writer`], [`read_all`], [`file_rows`], [`file_schema`]: the small helpers around them.
 //!
 //! Memory stays flat: files are read and written one batch at a time, and a writer holds at
@@ -68,6 +71,10 @@ fn open_file(path: &Path) -> etl_core::Result<std::fs::File> {
 
 fn builder(path: &Path) -> etl_core::Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
     ParquetRecordBatchReaderBuilder::try_new(open_file(path)?).map_err(|e| err(path, e))
+}
+
+fn create_dir(dir: &Path) -> etl_core::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| etl_core::Error::io(dir.display(), e))
 }
 
 /// The Arrow schema of a Parquet file.
@@ -292,8 +299,7 @@ impl Load for ParquetLoad {
         _run: &RunInfo,
         schema: SchemaRef,
     ) -> etl_core::Result<Vec<UnitSummary>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+        create_dir(&self.dir)?;
         *self.schema.lock().unwrap_or_else(|p| p.into_inner()) = Some(schema);
         Ok(Vec::new())
     }
@@ -391,8 +397,7 @@ impl Load for ParquetPartsLoad {
         run: &RunInfo,
         schema: SchemaRef,
     ) -> etl_core::Result<Vec<UnitSummary>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| etl_core::Error::io(self.dir.display(), e))?;
+        create_dir(&self.dir)?;
         if !run.resume {
             // Parts of an earlier run only: nothing else in `dir` is touched.
             let entries = std::fs::read_dir(&self.dir)
@@ -481,4 +486,202 @@ pub fn merge_parts(
     w.close().map_err(|e| err(&part, e))?;
     std::fs::rename(&part, out).map_err(|e| etl_core::Error::io(out.display(), e))?;
     Ok(rows)
+}
+
+/// `<dir>/<name>.csv`.
+pub fn csv_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.csv"))
+}
+
+/// `<dir>/<name>.parquet`.
+pub fn parquet_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.parquet"))
+}
+
+fn part_of(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+struct ExportWriters {
+    csv: Option<arrow_csv::Writer<std::io::BufWriter<std::fs::File>>>,
+    parquet: ArrowWriter<std::fs::File>,
+}
+
+/// A sink writing every batch of a run, whatever its unit, to `<dir>/<name>.parquet` and
+/// (with [`ExportLoad::with_csv`]) `<dir>/<name>.csv` (header row, Arrow's CSV encoding).
+///
+/// Units may run concurrently; their rows are appended in arrival order. Both files are
+/// written to `.part` names and renamed when the run commits, so a file that exists is a
+/// complete export; an aborted run removes its `.part` files. Memory stays flat: batches
+/// are written as they come, row groups are capped at [`ROW_GROUP`] rows. Rejects are not
+/// written here (the runner's `rejects.csv` has them).
+///
+/// ```
+/// use etl_core::testing::MemoryExtract;
+/// use etl_core::{Pipeline, RunInfo};
+/// use etl_parquet::{ExportLoad, csv_path, file_rows, parquet_path};
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// let dir = tempfile::tempdir().unwrap();
+/// let sink = ExportLoad::new(dir.path(), "numbers").with_csv();
+/// let report = Pipeline::new(MemoryExtract::numbers("n", 2_500, 100), sink)
+///     .run(&RunInfo::new("export"))
+///     .await;
+/// assert!(report.succeeded(), "{:?}", report.error);
+/// assert_eq!(file_rows(&parquet_path(dir.path(), "numbers")).unwrap(), 2_500);
+/// let csv = std::fs::read_to_string(csv_path(dir.path(), "numbers")).unwrap();
+/// assert_eq!(csv.lines().count(), 2_501);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ExportLoad {
+    dir: PathBuf,
+    name: String,
+    csv: bool,
+    writers: Arc<Mutex<Option<ExportWriters>>>,
+}
+
+impl std::fmt::Debug for ExportLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportLoad")
+            .field("dir", &self.dir)
+            .field("name", &self.name)
+            .field("csv", &self.csv)
+            .finish()
+    }
+}
+
+impl ExportLoad {
+    /// Export to `<dir>/<name>.parquet`.
+    pub fn new(dir: impl Into<PathBuf>, name: &str) -> Self {
+        ExportLoad {
+            dir: dir.into(),
+            name: name.to_owned(),
+            csv: false,
+            writers: Arc::default(),
+        }
+    }
+
+    /// Also write `<dir>/<name>.csv`.
+    pub fn with_csv(mut self) -> Self {
+        self.csv = true;
+        self
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![parquet_path(&self.dir, &self.name)];
+        if self.csv {
+            v.push(csv_path(&self.dir, &self.name));
+        }
+        v
+    }
+}
+
+/// The per-unit writer of [`ExportLoad`].
+pub struct ExportUnitWriter {
+    writers: Arc<Mutex<Option<ExportWriters>>>,
+    path: PathBuf,
+}
+
+impl Load for ExportLoad {
+    type Writer = ExportUnitWriter;
+
+    fn name(&self) -> &str {
+        "export"
+    }
+
+    async fn begin_run(
+        &self,
+        _run: &RunInfo,
+        schema: SchemaRef,
+    ) -> etl_core::Result<Vec<UnitSummary>> {
+        create_dir(&self.dir)?;
+        let pq = part_of(&parquet_path(&self.dir, &self.name));
+        let parquet = writer(&pq, schema)?;
+        let csv = if self.csv {
+            let p = part_of(&csv_path(&self.dir, &self.name));
+            let f = std::fs::File::create(&p).map_err(|e| etl_core::Error::io(p.display(), e))?;
+            Some(
+                arrow_csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(std::io::BufWriter::new(f)),
+            )
+        } else {
+            None
+        };
+        *self.writers.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(ExportWriters { csv, parquet });
+        Ok(Vec::new())
+    }
+
+    async fn begin_unit(&self, _unit: &Unit) -> etl_core::Result<ExportUnitWriter> {
+        Ok(ExportUnitWriter {
+            writers: self.writers.clone(),
+            path: self.dir.join(&self.name),
+        })
+    }
+
+    async fn commit_run(&self, _totals: &etl_core::RunTotals) -> etl_core::Result<()> {
+        let w = self
+            .writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(ExportWriters { csv, parquet }) = w else {
+            return Ok(());
+        };
+        if let Some(csv) = csv {
+            let p = csv_path(&self.dir, &self.name);
+            let mut buf = csv.into_inner();
+            std::io::Write::flush(&mut buf).map_err(|e| etl_core::Error::io(p.display(), e))?;
+            buf.get_ref()
+                .sync_all()
+                .map_err(|e| etl_core::Error::io(p.display(), e))?;
+        }
+        let pq = parquet_path(&self.dir, &self.name);
+        parquet.close().map_err(|e| err(&pq, e))?;
+        for p in self.paths() {
+            std::fs::rename(part_of(&p), &p).map_err(|e| etl_core::Error::io(p.display(), e))?;
+        }
+        Ok(())
+    }
+
+    async fn abort_run(&self, _reason: &str) -> etl_core::Result<()> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        for p in self.paths() {
+            let _ = std::fs::remove_file(part_of(&p));
+        }
+        Ok(())
+    }
+}
+
+impl UnitWriter for ExportUnitWriter {
+    async fn write(&mut self, batch: RecordBatch) -> etl_core::Result<u64> {
+        let mut g = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        let w = g
+            .as_mut()
+            .ok_or_else(|| err(&self.path, "the export was aborted or not begun"))?;
+        if let Some(csv) = w.csv.as_mut() {
+            csv.write(&batch).map_err(|e| err(&self.path, e))?;
+        }
+        w.parquet.write(&batch).map_err(|e| err(&self.path, e))?;
+        Ok(batch.num_rows() as u64)
+    }
+
+    async fn write_rejects(&mut self, _rejects: &[Reject]) -> etl_core::Result<()> {
+        Ok(())
+    }
+
+    async fn commit(self, _summary: &UnitSummary) -> etl_core::Result<()> {
+        Ok(())
+    }
+
+    async fn abort(self) -> etl_core::Result<()> {
+        Ok(())
+    }
 }

@@ -37,6 +37,7 @@ pub mod sql_file;
 pub mod staging;
 pub mod steps;
 pub mod types;
+pub mod upsert;
 
 pub use error::{Error, Result};
 pub use etl_postgres::{ConnectSettings, catalog, connect_options, ident};

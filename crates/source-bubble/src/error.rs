@@ -94,14 +94,6 @@ pub enum BubbleError {
         #[source]
         source: std::io::Error,
     },
-    /// Writing or reading an export file failed.
-    #[error("export file {path}: {detail}")]
-    Export {
-        /// The file.
-        path: String,
-        /// What failed.
-        detail: String,
-    },
 }
 
 impl BubbleError {

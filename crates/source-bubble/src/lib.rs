@@ -14,15 +14,14 @@
 //!   that do not fit are rejects with a reason) or lossless raw text batches.
 //! * [`BubbleExtract`]: a type as an [`etl_core::Extract`] whose units are disjoint
 //!   `Created Date` windows, paged concurrently.
-//! * `export` (feature `export`): a type streamed to CSV and Parquet, and read back.
+//! * An export of a type to Parquet and CSV is an ordinary pipeline from [`BubbleExtract`]
+//!   (`.raw(true)`) into `etl_parquet::ExportLoad`.
 //! * `test_server` (feature `test-server`): a Bubble-compatible server on 127.0.0.1.
 
 #![warn(missing_docs)]
 
 mod client;
 mod error;
-#[cfg(feature = "export")]
-pub mod export;
 mod extract;
 pub mod schema;
 #[cfg(feature = "test-server")]

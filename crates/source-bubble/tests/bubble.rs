@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use etl_core::{Extract, ExtractOptions, Pipeline, RunInfo, Secret};
-use etl_source_bubble::export::{ExportLoad, ParquetExtract, csv_path, parquet_path};
+use etl_parquet::{ExportLoad, ParquetExtract, csv_path, parquet_path};
 use etl_source_bubble::test_server::{Fixtures, ServerConfig, TestServer};
 use etl_source_bubble::{
     BubbleClient, BubbleConfig, BubbleError, BubbleExtract, FieldKind, FieldSpec, KeyMode,
@@ -333,7 +333,7 @@ async fn a_type_is_exported_to_csv_and_parquet_and_read_back() {
     let e = BubbleExtract::new(client(&s, |_| {}), spec(KeyMode::DisplayNames))
         .raw(true)
         .windows(3);
-    let report = Pipeline::new(e, ExportLoad::new(dir.path(), "thing"))
+    let report = Pipeline::new(e, ExportLoad::new(dir.path(), "thing").with_csv())
         .options(etl_core::PipelineOptions {
             parallel: 3,
             batch_size: 300,

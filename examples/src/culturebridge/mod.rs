@@ -1,28 +1,38 @@
-//! The CultureBridge migration from the Bubble Data API (seed 004).
+//! The CultureBridge migration from the Bubble Data API (seed 004), on the run layer
+//! ([`etl_core::migration`]) with its journal in the target database ([`PgJournal`]):
 //!
-//! 1. **Export**: every type (users, profiles, bookings, payments, and posts, comments,
-//!    resources) is paged by keyset from the Data API, concurrently over disjoint
-//!    `Created Date` windows under one request-rate limit, and streamed to
-//!    `<export dir>/<type>.csv` and `.parquet` (lossless text). `--skip-export` reuses them.
-//! 2. **Migrate**: each type, parents first, is read back from Parquet, typed with its
-//!    declared schema, mapped (roles, statuses, JSON, lists, decimals, dates, UUIDv5 ids,
-//!    passwords) and staged in `cb_staging`; a child of a rejected parent is rejected with
-//!    `parent rejected`.
-//! 3. **Switch**: `--sample N` random staged things of every migrated type are re-read from
-//!    the API and compared column by column with staging ([`sample`]); then one transaction
-//!    upserts staging into the target tables, records the id map and the run (with its
-//!    `Modified Date` high-water mark), runs the seed's checks (10.3) and the sample's
-//!    verdict, writes `rollback_migration_<ts>.sql`, and commits only if no check vetoes.
-//! 4. **Reports**: `migration_summary_<ts>.txt`, `migration_errors_<ts>.csv`,
-//!    `migration_report_<ts>.json`, `rollback_migration_<ts>.sql`, `migration_<ts>.log`,
-//!    etl-core's `report.json`/`summary.txt`, and `user_id_mapping.json` /
-//!    `booking_id_mapping.json` in the export dir.
+//! ```text
+//!  preflight ─ schema ─ export_<type> x8 ─ staging ─ load_<type> x8 ─ checks ─ switch ─ reports ─ mappings ─ analyze ─ [cleanup]
+//! ```
 //!
-//! With no `BUBBLE_API_URL` it starts the Bubble-compatible test server on generated
-//! fixtures; with no `DATABASE_URL` a throwaway PostgreSQL.
+//! * **export_&lt;type&gt;**: each type (users, profiles, bookings, payments, and posts,
+//!   comments, resources) is a pipeline from the Data API ([`BubbleExtract`], keyset pages
+//!   over concurrent `Created Date` windows under one request-rate limit) into
+//!   `<export dir>/<type>.parquet` and `.csv` ([`ExportLoad`], lossless text); `--resume`
+//!   exports only the types whose step is not done, `--skip-export` reuses the files.
+//! * **staging**, **load_&lt;type&gt;**: parents first, each type is read back from Parquet,
+//!   typed with its declared schema and mapped (roles, statuses, JSON, lists, decimals,
+//!   dates, UUIDv5 ids, passwords) into `cb_staging.<table>` ([`TextLoad`]); a child of a
+//!   rejected parent is rejected with `parent rejected`.
+//! * **checks** (a gate): staged rows per table against the pipelines' counts, the seed's
+//!   checks (10.3) on the state the switch would produce (upserted and rolled back), and
+//!   `--sample N` random staged things per type compared field by field with the API
+//!   ([`sample`]).
+//! * **switch**: one transaction upserts staging into the target tables, the id map and the
+//!   run log ([`Upsert`]), runs the checks again and commits only if none vetoes; the
+//!   before-image it keeps is how `--rollback` restores the exact previous state, and
+//!   `rollback_migration_<ts>.sql` is the same for a DBA.
+//! * **reports**: `migration_summary_<ts>.txt`, `migration_report_<ts>.json` (beside
+//!   `migration_errors_<ts>.csv`, `rollback_migration_<ts>.sql`, `migration_<ts>.log`),
+//!   all listed in the run layer's `report.json`; **mappings**: `user_id_mapping.json` and
+//!   `booking_id_mapping.json` in the export dir.
+//!
+//! `--dry-run` runs everything that reads (export, staging in the scratch schema
+//! `cb_staging`, checks with the upsert rolled back, reports) and leaves the target tables
+//! as they were. With no `BUBBLE_API_URL` it starts the Bubble-compatible test server on
+//! generated fixtures; with no `DATABASE_URL` a throwaway PostgreSQL.
 
 pub mod fixtures;
-pub mod load;
 pub mod passwords;
 pub mod sample;
 pub mod schema;
@@ -35,29 +45,34 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use chrono::{DateTime, Utc};
 use etl_core::cli::CommonArgs;
+use etl_core::migration::{Migration, Step, StepCx, StepKind, StepOutput};
 use etl_core::testing::MemoryLoad;
-use etl_core::{
-    Extract, ExtractOptions, Pipeline, PipelineOptions, RunInfo, RunReport, RunStatus, Secret,
+use etl_core::{BoxError, Extract, ExtractOptions, Finding, Pipeline, RunReport, Secret};
+use etl_parquet::{ExportLoad, ParquetExtract, parquet_path};
+use etl_sink_postgres::ident::TableName;
+use etl_sink_postgres::journal::PgJournal;
+use etl_sink_postgres::steps::sql_step;
+use etl_sink_postgres::upsert::{
+    SqlCheck, TableChange, TextLoad, Upsert, UpsertTable, changes_line, undo_line,
 };
-use etl_source_bubble::export::{ExportLoad, ParquetExtract, csv_path, parquet_path};
 use etl_source_bubble::test_server::{ServerConfig, TestServer};
 use etl_source_bubble::{
-    BubbleClient, BubbleConfig, BubbleExtract, KeyMode, TypeSchema, parse_datetime,
+    BubbleClient, BubbleConfig, BubbleExtract, KeyMode, PageQuery, TypeSchema, parse_datetime,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 pub use self::sample::sample_check;
-use self::schema::{KeyOverrides, MIGRATED, NOT_MIGRATED, table_of, type_schema};
+use self::schema::{KeyOverrides, MIGRATED, NOT_MIGRATED, casts, table_of, type_schema};
 use self::transform::{Ctx, ErrorLog, MapTransform};
-
 /// Command line of `cargo run --example culturebridge`.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(about = "Migrate CultureBridge from the Bubble Data API into PostgreSQL (seed 004)")]
@@ -190,7 +205,7 @@ pub struct Outcome {
 }
 
 /// Figures of the export phase.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExportFigures {
     /// Things exported.
     pub records: u64,
@@ -200,6 +215,20 @@ pub struct ExportFigures {
     pub requests: u64,
     /// 429/503 answers received.
     pub throttled: u64,
+}
+
+impl ExportFigures {
+    /// The sum of the figures of export steps (`None` when none exported: `--skip-export`).
+    fn sum(details: impl Iterator<Item = Value>) -> Option<Self> {
+        details
+            .filter_map(|d| serde_json::from_value::<ExportFigures>(d).ok())
+            .reduce(|a, b| ExportFigures {
+                records: a.records + b.records,
+                seconds: a.seconds + b.seconds,
+                requests: a.requests + b.requests,
+                throttled: a.throttled + b.throttled,
+            })
+    }
 }
 
 /// The report directory of `args`.
@@ -255,333 +284,653 @@ pub fn schemas(args: &Args) -> anyhow::Result<HashMap<String, TypeSchema>> {
         .collect())
 }
 
-/// Run the whole migration. `server` is the bundled test server when one was started.
-pub async fn run(
-    args: &Args,
-    ts: &str,
-    server: Option<(&TestServer, fixtures::Expected)>,
-) -> anyhow::Result<Outcome> {
-    let rdir = report_dir(args);
-    std::fs::create_dir_all(&rdir).with_context(|| format!("cannot create {}", rdir.display()))?;
-    std::fs::create_dir_all(&args.export_dir)
-        .with_context(|| format!("cannot create {}", args.export_dir.display()))?;
-    let paths = Paths::new(&rdir, ts);
-    let run = RunInfo::new("culturebridge");
-    let started = Utc::now();
-    let (base_url, key, expected) = match server {
-        Some((s, e)) => (s.base_url(), Secret::new(s.token()), Some(e)),
-        None => (
-            args.bubble_api_url
-                .clone()
-                .context("BUBBLE_API_URL is not set")?,
-            args.bubble_api_key
-                .clone()
-                .context("BUBBLE_API_KEY is not set (the app's admin API token)")?,
-            None,
-        ),
+/// Every type exported, migrated ones first (parents first).
+fn all_types() -> impl Iterator<Item = &'static str> {
+    MIGRATED.iter().chain(NOT_MIGRATED.iter()).copied()
+}
+
+/// What every step sees: the arguments, the database, the Data API client, the declared
+/// schemas, the mapping state of this invocation and the upsert into the target tables.
+pub struct Cb {
+    /// The command line.
+    pub args: Args,
+    /// This invocation's report files.
+    pub paths: Paths,
+    /// The target database.
+    pub opts: PgConnectOptions,
+    /// A pool on it.
+    pub pool: PgPool,
+    /// Its URL without the password.
+    pub database: String,
+    _db: crate::common::Database,
+    client: Result<Arc<BubbleClient>, String>,
+    /// Declared schema per type.
+    pub schemas: HashMap<String, TypeSchema>,
+    map: tokio::sync::Mutex<Option<Arc<Ctx>>>,
+    upsert: Upsert,
+    batch_size: usize,
+}
+
+impl Cb {
+    /// Connect (or start a throwaway PostgreSQL) and build the client: the bundled test
+    /// `server` when given, else `--bubble-api-url` (only steps that read the API need it).
+    ///
+    /// # Errors
+    /// The database cannot be reached, `--keys` cannot be read.
+    pub async fn open(args: &Args, ts: &str, server: Option<&TestServer>) -> anyhow::Result<Self> {
+        let rdir = report_dir(args);
+        std::fs::create_dir_all(&rdir)
+            .with_context(|| format!("cannot create {}", rdir.display()))?;
+        let db = crate::common::Database::open(args.common.database_url.as_ref(), "culturebridge")
+            .await?;
+        let opts = etl_sink_postgres::connect_options(&db.url)?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&db.url)
+            .await
+            .with_context(|| format!("cannot connect to {}", db.redacted()))?;
+        let endpoint = match (server, &args.bubble_api_url, &args.bubble_api_key) {
+            (Some(s), _, _) => Ok((s.base_url(), Secret::new(s.token()))),
+            (None, Some(u), Some(k)) => Ok((u.clone(), k.clone())),
+            (None, Some(_), None) => {
+                Err("BUBBLE_API_KEY is not set (the app's admin API token)".to_owned())
+            }
+            (None, None, _) => Err("BUBBLE_API_URL is not set".to_owned()),
+        };
+        let client = match endpoint {
+            Ok((url, key)) => {
+                let mut cfg = BubbleConfig::new(url, key);
+                cfg.requests_per_minute = args.requests_per_minute;
+                Ok(Arc::new(BubbleClient::new(cfg)?))
+            }
+            Err(e) => Err(e),
+        };
+        Ok(Cb {
+            paths: Paths::new(&rdir, ts),
+            upsert: upsert(opts.clone()),
+            opts,
+            pool,
+            database: db.redacted(),
+            _db: db,
+            client,
+            schemas: schemas(args)?,
+            map: tokio::sync::Mutex::new(None),
+            batch_size: args
+                .migration_batch_size
+                .unwrap_or(args.common.batch_size)
+                .max(1),
+            args: args.clone(),
+        })
+    }
+
+    fn client(&self) -> Result<&Arc<BubbleClient>, BoxError> {
+        self.client.as_ref().map_err(|e| e.clone().into())
+    }
+
+    /// The mapping state of this invocation, made on first use: the ids committed by
+    /// earlier runs and staged by earlier steps of this run are accepted parents, those
+    /// that load steps of an earlier invocation of this run rejected (exported, not staged)
+    /// are rejected parents, the e-mail owners are known; rejects go to
+    /// `migration_errors_<ts>.csv`.
+    async fn map_ctx(&self, cx: &StepCx) -> Result<Arc<Ctx>, BoxError> {
+        let mut g = self.map.lock().await;
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let ctx = Arc::new(Ctx::new(ErrorLog::create(&self.paths.errors)?));
+        prepare_ctx(&ctx, &self.pool, &self.args.export_dir).await?;
+        let staged: Vec<(String, String)> =
+            sqlx::query_as("SELECT bubble_type, bubble_id FROM cb_staging.id_map")
+                .fetch_all(&self.pool)
+                .await?;
+        for (t, b) in staged {
+            ctx.accept_all(&t, [b]);
+        }
+        for ty in MIGRATED {
+            let done_before = cx.details_of(&format!("load_{ty}")).is_some();
+            if !done_before || (ty == "user" && self.args.users_csv.is_some()) {
+                continue;
+            }
+            for b in etl_parquet::read_all(&parquet_path(&self.args.export_dir, ty))? {
+                if let Some(ids) = b.column_by_name("_id") {
+                    let ids = ids.as_string::<i32>();
+                    ctx.reject_unaccepted(ty, ids.iter().flatten().map(str::to_owned));
+                }
+            }
+        }
+        *g = Some(ctx.clone());
+        Ok(ctx)
+    }
+}
+
+/// The upsert of staging into the target tables, the id map and the run log, with the
+/// seed's checks (10.3).
+fn upsert(opts: PgConnectOptions) -> Upsert {
+    let stage = |t: &str| TableName::qualified("cb_staging", t);
+    let mut tables: Vec<UpsertTable> = MIGRATED
+        .iter()
+        .map(|ty| UpsertTable::new(stage(table_of(ty)), TableName::new(table_of(ty)), &["id"]))
+        .collect();
+    tables.push(
+        UpsertTable::new(
+            stage("id_map"),
+            TableName::new("bubble_id_map"),
+            &["bubble_type", "bubble_id"],
+        )
+        .insert_only(),
+    );
+    tables.push(UpsertTable::new(
+        stage("migration_runs"),
+        TableName::new("migration_runs"),
+        &["run_id"],
+    ));
+    let none = |n: &str, from: &str| SqlCheck::none(n, &format!("SELECT count(*) FROM {from}"));
+    let warn = |n: &str, from: &str, what: &str| {
+        SqlCheck::warn(n, &format!("SELECT count(*) FROM {from}"), what)
     };
-    let mut bcfg = BubbleConfig::new(base_url, key);
-    bcfg.requests_per_minute = args.requests_per_minute;
-    let client = Arc::new(BubbleClient::new(bcfg)?);
-    let schemas = schemas(args)?;
-    let batch_size = args
-        .migration_batch_size
-        .unwrap_or(args.common.batch_size)
-        .max(1);
+    Upsert::new(opts, tables).checks(vec![
+        none("fk_client_profiles_user", "client_profiles c LEFT JOIN users u ON u.id = c.user_id WHERE u.id IS NULL"),
+        none("fk_coach_profiles_user", "coach_profiles c LEFT JOIN users u ON u.id = c.user_id WHERE u.id IS NULL"),
+        none("fk_bookings_client", "bookings b LEFT JOIN users u ON u.id = b.client_id WHERE u.id IS NULL"),
+        none("fk_bookings_coach", "bookings b LEFT JOIN users u ON u.id = b.coach_id WHERE u.id IS NULL"),
+        none("fk_payments_booking", "payments p LEFT JOIN bookings b ON b.id = p.booking_id WHERE b.id IS NULL"),
+        none("email_format", r"users WHERE email !~ '^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$'"),
+        none("coach_rate_25_500", "coach_profiles WHERE hourly_rate < 25 OR hourly_rate > 500"),
+        none("booking_duration_positive", "bookings WHERE duration_minutes <= 0"),
+        none("payment_amount_positive", "payments WHERE amount <= 0"),
+        warn("clients_have_profiles", "users u WHERE u.role = 'client' AND NOT EXISTS (SELECT 1 FROM client_profiles p WHERE p.user_id = u.id)", "client users without a client profile (rejected or never existed)"),
+        warn("coaches_have_profiles", "users u WHERE u.role = 'coach' AND NOT EXISTS (SELECT 1 FROM coach_profiles p WHERE p.user_id = u.id)", "coach users without a coach profile (rejected or never existed)"),
+        warn("confirmed_bookings_have_payments", "bookings b WHERE b.status IN ('confirmed', 'completed') AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.booking_id = b.id)", "confirmed or completed bookings without a payment (rejected or never existed)"),
+    ])
+}
 
-    let db =
-        crate::common::Database::open(args.common.database_url.as_ref(), "culturebridge").await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&db.url)
-        .await
-        .with_context(|| format!("cannot connect to {}", db.redacted()))?;
-    sqlx::raw_sql(schema::DDL)
-        .execute(&pool)
-        .await
-        .context("cannot create the target schema")?;
+/// The migration's steps.
+pub fn migration(c: &Cb) -> Migration<Cb> {
+    let mut m = Migration::new("culturebridge")
+        .restart_unfinished()
+        .step(
+            Step::new("preflight", StepKind::Preflight, |c: &Cb, _cx| Box::pin(preflight(c)))
+                .in_dry_run()
+                .describe("the Data API answers (or the export files exist), --users-csv exists, the --since / --incremental mark"),
+        )
+        .step(sql_step("schema", StepKind::Schema, c.opts.clone(), schema::DDL).in_dry_run().describe("creates the target tables, types and cb_staging if missing (idempotent)"));
+    for t in all_types() {
+        m = m.step(
+            Step::new(
+                format!("export_{t}"),
+                StepKind::Export,
+                move |c: &Cb, cx| Box::pin(export(c, cx, t)),
+            )
+            .in_dry_run()
+            .describe(format!(
+                "Bubble `{t}` -> {t}.parquet and {t}.csv in the export dir"
+            )),
+        );
+    }
+    m = m.step(
+        Step::new("staging", StepKind::Prepare, |c: &Cb, cx| {
+            Box::pin(staging(c, cx))
+        })
+        .undo(|c: &Cb, _cx| {
+            Box::pin(async move {
+                sqlx::raw_sql("DROP SCHEMA IF EXISTS cb_staging CASCADE")
+                    .execute(&c.pool)
+                    .await?;
+                Ok(StepOutput::message("cb_staging dropped"))
+            })
+        })
+        .in_dry_run()
+        .describe(
+            "(re)creates the scratch schema cb_staging: a table per target table, the id map view",
+        ),
+    );
+    for t in all_types() {
+        m = m.step(
+            Step::new(format!("load_{t}"), StepKind::Load, move |c: &Cb, cx| {
+                Box::pin(load(c, cx, t))
+            })
+            .in_dry_run()
+            .describe(if table_of(t).is_empty() {
+                format!("maps `{t}` (not migrated: counted as filtered)")
+            } else {
+                format!("maps `{t}` into cb_staging.{}", table_of(t))
+            }),
+        );
+    }
+    let undo = c.upsert.clone();
+    m.step(
+        Step::new("checks", StepKind::Gate, |c: &Cb, cx| Box::pin(checks(c, cx)))
+            .in_dry_run()
+            .describe("staged counts, the seed's checks on the upserted state (rolled back), the API sample"),
+    )
+    .step(
+        Step::new("switch", StepKind::Switch, |c: &Cb, cx| Box::pin(switch(c, cx)))
+            .undo(move |_c: &Cb, cx| {
+                let u = undo.clone();
+                Box::pin(async move { Ok(StepOutput::message(undo_line(&u.undo(cx.run_id, &cx.step).await?))) })
+            })
+            .describe("upserts staging into the target tables, the id map and the run log in one transaction, with the checks"),
+    )
+    .step(
+        Step::new("reports", StepKind::Other, |c: &Cb, cx| Box::pin(reports(c, cx)))
+            .in_dry_run()
+            .always()
+            .describe("migration_summary_<ts>.txt, migration_report_<ts>.json"),
+    )
+    .step(
+        Step::new("mappings", StepKind::PostSwitch, |c: &Cb, _cx| Box::pin(mappings(c)))
+            .describe("user_id_mapping.json, booking_id_mapping.json in the export dir"),
+    )
+    .step(sql_step(
+        "analyze",
+        StepKind::PostSwitch,
+        c.opts.clone(),
+        "ANALYZE users, client_profiles, coach_profiles, bookings, payments, bubble_id_map",
+    ))
+    .step(
+        Step::new("cleanup", StepKind::Cleanup, |c: &Cb, _cx| {
+            Box::pin(async move {
+                sqlx::raw_sql("DROP SCHEMA IF EXISTS cb_staging CASCADE").execute(&c.pool).await?;
+                Ok(StepOutput::message("cb_staging dropped"))
+            })
+        })
+        .optional()
+        .describe("drops the scratch schema cb_staging (asked for by name; --rollback still works)"),
+    )
+}
 
-    let since = match (&args.since, args.incremental) {
+async fn preflight(c: &Cb) -> Result<StepOutput, BoxError> {
+    let a = &c.args;
+    std::fs::create_dir_all(&a.export_dir)
+        .map_err(|e| format!("cannot create {}: {e}", a.export_dir.display()))?;
+    let mut notes = Vec::new();
+    if a.skip_export {
+        for t in all_types() {
+            let p = parquet_path(&a.export_dir, t);
+            if !p.exists() {
+                return Err(format!(
+                    "--skip-export: {} is missing; run once without --skip-export",
+                    p.display()
+                )
+                .into());
+            }
+        }
+        notes.push("export files present (--skip-export)".to_owned());
+    } else {
+        let q = PageQuery {
+            limit: 1,
+            ..PageQuery::default()
+        };
+        c.client()?.fetch_page("user", &q, 1).await?;
+        notes.push("the Data API answers".to_owned());
+    }
+    if let Some(p) = &a.users_csv
+        && !p.is_file()
+    {
+        return Err(format!("--users-csv {} does not exist", p.display()).into());
+    }
+    let since = match (&a.since, a.incremental) {
         (Some(s), _) => {
-            Some(parse_datetime(s).with_context(|| format!("--since `{s}` is not a date"))?)
+            Some(parse_datetime(s).ok_or_else(|| format!("--since `{s}` is not a date"))?)
         }
         (None, true) => {
-            let (h,): (Option<DateTime<Utc>>,) = sqlx::query_as(
-                "SELECT max(high_water_mark) FROM migration_runs WHERE status = 'succeeded'",
-            )
-            .fetch_one(&pool)
-            .await?;
+            let (exists,): (bool,) =
+                sqlx::query_as("SELECT to_regclass('public.migration_runs') IS NOT NULL")
+                    .fetch_one(&c.pool)
+                    .await?;
+            let mut h = None;
+            if exists {
+                (h,) = sqlx::query_as(
+                    "SELECT max(high_water_mark) FROM migration_runs WHERE status = 'succeeded'",
+                )
+                .fetch_one(&c.pool)
+                .await?;
+            }
             h
         }
         (None, false) => None,
     };
     if let Some(s) = since {
-        tracing::info!(since = %s, "incremental run: only things modified after the mark");
+        notes.push(format!("only things modified after {}", s.to_rfc3339()));
     }
-
-    // 1. export
-    let export = if args.skip_export {
-        for t in MIGRATED.iter().chain(NOT_MIGRATED.iter()) {
-            let p = parquet_path(&args.export_dir, t);
-            if !p.exists() {
-                bail!(
-                    "--skip-export: {} is missing; run once without --skip-export",
-                    p.display()
-                );
-            }
-        }
-        None
-    } else {
-        let t0 = Instant::now();
-        // --resume: a type whose files exist was exported completely (they are renamed
-        // into place only when its export commits), so only the others are read again.
-        let todo: Vec<&str> = MIGRATED
-            .iter()
-            .chain(NOT_MIGRATED.iter())
-            .copied()
-            .filter(|t| {
-                let done = args.common.resume
-                    && parquet_path(&args.export_dir, t).exists()
-                    && csv_path(&args.export_dir, t).exists();
-                if done {
-                    tracing::info!(r#type = %t, "export already complete; skipped (--resume)");
-                }
-                !done
-            })
-            .collect();
-        let jobs = todo.into_iter().map(|t| {
-            let e = BubbleExtract::new(client.clone(), schemas[t].clone())
-                .raw(true)
-                .windows(args.windows)
-                .since(since);
-            let p =
-                Pipeline::new(e, ExportLoad::new(&args.export_dir, t)).options(PipelineOptions {
-                    // Each window fills its batch page by page (100 things a page): batches
-                    // of at most EXPORT_BATCH things keep the export's memory at
-                    // windows x types x EXPORT_BATCH things, whatever the app's size.
-                    batch_size: batch_size.min(EXPORT_BATCH),
-                    parallel: args.windows.max(1),
-                    ..PipelineOptions::default()
-                });
-            let run = RunInfo::new(format!("culturebridge_export_{t}"));
-            async move { (t, p.run(&run).await) }
-        });
-        let results = futures::future::join_all(jobs).await;
-        let mut records = 0;
-        for (t, r) in &results {
-            if !r.succeeded() {
-                bail!(
-                    "export of Bubble type `{t}` failed: {}",
-                    r.error.clone().unwrap_or_default()
-                );
-            }
-            records += r.totals.loaded;
-        }
-        let f = ExportFigures {
-            records,
-            seconds: t0.elapsed().as_secs_f64(),
-            requests: client.stats().requests.load(Ordering::Relaxed),
-            throttled: client.stats().throttled.load(Ordering::Relaxed),
-        };
-        tracing::info!(
-            records,
-            secs = format!("{:.1}", f.seconds),
-            requests = f.requests,
-            throttled = f.throttled,
-            "export done"
-        );
-        Some(f)
-    };
-
-    // 2. migrate, parents first
-    let ctx = Arc::new(Ctx::new(ErrorLog::create(&paths.errors)?));
-    prepare_ctx(&ctx, &pool, &args.export_dir).await?;
-    let mut units = Vec::new();
-    let mut staged = Vec::new();
-    let mut per_type = serde_json::Map::new();
-    for t in MIGRATED.iter().chain(NOT_MIGRATED.iter()) {
-        let spec = Arc::new(schemas[*t].clone());
-        let opts = PipelineOptions {
-            batch_size,
-            report_dir: Some(rdir.join("pipeline").join(t)),
-            ..PipelineOptions::default()
-        };
-        let map = MapTransform::new(spec.clone(), ctx.clone());
-        let report = if *t == "user"
-            && let Some(csv) = &args.users_csv
-        {
-            let e = passwords::CsvExtract::open(csv, "user", &spec)?;
-            let p = Pipeline::new(e, load::StagingLoad::new(pool.clone(), t))
-                .transform(passwords::PasswordTransform::new(args.bcrypt_cost))
-                .transform(map)
-                .options(opts);
-            p.run(&run).await
-        } else {
-            let e = ParquetExtract::whole(t, &parquet_path(&args.export_dir, t))?;
-            if table_of(t).is_empty() {
-                Pipeline::new(e, MemoryLoad::default())
-                    .transform(map)
-                    .options(opts)
-                    .run(&run)
-                    .await
-            } else {
-                Pipeline::new(e, load::StagingLoad::new(pool.clone(), t))
-                    .transform(map)
-                    .options(opts)
-                    .run(&run)
-                    .await
-            }
-        };
-        if !report.succeeded() {
-            ctx.flush()?;
-            bail!(
-                "migration of `{t}` failed: {}",
-                report.error.clone().unwrap_or_default()
-            );
-        }
-        let tt = &report.totals;
-        per_type.insert(
-            (*t).to_owned(),
-            json!({"read": tt.read, "loaded": tt.loaded, "rejected": tt.rejected, "filtered": tt.filtered,
-                   "rejected_by_reason": tt.rejected_by_reason, "counters": tt.counters}),
-        );
-        if !table_of(t).is_empty() {
-            staged.push(((*t).to_owned(), tt.loaded));
-        }
-        units.extend(report.units);
-    }
-    ctx.flush()?;
-
-    // 3. compare a sample with the API, then switch
-    let sample = sample_check(&client, &pool, &schemas, &args.export_dir, args.sample).await?;
-    let hwm = ctx.high_water_mark();
-    let sw = load::switch(
-        &pool,
-        run.run_id,
-        since,
-        hwm,
-        &staged,
-        sample,
-        &paths.rollback,
-        args.common.dry_run,
-    )
-    .await?;
-    if sw.committed {
-        for (ty, file) in [
-            ("user", "user_id_mapping.json"),
-            ("booking", "booking_id_mapping.json"),
-        ] {
-            write_mapping(&pool, ty, &args.export_dir.join(file)).await?;
-        }
-    }
-
-    // 4. reports
-    let mut report = RunReport::new(
-        "culturebridge",
-        &run.run_id.to_string(),
-        RunStatus::Succeeded,
-        &[],
-        started,
-    );
-    report.set_units(units);
-    report.validation = sw.findings;
-    let vetoed = report.validation.iter().any(|f| f.vetoes());
-    if args.common.dry_run && !vetoed {
-        // Everything ran and was rolled back: the figures are what a real run would do.
-        report.status = RunStatus::DryRun;
-    } else if !sw.committed {
-        report.status = RunStatus::Failed;
-        let vetoes: Vec<String> = report
-            .validation
-            .iter()
-            .filter(|f| f.vetoes())
-            .map(|f| format!("{}: {}", f.check, f.message))
-            .collect();
-        report.error = Some(format!(
-            "validation failed, nothing committed: {}",
-            vetoes.join("; ")
-        ));
-    }
-    let e = &mut report.extra;
-    e.insert("per_type".into(), Value::Object(per_type));
-    e.insert(
-        "inserted".into(),
-        json!(sw.inserted.iter().cloned().collect::<HashMap<_, _>>()),
-    );
-    e.insert(
-        "updated".into(),
-        json!(sw.updated.iter().cloned().collect::<HashMap<_, _>>()),
-    );
-    e.insert(
-        "password_reset_required".into(),
-        json!(
-            report
-                .totals
-                .counters
-                .get("password_reset_required")
-                .copied()
-                .unwrap_or(0)
-        ),
-    );
-    e.insert(
-        "passwords_hashed".into(),
-        json!(
-            report
-                .totals
-                .counters
-                .get("passwords_hashed")
-                .copied()
-                .unwrap_or(0)
-        ),
-    );
-    e.insert(
-        "parent_rejected".into(),
-        json!(
-            report
-                .totals
-                .counters
-                .get("parent_rejected")
-                .copied()
-                .unwrap_or(0)
-        ),
-    );
-    e.insert("since".into(), json!(since.map(|s| s.to_rfc3339())));
-    e.insert("high_water_mark".into(), json!(hwm.map(|s| s.to_rfc3339())));
-    e.insert("export".into(), json!(export));
-    e.insert("database".into(), json!(db.redacted()));
-    e.insert(
-        "rollback_script".into(),
-        json!(paths.rollback.display().to_string()),
-    );
-    report.write(&rdir, None)?;
-    std::fs::write(&paths.json, serde_json::to_vec_pretty(&report)?)?;
-    std::fs::write(&paths.summary, summary_text(&report))?;
-    Ok(Outcome {
-        report,
-        paths,
-        expected,
-        export,
-        database_url: db.url.clone(),
-    })
+    Ok(StepOutput::message(notes.join("; "))
+        .with_details(json!({ "since": since, "started_at": Utc::now() })))
 }
 
-fn summary_text(r: &RunReport) -> String {
-    let mut s = String::from("CultureBridge migration (Bubble -> PostgreSQL)\n\n");
-    s.push_str(&r.summary_text());
-    if let Some(Value::Object(pt)) = r.extra.get("per_type") {
-        s.push_str(&format!(
-            "\n{:<16} {:>8} {:>8} {:>9} {:>9}\n",
-            "type", "read", "loaded", "rejected", "filtered"
-        ));
-        for (t, v) in pt {
-            s.push_str(&format!(
-                "{t:<16} {:>8} {:>8} {:>9} {:>9}\n",
-                v["read"].as_u64().unwrap_or(0),
-                v["loaded"].as_u64().unwrap_or(0),
-                v["rejected"].as_u64().unwrap_or(0),
-                v["filtered"].as_u64().unwrap_or(0)
-            ));
+fn since_of(cx: &StepCx) -> Option<DateTime<Utc>> {
+    cx.details_of("preflight")
+        .and_then(|d| serde_json::from_value(d["since"].clone()).ok())
+        .flatten()
+}
+
+async fn export(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxError> {
+    let dir = &c.args.export_dir;
+    if c.args.skip_export {
+        return Ok(StepOutput::message(format!(
+            "--skip-export: {} reused",
+            parquet_path(dir, t).display()
+        ))
+        .with_details(json!({ "skipped": true })));
+    }
+    let client = c.client()?;
+    let (r0, th0) = (
+        client.stats().requests.load(Ordering::Relaxed),
+        client.stats().throttled.load(Ordering::Relaxed),
+    );
+    let t0 = Instant::now();
+    let e = BubbleExtract::new(client.clone(), c.schemas[t].clone())
+        .raw(true)
+        .windows(c.args.windows)
+        .since(since_of(cx));
+    // The export files are artifacts, not the target: written in a dry run too.
+    let mut run = cx.run_info();
+    run.dry_run = false;
+    // Each window fills its batch page by page (100 things a page): batches of at most
+    // EXPORT_BATCH things keep the export's memory at windows x EXPORT_BATCH things.
+    let mut opts = cx.pipeline_options(c.batch_size.min(EXPORT_BATCH), c.args.windows);
+    opts.report_dir = None;
+    let report = Pipeline::new(e, ExportLoad::new(dir, t).with_csv())
+        .options(opts)
+        .run(&run)
+        .await;
+    if !report.succeeded() {
+        return Err(format!(
+            "export of Bubble type `{t}` failed: {}",
+            report.error.unwrap_or_default()
+        )
+        .into());
+    }
+    let f = ExportFigures {
+        records: report.totals.loaded,
+        seconds: t0.elapsed().as_secs_f64(),
+        requests: client.stats().requests.load(Ordering::Relaxed) - r0,
+        throttled: client.stats().throttled.load(Ordering::Relaxed) - th0,
+    };
+    Ok(StepOutput::message(format!(
+        "{} things in {:.1} s ({} requests, {} throttled)",
+        f.records, f.seconds, f.requests, f.throttled
+    ))
+    .with_details(json!(f)))
+}
+
+async fn staging(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
+    let mut sql =
+        String::from("DROP SCHEMA IF EXISTS cb_staging CASCADE; CREATE SCHEMA cb_staging;\n");
+    let mut view = Vec::new();
+    for ty in MIGRATED {
+        let t = table_of(ty);
+        sql.push_str(&format!("CREATE TABLE cb_staging.{t} (LIKE public.{t} INCLUDING DEFAULTS, bubble_id text NOT NULL);\n"));
+        view.push(format!("SELECT '{ty}'::text AS bubble_type, bubble_id, id AS new_id, '{}'::uuid AS run_id FROM cb_staging.{t}", cx.run_id));
+    }
+    sql.push_str("CREATE TABLE cb_staging.migration_runs (LIKE public.migration_runs);\n");
+    sql.push_str(&format!(
+        "CREATE VIEW cb_staging.id_map AS {};",
+        view.join("\nUNION ALL ")
+    ));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&c.pool)
+        .await?;
+    Ok(StepOutput::message("cb_staging created"))
+}
+
+async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxError> {
+    let ctx = c.map_ctx(cx).await?;
+    let spec = Arc::new(c.schemas[t].clone());
+    let map = MapTransform::new(spec.clone(), ctx.clone());
+    let opts = cx.pipeline_options(c.batch_size, c.args.common.parallel);
+    // Staging is the scratch schema cb_staging: a dry run stages (and checks) too.
+    let mut run = cx.run_info();
+    run.dry_run = false;
+    let table = table_of(t);
+    let stage = || {
+        casts(table).into_iter().fold(
+            TextLoad::new(c.opts.clone(), TableName::qualified("cb_staging", table)),
+            |l, (k, v)| l.cast(&k, &v),
+        )
+    };
+    let report = if t == "user"
+        && let Some(csv) = &c.args.users_csv
+    {
+        let e = passwords::CsvExtract::open(csv, "user", &spec)?;
+        Pipeline::new(e, stage())
+            .transform(passwords::PasswordTransform::new(c.args.bcrypt_cost))
+            .transform(map)
+            .options(opts)
+            .run(&run)
+            .await
+    } else {
+        let e = ParquetExtract::whole(t, &parquet_path(&c.args.export_dir, t))?;
+        if table.is_empty() {
+            Pipeline::new(e, MemoryLoad::default())
+                .transform(map)
+                .options(opts)
+                .run(&run)
+                .await
+        } else {
+            Pipeline::new(e, stage())
+                .transform(map)
+                .options(opts)
+                .run(&run)
+                .await
         }
+    };
+    ctx.flush()?;
+    cx.add_file(file_name(&c.paths.errors));
+    Ok(StepOutput::from_pipeline(report)
+        .with_details(json!({ "high_water_mark": ctx.high_water_mark() })))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn checks(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
+    let preview = c.upsert.run(cx.run_id, &cx.step, true).await?;
+    let mut findings = Vec::new();
+    for ty in MIGRATED {
+        let t = table_of(ty);
+        let want = cx
+            .pipeline_of(&format!("load_{ty}"))
+            .map_or(0, |p| p.totals.loaded);
+        let (ins, upd) = preview
+            .changes
+            .iter()
+            .find(|x| x.table == t)
+            .map_or((0, 0), |x| (x.inserted, x.updated));
+        findings.push(Finding::check(
+            format!("count_{t}"),
+            ins + upd == want,
+            format!("{} rows staged in cb_staging.{t} from Bubble `{ty}` (read - rejected - filtered = {want}); the switch inserts {ins} and updates {upd}", ins + upd),
+        ));
+    }
+    findings.extend(preview.findings);
+    findings.extend(
+        sample_check(
+            c.client()?,
+            &c.pool,
+            &c.schemas,
+            &c.args.export_dir,
+            c.args.sample,
+        )
+        .await?,
+    );
+    let failed = findings.iter().filter(|f| f.vetoes()).count();
+    Ok(StepOutput::message(format!(
+        "{} checks, {failed} failed; the switch would do: {}",
+        findings.len(),
+        changes_line(&preview.changes)
+    ))
+    .with_details(
+        json!({ "inserted": by_table(&preview.changes, |x| x.inserted),
+        "updated": by_table(&preview.changes, |x| x.updated), "findings": findings }),
+    )
+    .with_findings(findings))
+}
+
+/// The latest `Modified Date` the load steps of this run saw.
+fn high_water_mark(cx: &StepCx) -> Option<DateTime<Utc>> {
+    all_types()
+        .filter_map(|t| cx.details_of(&format!("load_{t}")))
+        .filter_map(|d| {
+            serde_json::from_value::<Option<DateTime<Utc>>>(d["high_water_mark"].clone())
+                .ok()
+                .flatten()
+        })
+        .max()
+}
+
+/// `{table: f(change)}`.
+fn by_table(changes: &[TableChange], f: fn(&TableChange) -> u64) -> Value {
+    changes
+        .iter()
+        .map(|x| (x.table.clone(), json!(f(x))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
+    if cx.resuming() && c.upsert.applied(cx.run_id, &cx.step).await? {
+        return Ok(StepOutput::message(
+            "the switch had committed before the interruption",
+        ));
+    }
+    let started: Option<DateTime<Utc>> = cx
+        .details_of("preflight")
+        .and_then(|d| serde_json::from_value(d["started_at"].clone()).ok());
+    let (since, hwm) = (since_of(cx), high_water_mark(cx));
+    sqlx::query("DELETE FROM cb_staging.migration_runs")
+        .execute(&c.pool)
+        .await?;
+    sqlx::query("INSERT INTO cb_staging.migration_runs (run_id, started_at, finished_at, since, high_water_mark, status) VALUES ($1, coalesce($2, now()), now(), $3, $4, 'succeeded')")
+        .bind(cx.run_id)
+        .bind(started)
+        .bind(since)
+        .bind(hwm)
+        .execute(&c.pool)
+        .await?;
+    let out = c.upsert.run(cx.run_id, &cx.step, false).await?;
+    if let Some(sql) = &out.rollback_sql {
+        std::fs::write(&c.paths.rollback, sql)
+            .map_err(|e| format!("cannot write {}: {e}", c.paths.rollback.display()))?;
+        cx.add_file(file_name(&c.paths.rollback));
+    }
+    let details = json!({
+        "inserted": by_table(&out.changes, |x| x.inserted),
+        "updated": by_table(&out.changes, |x| x.updated),
+        "since": since,
+        "high_water_mark": hwm,
+        "rollback_script": out.rollback_sql.as_ref().map(|_| c.paths.rollback.display().to_string()),
+    });
+    // Passing checks were reported by the gate; here only one that vetoes (the state
+    // changed since) is news, and fails the step with nothing committed.
+    let vetoes: Vec<Finding> = out.findings.into_iter().filter(Finding::vetoes).collect();
+    Ok(StepOutput::message(changes_line(&out.changes))
+        .with_details(details)
+        .with_findings(vetoes))
+}
+
+async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
+    let mut per_type = serde_json::Map::new();
+    let mut counters: HashMap<String, u64> = HashMap::new();
+    for t in all_types() {
+        let Some(p) = cx.pipeline_of(&format!("load_{t}")) else {
+            continue;
+        };
+        let tt = &p.totals;
+        per_type.insert(t.to_owned(), json!({"read": tt.read, "loaded": tt.loaded, "rejected": tt.rejected, "filtered": tt.filtered,
+            "rejected_by_reason": tt.rejected_by_reason, "counters": tt.counters}));
+        for (k, v) in &tt.counters {
+            *counters.entry(k.clone()).or_default() += v;
+        }
+    }
+    let export =
+        ExportFigures::sum(all_types().filter_map(|t| cx.details_of(&format!("export_{t}"))));
+    // After a dry run, what the switch would have done (the gate's preview).
+    let changes = cx.details_of("switch").or_else(|| cx.details_of("checks"));
+    let changes = |k: &str| changes.as_ref().map_or(Value::Null, |d| d[k].clone());
+    let counter = |k: &str| json!(counters.get(k).copied().unwrap_or(0));
+    let extra = json!({
+        "per_type": per_type,
+        "inserted": changes("inserted"),
+        "updated": changes("updated"),
+        "password_reset_required": counter("password_reset_required"),
+        "passwords_hashed": counter("passwords_hashed"),
+        "parent_rejected": counter("parent_rejected"),
+        "since": since_of(cx),
+        "high_water_mark": high_water_mark(cx),
+        "export": export,
+        "database": c.database,
+        "rollback_script": changes("rollback_script"),
+    });
+    let checks: Vec<Finding> = cx
+        .details_of("checks")
+        .and_then(|d| serde_json::from_value(d["findings"].clone()).ok())
+        .unwrap_or_default();
+    let mut doc = json!({"migration": "culturebridge", "run_id": cx.run_id, "dry_run": cx.dry_run, "written_at": Utc::now(), "checks": checks});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        cx.set_extra(k.clone(), v.clone());
+        doc[k] = v.clone();
+    }
+    std::fs::write(&c.paths.json, serde_json::to_vec_pretty(&doc)?)?;
+    std::fs::write(&c.paths.summary, summary_text(&doc, &checks))?;
+    for p in [
+        &c.paths.summary,
+        &c.paths.json,
+        &c.paths.errors,
+        &c.paths.rollback,
+        &c.paths.log,
+    ] {
+        if p.exists() {
+            cx.add_file(file_name(p));
+        }
+    }
+    Ok(StepOutput::message(format!(
+        "wrote {} and {}",
+        file_name(&c.paths.summary),
+        file_name(&c.paths.json)
+    )))
+}
+
+fn summary_text(doc: &Value, checks: &[Finding]) -> String {
+    let mut s = format!(
+        "CultureBridge migration (Bubble -> PostgreSQL), run {}{}\n",
+        doc["run_id"].as_str().unwrap_or("?"),
+        if doc["dry_run"] == json!(true) {
+            " (dry run: the target tables are unchanged)"
+        } else {
+            ""
+        }
+    );
+    s.push_str(&format!(
+        "\n{:<16} {:>8} {:>8} {:>9} {:>9}\n",
+        "type", "read", "loaded", "rejected", "filtered"
+    ));
+    for (t, v) in doc["per_type"].as_object().into_iter().flatten() {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        s.push_str(&format!(
+            "{t:<16} {:>8} {:>8} {:>9} {:>9}\n",
+            n("read"),
+            n("loaded"),
+            n("rejected"),
+            n("filtered")
+        ));
+    }
+    s.push('\n');
+    for f in checks {
+        s.push_str(&format!(
+            "{:<6} {}: {}\n",
+            if f.passed {
+                "ok"
+            } else if f.vetoes() {
+                "FAILED"
+            } else {
+                "warn"
+            },
+            f.check,
+            f.message
+        ));
     }
     for k in [
         "password_reset_required",
@@ -592,13 +941,69 @@ fn summary_text(r: &RunReport) -> String {
         "export",
         "rollback_script",
     ] {
-        if let Some(v) = r.extra.get(k) {
-            s.push_str(&format!("{k}: {v}\n"));
+        if !doc[k].is_null() {
+            s.push_str(&format!("{k}: {}\n", doc[k]));
         }
     }
     s
 }
 
+async fn mappings(c: &Cb) -> Result<StepOutput, BoxError> {
+    for (ty, file) in [
+        ("user", "user_id_mapping.json"),
+        ("booking", "booking_id_mapping.json"),
+    ] {
+        write_mapping(&c.pool, ty, &c.args.export_dir.join(file)).await?;
+    }
+    Ok(StepOutput::message(
+        "user_id_mapping.json, booking_id_mapping.json written",
+    ))
+}
+
+/// Run the migration as the flags say (`--dry-run`, `--resume`, `--rollback`, `--only`).
+/// `server` is the bundled test server when one was started.
+///
+/// # Errors
+/// The database cannot be reached; a refusal of the run layer (`--resume` with nothing to
+/// resume, `--rollback` with nothing to undo).
+pub async fn run(
+    args: &Args,
+    ts: &str,
+    server: Option<(&TestServer, fixtures::Expected)>,
+) -> anyhow::Result<Outcome> {
+    let (server, expected) = server.map_or((None, None), |(s, e)| (Some(s), Some(e)));
+    let c = Cb::open(args, ts, server).await?;
+    let journal = PgJournal::new(c.opts.clone());
+    let mut opts = args.common.run_options();
+    opts.report_dir = report_dir(args);
+    opts.target = Some(c.database.clone());
+    let report = migration(&c).execute(&c, &journal, &opts).await?;
+    let export = ExportFigures::sum(
+        report
+            .steps
+            .iter()
+            .filter(|s| s.name.starts_with("export_") && s.outcome == "ran")
+            .map(|s| s.details.clone()),
+    );
+    Ok(Outcome {
+        report,
+        paths: c.paths.clone(),
+        expected,
+        export,
+        database_url: c._db.url.clone(),
+    })
+}
+
+/// What `--plan` prints: the steps with their recorded states and what the next
+/// invocation would do.
+///
+/// # Errors
+/// The database or the journal cannot be read.
+pub async fn plan(args: &Args) -> anyhow::Result<String> {
+    let c = Cb::open(args, &timestamp(), None).await?;
+    let journal = PgJournal::new(c.opts.clone());
+    Ok(migration(&c).status(&journal).await?.to_string())
+}
 /// Load what earlier runs committed (accepted ids, e-mail owners) and who keeps each e-mail
 /// among the exported users (earliest `Created Date`, then smallest `_id`).
 async fn prepare_ctx(ctx: &Ctx, pool: &PgPool, export_dir: &Path) -> anyhow::Result<()> {
@@ -606,12 +1011,8 @@ async fn prepare_ctx(ctx: &Ctx, pool: &PgPool, export_dir: &Path) -> anyhow::Res
         sqlx::query_as("SELECT bubble_type, bubble_id FROM bubble_id_map")
             .fetch_all(pool)
             .await?;
-    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
     for (t, b) in mapped {
-        by_type.entry(t).or_default().push(b);
-    }
-    for (t, ids) in by_type {
-        ctx.accept_all(&t, ids);
+        ctx.accept_all(&t, [b]);
     }
     let existing: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT lower(u.email), m.bubble_id FROM users u LEFT JOIN bubble_id_map m ON m.new_id = u.id AND m.bubble_type = 'user'",
@@ -728,32 +1129,26 @@ pub fn init_logging(log: &Path, verbosity: i8) -> anyhow::Result<()> {
 }
 
 /// The example's `main`: parse, log, start what is missing, run, print the summary.
-pub async fn main_with(args: Args) -> anyhow::Result<bool> {
+///
+/// # Errors
+/// As [`run`].
+pub async fn main_with(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    if args.common.plan {
+        print!("{}", plan(&args).await?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let ts = timestamp();
     let paths = Paths::new(&report_dir(&args), &ts);
     init_logging(&paths.log, args.common.verbosity())?;
-    let server = if args.bubble_api_url.is_none() {
+    let server = if args.bubble_api_url.is_none() && !args.common.rollback {
         Some(start_test_server(&args).await?)
     } else {
         None
     };
     let out = run(&args, &ts, server.as_ref().map(|(s, e)| (s, e.clone()))).await?;
-    println!("{}", summary_text(&out.report));
-    for p in [
-        &out.paths.summary,
-        &out.paths.errors,
-        &out.paths.json,
-        &out.paths.rollback,
-        &out.paths.log,
-    ] {
-        if p.exists() {
-            println!("wrote {}", p.display());
-        }
+    println!("{}", out.report.summary_text());
+    for f in &out.report.files {
+        println!("wrote {}", report_dir(&args).join(f).display());
     }
-    if out.report.status == RunStatus::DryRun {
-        println!(
-            "dry run: everything was staged, checked and rolled back; the target tables are unchanged"
-        );
-    }
-    Ok(out.report.succeeded() || out.report.status == RunStatus::DryRun)
+    Ok(crate::common::exit_code(out.report.status))
 }

@@ -1,11 +1,11 @@
 //! The post-load check: a random sample of staged things of every migrated type, compared
 //! column by column with what the API says now.
 //!
-//! For each type, `n` random staged rows are picked (Bubble ids from `cb_staging.id_map`),
+//! For each type, `n` random staged rows are picked (with their Bubble ids),
 //! each thing is fetched with `GET /obj/<type>/<id>`, decoded into a raw batch by the same
 //! [`RecordDecoder`] the export uses, mapped by the same [`MapTransform`] the load uses,
-//! and written by the same [`RowInsert`] staging uses into a temporary table shaped like
-//! the staging table. SQL then compares every column (with `IS DISTINCT FROM`, on the
+//! and written by the same [`TextInsert`] (with the same casts) staging uses into a
+//! temporary table shaped like the staging table. SQL then compares every column (with `IS DISTINCT FROM`, on the
 //! column types) of the staged row with the API-derived row of the same Bubble id, except
 //! the columns in [`NOT_FROM_API`].
 //!
@@ -25,9 +25,10 @@ use futures::StreamExt as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::load::RowInsert;
-use super::schema::{MIGRATED, columns, table_of};
+use super::schema::{MIGRATED, casts, columns, table_of};
 use super::transform::{Ctx, ErrorLog, MapTransform, new_id};
+use etl_sink_postgres::ident::TableName;
+use etl_sink_postgres::upsert::TextInsert;
 
 /// `(table, column)` of the target columns no API field feeds, which the sample check
 /// therefore does not compare: a user's password hash comes from the old system's CSV
@@ -196,12 +197,8 @@ pub async fn compare_sample(
             .fetch_all(pool)
             .await
             .context("cannot read cb_staging.id_map")?;
-    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
     for (t, b) in staged {
-        by_type.entry(t).or_default().push(b);
-    }
-    for (t, ids) in by_type {
-        ctx.accept_all(&t, ids);
+        ctx.accept_all(&t, [b]);
     }
 
     let mut report = SampleReport::default();
@@ -209,10 +206,8 @@ pub async fn compare_sample(
     for ty in MIGRATED {
         let table = table_of(ty);
         let picked: Vec<(String, Uuid)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT i.bubble_id, i.new_id FROM cb_staging.id_map i JOIN cb_staging.{table} s ON s.id = i.new_id
-             WHERE i.bubble_type = $1 ORDER BY random() LIMIT $2"
+            "SELECT bubble_id, id FROM cb_staging.{table} ORDER BY random() LIMIT $1"
         )))
-        .bind(ty)
         .bind(i64::try_from(n).unwrap_or(i64::MAX))
         .fetch_all(pool)
         .await
@@ -222,8 +217,11 @@ pub async fn compare_sample(
                 report.bad_ids.push(format!("{ty} {b} -> {id}"));
             }
         }
-        let fetched: Vec<(&str, _)> = futures::stream::iter(&picked)
-            .map(|(b, _)| async move { (b.as_str(), client.get_thing(ty, b).await) })
+        let fetched: Vec<(String, _)> = futures::stream::iter(picked.into_iter().map(|p| p.0))
+            .map(|b| async move {
+                let thing = client.get_thing(ty, &b).await;
+                (b, thing)
+            })
             .buffered(CONCURRENCY)
             .collect()
             .await;
@@ -254,8 +252,7 @@ pub async fn compare_sample(
             let b = usize::try_from(r.record)
                 .ok()
                 .and_then(|i| ids.get(i.wrapping_sub(1)))
-                .copied()
-                .unwrap_or("?");
+                .map_or("?", String::as_str);
             report.problems.push(format!(
                 "{ty} {b}: staged, but the mapping now rejects the API's thing ({}{})",
                 r.column
@@ -270,37 +267,42 @@ pub async fn compare_sample(
 
     // the API-derived rows, written as staging writes, compared with the staged rows in SQL
     let mut tx = pool.begin().await?;
-    sqlx::raw_sql("CREATE TEMP TABLE cb_sample_id_map (LIKE cb_staging.id_map) ON COMMIT DROP")
-        .execute(&mut *tx)
-        .await
-        .context("cannot create the sample's id map")?;
     let mut compared: HashMap<&str, u64> = HashMap::new();
     for (ty, data) in &mapped {
         let table = table_of(ty);
-        let sample = format!("pg_temp.cb_sample_{table}");
+        let sample = TableName::qualified("pg_temp", format!("cb_sample_{table}"));
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE TEMP TABLE cb_sample_{table} (LIKE cb_staging.{table} INCLUDING DEFAULTS) ON COMMIT DROP"
         )))
         .execute(&mut *tx)
         .await
         .with_context(|| format!("cannot create {sample}"))?;
-        RowInsert::new(ty, &sample, "pg_temp.cb_sample_id_map")
-            .write(&mut tx, data)
-            .await
-            .with_context(|| format!("cannot write the API-derived {ty} rows into {sample}"))?;
+        let fields: Vec<String> = data
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        TextInsert::new(
+            &mut tx,
+            &sample,
+            &fields,
+            &casts(table).into_iter().collect(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?
+        .write(&mut tx, data)
+        .await
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("cannot write the API-derived {ty} rows into {sample}"))?;
         // staged row and API-derived row of the same Bubble id
         let from = format!(
-            "FROM cb_staging.id_map i
-             JOIN cb_staging.{table} s ON s.id = i.new_id
-             JOIN pg_temp.cb_sample_id_map j ON j.bubble_type = i.bubble_type AND j.bubble_id = i.bubble_id
-             JOIN {sample} m ON m.id = j.new_id"
+            "FROM cb_staging.{table} s JOIN pg_temp.cb_sample_{table} m ON m.bubble_id = s.bubble_id"
         );
-        let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) {from} WHERE i.bubble_type = $1"
-        )))
-        .bind(ty)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (count,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) {from}")))
+                .fetch_one(&mut *tx)
+                .await?;
         compared.insert(ty, u64::try_from(count).unwrap_or(0));
         let values: Vec<String> = columns(table)
             .iter()
@@ -313,13 +315,12 @@ pub async fn compare_sample(
             .collect();
         let rows: Vec<(String, String, Option<String>, Option<String>)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT i.bubble_id, v.col, v.staged, v.api {from}
+                "SELECT s.bubble_id, v.col, v.staged, v.api {from}
                  CROSS JOIN LATERAL (VALUES {}) AS v(ord, col, staged, api, differs)
-                 WHERE i.bubble_type = $1 AND v.differs
-                 ORDER BY i.bubble_id, v.ord",
+                 WHERE v.differs
+                 ORDER BY s.bubble_id, v.ord",
                 values.join(", ")
             )))
-            .bind(ty)
             .fetch_all(&mut *tx)
             .await
             .with_context(|| format!("cannot compare the {ty} sample"))?;

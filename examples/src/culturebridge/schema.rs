@@ -250,6 +250,15 @@ pub fn columns(table: &str) -> &'static [Column] {
     }
 }
 
+/// `(column, cast)` of every target column of `table` ([`columns`]), for
+/// `etl_sink_postgres::upsert::TextLoad::cast`.
+pub fn casts(table: &str) -> Vec<(String, String)> {
+    columns(table)
+        .iter()
+        .map(|c| (c.name.to_owned(), c.cast.to_owned()))
+        .collect()
+}
+
 /// The target schema (idempotent), the id map, the run log and the staging schema.
 pub const DDL: &str = r#"
 DO $$ BEGIN

@@ -107,6 +107,19 @@ impl Ctx {
             .extend(ids);
     }
 
+    /// Mark as rejected (without logging again) the ids of `bubble_type` that are not
+    /// accepted: the parents an earlier invocation of the run rejected.
+    pub fn reject_unaccepted(&self, bubble_type: &str, ids: impl IntoIterator<Item = String>) {
+        let accepted = self.accepted.lock().expect("lock");
+        let ok = accepted.get(bubble_type);
+        let mut rejected = self.rejected.lock().expect("lock");
+        let set = rejected.entry(bubble_type.to_owned()).or_default();
+        set.extend(
+            ids.into_iter()
+                .filter(|i| !ok.is_some_and(|a| a.contains(i))),
+        );
+    }
+
     fn accept(&self, bubble_type: &str, id: &str) {
         self.accepted
             .lock()

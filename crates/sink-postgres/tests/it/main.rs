@@ -4,6 +4,7 @@ mod copy_roundtrip;
 mod load_resume;
 mod plan;
 mod switchover;
+mod upsert;
 
 use sqlx::{Connection, PgConnection};
 
