@@ -255,7 +255,7 @@ pub fn migration(cfg: &CitesConfig) -> Migration<Cites> {
             Step::new("indexes", StepKind::Index, |c: &Cites, _cx| {
                 Box::pin(async move { boxed(indexes(c).await) })
             })
-            .describe("builds the live table's indexes and keys on staging, then ANALYZE"),
+            .describe("builds the live table's indexes and keys on staging"),
         )
         .step(
             Step::new("gates", StepKind::Gate, |c: &Cites, cx| {
@@ -550,14 +550,16 @@ fn sql_checks(c: &Cites) -> SqlChecks {
 
 /// The live table's indexes, keys and foreign keys on staging, after the load (a bulk load
 /// into an unindexed table is several times faster). Idempotent: what exists is skipped.
+/// It also turns autovacuum back on for staging.
 async fn indexes(c: &Cites) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     sqlx::query("SET maintenance_work_mem = '512MB'")
         .execute(&mut conn)
         .await?;
     let st = c.cfg.staging();
+    // The load's end already ran ANALYZE on staging (index builds do not change its
+    // column statistics): no second one here.
     let built = st.build_indexes(&mut conn).await?;
-    analyze(&mut conn, &st.staging).await?;
     Ok(StepOutput::message(format!(
         "{} indexes and keys built on {}",
         built.len(),
