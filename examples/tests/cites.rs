@@ -897,3 +897,54 @@ async fn a_server_restart_mid_load_is_retried_to_exact_counts() {
         "every record read once"
     );
 }
+
+/// A unit's COMMIT reaches the server and commits, but its answer is lost (the connection
+/// drops): the runner asks the ledger on a new connection, keeps the unit as committed,
+/// and neither loads it twice nor fails the run.
+#[tokio::test]
+async fn a_lost_commit_answer_is_checked_and_the_unit_is_not_loaded_twice() {
+    let env = Env::new().await;
+    let opts = etl_examples::cites::generate::GenOptions {
+        files: 3,
+        rows_per_file: 2_000,
+        ..Default::default()
+    };
+    etl_examples::cites::generate::generate(&env.input(), &opts).unwrap();
+    etl_examples::cites::generate::write_species_csv(&env.dir.path().join("species.csv")).unwrap();
+    let dry = env.run("dry", &["--dry-run"]).await;
+    let expected = dry.totals.loaded as i64;
+    // The proxy loses the answer to the second COMMIT that follows COPY data.
+    let url = env.db.url();
+    let port: u16 = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().parse().unwrap();
+    let proxy = etl_testkit::PgFaultProxy::start(port, etl_testkit::PgFault::LoseCommitAck { nth: 2 })
+        .await
+        .unwrap();
+    let via_proxy = format!(
+        "{}{}{}?sslmode=disable",
+        &url[..url.rfind(':').unwrap() + 1],
+        proxy.port(),
+        &url[url.rfind('/').unwrap()..]
+    );
+    let cfg = env.config("lost", &["--parallel", "1", "--no-switchover"]);
+    let r = run(&cfg, &via_proxy, Default::default()).await.unwrap();
+    assert_eq!(proxy.fired(), 1, "the fault fired");
+    assert!(r.succeeded(), "{:?}", r.error);
+    assert_eq!(r.totals.loaded as i64, expected);
+    assert_eq!(
+        r.totals.counters.get("commit_outcome_checked"),
+        Some(&1),
+        "{:?}",
+        r.totals.counters
+    );
+    assert!(r.units.iter().all(|u| u.retries == 0), "nothing was loaded again");
+    let mut conn = env.conn().await;
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM cites_trade_records_staging").await,
+        expected
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT count(DISTINCT record_id) FROM cites_trade_records_staging").await,
+        expected,
+        "no duplicates"
+    );
+}

@@ -28,7 +28,9 @@
 #![warn(missing_docs)]
 
 pub mod latency;
+pub mod pgproxy;
 pub use latency::LatencyProxy;
+pub use pgproxy::{PgFault, PgFaultProxy};
 
 use std::ffi::{CString, OsString};
 use std::fmt::Write as _;

@@ -1,0 +1,204 @@
+//! [`PgFaultProxy`]: a loopback proxy in front of a PostgreSQL server that injects the
+//! faults a migration must survive: a `COMMIT` that reaches the server and commits but
+//! whose answer never comes back (the connection drops), a connection cut after some
+//! bytes, a stall.
+//!
+//! It reads the frontend protocol (startup message, then typed messages) to recognise a
+//! simple-query `COMMIT` sent on a connection that carried `COPY` data. Connect through it
+//! with `sslmode=disable` (it does not speak TLS).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A fault to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgFault {
+    /// Forward everything.
+    None,
+    /// On the `n`-th `COMMIT` (1-based, counted over connections that sent `COPY` data):
+    /// forward it, let the server answer, swallow the answer and close the client's
+    /// connection. The transaction IS committed; the client hears nothing.
+    LoseCommitAck {
+        /// Which COMMIT.
+        nth: u64,
+    },
+    /// Close every new connection's client side after this many client bytes.
+    CutAfterBytes(u64),
+}
+
+/// A running proxy; stops when dropped.
+#[derive(Debug)]
+pub struct PgFaultProxy {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+    fault: watch::Sender<PgFault>,
+    commits: Arc<AtomicU64>,
+    fired: Arc<AtomicU64>,
+}
+
+impl Drop for PgFaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    fault: watch::Receiver<PgFault>,
+    commits: Arc<AtomicU64>,
+    fired: Arc<AtomicU64>,
+}
+
+impl PgFaultProxy {
+    /// Listen on `127.0.0.1:<free port>` and forward to `127.0.0.1:upstream`.
+    ///
+    /// # Errors
+    /// The listening socket cannot be bound.
+    pub async fn start(upstream: u16, fault: PgFault) -> std::io::Result<PgFaultProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (tx, rx) = watch::channel(fault);
+        let commits = Arc::new(AtomicU64::new(0));
+        let fired = Arc::new(AtomicU64::new(0));
+        let (c2, f2) = (commits.clone(), fired.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let shared = Shared {
+                    fault: rx.clone(),
+                    commits: c2.clone(),
+                    fired: f2.clone(),
+                };
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                        let _ = relay(client, server, shared).await;
+                    }
+                });
+            }
+        });
+        Ok(PgFaultProxy {
+            port,
+            task,
+            fault: tx,
+            commits,
+            fired,
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Change the fault for what follows.
+    pub fn set_fault(&self, fault: PgFault) {
+        let _ = self.fault.send(fault);
+    }
+
+    /// `COMMIT`s seen after `COPY` data so far.
+    pub fn commits_after_copy(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// How many times the fault fired.
+    pub fn fired(&self) -> u64 {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// Read one frontend message: the untyped startup-phase ones (`typed = false`) or a typed
+/// one. Returns its bytes and its type (0 for untyped).
+async fn read_message(r: &mut OwnedReadHalf, typed: bool) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = vec![0u8; if typed { 5 } else { 4 }];
+    r.read_exact(&mut head).await?;
+    let (kind, len_at) = if typed { (head[0], 1) } else { (0, 0) };
+    let len = u32::from_be_bytes(head[len_at..len_at + 4].try_into().expect("4 bytes")) as usize;
+    let body_len = len.saturating_sub(4);
+    let mut msg = head;
+    let start = msg.len();
+    msg.resize(start + body_len, 0);
+    r.read_exact(&mut msg[start..]).await?;
+    Ok((kind, msg))
+}
+
+async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io::Result<()> {
+    let (mut cr, cw) = client.into_split();
+    let (sr, mut sw) = server.into_split();
+    let (swallow_tx, swallow_rx) = watch::channel(false);
+    let down = tokio::spawn(server_to_client(sr, cw, swallow_rx));
+    let fault = *shared.fault.borrow();
+    let mut sent: u64 = 0;
+    let mut typed = false;
+    let mut copied = false;
+    loop {
+        let (kind, msg) = match read_message(&mut cr, typed).await {
+            Ok(m) => m,
+            Err(_) => break,
+        };
+        if !typed {
+            // SSLRequest / GSSENCRequest are followed by another untyped message.
+            let code = msg
+                .get(4..8)
+                .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")));
+            typed = !matches!(code, Some(80_877_103 | 80_877_104));
+        }
+        sent += msg.len() as u64;
+        if let PgFault::CutAfterBytes(n) = fault
+            && sent > n
+        {
+            shared.fired.fetch_add(1, Ordering::SeqCst);
+            break;
+        }
+        if kind == b'd' {
+            copied = true;
+        }
+        let is_commit = kind == b'Q'
+            && copied
+            && String::from_utf8_lossy(&msg[5..])
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with("COMMIT");
+        if is_commit {
+            copied = false;
+            let n = shared.commits.fetch_add(1, Ordering::SeqCst) + 1;
+            let current = *shared.fault.borrow();
+            if let PgFault::LoseCommitAck { nth } = current
+                && n == nth
+            {
+                shared.fired.fetch_add(1, Ordering::SeqCst);
+                // Swallow what the server answers from now on, forward the COMMIT, let
+                // the server commit and answer, then cut the client off.
+                let _ = swallow_tx.send(true);
+                sw.write_all(&msg).await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                down.abort();
+                return Ok(());
+            }
+        }
+        sw.write_all(&msg).await?;
+    }
+    down.abort();
+    Ok(())
+}
+
+async fn server_to_client(
+    mut sr: OwnedReadHalf,
+    mut cw: OwnedWriteHalf,
+    swallow: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = sr.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if *swallow.borrow() {
+            continue;
+        }
+        cw.write_all(&buf[..n]).await?;
+    }
+}
