@@ -915,17 +915,26 @@ async fn a_lost_commit_answer_is_checked_and_the_unit_is_not_loaded_twice() {
     let expected = dry.totals.loaded as i64;
     // The proxy loses the answer to the second COMMIT that follows COPY data.
     let url = env.db.url();
-    let port: u16 = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().parse().unwrap();
-    let proxy = etl_testkit::PgFaultProxy::start(port, etl_testkit::PgFault::LoseCommitAck { nth: 2 })
-        .await
+    let port: u16 = url
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
         .unwrap();
+    let proxy =
+        etl_testkit::PgFaultProxy::start(port, etl_testkit::PgFault::LoseCommitAck { nth: 2 })
+            .await
+            .unwrap();
     let via_proxy = format!(
         "{}{}{}?sslmode=disable",
         &url[..url.rfind(':').unwrap() + 1],
         proxy.port(),
         &url[url.rfind('/').unwrap()..]
     );
-    let cfg = env.config("lost", &["--parallel", "1", "--no-switchover"]);
+    let cfg = env.config("lost", &["--no-switchover"]);
     let r = run(&cfg, &via_proxy, Default::default()).await.unwrap();
     assert_eq!(proxy.fired(), 1, "the fault fired");
     assert!(r.succeeded(), "{:?}", r.error);
@@ -936,14 +945,25 @@ async fn a_lost_commit_answer_is_checked_and_the_unit_is_not_loaded_twice() {
         "{:?}",
         r.totals.counters
     );
-    assert!(r.units.iter().all(|u| u.retries == 0), "nothing was loaded again");
+    assert!(
+        r.units.iter().all(|u| u.retries == 0),
+        "nothing was loaded again"
+    );
     let mut conn = env.conn().await;
     assert_eq!(
-        count(&mut conn, "SELECT count(*) FROM cites_trade_records_staging").await,
+        count(
+            &mut conn,
+            "SELECT count(*) FROM cites_trade_records_staging"
+        )
+        .await,
         expected
     );
     assert_eq!(
-        count(&mut conn, "SELECT count(DISTINCT record_id) FROM cites_trade_records_staging").await,
+        count(
+            &mut conn,
+            "SELECT count(DISTINCT record_id) FROM cites_trade_records_staging"
+        )
+        .await,
         expected,
         "no duplicates"
     );
