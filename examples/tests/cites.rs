@@ -592,6 +592,37 @@ async fn resume_after_a_real_kill_has_no_duplicates_and_no_gaps() {
     let committed = count(&mut conn, "SELECT coalesce(sum(records_inserted), 0)::bigint FROM cites_migration_log WHERE status = 'completed'").await;
     assert_eq!(staged, committed, "only committed units are visible");
 
+    // A committed file edited after the kill: --resume refuses to mix two versions of it.
+    let (first,): (String,) = sqlx::query_as(
+        "SELECT file_name FROM cites_migration_log WHERE status = 'completed' ORDER BY file_name LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let path = env.input().join(&first);
+    let original = std::fs::read(&path).unwrap();
+    let mut edited = original.clone();
+    edited
+        .extend_from_slice(row(999_999_999, "2001", "I", "Falco rusticolus", "1", "US").as_bytes());
+    std::fs::write(&path, &edited).unwrap();
+    let refused = env.run("killed", &["--resume", "--no-switchover"]).await;
+    assert_eq!(refused.status, RunStatus::Failed);
+    let err = refused.error.unwrap();
+    assert!(
+        err.contains(&format!("`{first}` changed since the interrupted run")),
+        "{err}"
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM cites_trade_records_staging"
+        )
+        .await,
+        staged,
+        "nothing loaded by the refused resume"
+    );
+    // The file restored: the resume finishes exactly.
+    std::fs::write(&path, &original).unwrap();
     let r = env.run("killed", &["--resume", "--no-switchover"]).await;
     assert!(r.succeeded(), "{:?}", r.error);
     assert_eq!(r.totals.loaded as i64, expected);

@@ -205,6 +205,12 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         {
             spool.clear_units(units.iter().map(|u| u.name.as_str()));
         }
+        if run.resume
+            && let Err(e) = self.check_inputs_unchanged(&units, &done).await
+        {
+            let _ = self.load.abort_run(&e.to_string()).await;
+            return (RunStatus::Failed, Some(e.to_string()), Vec::new());
+        }
         let mut todo = Vec::new();
         for unit in units {
             if let Some(prev) = done.iter().find(|d| d.name == unit.name) {
@@ -312,6 +318,31 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// On resume: every unit an earlier attempt committed must still be in the input, with
+    /// the content it had (its recorded fingerprint), or the resumed run would mix two
+    /// versions of the input.
+    async fn check_inputs_unchanged(&self, units: &[Unit], done: &[UnitSummary]) -> Result<()> {
+        for d in done {
+            let Some(then) = &d.fingerprint else { continue };
+            let Some(unit) = units.iter().find(|u| u.name == d.name) else {
+                return Err(Error::Validation(format!(
+                    "--resume: `{}` was committed by the interrupted run but is no longer in the input; restore it, or start a new run without --resume",
+                    d.name
+                )));
+            };
+            let now = self.extract.fingerprint(unit).await?;
+            if let Some(now) = now
+                && &now != then
+            {
+                return Err(Error::Validation(format!(
+                    "--resume: `{}` changed since the interrupted run committed it (then {then}, now {now}); a resume would mix two versions of the input — restore the file, or start a new run without --resume",
+                    d.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// One unit, run again after a retryable error up to `unit_retries` times.
     #[allow(clippy::too_many_arguments)]
     async fn run_unit(
@@ -402,8 +433,10 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                 }
             }
         };
-        let result = self
-            .pump(
+        // The input's fingerprint is taken while the unit is read (the source hashes on
+        // another thread), and committed with the unit.
+        let (result, fingerprint) = futures::join!(
+            self.pump(
                 unit,
                 &mut summary,
                 writer.as_mut(),
@@ -413,8 +446,19 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                 rows,
                 progress,
                 t0,
-            )
-            .await;
+            ),
+            async {
+                if run.dry_run {
+                    Ok(None)
+                } else {
+                    self.extract.fingerprint(unit).await
+                }
+            }
+        );
+        let result = result.and_then(|()| {
+            summary.fingerprint = fingerprint?;
+            Ok(())
+        });
         if let Err(e) = result {
             return self
                 .fail_unit(unit, summary, writer, e, ledger, started, &bar)

@@ -90,6 +90,9 @@ pub struct UnitSummary {
     /// restart, a serialization failure).
     #[serde(default)]
     pub retries: u32,
+    /// The fingerprint of the unit's input when it was read ([`crate::Extract::fingerprint`]).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 impl UnitSummary {
@@ -110,6 +113,7 @@ impl UnitSummary {
             duration_s: 0.0,
             error: None,
             retries: 0,
+            fingerprint: None,
         }
     }
 

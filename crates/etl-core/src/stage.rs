@@ -80,6 +80,15 @@ pub trait Extract: Send + Sync + 'static {
     fn units(&self) -> impl Future<Output = Result<Vec<Unit>>> + Send;
     /// Start extracting `unit`. Bad records become [`Reject`]s inside the batches.
     fn open(&self, unit: &Unit, options: ExtractOptions) -> Result<BatchStream>;
+    /// A fingerprint of the unit's content as it is now (a file's size and a fast hash of
+    /// its bytes), or `None` when the source cannot tell. The runner records it with each
+    /// committed unit (computed while the unit is read, on another thread) and, on
+    /// `--resume`, refuses to continue when a committed unit's input changed since, so a
+    /// resumed run never mixes two versions of its input.
+    fn fingerprint(&self, unit: &Unit) -> impl Future<Output = Result<Option<String>>> + Send {
+        let _ = unit;
+        async { Ok(None) }
+    }
 }
 
 /// A synchronous, CPU-only change of batches.

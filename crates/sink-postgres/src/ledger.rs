@@ -241,6 +241,11 @@ impl LedgerTables {
                     u.status = UnitStatus::Completed;
                     u.started_at = start.map(|t| t.and_utc());
                     u.finished_at = end.map(|t| t.and_utc());
+                    u.fingerprint = details
+                        .as_ref()
+                        .and_then(|d| d.get("fingerprint"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned);
                     u.duration_s = details
                         .as_ref()
                         .and_then(|d| d.get("duration_s"))
@@ -266,6 +271,7 @@ impl LedgerTables {
             "filtered_by_reason": unit.filtered_by_reason,
             "counters": unit.counters,
             "duration_s": unit.duration_s,
+            "fingerprint": unit.fingerprint,
         });
         let counter = |k: &str| unit.counters.get(k).map(|v| *v as i64);
         sqlx::query(sqlf!(

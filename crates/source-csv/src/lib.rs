@@ -51,4 +51,4 @@ mod value;
 pub use decoder::{Decoder, DecoderBuilder, Header};
 pub use error::{CsvError, Result};
 pub use options::CsvOptions;
-pub use source::{CsvSource, glob_match, natural_cmp};
+pub use source::{CsvSource, file_fingerprint, glob_match, natural_cmp};

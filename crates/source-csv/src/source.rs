@@ -183,6 +183,17 @@ impl Extract for CsvSource {
         Ok(units)
     }
 
+    /// `size=<bytes> xxh3=<hex>` of the file: its size and an xxh3-64 hash of every byte,
+    /// computed on the blocking pool (a second, sequential read of a file the decoder is
+    /// reading at the same time, so mostly from the page cache).
+    async fn fingerprint(&self, unit: &Unit) -> etl_core::Result<Option<String>> {
+        let path = PathBuf::from(&unit.locator);
+        tokio::task::spawn_blocking(move || file_fingerprint(&path))
+            .await
+            .map_err(|e| etl_core::Error::component(etl_core::Stage::Extract, "csv", false, e))?
+            .map(Some)
+    }
+
     fn open(&self, unit: &Unit, options: ExtractOptions) -> etl_core::Result<BatchStream> {
         self.options.validate()?;
         let job = ReadJob {
@@ -453,6 +464,28 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
 fn trim_zeros(d: &[u8]) -> &[u8] {
     let k = d.iter().position(|&c| c != b'0').unwrap_or(d.len());
     &d[k..]
+}
+
+/// `size=<bytes> xxh3=<hex>` of a file (see [`CsvSource`]'s `Extract::fingerprint`).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn file_fingerprint(path: &Path) -> etl_core::Result<String> {
+    use std::hash::Hasher as _;
+    let io = |e| etl_core::Error::io(path.display(), e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = twox_hash::XxHash3_64::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size: u64 = 0;
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.write(&buf[..n]);
+    }
+    Ok(format!("size={size} xxh3={:016x}", hasher.finish()))
 }
 
 #[cfg(test)]
