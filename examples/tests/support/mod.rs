@@ -17,3 +17,15 @@ pub fn example_binary(name: &str) -> PathBuf {
     }
     bin
 }
+
+/// Asserts that `o`, a second run of an example started while process `pid` runs run
+/// `run_id` of the same migration against the same target, was refused by the run lock:
+/// exit code 2, and its error names the first run and its process.
+#[allow(dead_code)] // not every test file checks the run lock
+pub fn assert_refused_by(o: &std::process::Output, pid: u32, run_id: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is being run by"), "{err}");
+    assert!(err.contains(&format!("pid {pid} ")), "{err}");
+    assert!(err.contains(&format!("run {run_id} ")), "{err}");
+}
