@@ -855,3 +855,57 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         );
     }
 }
+
+/// Two plain runs started together on an empty database (the sample mode: a run generates
+/// the source first): exactly one runs, the other is refused by the run lock (exit 2,
+/// naming it), and the tables hold the generated rows once.
+#[tokio::test]
+async fn two_runs_started_on_an_empty_database_run_once() {
+    let env = Env::new().await;
+    let bin = example_binary("observations_partitioning");
+    let start = |report: &str| {
+        tokio::process::Command::new(&bin)
+            .args(["--report-dir", &env.reports(report).display().to_string()])
+            .args(["--rows", "20000", "-q"])
+            .env("DATABASE_URL", env.db.url())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start("first");
+    let second = start("second");
+    let mut c = env.conn().await;
+    let (a, b) = (
+        first.wait_with_output().await.unwrap(),
+        second.wait_with_output().await.unwrap(),
+    );
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let mut codes = [a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(2)], "{}\n{}", text(&a), text(&b));
+    let refused = if a.status.code() == Some(2) { &a } else { &b };
+    assert!(
+        text(refused).contains("is being run by"),
+        "{}",
+        text(refused)
+    );
+    for (t, n) in [
+        ("petri_observations", 12_000),
+        ("gasifier_observations", 8_000),
+    ] {
+        assert_eq!(one(&mut c, &format!("SELECT count(*) FROM {t}")).await, n);
+        assert_eq!(
+            one(
+                &mut c,
+                &format!("SELECT count(DISTINCT observation_id) FROM {t}")
+            )
+            .await,
+            n
+        );
+        assert_eq!(
+            one(&mut c, &format!("SELECT count(*) FROM {t}_old")).await,
+            n
+        );
+    }
+}

@@ -803,7 +803,9 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     assert_eq!(running, ["extract_certifications"], "{journal}");
 
     // One run at a time: a plain run, --resume and --rollback are refused, naming it.
-    for extra in [&[][..], &["--resume"], &["--rollback"]] {
+    let backup = f.dir.path().join("a-backup.json");
+    let restore = ["--restore", backup.to_str().unwrap()];
+    for extra in [&[][..], &["--resume"], &["--rollback"], &restore] {
         support::assert_refused_by(&binary("second", extra), pid, &run_id);
     }
     let plan = binary("plan", &["--plan"]);
