@@ -964,19 +964,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         .spawn()
         .unwrap();
     let pid = first.id().unwrap();
-    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-    let t0 = std::time::Instant::now();
-    while sqlx::query_scalar::<_, i64>(waiting)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        == 0
-    {
-        assert!(t0.elapsed().as_secs() < 40, "the first run never waited");
-        assert!(first.try_wait().unwrap().is_none(), "the first run ended");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    support::wait_for_a_lock_wait(db.url(), &mut first).await;
     let (run_id, running): (String, String) = sqlx::query_as(
         "SELECT r.run_id::text, s.step FROM ferry_journal_runs r JOIN ferry_journal_steps s USING (run_id)
           WHERE r.migration = 'culturebridge' AND s.state = 'running'",
@@ -990,12 +978,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     );
 
     // One run at a time: a plain run, --resume and --rollback are refused, naming it.
-    for extra in [&[][..], &["--resume"], &["--rollback"]] {
-        support::assert_refused_by(&binary("second", extra), pid, &run_id);
-    }
-    let plan = binary("plan", &["--plan"]);
-    let plan = String::from_utf8_lossy(&plan.stdout);
-    assert!(plan.contains("the run is live"), "{plan}");
+    support::assert_one_run_at_a_time(&binary, pid, &run_id, &[]);
 
     // Killed while it waits.
     first.start_kill().unwrap(); // SIGKILL
@@ -1004,8 +987,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let plan = binary("plan", &["--plan"]);
-    let plan = String::from_utf8_lossy(&plan.stdout);
+    let plan = support::plan(&binary);
     assert!(plan.contains("the run was interrupted"), "{plan}");
     assert!(
         plan.contains(&format!("--resume continues run {run_id}"))

@@ -769,13 +769,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         .execute(&mut *tx)
         .await
         .expect("the new tables exist: the first run has not swapped yet");
-    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-    let t0 = std::time::Instant::now();
-    while one(&mut c, waiting).await == 0 {
-        assert!(t0.elapsed().as_secs() < 30, "the first run never waited");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    support::wait_for_a_lock_wait(env.db.url(), &mut first).await;
     let (run_id,): (String,) = sqlx::query_as(
         "SELECT run_id::text FROM ferry_journal_runs WHERE migration = 'observations_partitioning'
           ORDER BY started_at DESC LIMIT 1",
@@ -785,19 +779,13 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     .unwrap();
 
     // One run at a time: a plain run, --resume and --rollback are refused, naming it.
-    for args in [&[][..], &["--resume"], &["--rollback"]] {
-        support::assert_refused_by(&binary("second", args), pid, &run_id);
-    }
-    let plan = binary("plan", &["--plan"]);
-    let plan = String::from_utf8_lossy(&plan.stdout);
-    assert!(plan.contains("the run is live"), "{plan}");
+    support::assert_one_run_at_a_time(&binary, pid, &run_id, &[]);
 
     // Killed while it waits: the committed batches and their checkpoints stay.
     first.start_kill().unwrap(); // SIGKILL
     first.wait().await.unwrap();
     tx.rollback().await.unwrap();
-    let plan = binary("plan", &["--plan"]);
-    let plan = String::from_utf8_lossy(&plan.stdout);
+    let plan = support::plan(&binary);
     assert!(plan.contains("the run was interrupted"), "{plan}");
     assert!(
         plan.contains(&format!(

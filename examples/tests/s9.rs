@@ -780,19 +780,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         .spawn()
         .unwrap();
     let pid = first.id().unwrap();
-    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-    let t0 = std::time::Instant::now();
-    while sqlx::query_scalar::<_, i64>(waiting)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        == 0
-    {
-        assert!(t0.elapsed().as_secs() < 30, "the first run never waited");
-        assert!(first.try_wait().unwrap().is_none(), "the first run ended");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    support::wait_for_a_lock_wait(f.db.url(), &mut first).await;
     let journal = read_json(&f.d.join("s9_sales.journal.json"));
     let latest = &journal["latest"];
     let run_id = latest["run"]["run_id"].as_str().unwrap().to_owned();
@@ -805,12 +793,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     // One run at a time: a plain run, --resume and --rollback are refused, naming it.
     let backup = f.dir.path().join("a-backup.json");
     let restore = ["--restore", backup.to_str().unwrap()];
-    for extra in [&[][..], &["--resume"], &["--rollback"], &restore] {
-        support::assert_refused_by(&binary("second", extra), pid, &run_id);
-    }
-    let plan = binary("plan", &["--plan"]);
-    let plan = String::from_utf8_lossy(&plan.stdout);
-    assert!(plan.contains("the run is live"), "{plan}");
+    support::assert_one_run_at_a_time(&binary, pid, &run_id, &[&restore]);
 
     // Killed while it waits.
     first.start_kill().unwrap(); // SIGKILL
@@ -819,8 +802,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let plan = binary("plan", &["--plan"]);
-    let plan = String::from_utf8_lossy(&plan.stdout);
+    let plan = support::plan(&binary);
     assert!(plan.contains("the run was interrupted"), "{plan}");
     assert!(
         plan.contains(&format!(
