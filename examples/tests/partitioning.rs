@@ -295,6 +295,25 @@ async fn rollback_after_every_step_restores_the_original_database() {
     }
 }
 
+/// Waits until the move of `run` has committed `rows` rows (its checkpoints), `run` still
+/// running.
+async fn moved(c: &mut PgConnection, run: &mut tokio::process::Child, rows: i64) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let n: Result<(i64,), _> = sqlx::query_as(
+            "SELECT coalesce(sum(rows_moved), 0)::bigint FROM ferry_move_checkpoints",
+        )
+        .fetch_one(&mut *c)
+        .await;
+        if matches!(n, Ok((x,)) if x >= rows) {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "the move never started");
+        assert!(run.try_wait().unwrap().is_none(), "the run ended");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
     let env = Env::new().await;
@@ -315,19 +334,7 @@ async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    loop {
-        let n: Result<(i64,), _> = sqlx::query_as(
-            "SELECT coalesce(sum(rows_moved), 0)::bigint FROM ferry_move_checkpoints",
-        )
-        .fetch_one(&mut c)
-        .await;
-        if matches!(n, Ok((x,)) if x >= 2000) {
-            break;
-        }
-        assert!(t0.elapsed().as_secs() < 120, "the move never started");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    moved(&mut c, &mut child, 2000).await;
     child.start_kill().unwrap(); // SIGKILL: no cleanup, no rollback from the client
     child.wait().await.unwrap();
     let moved = one(
@@ -749,20 +756,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     let pid = first.id().unwrap();
     // Once the move has committed a few batches, another session locks both new tables:
     // the move's next batch (or the verify, or the swap) waits for it.
-    let t0 = std::time::Instant::now();
-    loop {
-        let n: Result<(i64,), _> = sqlx::query_as(
-            "SELECT coalesce(sum(rows_moved), 0)::bigint FROM ferry_move_checkpoints",
-        )
-        .fetch_one(&mut c)
-        .await;
-        if matches!(n, Ok((x,)) if x >= 600) {
-            break;
-        }
-        assert!(t0.elapsed().as_secs() < 30, "the move never started");
-        assert!(first.try_wait().unwrap().is_none(), "the first run ended");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    moved(&mut c, &mut first, 600).await;
     let mut blocker = env.conn().await;
     let mut tx = blocker.begin().await.unwrap();
     sqlx::query("LOCK TABLE petri_observations_partitioned, gasifier_observations_partitioned IN ACCESS EXCLUSIVE MODE")
