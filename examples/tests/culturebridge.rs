@@ -5,6 +5,8 @@
 //! `--plan`, `--resume` after a failed export, `--rollback` to the exact pre-run state, one
 //! report listing the seed's files.
 
+mod support;
+
 use std::path::Path;
 
 use etl_examples::culturebridge::sample::{Mismatch, compare_sample, sample_check};
@@ -17,6 +19,12 @@ use etl_source_bubble::{BubbleClient, BubbleConfig};
 use sqlx::PgPool;
 
 fn args(db: &str, dir: &Path, extra: &[&str]) -> Args {
+    let v = argv(db, dir, extra);
+    etl_core::cli::parse_args_from(v.into_iter().map(std::ffi::OsString::from)).unwrap()
+}
+
+/// The command line of [`args`], the program name first.
+fn argv(db: &str, dir: &Path, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "culturebridge",
         "--users",
@@ -41,7 +49,7 @@ fn args(db: &str, dir: &Path, extra: &[&str]) -> Args {
         dir.join("reports").display().to_string(),
     ]);
     v.extend(extra.iter().map(|s| (*s).to_owned()));
-    etl_core::cli::parse_args_from(v.into_iter().map(std::ffi::OsString::from)).unwrap()
+    v
 }
 
 const TABLES: [&str; 7] = [
@@ -899,4 +907,118 @@ async fn plan_shows_the_steps_and_report_json_lists_the_seed_files() {
     assert_eq!(json["steps"].as_array().unwrap().len(), names.len());
     let summary = std::fs::read_to_string(&out.paths.summary).unwrap();
     assert!(summary.contains("sample_matches_api"), "{summary}");
+}
+
+/// One run per target, with the real binary: while a run's checks wait on a lock another
+/// session holds on `payments`, a second run (plain, `--resume`, `--rollback`) exits 2
+/// naming the first run and its process, and `--plan` says the run is live. Killed
+/// (SIGKILL), `--plan` says it was interrupted, and `--resume` takes the lock and finishes:
+/// every table holds exactly what a clean run writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_resume() {
+    let users = ["--users", "200", "-q"];
+    // What a clean run writes, into a database of its own.
+    let clean_db = etl_testkit::TestDb::create().await.unwrap();
+    let clean_dir = tempfile::tempdir().unwrap();
+    let a = args(clean_db.url(), clean_dir.path(), &users);
+    let (server, exp) = start_test_server(&a).await.unwrap();
+    let clean = run(&a, &timestamp(), Some((&server, exp))).await.unwrap();
+    assert!(clean.report.succeeded(), "{:?}", clean.report.error);
+    let want = content(&clean_db.pool().await.unwrap()).await;
+    assert!(want.iter().all(|t| t.2 > 0), "{want:?}");
+    drop((server, clean_db));
+
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sqlx::raw_sql(etl_examples::culturebridge::schema::DDL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Another session lets `payments` be read, not written.
+    let mut blocker = pool.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE payments IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let bin = support::example_binary("culturebridge");
+    let line = |report: &str, extra: &[&str]| {
+        let mut v = argv(db.url(), dir.path(), &[&users[..], extra].concat());
+        v.extend([
+            "--report-dir".into(),
+            dir.path().join(report).display().to_string(),
+        ]);
+        v.remove(0);
+        v
+    };
+    let binary = |report: &str, extra: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(line(report, extra))
+            .output()
+            .unwrap()
+    };
+    let mut first = tokio::process::Command::new(&bin)
+        .args(line("first", &[]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().unwrap();
+    support::wait_for_a_lock_wait(db.url(), &mut first).await;
+    let (run_id, running): (String, String) = sqlx::query_as(
+        "SELECT r.run_id::text, s.step FROM ferry_journal_runs r JOIN ferry_journal_steps s USING (run_id)
+          WHERE r.migration = 'culturebridge' AND s.state = 'running'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        running, "checks",
+        "the checks upsert into the tables, rolled back"
+    );
+
+    // One run at a time: a plain run, --resume and --rollback are refused, naming it.
+    support::assert_one_run_at_a_time(&binary, pid, &run_id, &[]);
+
+    // Killed while it waits.
+    first.start_kill().unwrap(); // SIGKILL
+    first.wait().await.unwrap();
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let plan = support::plan(&binary);
+    assert!(plan.contains("the run was interrupted"), "{plan}");
+    assert!(
+        plan.contains(&format!("--resume continues run {run_id}"))
+            && plan.contains("`checks` (it was running"),
+        "{plan}"
+    );
+
+    // --resume takes the lock and finishes the same run: the tables equal the clean run's.
+    let o = binary("resumed", &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("resumed/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["run_id"], run_id.as_str());
+    assert_eq!(report["run_state"], "done");
+    assert_eq!(content(&pool).await, want);
+}
+
+/// Every table's rows and an MD5 of them, without what differs from run to run (run ids,
+/// the run log).
+async fn content(pool: &PgPool) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    for t in TABLES.iter().filter(|t| **t != "migration_runs") {
+        let q = format!(
+            "SELECT md5(coalesce(string_agg((to_jsonb(t) - 'run_id')::text, '|' ORDER BY (to_jsonb(t) - 'run_id')::text), '')), count(*) FROM {t} t"
+        );
+        let (sum, n): (String, i64) = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        out.push(((*t).to_owned(), sum, n));
+    }
+    out
 }

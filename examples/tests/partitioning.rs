@@ -295,6 +295,25 @@ async fn rollback_after_every_step_restores_the_original_database() {
     }
 }
 
+/// Waits until the move of `run` has committed `rows` rows (its checkpoints), `run` still
+/// running.
+async fn moved(c: &mut PgConnection, run: &mut tokio::process::Child, rows: i64) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let n: Result<(i64,), _> = sqlx::query_as(
+            "SELECT coalesce(sum(rows_moved), 0)::bigint FROM ferry_move_checkpoints",
+        )
+        .fetch_one(&mut *c)
+        .await;
+        if matches!(n, Ok((x,)) if x >= rows) {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "the move never started");
+        assert!(run.try_wait().unwrap().is_none(), "the run ended");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
     let env = Env::new().await;
@@ -315,19 +334,7 @@ async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    loop {
-        let n: Result<(i64,), _> = sqlx::query_as(
-            "SELECT coalesce(sum(rows_moved), 0)::bigint FROM ferry_move_checkpoints",
-        )
-        .fetch_one(&mut c)
-        .await;
-        if matches!(n, Ok((x,)) if x >= 2000) {
-            break;
-        }
-        assert!(t0.elapsed().as_secs() < 120, "the move never started");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    moved(&mut c, &mut child, 2000).await;
     child.start_kill().unwrap(); // SIGKILL: no cleanup, no rollback from the client
     child.wait().await.unwrap();
     let moved = one(
@@ -688,4 +695,199 @@ async fn plan_lists_every_step_with_its_state_and_what_resume_does_next() {
     };
     let seen = ["preflight", "move_data", "verify", "swap", "analyze"].map(outcome);
     assert_eq!(seen, ["ran", "skipped", "ran", "ran", "ran"]);
+}
+
+/// The columns of `table`, in order.
+async fn columns(conn: &mut PgConnection, table: &str) -> Vec<String> {
+    let cols: Vec<(String,)> = sqlx::query_as(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    cols.into_iter().map(|(c,)| c).collect()
+}
+
+/// One run per target, with the real binary: while a run's move waits on a lock another
+/// session holds, a second run (plain, `--resume`, `--rollback`) exits 2 naming the first
+/// run and its process, and `--plan` says the run is live. Killed (SIGKILL), `--plan` says
+/// it was interrupted, and `--resume` takes the lock and finishes: every row exactly once,
+/// the content of the source (what a clean run gives).
+#[tokio::test]
+async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_resume() {
+    let env = Env::new().await;
+    let mut c = env.source(12_000, 12).await;
+    let mut source = Vec::new();
+    for t in ["petri_observations", "gasifier_observations"] {
+        let cols = columns(&mut c, t).await;
+        source.push(table_hash(&mut c, &TableName::new(t), &cols).await.unwrap());
+    }
+    let bin = example_binary("observations_partitioning");
+    let binary = |report: &str, args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args([
+                "--report-dir",
+                &env.reports(report).display().to_string(),
+                "-q",
+            ])
+            .args(args)
+            .env("DATABASE_URL", env.db.url())
+            .output()
+            .unwrap()
+    };
+    let mut first = tokio::process::Command::new(&bin)
+        .args([
+            "--report-dir",
+            &env.reports("first").display().to_string(),
+            "--batch-size",
+            "300",
+            "--pause-ms",
+            "10",
+            "--lock-timeout",
+            "60s",
+            "-q",
+        ])
+        .env("DATABASE_URL", env.db.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().unwrap();
+    // Once the move has committed a few batches, another session locks both new tables:
+    // the move's next batch (or the verify, or the swap) waits for it.
+    moved(&mut c, &mut first, 600).await;
+    let mut blocker = env.conn().await;
+    let mut tx = blocker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE petri_observations_partitioned, gasifier_observations_partitioned IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .expect("the new tables exist: the first run has not swapped yet");
+    support::wait_for_a_lock_wait(env.db.url(), &mut first).await;
+    let (run_id,): (String,) = sqlx::query_as(
+        "SELECT run_id::text FROM ferry_journal_runs WHERE migration = 'observations_partitioning'
+          ORDER BY started_at DESC LIMIT 1",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+
+    // One run at a time: a plain run, --resume and --rollback are refused, naming it.
+    support::assert_one_run_at_a_time(&binary, pid, &run_id, &[]);
+
+    // Killed while it waits: the committed batches and their checkpoints stay.
+    first.start_kill().unwrap(); // SIGKILL
+    first.wait().await.unwrap();
+    tx.rollback().await.unwrap();
+    let plan = support::plan(&binary);
+    assert!(plan.contains("the run was interrupted"), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "--resume continues run {run_id} at step 6 `move_data` (it was running"
+        )),
+        "{plan}"
+    );
+
+    // --resume takes the lock and finishes the same run.
+    let o = binary("resumed", &["--resume", "--batch-size", "300"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.reports("resumed").join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["run_id"], run_id.as_str());
+    assert_eq!(report["run_state"], "done");
+    assert_eq!(report["totals"]["loaded"], 12_000);
+    let moved = &report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "move_data")
+        .unwrap()["details"]["petri_observations"]["backfill"];
+    assert!(
+        moved["resumed_after"].is_array() && moved["rows"].as_i64().unwrap() < 7_200,
+        "the move continued at its checkpoint: {moved}"
+    );
+    for (t, before) in ["petri_observations", "gasifier_observations"]
+        .iter()
+        .zip(&source)
+    {
+        let n = one(&mut c, &format!("SELECT count(*) FROM {t}")).await;
+        let distinct = one(
+            &mut c,
+            &format!("SELECT count(DISTINCT observation_id) FROM {t}"),
+        )
+        .await;
+        assert_eq!(n, distinct, "{t}: no duplicates");
+        // The old table is the untouched source; the new one holds its rows in the
+        // columns it kept (005 drops the deprecated ones).
+        let old = TableName::new(format!("{t}_old"));
+        let all = columns(&mut c, &format!("{t}_old")).await;
+        assert_eq!(
+            &table_hash(&mut c, &old, &all).await.unwrap(),
+            before,
+            "{t}"
+        );
+        let kept = columns(&mut c, t).await;
+        assert_eq!(
+            table_hash(&mut c, &TableName::new(*t), &kept)
+                .await
+                .unwrap(),
+            table_hash(&mut c, &old, &kept).await.unwrap(),
+            "{t}: the content of the source"
+        );
+    }
+}
+
+/// Two plain runs started together on an empty database (the sample mode: a run generates
+/// the source first): exactly one runs, the other is refused by the run lock (exit 2,
+/// naming it), and the tables hold the generated rows once.
+#[tokio::test]
+async fn two_runs_started_on_an_empty_database_run_once() {
+    let env = Env::new().await;
+    let bin = example_binary("observations_partitioning");
+    let start = |report: &str| {
+        tokio::process::Command::new(&bin)
+            .args(["--report-dir", &env.reports(report).display().to_string()])
+            .args(["--rows", "20000", "-q"])
+            .env("DATABASE_URL", env.db.url())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start("first");
+    let second = start("second");
+    let mut c = env.conn().await;
+    let (a, b) = (
+        first.wait_with_output().await.unwrap(),
+        second.wait_with_output().await.unwrap(),
+    );
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let mut codes = [a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(2)], "{}\n{}", text(&a), text(&b));
+    let refused = if a.status.code() == Some(2) { &a } else { &b };
+    assert!(
+        text(refused).contains("is being run by"),
+        "{}",
+        text(refused)
+    );
+    for (t, n) in [
+        ("petri_observations", 12_000),
+        ("gasifier_observations", 8_000),
+    ] {
+        assert_eq!(one(&mut c, &format!("SELECT count(*) FROM {t}")).await, n);
+        assert_eq!(
+            one(
+                &mut c,
+                &format!("SELECT count(DISTINCT observation_id) FROM {t}")
+            )
+            .await,
+            n
+        );
+        assert_eq!(
+            one(&mut c, &format!("SELECT count(*) FROM {t}_old")).await,
+            n
+        );
+    }
 }

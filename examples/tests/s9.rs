@@ -709,3 +709,118 @@ async fn plan_after_a_run_stopped_at_validation_then_resume_finishes_it() {
     let counts = read_json(&r.join("count_comparison.json"));
     assert_eq!(counts["sales"]["match"], true, "{counts}");
 }
+
+/// One run per target, with the real binary: while a run's extract waits on a lock another
+/// session holds on a source table, a second run (plain, `--resume`, `--rollback`) with the
+/// same data directory exits 2 naming the first run and its process, and `--plan` says the
+/// run is live. Killed (SIGKILL), `--plan` says it was interrupted, and `--resume` takes the
+/// lock and finishes: the DynamoDB tables hold exactly what a clean run writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_resume() {
+    let f = Fixture::new(600, 21).await;
+    let tables = ["SalesTable-dev", "BuyersTable-dev", "ProducersTable-dev"];
+    let keys = ["--extract-unit-keys", "50"];
+    // What a clean run writes, into a dynalite of its own.
+    let clean_dl = Dynalite::start().await.unwrap();
+    let (cd, cr) = (f.dir.path().join("clean"), f.dir.path().join("clean-r"));
+    let clean_ep = clean_dl.endpoint();
+    let clean = run(args(&[
+        "--source-url",
+        f.db.url(),
+        "--dynamodb-endpoint",
+        &clean_ep,
+        "--data-dir",
+        cd.to_str().unwrap(),
+        "--report-dir",
+        cr.to_str().unwrap(),
+        keys[0],
+        keys[1],
+    ]))
+    .await
+    .unwrap();
+    assert!(clean.ok, "{:?}", clean.report.error);
+    let mut want = Vec::new();
+    for t in tables {
+        want.push(table_items(&clean_dl.client(None), t).await);
+    }
+    drop(clean_dl);
+
+    // Another session holds the last table the extract reads.
+    let pool = f.db.pool().await.unwrap();
+    let mut blocker = pool.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE certificacoes IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let bin = support::example_binary("s9_sales");
+    let binary = |report: &str, extra: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(extra)
+            .args(keys)
+            .args([
+                "--source-url",
+                f.db.url(),
+                "--dynamodb-endpoint",
+                &f.ep,
+                "--data-dir",
+                f.d.to_str().unwrap(),
+                "--report-dir",
+                f.dir.path().join(report).to_str().unwrap(),
+            ])
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    };
+    let mut first = tokio::process::Command::new(&bin)
+        .args(keys)
+        .args(f.common())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().unwrap();
+    support::wait_for_a_lock_wait(f.db.url(), &mut first).await;
+    let journal = read_json(&f.d.join("s9_sales.journal.json"));
+    let latest = &journal["latest"];
+    let run_id = latest["run"]["run_id"].as_str().unwrap().to_owned();
+    let running: Vec<&str> = (latest["steps"].as_array().unwrap().iter())
+        .filter(|s| s["state"] == "running")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(running, ["extract_certifications"], "{journal}");
+
+    // One run at a time: a plain run, --resume and --rollback are refused, naming it.
+    let backup = f.dir.path().join("a-backup.json");
+    let restore = ["--restore", backup.to_str().unwrap()];
+    support::assert_one_run_at_a_time(&binary, pid, &run_id, &[&restore]);
+
+    // Killed while it waits.
+    first.start_kill().unwrap(); // SIGKILL
+    first.wait().await.unwrap();
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let plan = support::plan(&binary);
+    assert!(plan.contains("the run was interrupted"), "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "--resume continues run {run_id} at step 5 `extract_certifications` (it was running"
+        )),
+        "{plan}"
+    );
+
+    // --resume takes the lock and finishes the same run: the tables equal the clean run's.
+    let o = binary("resumed", &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = read_json(&f.dir.path().join("resumed/report.json"));
+    assert_eq!(report["run_id"], run_id.as_str());
+    assert_eq!(report["run_state"], "done");
+    let client = f.dl.client(None);
+    for (t, want) in tables.iter().zip(&want) {
+        let got = table_items(&client, t).await;
+        assert_eq!(got.len(), want.len(), "{t}");
+        assert!(&got == want, "{t} differs from the clean run's");
+    }
+}

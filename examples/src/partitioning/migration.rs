@@ -144,8 +144,30 @@ pub async fn run(
     let mut conn = PgConnection::connect_with(&ctx.opts)
         .await
         .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?;
-    if !super::schema::exists(&mut conn).await? && !args.common.rollback {
-        generate(&mut conn, args.rows).await?;
+    if !args.common.rollback && !super::schema::exists(&mut conn).await? {
+        // Runs started together generate the sample once, and none sees the tables before
+        // their rows (a run that did would migrate them empty): one transaction, under a
+        // lock the others wait for; they then find the tables and meet the run lock.
+        let key = "hashtext('ferry observations_partitioning sample')";
+        let lock =
+            format!("BEGIN; SET LOCAL lock_timeout = 0; SELECT pg_advisory_lock({key}); COMMIT");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
+            .execute(&mut conn)
+            .await?;
+        let made = async {
+            // A transaction begun after the wait sees the tables made meanwhile.
+            let mut tx = conn.begin().await?;
+            if !super::schema::exists(&mut tx).await? {
+                generate(&mut tx, args.rows).await?;
+            }
+            anyhow::Ok(tx.commit().await?)
+        }
+        .await;
+        let unlock = format!("SELECT pg_advisory_unlock({key})");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(unlock))
+            .execute(&mut conn)
+            .await?;
+        made?;
     }
     let journal = PgJournal::new(ctx.opts.clone());
     let mut opts = args.common.run_options();

@@ -838,7 +838,11 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     for d in [&c.data, &c.reports] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    let journal = FileJournal::new(&c.data);
     if let Some(backup) = &c.args.restore {
+        // A restore writes the tables: never while a run is live (the run lock; released
+        // before the phases below take it again).
+        let _lock = journal.lock(MIGRATION).await?;
         let client = c.client().await?;
         let info =
             restore_table(client, backup, None, RestoreMode::Exact, c.write_options()).await?;
@@ -859,7 +863,6 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             return Ok(Outcome { report, ok: true });
         }
     }
-    let journal = FileJournal::new(&c.data);
     let opts = RunOptions {
         action: c.action(&journal).await?,
         target: Some(c.target()),
