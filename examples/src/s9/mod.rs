@@ -1204,14 +1204,22 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let invalid = invalid_items(c)?;
     let wopts = c.write_options();
     let client = c.client().await?;
+    let mut inputs = Value::Null;
     if !cx.dry_run {
         for t in c.tables() {
             ensure_table(client, &table_spec(&t)).await?;
         }
         // Every entity's input checked (resume) or recorded afresh before any is loaded.
+        let t = std::time::Instant::now();
         for &e in &c.entities {
             c.load_input(e, c.resume_units(cx))?;
         }
+        let checked = c.checked.lock().expect("lock").clone();
+        inputs = json!({
+            "bytes": checked.values().map(|f| f.size).sum::<u64>(),
+            "seconds": t.elapsed().as_secs_f64(),
+            "files": checked,
+        });
     }
     let (mut per_entity, mut reports) = (serde_json::Map::new(), Vec::new());
     for &e in &c.entities {
@@ -1293,6 +1301,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "options": wopts,
         "backups": backups,
+        "inputs": inputs,
         "entities": per_entity,
     });
     c.write_report(cx, "load_report.json", &load_report)?;
