@@ -629,18 +629,7 @@ async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
 
     // An export that fails part-way: the Data API does not expose `booking` (404), so the
     // run stops at `export_booking` with every earlier type exported and nothing written.
-    let (fx, _) = fixtures::generate(fixtures::Sizes {
-        users: 250,
-        ..Default::default()
-    });
-    let mut partial = etl_source_bubble::test_server::Fixtures::new();
-    let types: Vec<String> = fx.types().map(str::to_owned).collect();
-    for t in types.iter().filter(|t| *t != "booking") {
-        partial.insert(t, fx.things(t).to_vec(), Default::default());
-    }
-    let broken = TestServer::start(partial, Default::default())
-        .await
-        .unwrap();
+    let broken = without_bookings(250).await;
     let a = args(db.url(), dir.path(), &["--users", "250"]);
     let failed = run(&a, &timestamp(), Some((&broken, exp.clone())))
         .await
@@ -931,6 +920,22 @@ async fn plan_shows_the_steps_and_report_json_lists_the_seed_files() {
     assert!(summary.contains("sample_matches_api"), "{summary}");
 }
 
+/// A Data API that does not expose `booking` (404): a run stops at `export_booking`.
+async fn without_bookings(users: usize) -> TestServer {
+    let (fx, _) = fixtures::generate(fixtures::Sizes {
+        users,
+        ..Default::default()
+    });
+    let mut partial = etl_source_bubble::test_server::Fixtures::new();
+    let types: Vec<String> = fx.types().map(str::to_owned).collect();
+    for t in types.iter().filter(|t| *t != "booking") {
+        partial.insert(t, fx.things(t).to_vec(), Default::default());
+    }
+    TestServer::start(partial, Default::default())
+        .await
+        .unwrap()
+}
+
 /// The error of a run refused before it started (the binary exits 2 on it).
 fn refusal(r: anyhow::Result<etl_examples::culturebridge::Outcome>) -> String {
     let e = r.err().expect("refused");
@@ -956,18 +961,7 @@ async fn a_resume_or_skip_export_never_loads_a_dry_runs_export() {
     let before = snapshot(&pool).await;
     // A server without `booking`: a real run stops at `export_booking`, interrupted with
     // users and profiles exported.
-    let (fx, _) = fixtures::generate(fixtures::Sizes {
-        users: 250,
-        ..Default::default()
-    });
-    let mut partial = etl_source_bubble::test_server::Fixtures::new();
-    let types: Vec<String> = fx.types().map(str::to_owned).collect();
-    for t in types.iter().filter(|t| *t != "booking") {
-        partial.insert(t, fx.things(t).to_vec(), Default::default());
-    }
-    let broken = TestServer::start(partial, Default::default())
-        .await
-        .unwrap();
+    let broken = without_bookings(250).await;
     let failed = run(&a, &timestamp(), Some((&broken, exp.clone())))
         .await
         .unwrap();

@@ -423,13 +423,6 @@ async fn kill_mid_extract_then_resume(
     let d = &f.d;
     let mut common = vec!["--extract-unit-keys", "50", "--batch-size", "25"];
     common.extend_from_slice(&f.common());
-    let mut child = tokio::process::Command::new(support::example_binary("s9_sales"))
-        .args(start.iter().chain(&common))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill (SIGKILL) once a few key ranges of the sales are written.
     let parts = d.join("extracted/sales.parts");
     let written = |p: &Path| {
@@ -443,20 +436,8 @@ async fn kill_mid_extract_then_resume(
             })
             .unwrap_or(0)
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while written(&parts) < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no sales range was written"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the extract ended before it could be killed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    let argv: Vec<&str> = start.iter().chain(&common).copied().collect();
+    kill_when(&argv, "no sales range was written", || written(&parts) >= 3).await;
     assert!(
         !d.join("extracted/sale_lines.parquet").exists(),
         "the kill came too late to test anything"
@@ -710,16 +691,32 @@ async fn plan_after_a_run_stopped_at_validation_then_resume_finishes_it() {
     assert_eq!(counts["sales"]["match"], true, "{counts}");
 }
 
-/// Start `s9_sales --phase load` and SIGKILL it once some row groups of the sale lines
-/// are recorded as written; the number recorded.
-async fn kill_mid_load(f: &Fixture) -> usize {
+/// Start `s9_sales args` and SIGKILL it once `ready` (within 300 s, else panic with
+/// `never`); the run must not end before.
+async fn kill_when(args: &[&str], never: &str, ready: impl Fn() -> bool) {
     let mut child = tokio::process::Command::new(support::example_binary("s9_sales"))
-        .args(["--phase", "load"].iter().chain(&f.common()))
+        .args(args)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+/// Start `s9_sales --phase load` and SIGKILL it once some row groups of the sale lines
+/// are recorded as written; the number recorded.
+async fn kill_mid_load(f: &Fixture) -> usize {
     let ckpt = f.d.join(".checkpoint.json");
     let since = chrono::Utc::now();
     // Row groups recorded by this process (a killed load before it left others).
@@ -738,17 +735,12 @@ async fn kill_mid_load(f: &Fixture) -> usize {
             })
             .count()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while recorded() < 1 {
-        assert!(std::time::Instant::now() < deadline, "no row group written");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the load ended before it could be killed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    let argv: Vec<&str> = ["--phase", "load"]
+        .iter()
+        .chain(&f.common())
+        .copied()
+        .collect();
+    kill_when(&argv, "no row group written", || recorded() >= 1).await;
     let v = read_json(&ckpt);
     let n = v["scopes"]["load:sale_lines"]["units"]
         .as_object()
