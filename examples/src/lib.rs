@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod cites;
 pub mod common;
 pub mod culturebridge;

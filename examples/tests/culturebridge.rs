@@ -9,6 +9,7 @@ mod support;
 
 use std::path::Path;
 
+use etl_examples::culturebridge::provenance;
 use etl_examples::culturebridge::sample::{Mismatch, compare_sample, sample_check};
 use etl_examples::culturebridge::schema::{MIGRATED, NOT_MIGRATED};
 use etl_examples::culturebridge::{
@@ -197,6 +198,13 @@ async fn full_migration_exact_counts_and_rollback_restores_the_pre_run_state() {
         .unwrap();
     assert!(out2.report.succeeded(), "{:?}", out2.report.error);
     assert_counts(&out2, &exp);
+    // The report says whose export it loaded: the first run's.
+    assert_eq!(
+        out2.report.extra["export_from"],
+        serde_json::json!({"run_id": out.report.run_id, "reused": true})
+    );
+    let summary = std::fs::read_to_string(&out2.paths.summary).unwrap();
+    assert!(summary.contains(&out.report.run_id), "{summary}");
     let after_first = snapshot(&pool).await;
 
     let (mut fx, _) = fixtures::generate(fixtures::Sizes {
@@ -629,18 +637,7 @@ async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
 
     // An export that fails part-way: the Data API does not expose `booking` (404), so the
     // run stops at `export_booking` with every earlier type exported and nothing written.
-    let (fx, _) = fixtures::generate(fixtures::Sizes {
-        users: 250,
-        ..Default::default()
-    });
-    let mut partial = etl_source_bubble::test_server::Fixtures::new();
-    let types: Vec<String> = fx.types().map(str::to_owned).collect();
-    for t in types.iter().filter(|t| *t != "booking") {
-        partial.insert(t, fx.things(t).to_vec(), Default::default());
-    }
-    let broken = TestServer::start(partial, Default::default())
-        .await
-        .unwrap();
+    let broken = without_bookings(250).await;
     let a = args(db.url(), dir.path(), &["--users", "250"]);
     let failed = run(&a, &timestamp(), Some((&broken, exp.clone())))
         .await
@@ -679,16 +676,38 @@ async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
 
     // A load that fails after its parents were staged by this process: a resume in a new
     // process still rejects the children of rejected parents as `parent rejected`.
-    let payments = dir.path().join("export/payment.parquet");
-    let good = std::fs::read(&payments).unwrap();
+    let export = dir.path().join("export");
+    let payments = export.join("payment.parquet");
+    let record = provenance::record_path(&export, "payment");
+    let (good, good_record) = (
+        std::fs::read(&payments).unwrap(),
+        std::fs::read(&record).unwrap(),
+    );
     std::fs::write(&payments, b"not parquet").unwrap();
+    // A file changed since its run wrote it is never reused.
     let a = args(db.url(), dir.path(), &["--users", "250", "--skip-export"]);
+    let refused = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .err()
+        .expect("--skip-export over a changed file is refused")
+        .to_string();
+    assert!(
+        refused.contains(&format!(
+            "{} (Bubble type `payment`) changed since run",
+            payments.display()
+        )),
+        "{refused}"
+    );
+    // As if the run had written it so: the load fails.
+    let writer: provenance::ExportRecord = serde_json::from_slice(&good_record).unwrap();
+    provenance::record(&export, "payment", writer.run_id, false).unwrap();
     let failed = run(&a, &timestamp(), Some((&server, exp.clone())))
         .await
         .unwrap();
     let error = failed.report.error.clone().unwrap();
     assert!(error.contains("step `load_payment` failed"), "{error}");
     std::fs::write(&payments, good).unwrap();
+    std::fs::write(&record, good_record).unwrap();
     let a = args(
         db.url(),
         dir.path(),
@@ -1021,4 +1040,112 @@ async fn content(pool: &PgPool) -> Vec<(String, String, i64)> {
         out.push(((*t).to_owned(), sum, n));
     }
     out
+}
+
+/// A Data API that does not expose `booking` (404): a run stops at `export_booking`.
+async fn without_bookings(users: usize) -> TestServer {
+    let (fx, _) = fixtures::generate(fixtures::Sizes {
+        users,
+        ..Default::default()
+    });
+    let mut partial = etl_source_bubble::test_server::Fixtures::new();
+    let types: Vec<String> = fx.types().map(str::to_owned).collect();
+    for t in types.iter().filter(|t| *t != "booking") {
+        partial.insert(t, fx.things(t).to_vec(), Default::default());
+    }
+    TestServer::start(partial, Default::default())
+        .await
+        .unwrap()
+}
+
+/// The error of a run refused before it started (the binary exits 2 on it).
+fn refusal(r: anyhow::Result<etl_examples::culturebridge::Outcome>) -> String {
+    let e = r.err().expect("refused");
+    assert!(
+        matches!(e.downcast_ref(), Some(etl_core::Error::Refused(_))),
+        "not a refusal: {e:#}"
+    );
+    e.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_or_skip_export_never_loads_a_dry_runs_export() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export");
+    let a = args(db.url(), dir.path(), &["--users", "250"]);
+    let (server, exp) = start_test_server(&a).await.unwrap();
+    sqlx::raw_sql(etl_examples::culturebridge::schema::DDL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before = snapshot(&pool).await;
+    // A server without `booking`: a real run stops at `export_booking`, interrupted with
+    // users and profiles exported.
+    let broken = without_bookings(250).await;
+    let failed = run(&a, &timestamp(), Some((&broken, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(failed.report.status, etl_core::RunStatus::Failed);
+    let run1 = failed.report.run_id.clone();
+
+    // A dry run exports again meanwhile: --resume of the interrupted run is refused,
+    // naming the type and the dry run that wrote its file; nothing is written.
+    let dry_args = args(db.url(), dir.path(), &["--users", "250", "--dry-run"]);
+    let dry = run(&dry_args, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(dry.report.status, etl_core::RunStatus::DryRun);
+    let resume = args(db.url(), dir.path(), &["--users", "250", "--resume"]);
+    let msg = refusal(run(&resume, &timestamp(), Some((&server, exp.clone()))).await);
+    assert!(
+        msg.contains(&format!(
+            "--resume: {} (Bubble type `user`) was written by dry run {}",
+            export.join("user.parquet").display(),
+            dry.report.run_id
+        )) && msg.contains(&format!("not by run {run1} that is resumed")),
+        "{msg}"
+    );
+    // --skip-export refuses a dry run's export too.
+    let skip = args(db.url(), dir.path(), &["--users", "250", "--skip-export"]);
+    let msg = refusal(run(&skip, &timestamp(), Some((&server, exp.clone()))).await);
+    assert!(
+        msg.contains(&format!(
+            "(Bubble type `user`) was written by dry run {}",
+            dry.report.run_id
+        )),
+        "{msg}"
+    );
+    assert_eq!(snapshot(&pool).await, before, "nothing was written");
+
+    // A new real run, interrupted the same way: --resume exports the rest and finishes
+    // exactly, on this run's files only.
+    let failed = run(&a, &timestamp(), Some((&broken, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(failed.report.status, etl_core::RunStatus::Failed);
+    let run2 = failed.report.run_id.clone();
+    let out = run(&resume, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(out.report.succeeded(), "{:?}", out.report.error);
+    assert_eq!(out.report.run_id, run2);
+    assert_counts(&out, &exp);
+    let runs = out.report.extra["export_runs"].as_object().unwrap();
+    assert_eq!(runs.len(), MIGRATED.len() + NOT_MIGRATED.len());
+    assert!(
+        runs.values().all(|r| r == &serde_json::json!(run2)),
+        "{runs:?}"
+    );
+    for t in runs.keys() {
+        let r: provenance::ExportRecord =
+            serde_json::from_slice(&std::fs::read(provenance::record_path(&export, t)).unwrap())
+                .unwrap();
+        assert_eq!(
+            (r.run_id.to_string(), r.dry_run),
+            (run2.clone(), false),
+            "{t}"
+        );
+    }
 }

@@ -423,13 +423,6 @@ async fn kill_mid_extract_then_resume(
     let d = &f.d;
     let mut common = vec!["--extract-unit-keys", "50", "--batch-size", "25"];
     common.extend_from_slice(&f.common());
-    let mut child = tokio::process::Command::new(support::example_binary("s9_sales"))
-        .args(start.iter().chain(&common))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill (SIGKILL) once a few key ranges of the sales are written.
     let parts = d.join("extracted/sales.parts");
     let written = |p: &Path| {
@@ -443,20 +436,8 @@ async fn kill_mid_extract_then_resume(
             })
             .unwrap_or(0)
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while written(&parts) < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no sales range was written"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the extract ended before it could be killed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    let argv: Vec<&str> = start.iter().chain(&common).copied().collect();
+    kill_when(&argv, "no sales range was written", || written(&parts) >= 3).await;
     assert!(
         !d.join("extracted/sale_lines.parquet").exists(),
         "the kill came too late to test anything"
@@ -823,4 +804,143 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         assert_eq!(got.len(), want.len(), "{t}");
         assert!(&got == want, "{t} differs from the clean run's");
     }
+}
+
+/// Start `s9_sales args` and SIGKILL it once `ready` (within 300 s, else panic with
+/// `never`); the run must not end before.
+async fn kill_when(args: &[&str], never: &str, ready: impl Fn() -> bool) {
+    let mut child = tokio::process::Command::new(support::example_binary("s9_sales"))
+        .args(args)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+/// Start `s9_sales --phase load` and SIGKILL it once some row groups of the sale lines
+/// are recorded as written; the number recorded.
+async fn kill_mid_load(f: &Fixture) -> usize {
+    let ckpt = f.d.join(".checkpoint.json");
+    let since = chrono::Utc::now();
+    // Row groups recorded by this process (a killed load before it left others).
+    let recorded = || {
+        let v: Value = std::fs::read(&ckpt)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let units = v["scopes"]["load:sale_lines"]["units"].as_object().cloned();
+        units
+            .into_iter()
+            .flatten()
+            .filter(|(_, u)| {
+                serde_json::from_value::<chrono::DateTime<chrono::Utc>>(u["finished_at"].clone())
+                    .is_ok_and(|t| t > since)
+            })
+            .count()
+    };
+    let argv: Vec<&str> = ["--phase", "load"]
+        .iter()
+        .chain(&f.common())
+        .copied()
+        .collect();
+    kill_when(&argv, "no row group written", || recorded() >= 1).await;
+    let v = read_json(&ckpt);
+    let n = v["scopes"]["load:sale_lines"]["units"]
+        .as_object()
+        .unwrap()
+        .len();
+    assert_eq!(
+        n,
+        recorded(),
+        "a fresh load forgets the row groups of the one before"
+    );
+    let file = std::fs::File::open(f.d.join("transformed/sale_lines.parquet")).unwrap();
+    let groups = parquet::file::reader::SerializedFileReader::new(file)
+        .map(|r| parquet::file::reader::FileReader::metadata(&r).num_row_groups())
+        .unwrap();
+    assert!(
+        n < groups,
+        "the kill came too late: {n} of {groups} row groups"
+    );
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_resumes_only_over_the_transformed_file_it_recorded() {
+    let f = Fixture::new(4_000, 12).await;
+    let pool = f.db.pool().await.unwrap();
+    for phase in ["extract", "transform", "validate"] {
+        let o = run(f.args(&["--phase", phase])).await.unwrap();
+        assert!(o.ok, "{phase}: {:?}", o.report.error);
+    }
+    let lines = f.d.join("transformed/sale_lines.parquet");
+    kill_mid_load(&f).await;
+
+    // The source changes and the transform runs again: the row groups the killed load
+    // recorded are not those of the new file. --resume is refused (exit 2), naming it.
+    sqlx::query("UPDATE linhas_venda SET observacoes = 'changed after the load started' WHERE id_linha % 5 = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for phase in ["extract", "transform"] {
+        let o = run(f.args(&["--phase", phase])).await.unwrap();
+        assert!(o.ok, "{phase}: {:?}", o.report.error);
+    }
+    let out = std::process::Command::new(support::example_binary("s9_sales"))
+        .args(["--phase", "load", "--resume"].iter().chain(&f.common()))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--resume: {} changed since", lines.display()))
+            && stderr.contains("content hash"),
+        "{stderr}"
+    );
+
+    // A plain load starts afresh; killed again, the file unchanged (only touched):
+    // --resume continues exactly at the row groups not recorded.
+    let recorded = kill_mid_load(&f).await;
+    let t = std::time::SystemTime::now();
+    std::fs::File::options()
+        .write(true)
+        .open(&lines)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let o = run(f.args(&["--phase", "load", "--resume"])).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    let load = read_json(&f.r.join("load_report.json"));
+    let sl = &load["entities"]["sale_lines"];
+    assert_eq!(
+        sl["units_resumed"].as_u64().unwrap() as usize,
+        recorded,
+        "{sl}"
+    );
+    assert!(sl["units"].as_u64().unwrap() as usize > recorded, "{sl}");
+    let o = run(f.args(&["--phase", "verify"])).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    let counts = read_json(&f.r.join("count_comparison.json"));
+    for e in ["buyers", "producers", "sales", "sale_lines"] {
+        assert_eq!(counts[e]["match"], true, "{e}: {}", counts[e]);
+    }
+    // The changed rows are in DynamoDB: the new file was loaded, not the old row groups.
+    let integrity = read_json(&f.r.join("integrity_report.json"));
+    assert_eq!(
+        integrity["sample_comparison"]["sale_lines"]["mismatched"],
+        0
+    );
 }

@@ -8,8 +8,12 @@
 //! * **export_&lt;type&gt;**: each type (users, profiles, bookings, payments, and posts,
 //!   comments, resources) is a pipeline from the Data API ([`BubbleExtract`], keyset pages
 //!   over concurrent `Created Date` windows under one request-rate limit) into
-//!   `<export dir>/<type>.parquet` and `.csv` ([`ExportLoad`], lossless text); `--resume`
-//!   exports only the types whose step is not done, `--skip-export` reuses the files.
+//!   `<export dir>/<type>.parquet` and `.csv` ([`ExportLoad`], lossless text), with
+//!   `<type>.export.json` recording the run that wrote it and the file's fingerprint
+//!   ([`provenance`]); `--resume` exports only the types whose step is not done and
+//!   refuses files another run wrote since (a dry run's, say), `--skip-export` reuses the
+//!   files of one earlier real run (never a dry run's) and the report names it
+//!   (`export_from`).
 //! * **staging**, **load_&lt;type&gt;**: parents first, each type is read back from Parquet,
 //!   typed with its declared schema and mapped (roles, statuses, JSON, lists, decimals,
 //!   dates, UUIDv5 ids, passwords) into `cb_staging.<table>` ([`TextLoad`]); a child of a
@@ -34,6 +38,7 @@
 
 pub mod fixtures;
 pub mod passwords;
+pub mod provenance;
 pub mod sample;
 pub mod schema;
 pub mod transform;
@@ -50,7 +55,9 @@ use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use chrono::{DateTime, Utc};
 use etl_core::cli::CommonArgs;
-use etl_core::migration::{Migration, Step, StepCx, StepKind, StepOutput};
+use etl_core::migration::{
+    Action, Journal, Migration, Step, StepCx, StepKind, StepOutput, StepState,
+};
 use etl_core::testing::MemoryLoad;
 use etl_core::{BoxError, Extract, ExtractOptions, Finding, Pipeline, RunReport, Secret};
 use etl_parquet::{ExportLoad, ParquetExtract, parquet_path};
@@ -606,11 +613,16 @@ fn since_of(cx: &StepCx) -> Option<DateTime<Utc>> {
 async fn export(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxError> {
     let dir = &c.args.export_dir;
     if c.args.skip_export {
+        // Verified (content hashed) before the run started: see `check_exports`.
+        let r = provenance::verified(dir, t, "--skip-export", false)?;
         return Ok(StepOutput::message(format!(
-            "--skip-export: {} reused",
-            parquet_path(dir, t).display()
+            "--skip-export: {} reused, exported by {}",
+            parquet_path(dir, t).display(),
+            r.writer()
         ))
-        .with_details(json!({ "skipped": true })));
+        .with_details(
+            json!({ "skipped": true, "export_run": r.run_id, "exported_at": r.written_at }),
+        ));
     }
     let client = c.client()?;
     let (r0, th0) = (
@@ -640,17 +652,20 @@ async fn export(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxE
         )
         .into());
     }
+    provenance::record(dir, t, cx.run_id, cx.dry_run)?;
     let f = ExportFigures {
         records: report.totals.loaded,
         seconds: t0.elapsed().as_secs_f64(),
         requests: client.stats().requests.load(Ordering::Relaxed) - r0,
         throttled: client.stats().throttled.load(Ordering::Relaxed) - th0,
     };
+    let mut details = json!(f);
+    details["export_run"] = json!(cx.run_id);
     Ok(StepOutput::message(format!(
         "{} things in {:.1} s ({} requests, {} throttled)",
         f.records, f.seconds, f.requests, f.throttled
     ))
-    .with_details(json!(f)))
+    .with_details(details))
 }
 
 async fn staging(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
@@ -674,6 +689,7 @@ async fn staging(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
 }
 
 async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxError> {
+    own_export(cx, &c.args.export_dir, t)?;
     let ctx = c.map_ctx(cx).await?;
     let spec = Arc::new(c.schemas[t].clone());
     let map = MapTransform::new(spec.clone(), ctx.clone());
@@ -718,6 +734,91 @@ async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxErr
     cx.add_file(file_name(&c.paths.errors));
     Ok(StepOutput::from_pipeline(report)
         .with_details(json!({ "high_water_mark": ctx.high_water_mark() })))
+}
+
+/// The run whose export of `t` this run uses: its own, or the one `--skip-export` reused.
+fn export_run_of(cx: &StepCx, t: &str) -> Option<Uuid> {
+    cx.details_of(&format!("export_{t}"))
+        .and_then(|d| serde_json::from_value(d["export_run"].clone()).ok())
+}
+
+/// Refuse to load an export file another run wrote since this run's export step (a dry
+/// run, say, while this one was interrupted or running).
+fn own_export(cx: &StepCx, dir: &Path, t: &str) -> anyhow::Result<()> {
+    let r = provenance::verified(dir, t, "load", false)?;
+    let want = export_run_of(cx, t).unwrap_or(cx.run_id);
+    if r.run_id != want {
+        return Err(etl_core::Error::Refused(format!(
+            "{} (Bubble type `{t}`) was written by {}, not by run {want} whose export this run loads",
+            parquet_path(dir, t).display(),
+            r.writer()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Before anything runs: `--resume` continues only over the export files its own run
+/// wrote (or reused), and `--skip-export` never reuses a dry run's export, files of
+/// several runs, or a file changed since it was written. Refusals exit 2.
+async fn check_exports(c: &Cb, journal: &dyn Journal) -> anyhow::Result<()> {
+    let (a, dir) = (&c.args, &c.args.export_dir);
+    let resume = match a.common.action() {
+        Action::Resume => true,
+        Action::Run | Action::DryRun => false,
+        Action::Rollback | Action::Only(_) => return Ok(()),
+    };
+    let latest = match resume {
+        true => journal.latest("culturebridge").await?,
+        false => None,
+    };
+    let mut reused = Vec::new();
+    for t in all_types() {
+        let done = latest
+            .as_ref()
+            .and_then(|r| r.step(&format!("export_{t}")).map(|s| (r, s)))
+            .filter(|(_, s)| s.state == StepState::Done);
+        if let Some((r, s)) = done {
+            let want: Uuid =
+                serde_json::from_value(s.details["export_run"].clone()).unwrap_or(r.run.run_id);
+            let got = provenance::verified(dir, t, "--resume", true)?;
+            if got.run_id != want {
+                return Err(etl_core::Error::Refused(format!(
+                    "--resume: {} (Bubble type `{t}`) was written by {}, not by run {want} that is resumed: \
+                     the run would load another run's export; start a new run without --resume, or --rollback this one",
+                    parquet_path(dir, t).display(),
+                    got.writer()
+                ))
+                .into());
+            }
+        } else if a.skip_export {
+            let got = provenance::verified(dir, t, "--skip-export", true)?;
+            if got.dry_run && !a.common.dry_run {
+                return Err(etl_core::Error::Refused(format!(
+                    "--skip-export: {} (Bubble type `{t}`) was written by {}: a dry run's export is never loaded; export again without --skip-export",
+                    parquet_path(dir, t).display(),
+                    got.writer()
+                ))
+                .into());
+            }
+            reused.push(got);
+        }
+    }
+    reused.sort_by_key(|r| r.run_id);
+    reused.dedup_by_key(|r| r.run_id);
+    if reused.len() > 1 {
+        let runs: Vec<String> = reused
+            .iter()
+            .map(|r| format!("{} ({})", r.writer(), r.ty))
+            .collect();
+        return Err(etl_core::Error::Refused(format!(
+            "--skip-export: the export files in {} were written by several runs: {}; export again without --skip-export",
+            dir.display(),
+            runs.join(", ")
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn file_name(p: &Path) -> String {
@@ -847,6 +948,17 @@ async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
     }
     let export =
         ExportFigures::sum(all_types().filter_map(|t| cx.details_of(&format!("export_{t}"))));
+    // Which run's export each type was loaded from (another run's with --skip-export).
+    let export_runs: serde_json::Map<String, Value> = all_types()
+        .filter_map(|t| export_run_of(cx, t).map(|r| (t.to_owned(), json!(r))))
+        .collect();
+    let mut from: Vec<String> = export_runs.values().map(Value::to_string).collect();
+    from.sort();
+    from.dedup();
+    let export_from = match from.as_slice() {
+        [_] => json!({"run_id": export_runs.values().next(), "reused": c.args.skip_export}),
+        _ => Value::Null,
+    };
     // After a dry run, what the switch would have done (the gate's preview).
     let changes = cx.details_of("switch").or_else(|| cx.details_of("checks"));
     let changes = |k: &str| changes.as_ref().map_or(Value::Null, |d| d[k].clone());
@@ -861,6 +973,8 @@ async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         "since": since_of(cx),
         "high_water_mark": high_water_mark(cx),
         "export": export,
+        "export_runs": export_runs,
+        "export_from": export_from,
         "database": c.database,
         "rollback_script": changes("rollback_script"),
     });
@@ -939,6 +1053,7 @@ fn summary_text(doc: &Value, checks: &[Finding]) -> String {
         "inserted",
         "updated",
         "export",
+        "export_from",
         "rollback_script",
     ] {
         if !doc[k].is_null() {
@@ -977,6 +1092,7 @@ pub async fn run(
     let mut opts = args.common.run_options();
     opts.report_dir = report_dir(args);
     opts.target = Some(c.database.clone());
+    check_exports(&c, &journal).await?;
     let report = migration(&c).execute(&c, &journal, &opts).await?;
     let export = ExportFigures::sum(
         report

@@ -343,6 +343,8 @@ struct S9 {
     source: OnceCell<Source>,
     dynamo: OnceCell<(Client, Option<Dynalite>)>,
     rss: Mutex<serde_json::Map<String, Value>>,
+    /// Input fingerprints this invocation computed (hashed once per file).
+    checked: Mutex<HashMap<PathBuf, crate::artifact::Fingerprint>>,
 }
 
 impl S9 {
@@ -368,6 +370,7 @@ impl S9 {
             source: OnceCell::new(),
             dynamo: OnceCell::new(),
             rss: Mutex::default(),
+            checked: Mutex::default(),
         })
     }
 
@@ -618,6 +621,75 @@ impl S9 {
         Ok(Action::Only(names))
     }
 
+    /// The load of `e` reads row groups of transformed/<e>.parquet and records those it
+    /// wrote: the checkpoint also records that file's fingerprint. Resuming (`resume`)
+    /// over recorded row groups is refused when the file changed since (a transform ran
+    /// again), naming the file and what changed; a fresh load forgets the row groups and
+    /// records the file as it is now.
+    fn load_input(&self, e: Entity, resume: bool) -> anyhow::Result<()> {
+        let path = self.transformed(e);
+        if !path.exists() {
+            bail!("{} is missing: run --phase transform first", path.display());
+        }
+        let units = JsonCheckpoint::new(&self.checkpoint, format!("load:{}", e.name()));
+        let input = JsonCheckpoint::new(&self.checkpoint, format!("input:load:{}", e.name()));
+        let checked = self.checked.lock().expect("lock").get(&path).cloned();
+        let now = match checked {
+            // Verified up front by this invocation: the same size and time are enough.
+            Some(f) if resume && same_file_times(&path, &f) => f,
+            _ => crate::artifact::Fingerprint::of(&path)?,
+        };
+        if resume && !units.completed()?.is_empty() {
+            let then: Option<crate::artifact::Fingerprint> =
+                (input.get("fingerprint")?).and_then(|v| serde_json::from_value(v).ok());
+            let changes = match &then {
+                None => vec!["no fingerprint of it was recorded".to_owned()],
+                Some(then) => now.changes_since(then),
+            };
+            if !changes.is_empty() {
+                return Err(etl_core::Error::Refused(format!(
+                    "--resume: {} changed since the unfinished load of {} recorded the row \
+                     groups it wrote ({}); they are not the row groups of this file: load it \
+                     from the start without --resume (`--phase load`)",
+                    path.display(),
+                    e.name(),
+                    changes.join(", ")
+                ))
+                .into());
+            }
+        } else if !resume {
+            units.reset()?;
+        }
+        input.set("fingerprint", serde_json::to_value(&now)?)?;
+        self.checked.lock().expect("lock").insert(path, now);
+        Ok(())
+    }
+
+    /// Before anything runs: refuse a `--resume` whose load would continue over a
+    /// transformed file that changed since (exit 2, see [`S9::load_input`]).
+    async fn check_resume(&self, journal: &FileJournal) -> anyhow::Result<()> {
+        let common = &self.args.common;
+        if !common.resume || common.dry_run {
+            return Ok(());
+        }
+        let resumes_load = match self.args.phase {
+            Some(p) => p == Phase::Load,
+            None => (journal.latest(MIGRATION).await?)
+                .and_then(|r| r.step("load").cloned())
+                .is_some_and(|s| s.attempts > 0 && s.state != StepState::Done),
+        };
+        if !resumes_load {
+            return Ok(());
+        }
+        for &e in &self.entities {
+            let units = JsonCheckpoint::new(&self.checkpoint, format!("load:{}", e.name()));
+            if self.transformed(e).exists() && !units.completed()?.is_empty() {
+                self.load_input(e, true)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Write one of the seed's reports into the report directory; `report.json` lists it.
     fn write_report(
         &self,
@@ -646,6 +718,12 @@ impl S9 {
             .map(|l| format!("REJECT {} {l}", cx.step));
         self.log(cx, lines.collect::<Vec<_>>())
     }
+}
+
+/// Whether the file at `path` still has the size and modification time of `f`.
+fn same_file_times(path: &Path, f: &crate::artifact::Fingerprint) -> bool {
+    crate::artifact::Fingerprint::times(path)
+        .is_ok_and(|(size, t)| size == f.size && t == f.modified_ns)
 }
 
 fn append_log(dir: &Path, lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
@@ -863,6 +941,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             return Ok(Outcome { report, ok: true });
         }
     }
+    c.check_resume(&journal).await?;
     let opts = RunOptions {
         action: c.action(&journal).await?,
         target: Some(c.target()),
@@ -1128,10 +1207,22 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let invalid = invalid_items(c)?;
     let wopts = c.write_options();
     let client = c.client().await?;
+    let mut inputs = Value::Null;
     if !cx.dry_run {
         for t in c.tables() {
             ensure_table(client, &table_spec(&t)).await?;
         }
+        // Every entity's input checked (resume) or recorded afresh before any is loaded.
+        let t = std::time::Instant::now();
+        for &e in &c.entities {
+            c.load_input(e, c.resume_units(cx))?;
+        }
+        let checked = c.checked.lock().expect("lock").clone();
+        inputs = json!({
+            "bytes": checked.values().map(|f| f.size).sum::<u64>(),
+            "seconds": t.elapsed().as_secs_f64(),
+            "files": checked,
+        });
     }
     let (mut per_entity, mut reports) = (serde_json::Map::new(), Vec::new());
     for &e in &c.entities {
@@ -1213,6 +1304,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "options": wopts,
         "backups": backups,
+        "inputs": inputs,
         "entities": per_entity,
     });
     c.write_report(cx, "load_report.json", &load_report)?;
