@@ -75,6 +75,7 @@ impl PgJournal {
             pool: PgPoolOptions::new()
                 .max_connections(1)
                 .min_connections(0)
+                .acquire_timeout(std::time::Duration::from_secs(30))
                 .connect_lazy_with(opts.clone()),
             opts,
             runs: TableName::new("ferry_journal_runs"),
@@ -257,7 +258,8 @@ const LOCK_ROW: &str = "locktype = 'advisory' AND objsubid = 2 AND granted
 
 impl PgJournal {
     async fn take_lock(&self, migration: &str) -> etl_core::Result<RunLock> {
-        let mut conn = PgConnection::connect_with(&self.opts)
+        let mut conn = crate::ConnectSettings::default()
+            .connect(&self.opts)
             .await
             .map_err(|e| self.err(e))?;
         let got: bool = sqlx::query_scalar(sqlf!("SELECT pg_try_advisory_lock({LOCK_KEY})"))

@@ -74,8 +74,11 @@ impl PgLoad {
     }
 
     /// A new connection with this loader's options.
+    /// A connection attempt gives up after 30 s (`ConnectSettings::connect`).
     pub async fn connect(&self) -> Result<PgConnection> {
-        Ok(self.connect.connect().await?)
+        Ok(crate::ConnectSettings::default()
+            .connect(&self.connect)
+            .await?)
     }
 
     fn run_state(&self) -> Result<RunState> {

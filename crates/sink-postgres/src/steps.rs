@@ -47,7 +47,7 @@ pub struct ReplaceSteps {
 }
 
 async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, etl_core::BoxError> {
-    Ok(PgConnection::connect_with(opts).await?)
+    Ok(crate::ConnectSettings::default().connect(opts).await?)
 }
 
 impl ReplaceSteps {

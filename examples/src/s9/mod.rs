@@ -443,7 +443,12 @@ impl S9 {
         let at = match self.endpoint() {
             Some(ep) => ep,
             None if self.use_aws() => format!("AWS {}", self.config.target.region),
-            None => "a local dynalite".into(),
+            None => {
+                return format!(
+                    "DynamoDB {} at a throwaway local dynalite, deleted at exit — nothing reached a real DynamoDB; pass --dynamodb-endpoint or configure AWS (config + credentials)",
+                    self.tables().join(", ")
+                );
+            }
         };
         format!("DynamoDB {} at {at}", self.tables().join(", "))
     }
@@ -942,6 +947,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     c.check_resume(&journal).await?;
+    if c.endpoint().is_none() && !c.use_aws() {
+        tracing::warn!("target: {}", c.target());
+    }
     let opts = RunOptions {
         action: c.action(&journal).await?,
         target: Some(c.target()),
