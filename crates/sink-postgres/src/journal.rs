@@ -26,7 +26,6 @@ use etl_core::migration::{
 };
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::ident::TableName;

@@ -7,8 +7,8 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use bytes::{Bytes, BytesMut};
 use etl_core::{Load, Reject, RunInfo, RunTotals, Unit, UnitSummary, UnitWriter};
+use sqlx::PgConnection;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
