@@ -248,6 +248,57 @@ impl PgJournal {
     }
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the session holding a run lock is checked.
+const LOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Hold the lock on `conn`; if the session dies, take the lock again on a new one.
+async fn keep_lock(
+    mut conn: sqlx::PgConnection,
+    opts: PgConnectOptions,
+    migration: String,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(LOCK_CHECK).await;
+        if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
+            continue;
+        }
+        tracing::warn!(migration = %migration, "the session holding the run lock ended; taking the lock again");
+        loop {
+            tokio::time::sleep(LOCK_CHECK).await;
+            let Ok(mut c) = crate::ConnectSettings::default().connect(&opts).await else {
+                continue;
+            };
+            match sqlx::query_scalar::<_, bool>(sqlf!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
+                .bind(&migration)
+                .fetch_one(&mut c)
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(migration = %migration, "run lock re-taken");
+                    conn = c;
+                    break;
+                }
+                Ok(false) => {
+                    tracing::error!(migration = %migration, "the run lock was taken by another process while its session was down");
+                    lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
 /// The advisory-lock key of a migration's runs: `(hashtext('ferry'), hashtext(schema.name))`
 /// as `pg_locks` shows it (`classid`, `objid`, `objsubid = 2`).
 const LOCK_KEY: &str = "hashtext('ferry'), hashtext(current_schema() || '.' || $1)";
@@ -267,8 +318,18 @@ impl PgJournal {
             .await
             .map_err(|e| self.err(e))?;
         if got {
-            // The session holds the lock; dropping the connection closes it and releases it.
-            return Ok(RunLock::new(std::sync::Mutex::new(conn)));
+            // The session holds the lock; a watchdog keeps it: when the session ends (a
+            // server restart, a cut connection) it reconnects and takes the lock again, and
+            // marks it lost if another process took it meanwhile. Dropping the guard stops
+            // the watchdog, which closes the session and releases the lock.
+            let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let task = tokio::spawn(keep_lock(
+                conn,
+                self.opts.clone(),
+                migration.to_owned(),
+                lost.clone(),
+            ));
+            return Ok(RunLock::watched(AbortOnDrop(task), lost));
         }
         let backend: Option<(i32, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(sqlf!(
             "SELECT a.pid, coalesce(a.client_addr::text, 'local socket'), a.backend_start

@@ -264,12 +264,14 @@ pub trait Journal: Send + Sync {
 /// A held run lock; dropping it releases the lock.
 pub struct RunLock {
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+    lost: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl std::fmt::Debug for RunLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunLock")
             .field("held", &self._guard.is_some())
+            .field("lost", &self.is_lost())
             .finish()
     }
 }
@@ -277,14 +279,38 @@ impl std::fmt::Debug for RunLock {
 impl RunLock {
     /// No lock.
     pub fn none() -> Self {
-        RunLock { _guard: None }
+        RunLock {
+            _guard: None,
+            lost: None,
+        }
     }
 
     /// A lock released when `guard` is dropped (an open lock file, a database session).
     pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
         RunLock {
             _guard: Some(Box::new(guard)),
+            lost: None,
         }
+    }
+
+    /// A lock that can be lost while held (a database session that ends with a server
+    /// restart and whose lock another process took before it could be taken again): the
+    /// holder sets `lost`, and the runner stops before its next step.
+    pub fn watched(
+        guard: impl std::any::Any + Send + Sync,
+        lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        RunLock {
+            _guard: Some(Box::new(guard)),
+            lost: Some(lost),
+        }
+    }
+
+    /// Whether the lock was lost while held.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+            .as_ref()
+            .is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 

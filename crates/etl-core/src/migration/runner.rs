@@ -473,6 +473,7 @@ impl<C: Send + Sync> Migration<C> {
         } else {
             journal.lock(&self.name).await?
         };
+        let lock_lost = || _lock.is_lost();
         let report = match &opts.action {
             Action::Rollback => self.rollback(ctx, journal, opts, started).await?,
             Action::DryRun => {
@@ -481,9 +482,12 @@ impl<C: Send + Sync> Migration<C> {
                     Some(p) => MemoryJournal::with(p),
                     None => MemoryJournal::new(),
                 };
-                self.forward(ctx, &mem, opts, started).await?
+                self.forward(ctx, &mem, opts, started, &|| false).await?
             }
-            _ => self.forward(ctx, journal, opts, started).await?,
+            _ => {
+                self.forward(ctx, journal, opts, started, &lock_lost)
+                    .await?
+            }
         };
         Ok(report)
     }
@@ -526,6 +530,7 @@ impl<C: Send + Sync> Migration<C> {
         journal: &dyn Journal,
         opts: &RunOptions,
         started: DateTime<Utc>,
+        lock_lost: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<RunReport> {
         let dry = opts.action == Action::DryRun;
         let prev = journal.latest(&self.name).await?;
@@ -632,6 +637,14 @@ impl<C: Send + Sync> Migration<C> {
                     "not_reached",
                     "stopped before this step, as asked; --resume continues here",
                 ));
+                continue;
+            }
+            if lock_lost() {
+                error = Some(format!(
+                    "the run lock was lost (its database session ended and another process took the lock before it could be taken again); stopped before step `{}` — see who runs now with --plan",
+                    step.name
+                ));
+                reports.push(step_report(&rec, "not_reached", ""));
                 continue;
             }
             if opts.cancel.is_cancelled() {
