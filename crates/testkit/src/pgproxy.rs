@@ -1,7 +1,7 @@
 //! [`PgFaultProxy`]: a loopback proxy in front of a PostgreSQL server that injects the
 //! faults a migration must survive: a `COMMIT` that reaches the server and commits but
 //! whose answer never comes back (the connection drops), a connection cut after some
-//! bytes, a stall.
+//! bytes, a link that goes silent (a stall).
 //!
 //! It reads the frontend protocol (startup message, then typed messages) to recognise a
 //! simple-query `COMMIT` sent on a connection that carried `COPY` data. Connect through it
@@ -30,6 +30,10 @@ pub enum PgFault {
     },
     /// Close every new connection's client side after this many client bytes.
     CutAfterBytes(u64),
+    /// After this many client bytes on a connection, stop forwarding in both directions
+    /// but keep the sockets open: a link that went silent (what keepalives and timeouts
+    /// are for).
+    StallAfterBytes(u64),
 }
 
 /// A running proxy; stops when dropped.
@@ -151,6 +155,16 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
             && sent > n
         {
             shared.fired.fetch_add(1, Ordering::SeqCst);
+            break;
+        }
+        if let PgFault::StallAfterBytes(n) = fault
+            && sent > n
+        {
+            shared.fired.fetch_add(1, Ordering::SeqCst);
+            let _ = swallow_tx.send(true);
+            // Hold both sockets open, forwarding nothing, until the client gives up.
+            let mut sink = vec![0u8; 64 * 1024];
+            while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
             break;
         }
         if kind == b'd' {

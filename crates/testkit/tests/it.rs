@@ -128,3 +128,64 @@ async fn database_url_or_start_passes_a_given_url_through() {
     drop(guard);
     assert!(!dir.exists());
 }
+
+/// The PostgreSQL fault proxy: a cut connection fails at once, a stalled one never answers.
+#[tokio::test]
+async fn the_pg_fault_proxy_cuts_and_stalls_connections() {
+    use sqlx::Connection as _;
+    let db = TestDb::create().await.unwrap();
+    let url = db.url();
+    let port: u16 = url
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxied = |p: u16| {
+        format!(
+            "{}{p}{}?sslmode=disable",
+            &url[..url.rfind(':').unwrap() + 1],
+            &url[url.rfind('/').unwrap()..]
+        )
+    };
+    let proxy = etl_testkit::PgFaultProxy::start(port, etl_testkit::PgFault::None)
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&proxied(proxy.port()))
+        .await
+        .unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(one, 1, "forwards when no fault is set");
+
+    // Startup is a few hundred bytes: a cut after 2,000 lets it connect, then the big
+    // query dies.
+    proxy.set_fault(etl_testkit::PgFault::CutAfterBytes(2_000));
+    let mut conn = sqlx::PgConnection::connect(&proxied(proxy.port()))
+        .await
+        .unwrap();
+    let big = format!("SELECT '{}'", "x".repeat(4_000));
+    assert!(
+        sqlx::query(sqlx::AssertSqlSafe(big.clone()))
+            .execute(&mut conn)
+            .await
+            .is_err()
+    );
+
+    proxy.set_fault(etl_testkit::PgFault::StallAfterBytes(2_000));
+    let mut conn = sqlx::PgConnection::connect(&proxied(proxy.port()))
+        .await
+        .unwrap();
+    let stalled = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query(sqlx::AssertSqlSafe(big)).execute(&mut conn),
+    )
+    .await;
+    assert!(stalled.is_err(), "a stalled link gives no answer");
+    assert_eq!(proxy.fired(), 2);
+}
