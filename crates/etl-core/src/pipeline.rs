@@ -317,7 +317,6 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         (RunStatus::Succeeded, None, findings)
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// On resume: every unit an earlier attempt committed must still be in the input, with
     /// the content it had (its recorded fingerprint), or the resumed run would mix two
     /// versions of the input.
@@ -477,26 +476,20 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             // The COMMIT may have reached the server and only its answer been lost: ask
             // the sink's durable record before calling the unit failed (loading it again
             // would duplicate it).
-            match self.load.unit_committed(unit).await {
-                Ok(true) => {
-                    tracing::warn!(unit = %unit.name, error = %e, "the unit's commit got no answer, but the sink's record shows it committed: kept as completed");
-                    *summary
-                        .counters
-                        .entry("commit_outcome_checked".into())
-                        .or_default() += 1;
-                }
-                Ok(false) => {
-                    return self
-                        .fail_unit(unit, summary, None, e, ledger, started, &bar)
-                        .await;
-                }
-                Err(check) => {
-                    tracing::warn!(unit = %unit.name, error = %check, "cannot tell whether the unit committed");
-                    return self
-                        .fail_unit(unit, summary, None, e, ledger, started, &bar)
-                        .await;
-                }
+            let committed = self.load.unit_committed(unit).await.unwrap_or_else(|check| {
+                tracing::warn!(unit = %unit.name, error = %check, "cannot tell whether the unit committed");
+                false
+            });
+            if !committed {
+                return self
+                    .fail_unit(unit, summary, None, e, ledger, started, &bar)
+                    .await;
             }
+            tracing::warn!(unit = %unit.name, error = %e, "the unit's commit got no answer, but the sink's record shows it committed: kept as completed");
+            *summary
+                .counters
+                .entry("commit_outcome_checked".into())
+                .or_default() += 1;
         }
         if let Some(spool) = spool {
             spool.seal(&unit.name)?;

@@ -204,7 +204,8 @@ impl TextLoad {
     }
 
     async fn connect(&self) -> etl_core::Result<PgConnection> {
-        PgConnection::connect_with(&self.opts)
+        crate::ConnectSettings::default()
+            .connect(&self.opts)
             .await
             .map_err(|e| load_err(format!("cannot connect: {e}")))
     }
@@ -434,7 +435,9 @@ impl Upsert {
     }
 
     async fn connect(&self) -> Result<PgConnection, etl_core::BoxError> {
-        Ok(PgConnection::connect_with(&self.opts).await?)
+        Ok(crate::ConnectSettings::default()
+            .connect(&self.opts)
+            .await?)
     }
 
     async fn ensure(&self, conn: &mut PgConnection) -> Result<(), etl_core::BoxError> {
