@@ -3,18 +3,19 @@
 use std::path::PathBuf;
 
 /// The built binary of example `name` (tests run from `target/<profile>/deps`; examples
-/// are built beside it by `cargo test`), building it if it is missing.
+/// are built beside it). Always asks cargo to bring it up to date (a no-op when it is):
+/// a binary left by a build of another checkout sharing the target directory would carry
+/// that checkout's paths to the bundled data.
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let bin = profile_dir.join("examples").join(name);
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "etl-examples", "--example", name])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "etl-examples", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success());
     bin
 }
 
