@@ -193,11 +193,13 @@ async fn loads_exact_contents_and_switches() {
         count(&mut conn, "SELECT count(*) FROM cites_trade_records_old").await,
         4
     );
-    assert!(
-        r2.extra["backups"]["tables"][0]["rows"] == 4,
-        "{}",
-        r2.extra["backups"]
-    );
+    let backup = &r2
+        .steps
+        .iter()
+        .find(|s| s.name == "backup")
+        .unwrap()
+        .details;
+    assert!(backup["tables"][0]["rows"] == 4, "{backup}");
     // Report files.
     let dir = env.reports("second");
     for f in ["report.json", "summary.txt", "rejects.csv"] {
@@ -359,9 +361,12 @@ async fn a_failed_gate_leaves_production_untouched() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("refusing to switch"), "{err}");
     assert!(
-        err.contains("is `failed`, not loaded and validated"),
+        err.contains("refusing to continue `cites_trade` at `switch`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("is `failed`, not stopped right before"),
         "{err}"
     );
     assert_eq!(

@@ -33,10 +33,11 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::ident::TableName;
+use crate::ledger::LedgerTables;
 use crate::move_data::{self, KeysetMove, OnlineMove, swap_names};
 use crate::preflight;
 use crate::sql_file::{MARKERS, SqlMigration, check_unchanged, split_statements};
-use crate::staging::{StagingTable, exists};
+use crate::staging::{StagingTable, count_rows, exists};
 
 /// The steps of a full replacement of a table through its staging twin.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct ReplaceSteps {
     opts: Arc<PgConnectOptions>,
     tables: StagingTable,
     lock_timeout: String,
+    ledger: Option<LedgerTables>,
+    after_rollback: Option<Arc<str>>,
 }
 
 async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, etl_core::BoxError> {
@@ -58,7 +61,23 @@ impl ReplaceSteps {
             opts: Arc::new(opts),
             tables,
             lock_timeout: "10s".into(),
+            ledger: None,
+            after_rollback: None,
         }
+    }
+
+    /// Record the switch and its undo in the run ledger the load wrote (run status
+    /// `switched` / `rolled_back`, see [`LedgerTables::set_status`]).
+    pub fn ledger(mut self, ledger: LedgerTables) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// SQL run (in one transaction) after the switch's undo has made the previous data
+    /// live again: the rebuild of tables derived from the live one (a summary), `ANALYZE`.
+    pub fn after_rollback(mut self, sql: impl Into<String>) -> Self {
+        self.after_rollback = Some(sql.into().into());
+        self
     }
 
     /// The longest the switch (and its undo) waits for a lock (a PostgreSQL interval).
@@ -109,6 +128,34 @@ impl ReplaceSteps {
         ))
     }
 
+    /// `indexes` ([`StepKind::Index`]): the live table's indexes, keys and foreign keys
+    /// built on the loaded staging table ([`StagingTable::build_indexes`], with 512 MB of
+    /// `maintenance_work_mem`); a bulk load into an unindexed table is several times
+    /// faster. Idempotent: a rerun after a kill skips what exists.
+    pub fn indexes<C: Send + Sync + 'static>(&self) -> Step<C> {
+        let (opts, t) = (self.opts.clone(), self.tables.clone());
+        Step::new("indexes", StepKind::Index, move |_c: &C, _cx| {
+            let (opts, t) = (opts.clone(), t.clone());
+            Box::pin(async move {
+                let mut conn = connect(&opts).await?;
+                sqlx::query("SET maintenance_work_mem = '512MB'")
+                    .execute(&mut conn)
+                    .await?;
+                let built = t.build_indexes(&mut conn).await?;
+                Ok(StepOutput::message(format!(
+                    "{} indexes and keys built on {}",
+                    built.len(),
+                    t.staging
+                ))
+                .with_details(json!({ "built": built })))
+            })
+        })
+        .describe(format!(
+            "builds the indexes and keys of {} on {}",
+            self.tables.live, self.tables.staging
+        ))
+    }
+
     /// `switch` ([`StepKind::Switch`]): staging becomes live and live becomes `_old` in
     /// one transaction ([`StagingTable::switch`]). Run again after a kill that followed
     /// its commit, it sees the switch done and does nothing. Its undo swaps back
@@ -125,8 +172,13 @@ impl ReplaceSteps {
             self.tables.clone(),
             self.lock_timeout.clone(),
         );
+        let (ledger, ledger2, after) = (
+            self.ledger.clone(),
+            self.ledger.clone(),
+            self.after_rollback.clone(),
+        );
         Step::new("switch", StepKind::Switch, move |_c: &C, cx| {
-            let (opts, t, lt) = (opts.clone(), t.clone(), lt.clone());
+            let (opts, t, lt, ledger) = (opts.clone(), t.clone(), lt.clone(), ledger.clone());
             Box::pin(async move {
                 let mut conn = connect(&opts).await?;
                 if cx.resuming() && t.switched(&mut conn).await? {
@@ -137,6 +189,9 @@ impl ReplaceSteps {
                 }
                 let t0 = std::time::Instant::now();
                 t.switch(&mut conn, &lt).await?;
+                if let Some(l) = &ledger {
+                    l.set_status(&mut conn, cx.run_id, "switched").await?;
+                }
                 Ok(StepOutput::message(format!(
                     "{} is live; the previous data is in {}",
                     t.live, t.old
@@ -147,8 +202,9 @@ impl ReplaceSteps {
                 })))
             })
         })
-        .undo(move |_c: &C, _cx| {
+        .undo(move |_c: &C, cx| {
             let (opts, t, lt) = (opts2.clone(), t2.clone(), lt2.clone());
+            let (ledger2, after) = (ledger2.clone(), after.clone());
             Box::pin(async move {
                 let mut conn = connect(&opts).await?;
                 if !t.states(&mut conn).await?.old {
@@ -157,10 +213,20 @@ impl ReplaceSteps {
                     ));
                 }
                 t.rollback(&mut conn, &lt).await?;
+                if let Some(l) = &ledger2 {
+                    l.set_status(&mut conn, cx.run_id, "rolled_back").await?;
+                }
+                if let Some(sql) = &after {
+                    run_sql(&mut conn, sql).await?;
+                }
+                let rows = count_rows(&mut conn, &t.live).await?;
                 Ok(StepOutput::message(format!(
-                    "the previous data is live again; the rolled-back data is in {}",
+                    "the previous data is live again ({rows} rows); the rolled-back data is in {}",
                     t.staging
-                )))
+                ))
+                .with_details(
+                    json!({ "live_rows": rows, "staging_now_holds": t.staging.to_string() }),
+                ))
             })
         })
         .describe(format!(
@@ -212,15 +278,21 @@ pub fn sql_step<C: Send + Sync + 'static>(
         let (opts, sql) = (opts.clone(), sql.clone());
         Box::pin(async move {
             let mut conn = connect(&opts).await?;
-            let mut tx = conn.begin().await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+            run_sql(&mut conn, &sql).await?;
             Ok(StepOutput::message("done"))
         })
     })
     .describe(describe)
+}
+
+/// `sql` (one or more statements) in one transaction.
+async fn run_sql(conn: &mut PgConnection, sql: &str) -> crate::Result<()> {
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A connection of `opts` with `lock_timeout` set for the session.

@@ -17,14 +17,13 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::{Datelike, Utc};
 use etl_core::cli::CommonArgs;
-use etl_core::migration::{
-    Action, Journal, Migration, RunOptions, RunState, Step, StepCx, StepKind, StepOutput, StepState,
-};
-use etl_core::{CancellationToken, Pipeline, RunReport};
+use etl_core::migration::{Action, Migration, RunOptions, Step, StepCx, StepKind, StepOutput};
+use etl_core::{CancellationToken, Pipeline, RunReport, step_fn};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::ledger::LedgerTables;
-use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, count_rows, exists};
+use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, exists};
+use etl_sink_postgres::steps::{ReplaceSteps, sql_step};
 use etl_sink_postgres::{PgLoad, connect_options};
 use etl_source_csv::CsvSource;
 use etl_validate::sql::{SqlCheck, SqlChecks};
@@ -35,6 +34,7 @@ use uuid::Uuid;
 
 use super::schema::{self, IMPORT_ERRORS, LIVE, MIGRATION_LOG, SUMMARY, cites_schema};
 use super::species::{Scope, SpeciesMap, SpeciesMapping, UNMATCHED};
+use super::summary;
 
 /// Options of the CITES migrations (shared by `cites_trade` and `cites_arctic`).
 #[derive(clap::Args, Debug, Clone)]
@@ -157,7 +157,7 @@ impl CitesConfig {
         let action = if self.args.cleanup {
             Action::Only(vec!["cleanup".into()])
         } else if self.args.switchover {
-            Action::Resume
+            Action::Continue("switch".into())
         } else {
             common.action()
         };
@@ -190,143 +190,74 @@ impl Cites {
     }
 }
 
-/// `?` from an `anyhow` step body into the run layer's boxed error.
-fn boxed<T>(r: anyhow::Result<T>) -> Result<T, etl_core::BoxError> {
-    r.map_err(Into::into)
-}
-
-/// The steps of the CITES migration described by `cfg`.
-pub fn migration(cfg: &CitesConfig) -> Migration<Cites> {
+/// The steps of the CITES migration of `c`.
+///
+/// # Errors
+/// The target URL does not parse.
+pub fn migration(c: &Cites) -> anyhow::Result<Migration<Cites>> {
+    let (cfg, opts) = (&c.cfg, connect_options(&c.url)?);
+    let live = cfg.live();
+    let replace = ReplaceSteps::new(opts.clone(), cfg.staging())
+        .lock_timeout(cfg.args.lock_timeout.clone())
+        .ledger(cfg.ledger())
+        .after_rollback(format!("{}\nANALYZE {}", summary::REBUILD, live.sql()));
     let mut m = Migration::new(cfg.migration.clone())
         .restart_unfinished()
         .step(
-            Step::new("preflight", StepKind::Preflight, |c: &Cites, cx| {
-                Box::pin(async move { boxed(preflight(c, cx).await) })
-            })
-            .always()
-            .in_dry_run()
-            .describe("checks the tables in the way and records the live table's statistics"),
+            Step::new("preflight", StepKind::Preflight, step_fn!(preflight))
+                .always()
+                .in_dry_run()
+                .describe("checks the tables in the way and records the live table's statistics"),
         )
         .step(
-            Step::new("species", StepKind::Prepare, |c: &Cites, cx| {
-                Box::pin(async move { boxed(species(c, cx).await) })
-            })
-            .describe("creates the migration's tables if missing, adds --species-csv and --synonyms-csv"),
+            Step::new("species", StepKind::Prepare, step_fn!(species))
+                .describe("creates the migration's tables if missing, adds --species-csv and --synonyms-csv"),
         )
         .step(
-            Step::new("backup", StepKind::Backup, |c: &Cites, cx| {
-                Box::pin(async move { boxed(backup_step(c, cx).await) })
-            })
-            .describe("copies cites_trade_records and species_trade_summary into timestamped backup tables"),
+            Step::new("backup", StepKind::Backup, step_fn!(backup))
+                .describe("copies cites_trade_records and species_trade_summary into timestamped backup tables"),
         );
     if let Some(year) = cfg.test_year {
-        m = m
-            .step(
-                Step::new("test_staging", StepKind::Prepare, |c: &Cites, _cx| {
-                    Box::pin(async move { boxed(create_staging(c).await) })
-                })
-                .describe("creates the staging table for the test load"),
-            )
-            .step(
-                Step::new("test_load", StepKind::Load, move |c: &Cites, cx| {
-                    Box::pin(async move { boxed(test_load(c, cx, year).await) })
-                })
-                .in_dry_run()
-                .describe(format!(
-                    "loads and validates {year} alone (the seed's test load)"
-                )),
-            );
-    }
-    m = m
-        .step(
-            Step::new("staging", StepKind::Prepare, |c: &Cites, _cx| {
-                Box::pin(async move { boxed(create_staging(c).await) })
-            })
-            .describe("creates cites_trade_records_staging LIKE the live table, without indexes"),
-        )
-        .step(
-            Step::new("load", StepKind::Load, |c: &Cites, cx| {
-                Box::pin(async move { boxed(load(c, cx).await) })
+        m = m.step(
+            Step::new("test_load", StepKind::Load, move |c: &Cites, cx| {
+                Box::pin(async move { Ok(test_load(c, cx, year).await?) })
             })
             .in_dry_run()
-            .describe("parses, types, maps species and COPYs every file (one transaction each with its log row and rejects); reject-rate and match-rate gates"),
-        )
-        .step(
-            Step::new("indexes", StepKind::Index, |c: &Cites, _cx| {
-                Box::pin(async move { boxed(indexes(c).await) })
-            })
-            .describe("builds the live table's indexes and keys on staging"),
-        )
-        .step(
-            Step::new("gates", StepKind::Gate, |c: &Cites, cx| {
-                Box::pin(async move { boxed(gates(c, cx).await) })
-            })
-            .describe("row count against the ledger, orphans, year range, required fields, duplicate Ids"),
-        )
-        .step(
-            Step::new("switch", StepKind::Switch, |c: &Cites, cx| {
-                Box::pin(async move { boxed(switch(c, cx).await) })
-            })
-            .undo(|c: &Cites, cx| Box::pin(async move { boxed(unswitch(c, cx).await) }))
-            .describe("renames staging -> live and live -> _old in one transaction"),
-        );
-    if cfg.reindex_after_switch {
-        m = m.step(
-            Step::new("reindex", StepKind::PostSwitch, |c: &Cites, _cx| {
-                Box::pin(async move {
-                    let mut conn = c.conn().await?;
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "REINDEX TABLE {}",
-                        c.cfg.live().sql()
-                    )))
-                    .execute(&mut conn)
-                    .await?;
-                    Ok(StepOutput::message("reindexed cites_trade_records"))
-                })
-            })
-            .describe("REINDEX TABLE cites_trade_records"),
+            .describe(format!(
+                "creates staging, loads and validates {year} alone (the seed's test load)"
+            )),
         );
     }
-    m.step(
-        Step::new("summary", StepKind::PostSwitch, |c: &Cites, _cx| {
-            Box::pin(async move {
-                let mut conn = c.conn().await?;
-                let species = boxed(super::summary::rebuild(&mut conn, &c.cfg.live()).await)?;
-                Ok(StepOutput::message(format!(
-                    "species_trade_summary rebuilt for {species} species"
-                ))
-                .with_details(json!({ "summary_species": species })))
-            })
-        })
-        .describe("rebuilds species_trade_summary from the live table (one transaction)"),
+    m = m
+        .step(replace.staging())
+        .step(
+            Step::new("load", StepKind::Load, step_fn!(load))
+                .in_dry_run()
+                .describe("parses, types, maps species and COPYs every file (one transaction each with its log row and rejects); reject-rate and match-rate gates"),
+        )
+        .step(replace.indexes())
+        .step(
+            Step::new("gates", StepKind::Gate, step_fn!(gates))
+                .describe("row count against the ledger, orphans, year range, required fields, duplicate Ids"),
+        )
+        .step(replace.switch());
+    if cfg.reindex_after_switch {
+        let sql = format!("REINDEX TABLE {}", live.sql());
+        m = m.step(sql_step("reindex", StepKind::PostSwitch, opts.clone(), sql));
+    }
+    Ok(m.step(
+        sql_step("summary", StepKind::PostSwitch, opts, summary::REBUILD)
+            .describe("rebuilds species_trade_summary from the live table (one transaction)"),
     )
     .step(
-        Step::new("analyze", StepKind::PostSwitch, |c: &Cites, cx| {
-            Box::pin(async move { boxed(analyze_step(c, cx).await) })
-        })
-        .describe("ANALYZE of the live table and its statistics after the switch"),
+        Step::new("analyze", StepKind::PostSwitch, step_fn!(analyze_step))
+            .describe("ANALYZE of the live table and its statistics after the switch"),
     )
-    .step(
-        Step::new("cleanup", StepKind::Cleanup, |c: &Cites, cx| {
-            Box::pin(async move {
-                let mut conn = c.conn().await?;
-                let dropped = c.cfg.staging().cleanup(&mut conn).await?;
-                cx.set_extra("dropped_tables", json!(dropped));
-                Ok(
-                    StepOutput::message(format!("dropped {}", dropped.join(", ")))
-                        .with_details(json!({ "dropped_tables": dropped })),
-                )
-            })
-        })
-        .optional()
-        .irreversible("--cleanup dropped the previous table; restore it from the backup tables")
-        .describe("drops cites_trade_records_old and any leftover staging table (--cleanup)"),
-    )
+    .step(replace.cleanup()))
 }
 
 async fn preflight(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     cx.set_extra("input", json!(c.cfg.input.display().to_string()));
-    cx.set_extra("database", json!(etl_core::config::redact_url(&c.url)));
     let mut conn = c.conn().await?;
     let st = c.cfg.staging();
     let switching = !c.cfg.args.no_switchover && !cx.dry_run;
@@ -338,19 +269,16 @@ async fn preflight(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
         );
     }
     let pre = table_stats(&mut conn, &c.cfg.live()).await?;
-    cx.set_extra("pre_migration", pre.clone());
     Ok(StepOutput::message("nothing in the way").with_details(json!({ "pre_migration": pre })))
 }
 
-async fn species(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn species(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     schema::ensure(&mut conn).await?;
     c.cfg.ledger().ensure(&mut conn).await?;
     let (species, synonyms) = reference_lists(&c.cfg)?;
     let added = schema::add_species(&mut conn, &species).await?;
     let syn = schema::add_synonyms(&mut conn, &synonyms).await?;
-    cx.set_extra("species_added", json!(added));
-    cx.set_extra("synonyms_added", json!(syn));
     Ok(
         StepOutput::message(format!("{added} species and {syn} synonyms added"))
             .with_details(json!({ "species_added": added, "synonyms_added": syn })),
@@ -373,21 +301,20 @@ fn reference_lists(cfg: &CitesConfig) -> anyhow::Result<(Pairs, Pairs)> {
     Ok((species, synonyms))
 }
 
-async fn backup_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn backup(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
     if c.cfg.args.no_backup {
         return Ok(StepOutput::message("skipped (--no-backup)"));
     }
     let mut conn = c.conn().await?;
-    let b = backup(&mut conn, &c.cfg.live()).await?;
-    cx.set_extra("backups", b.clone());
-    Ok(StepOutput::message("backup tables written").with_details(b))
-}
-
-async fn create_staging(c: &Cites) -> anyhow::Result<StepOutput> {
-    let mut conn = c.conn().await?;
-    let st = c.cfg.staging();
-    st.create(&mut conn).await?;
-    Ok(StepOutput::message(format!("{} created", st.staging)))
+    let stamp = Utc::now().format("%Y%m%d_%H%M%S_%3f").to_string();
+    let t0 = std::time::Instant::now();
+    let tables = [c.cfg.live(), TableName::new(SUMMARY)];
+    let backups = backup_tables(&mut conn, &tables, &stamp).await?;
+    Ok(StepOutput::message("backup tables written").with_details(json!({
+        "tables": backups.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
+        "seconds": t0.elapsed().as_secs_f64(),
+        "restore": "ALTER TABLE ... RENAME, or INSERT INTO cites_trade_records SELECT * FROM <backup>",
+    })))
 }
 
 /// The seed-001 test load: one year into staging, validated; its figures stay in the
@@ -399,6 +326,9 @@ async fn test_load(c: &Cites, cx: &StepCx, year: i32) -> anyhow::Result<StepOutp
     };
     let mut run = cx.run_info();
     run.run_id = Uuid::new_v5(&cx.run_id, b"test_load");
+    if !cx.dry_run {
+        c.cfg.staging().create(&mut c.conn().await?).await?;
+    }
     let dir = cx.report_dir.join(format!("test_{year}"));
     let (report, _) = run_pipeline(c, cx, scope, &run, dir, true).await?;
     let t = &report.totals;
@@ -548,26 +478,6 @@ fn sql_checks(c: &Cites) -> SqlChecks {
     )
 }
 
-/// The live table's indexes, keys and foreign keys on staging, after the load (a bulk load
-/// into an unindexed table is several times faster). Idempotent: what exists is skipped.
-/// It also turns autovacuum back on for staging.
-async fn indexes(c: &Cites) -> anyhow::Result<StepOutput> {
-    let mut conn = c.conn().await?;
-    sqlx::query("SET maintenance_work_mem = '512MB'")
-        .execute(&mut conn)
-        .await?;
-    let st = c.cfg.staging();
-    // The load's end already ran ANALYZE on staging (index builds do not change its
-    // column statistics): no second one here.
-    let built = st.build_indexes(&mut conn).await?;
-    Ok(StepOutput::message(format!(
-        "{} indexes and keys built on {}",
-        built.len(),
-        st.staging
-    ))
-    .with_details(json!({ "built": built })))
-}
-
 /// The SQL gates on the indexed staging table, against the load's totals.
 async fn gates(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let totals = cx
@@ -582,79 +492,10 @@ async fn gates(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     )
 }
 
-async fn switch(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
-    let mut conn = c.conn().await?;
-    let st = c.cfg.staging();
-    // A switch killed after its commit is done already: the journal did not hear of it.
-    if cx.resuming() && st.switched(&mut conn).await? {
-        return Ok(StepOutput::message(format!(
-            "{} was already live (the switch had committed before the interruption)",
-            st.live
-        )));
-    }
-    let t0 = std::time::Instant::now();
-    st.switch(&mut conn, &c.cfg.args.lock_timeout).await?;
-    c.cfg
-        .ledger()
-        .set_status(&mut conn, cx.run_id, "switched")
-        .await?;
-    let secs = t0.elapsed().as_secs_f64();
-    cx.set_extra(
-        "switched",
-        json!(format!(
-            "{} is live (previous data kept in {}); --rollback restores the previous table, --cleanup drops it",
-            st.live, st.old
-        )),
-    );
-    Ok(
-        StepOutput::message(format!("{} is live, previous data in {}", st.live, st.old))
-            .with_details(json!({ "switch_seconds": secs, "previous_table": st.old.to_string() })),
-    )
-}
-
-async fn unswitch(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
-    let mut conn = c.conn().await?;
-    let st = c.cfg.staging();
-    let states = st.states(&mut conn).await?;
-    if !states.old {
-        // The switch never committed: production is as it was.
-        return Ok(StepOutput::message(
-            "the switch had not committed: nothing to swap back",
-        ));
-    }
-    st.rollback(&mut conn, &c.cfg.args.lock_timeout).await?;
-    c.cfg
-        .ledger()
-        .set_status(&mut conn, cx.run_id, "rolled_back")
-        .await?;
-    let n = super::summary::rebuild(&mut conn, &c.cfg.live()).await?;
-    analyze(&mut conn, &c.cfg.live()).await?;
-    let rows = count_rows(&mut conn, &c.cfg.live()).await?;
-    let v = json!({ "live_rows": rows, "summary_species": n, "staging_now_holds": st.staging.to_string() });
-    cx.set_extra("rollback", v.clone());
-    Ok(StepOutput::message(format!(
-        "the previous table is live again ({rows} rows); the summary is rebuilt; the rolled-back data is in {}",
-        st.staging
-    ))
-    .with_details(v))
-}
-
-async fn analyze_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn analyze_step(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     analyze(&mut conn, &c.cfg.live()).await?;
     let post = table_stats(&mut conn, &c.cfg.live()).await?;
-    let summary = cx.details_of("summary").unwrap_or(Value::Null);
-    cx.set_extra(
-        "switchover",
-        json!({
-            "switched": true,
-            "switch_seconds": cx.details_of("switch").and_then(|d| d.get("switch_seconds").cloned()),
-            "previous_table": c.cfg.staging().old.to_string(),
-            "summary_species": summary.get("summary_species"),
-            "post_migration": post,
-            "rollback": "run again with --rollback to restore the previous table; --cleanup drops it",
-        }),
-    );
     Ok(StepOutput::message("analyzed").with_details(json!({ "post_migration": post })))
 }
 
@@ -683,45 +524,13 @@ pub async fn run_on(
     target: String,
     cancel: CancellationToken,
 ) -> anyhow::Result<RunReport> {
-    let journal = PgJournal::new(connect_options(url)?);
-    let m = migration(cfg);
-    if cfg.args.switchover {
-        check_switchover(&m, &journal).await?;
-    }
-    let opts = cfg.run_options(cancel, target);
-    let ctx = Cites {
+    let c = Cites {
         cfg: cfg.clone(),
         url: url.to_owned(),
     };
-    Ok(m.execute(&ctx, &journal, &opts).await?)
-}
-
-/// `--switchover` continues only a run that stopped right before its switch.
-async fn check_switchover(m: &Migration<Cites>, journal: &PgJournal) -> anyhow::Result<()> {
-    let latest = journal.latest(m.name()).await?;
-    let ready = latest.as_ref().is_some_and(|r| {
-        r.run.state == RunState::Stopped
-            && m.step_list()
-                .iter()
-                .take_while(|s| s.name() != "switch")
-                .all(|s| r.step(s.name()).is_some_and(|x| x.state == StepState::Done))
-    });
-    if !ready {
-        let what = latest.map_or_else(
-            || "there is no earlier run".to_owned(),
-            |r| {
-                format!(
-                    "the last run {} is `{}`",
-                    r.run.run_id,
-                    r.run.state.as_str()
-                )
-            },
-        );
-        anyhow::bail!(
-            "refusing to switch: {what}, not loaded and validated and stopped before the switch (--no-switchover); run the load again"
-        );
-    }
-    Ok(())
+    let journal = PgJournal::new(connect_options(url)?);
+    let opts = cfg.run_options(cancel, target);
+    Ok(migration(&c)?.execute(&c, &journal, &opts).await?)
 }
 
 /// The whole binary: `--plan` prints the steps and states; anything else runs.
@@ -734,26 +543,17 @@ pub async fn run_cli(
 ) -> anyhow::Result<std::process::ExitCode> {
     if cfg.args.common.plan {
         let journal = PgJournal::new(connect_options(&db.url)?);
-        print!("{}", migration(cfg).status(&journal).await?);
+        let c = Cites {
+            cfg: cfg.clone(),
+            url: db.url.clone(),
+        };
+        print!("{}", migration(&c)?.status(&journal).await?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let cancel = etl_core::cli::cancel_on_ctrl_c();
     let report = run_on(cfg, &db.url, db.target(), cancel).await?;
     crate::common::print_report(&report, &cfg.args.common.report_dir);
     Ok(crate::common::exit_code(report.status))
-}
-
-/// Backup tables of the live table and the summary, before anything changes (only runs
-/// that will switch change production).
-async fn backup(conn: &mut PgConnection, live: &TableName) -> anyhow::Result<Value> {
-    let stamp = Utc::now().format("%Y%m%d_%H%M%S_%3f").to_string();
-    let t0 = std::time::Instant::now();
-    let backups = backup_tables(conn, &[live.clone(), TableName::new(SUMMARY)], &stamp).await?;
-    Ok(json!({
-        "tables": backups.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
-        "seconds": t0.elapsed().as_secs_f64(),
-        "restore": "ALTER TABLE ... RENAME, or INSERT INTO cites_trade_records SELECT * FROM <backup>",
-    }))
 }
 
 async fn table_stats(conn: &mut PgConnection, table: &TableName) -> anyhow::Result<Value> {

@@ -5,53 +5,30 @@
 //! that do not exist and would violate the primary key; this builds the shape the
 //! application reads.
 
-use anyhow::Context as _;
-use etl_sink_postgres::ident::TableName;
-use sqlx::{Connection, PgConnection};
-
-/// Rebuild the summary from `trades`; returns the number of species summarised.
-pub async fn rebuild(conn: &mut PgConnection, trades: &TableName) -> anyhow::Result<u64> {
-    let mut tx = conn.begin().await?;
-    let grouped = format!(
-        "CREATE TEMP TABLE ferry_trade_groups ON COMMIT DROP AS
-         SELECT species_id, year, term, importer, exporter, count(*) AS n, sum(quantity) AS q,
-                GROUPING(importer, exporter, year, term) AS g
-           FROM {}
-          GROUP BY GROUPING SETS ((species_id, year, term), (species_id, importer), (species_id, exporter))",
-        trades.sql()
-    );
-    for sql in [
-        "TRUNCATE species_trade_summary".to_owned(),
-        grouped,
-        "INSERT INTO species_trade_summary (species_id, last_updated_at, total_trade_records,
-                overall_min_year, overall_max_year, overall_total_quantity, distinct_years,
-                distinct_terms, distinct_importers, distinct_exporters, annual_summaries)
-         SELECT s.species_id, now(), s.records, s.min_year, s.max_year, s.quantity, s.years, s.terms,
-                coalesce(i.codes, '[]'::jsonb), coalesce(e.codes, '[]'::jsonb), a.annual
-           FROM (SELECT species_id, sum(n)::int AS records, min(year) AS min_year, max(year) AS max_year,
-                        coalesce(sum(q), 0) AS quantity,
-                        jsonb_agg(DISTINCT year ORDER BY year) AS years,
-                        jsonb_agg(DISTINCT term ORDER BY term) AS terms
-                   FROM ferry_trade_groups WHERE g = 12 GROUP BY species_id) s
-           JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('year', year, 'terms_summary', terms) ORDER BY year) AS annual
-                   FROM (SELECT species_id, year,
-                                jsonb_agg(jsonb_build_object('term', term, 'records', n, 'quantity', coalesce(q, 0)) ORDER BY term) AS terms
-                           FROM ferry_trade_groups WHERE g = 12 GROUP BY species_id, year) y
-                  GROUP BY species_id) a USING (species_id)
-           LEFT JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('code', importer, 'name', NULL) ORDER BY importer) AS codes
-                        FROM ferry_trade_groups WHERE g = 7 AND importer IS NOT NULL GROUP BY species_id) i USING (species_id)
-           LEFT JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('code', exporter, 'name', NULL) ORDER BY exporter) AS codes
-                        FROM ferry_trade_groups WHERE g = 11 AND exporter IS NOT NULL GROUP BY species_id) e USING (species_id)"
-            .to_owned(),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *tx)
-            .await
-            .context("rebuilding species_trade_summary")?;
-    }
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM species_trade_summary")
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(n as u64)
-}
+/// The rebuild of the summary from `cites_trade_records` (statements for one transaction:
+/// the `summary` step, and the rollback after the previous table is live again).
+pub const REBUILD: &str = "TRUNCATE species_trade_summary;
+CREATE TEMP TABLE ferry_trade_groups ON COMMIT DROP AS
+ SELECT species_id, year, term, importer, exporter, count(*) AS n, sum(quantity) AS q,
+        GROUPING(importer, exporter, year, term) AS g
+   FROM cites_trade_records
+  GROUP BY GROUPING SETS ((species_id, year, term), (species_id, importer), (species_id, exporter));
+INSERT INTO species_trade_summary (species_id, last_updated_at, total_trade_records,
+       overall_min_year, overall_max_year, overall_total_quantity, distinct_years,
+       distinct_terms, distinct_importers, distinct_exporters, annual_summaries)
+SELECT s.species_id, now(), s.records, s.min_year, s.max_year, s.quantity, s.years, s.terms,
+       coalesce(i.codes, '[]'::jsonb), coalesce(e.codes, '[]'::jsonb), a.annual
+  FROM (SELECT species_id, sum(n)::int AS records, min(year) AS min_year, max(year) AS max_year,
+               coalesce(sum(q), 0) AS quantity,
+               jsonb_agg(DISTINCT year ORDER BY year) AS years,
+               jsonb_agg(DISTINCT term ORDER BY term) AS terms
+          FROM ferry_trade_groups WHERE g = 12 GROUP BY species_id) s
+  JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('year', year, 'terms_summary', terms) ORDER BY year) AS annual
+          FROM (SELECT species_id, year,
+                       jsonb_agg(jsonb_build_object('term', term, 'records', n, 'quantity', coalesce(q, 0)) ORDER BY term) AS terms
+                  FROM ferry_trade_groups WHERE g = 12 GROUP BY species_id, year) y
+         GROUP BY species_id) a USING (species_id)
+  LEFT JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('code', importer, 'name', NULL) ORDER BY importer) AS codes
+               FROM ferry_trade_groups WHERE g = 7 AND importer IS NOT NULL GROUP BY species_id) i USING (species_id)
+  LEFT JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('code', exporter, 'name', NULL) ORDER BY exporter) AS codes
+               FROM ferry_trade_groups WHERE g = 11 AND exporter IS NOT NULL GROUP BY species_id) e USING (species_id);";

@@ -764,7 +764,7 @@ fn own_export(cx: &StepCx, dir: &Path, t: &str) -> anyhow::Result<()> {
 async fn check_exports(c: &Cb, journal: &dyn Journal) -> anyhow::Result<()> {
     let (a, dir) = (&c.args, &c.args.export_dir);
     let resume = match a.common.action() {
-        Action::Resume => true,
+        Action::Resume | Action::Continue(_) => true,
         Action::Run | Action::DryRun => false,
         Action::Rollback | Action::Only(_) => return Ok(()),
     };

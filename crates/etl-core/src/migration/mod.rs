@@ -74,3 +74,31 @@ pub use journal::{
 };
 pub use runner::{Action, Migration, RunOptions, Status};
 pub use step::{Step, StepCx, StepFuture, StepKind, StepOutput, StepReport, Undo};
+
+/// The action (or undo) of a [`Step`] from an async function `f(&C, &StepCx)` returning
+/// `Result<StepOutput, E>` with any error convertible into a [`BoxError`](crate::BoxError)
+/// (`anyhow::Error`, a crate's own error), instead of writing the boxed closure by hand:
+///
+/// ```
+/// use etl_core::migration::{Step, StepCx, StepKind, StepOutput};
+/// use etl_core::step_fn;
+///
+/// struct Ctx { table: String }
+///
+/// async fn analyze(c: &Ctx, _cx: &StepCx) -> Result<StepOutput, std::io::Error> {
+///     Ok(StepOutput::message(format!("ANALYZE {}", c.table)))
+/// }
+///
+/// let step: Step<Ctx> = Step::new("analyze", StepKind::PostSwitch, step_fn!(analyze))
+///     .undo(step_fn!(analyze));
+/// ```
+#[macro_export]
+macro_rules! step_fn {
+    ($f:expr) => {
+        |c, cx| {
+            ::std::boxed::Box::pin(
+                async move { ($f)(c, cx).await.map_err(::std::convert::Into::into) },
+            )
+        }
+    };
+}

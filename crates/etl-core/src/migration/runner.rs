@@ -30,6 +30,10 @@ pub enum Action {
     DryRun,
     /// Run only these steps (optional ones such as a cleanup) within the latest run.
     Only(Vec<String>),
+    /// Continue the latest run at this step, and only if it stopped right before it with
+    /// every earlier step done (a run stopped by [`RunOptions::stop_before`], e.g. the
+    /// switch after `--no-switchover`); refused otherwise.
+    Continue(String),
 }
 
 impl Action {
@@ -41,6 +45,7 @@ impl Action {
             Action::Rollback => "rollback",
             Action::DryRun => "dry_run",
             Action::Only(_) => "only",
+            Action::Continue(_) => "continue",
         }
     }
 }
@@ -570,6 +575,33 @@ impl<C: Send + Sync> Migration<C> {
                 (p, true)
             }
             (Action::Only(_), Some(p)) => (p, true),
+            (Action::Continue(at), p) => {
+                let ready =
+                    p.as_ref().is_some_and(|p| {
+                        p.run.state == RunState::Stopped
+                            && self.steps.iter().take_while(|s| &s.name != at).all(|s| {
+                                p.step(&s.name).is_some_and(|x| x.state == StepState::Done)
+                            })
+                    });
+                let what = p.as_ref().map_or_else(
+                    || "there is no earlier run".to_owned(),
+                    |p| {
+                        format!(
+                            "the latest run {} is `{}`",
+                            p.run.run_id,
+                            p.run.state.as_str()
+                        )
+                    },
+                );
+                let Some(p) = p.filter(|_| ready) else {
+                    return Err(Error::Refused(format!(
+                        "refusing to continue `{}` at `{at}`: {what}, not stopped right before `{at}` with every earlier step done; run it again up to there",
+                        self.name
+                    )));
+                };
+                self.check_fingerprints(&p)?;
+                (p, true)
+            }
             (Action::Run, Some(p)) if p.run.state.resumable() => {
                 self.check_fresh(&p)?;
                 tracing::warn!(run = %p.run.run_id, "the latest run stopped before its switch; starting over");
