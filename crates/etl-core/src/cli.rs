@@ -84,6 +84,38 @@ pub struct CommonArgs {
     pub quiet: u8,
 }
 
+/// Backup options of migrations that change a database (flatten them next to
+/// [`CommonArgs`]).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BackupArgs {
+    /// Where the backup step writes its backup (`pg_dump` file and manifest) in a
+    /// directory of its own per run, `<migration>_<timestamp>`. Default:
+    /// `<report-dir>/backups`.
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Instead of running, restore the backup in DIR (a directory the backup step wrote;
+    /// its path is in the run's report): every table it holds is put back in one
+    /// transaction and checked against its manifest (rows and content checksum); the
+    /// latest unfinished run is marked rolled back.
+    #[arg(long, value_name = "DIR")]
+    pub restore: Option<PathBuf>,
+}
+
+impl BackupArgs {
+    /// The directory for this run's backup of `migration`, under `--backup-dir` (or
+    /// `<report_dir>/backups`), named with the current UTC time.
+    pub fn run_dir(&self, report_dir: &std::path::Path, migration: &str) -> PathBuf {
+        let base = self
+            .backup_dir
+            .clone()
+            .unwrap_or_else(|| report_dir.join("backups"));
+        base.join(format!(
+            "{migration}_{}",
+            chrono::Utc::now().format("%Y%m%d_%H%M%S")
+        ))
+    }
+}
+
 impl CommonArgs {
     /// `verbose - quiet`.
     pub fn verbosity(&self) -> i8 {

@@ -34,6 +34,10 @@ pub enum Error {
     /// state it needs.
     #[error("{0}")]
     State(String),
+    /// A backup or restore failed (`pg_dump` / `pg_restore` missing or failing, a changed
+    /// dump file, a restored table that differs from its manifest).
+    #[error("backup: {0}")]
+    Backup(String),
     /// The connection task stopped unexpectedly.
     #[error("the COPY connection task stopped: {0}")]
     Task(String),

@@ -25,6 +25,7 @@
 #[macro_use]
 extern crate etl_postgres;
 
+pub mod backup;
 pub mod copy;
 mod error;
 pub mod journal;

@@ -276,6 +276,36 @@ impl<C: Send + Sync> Migration<C> {
             .collect()
     }
 
+    /// Restore the target outside the steps (from a backup) with `restore`, holding the
+    /// run lock; then the latest run, if unfinished, is marked rolled back with `note`
+    /// (a new run may start; `--only cleanup` still works in it). Returns what `restore`
+    /// returned.
+    ///
+    /// # Errors
+    /// Another process runs the migration; `restore`'s error (the journal is untouched
+    /// then); the journal's.
+    pub async fn restore_outside<T, F>(
+        &self,
+        journal: &dyn Journal,
+        note: &str,
+        restore: F,
+    ) -> std::result::Result<T, crate::BoxError>
+    where
+        F: std::future::Future<Output = std::result::Result<T, crate::BoxError>>,
+    {
+        let _lock = journal.lock(&self.name).await?;
+        let out = restore.await?;
+        if let Some(mut latest) = journal.latest(&self.name).await?
+            && !matches!(latest.run.state, RunState::Done | RunState::RolledBack)
+        {
+            latest.run.state = RunState::RolledBack;
+            latest.run.finished_at = Some(Utc::now());
+            latest.run.message = Some(note.to_owned());
+            journal.put_run(&latest.run).await?;
+        }
+        Ok(out)
+    }
+
     /// The steps with their recorded states and what the next invocation would do.
     /// Reads the journal only.
     ///
