@@ -378,7 +378,7 @@ pub fn pg_tool(tool: &str, major: u32) -> Result<PgTool> {
         .flatten()
         .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     candidates.extend(versions.into_iter().map(|(_, p)| p.join("bin").join(tool)));
     candidates.push(PathBuf::from(tool));
     let mut seen = Vec::new();
