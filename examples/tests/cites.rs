@@ -1004,3 +1004,72 @@ async fn a_lost_commit_answer_is_checked_and_the_unit_is_not_loaded_twice() {
         "no duplicates"
     );
 }
+
+/// Backup → a new release → `--restore`: every table the run changed (trade records,
+/// summary, species) is back with the checksum it had before the run.
+#[tokio::test]
+async fn restore_gives_back_every_changed_table() {
+    use etl_sink_postgres::backup::table_checksum;
+    use etl_sink_postgres::ident::TableName;
+    let env = Env::new().await;
+    let mut f1 = HEADER.to_owned();
+    f1 += &row(1, "2000", "I", "Falco rusticolus", "1", "NA");
+    f1 += &row(2, "2004", "II", "Ursus maritimus", "12.75", "US");
+    env.write("trade_db_1.csv", f1.as_bytes());
+    let r = env.run("v1", &[]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    env.run("cleanup", &["--cleanup"]).await;
+    let mut conn = env.conn().await;
+    let tables = ["cites_trade_records", "species_trade_summary", "species"].map(TableName::new);
+    let mut before = Vec::new();
+    for t in &tables {
+        before.push(table_checksum(&mut conn, t).await.unwrap());
+    }
+    // The next release changes all three (a new species, other rows).
+    std::fs::write(
+        env.dir.path().join("species.csv"),
+        format!("{SPECIES}Vulpes lagopus,Arctic Fox\n"),
+    )
+    .unwrap();
+    let mut f2 = HEADER.to_owned();
+    f2 += &row(3, "2020", "II", "Vulpes lagopus", "5", "CA");
+    env.write("trade_db_1.csv", f2.as_bytes());
+    let r = env.run("v2", &[]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let backup = &r.steps.iter().find(|s| s.name == "backup").unwrap().details;
+    let dir = backup["dump"]["dir"].as_str().unwrap().to_owned();
+    assert_eq!(
+        backup["dump"]["manifest"]["tables"][0]["rows"], 2,
+        "{backup}"
+    );
+    for (t, b) in tables.iter().zip(&before) {
+        assert_ne!(
+            &table_checksum(&mut conn, t).await.unwrap(),
+            b,
+            "{t} changed"
+        );
+    }
+    let o = std::process::Command::new(example_binary("cites_trade"))
+        .args(["--restore", &dir, "--report-dir"])
+        .arg(env.reports("restore"))
+        .env("DATABASE_URL", env.db.url())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("restored cites_trade_records (2 rows"),
+        "{out}"
+    );
+    for (t, b) in tables.iter().zip(&before) {
+        assert_eq!(
+            &table_checksum(&mut conn, t).await.unwrap(),
+            b,
+            "{t} restored"
+        );
+    }
+}

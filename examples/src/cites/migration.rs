@@ -1,11 +1,11 @@
 //! The CITES migration (seed 000, and seed 001 with a scope) as steps of the run layer:
 //!
 //! ```text
-//! preflight ─> species ─> backup ─> [test_staging ─> test_load] ─> staging ─> load ─> indexes ─> gates
-//!  always      reference   tables     seed 001: one year,           LIKE live  units   after the  SQL checks
-//!  checks      data                   validated first                          (files) load       of staging
+//! preflight ─> backup ─> species ─> [test_load] ─> staging ─> load ─> indexes ─> gates
+//!  always      pg_dump +  reference   seed 001: one    LIKE live  units   after the  SQL checks
+//!  checks      copies     data        year first                  (files) load       of staging
 //!   ─> switch ─> [reindex] ─> summary ─> analyze ─> (cleanup)
-//!      rename     seed 001     annual     stats       optional, irreversible (--cleanup)
+//!      rename     seed 001     rebuilt    stats       optional, irreversible (--cleanup)
 //! ```
 //!
 //! Every step is recorded in the journal (tables `ferry_journal_*` of the target), so a
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use chrono::{Datelike, Utc};
-use etl_core::cli::CommonArgs;
+use etl_core::cli::{BackupArgs, CommonArgs};
 use etl_core::migration::{Action, Migration, RunOptions, Step, StepCx, StepKind, StepOutput};
 use etl_core::{CancellationToken, Pipeline, RunReport, step_fn};
 use etl_sink_postgres::ident::TableName;
@@ -42,6 +42,9 @@ pub struct CitesArgs {
     /// Common options.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Backup options.
+    #[command(flatten)]
+    pub backup: BackupArgs,
     /// Directory holding the release: every file matching --pattern in it is loaded, in
     /// natural order. Default: the bundled sample (examples/data/cites).
     #[arg(long, value_name = "DIR")]
@@ -80,7 +83,8 @@ pub struct CitesArgs {
     /// Latest valid trade year (default: the current year); later rows are rejected.
     #[arg(long)]
     pub max_year: Option<i32>,
-    /// Skip the backup tables made before anything changes.
+    /// Skip the backups made before anything changes (the in-database copies and the
+    /// `pg_dump` of the tables the run changes).
     #[arg(long)]
     pub no_backup: bool,
     /// How long the switchover may wait for its lock before giving up (PostgreSQL interval).
@@ -210,12 +214,12 @@ pub fn migration(c: &Cites) -> anyhow::Result<Migration<Cites>> {
                 .describe("checks the tables in the way and records the live table's statistics"),
         )
         .step(
-            Step::new("species", StepKind::Prepare, step_fn!(species))
-                .describe("creates the migration's tables if missing, adds --species-csv and --synonyms-csv"),
+            Step::new("backup", StepKind::Backup, step_fn!(backup))
+                .describe("before anything changes: pg_dump of the tables the run changes (--restore) and in-database copies of cites_trade_records and species_trade_summary"),
         )
         .step(
-            Step::new("backup", StepKind::Backup, step_fn!(backup))
-                .describe("copies cites_trade_records and species_trade_summary into timestamped backup tables"),
+            Step::new("species", StepKind::Prepare, step_fn!(species))
+                .describe("creates the migration's tables if missing, adds --species-csv and --synonyms-csv"),
         );
     if let Some(year) = cfg.test_year {
         m = m.step(
@@ -301,7 +305,14 @@ fn reference_lists(cfg: &CitesConfig) -> anyhow::Result<(Pairs, Pairs)> {
     Ok((species, synonyms))
 }
 
-async fn backup(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
+/// The tables a run changes: trade records and summary (replaced), species (added to),
+/// listings (kept with them).
+const CHANGED: [&str; 4] = [LIVE, SUMMARY, "species", "cites_listings"];
+
+/// Backup tables in the database (the instant rollback) of the live table and the
+/// summary, and a `pg_dump` of every table the run changes with its manifest (the
+/// restorable backup: `--restore DIR`).
+async fn backup(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     if c.cfg.args.no_backup {
         return Ok(StepOutput::message("skipped (--no-backup)"));
     }
@@ -309,11 +320,21 @@ async fn backup(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
     let stamp = Utc::now().format("%Y%m%d_%H%M%S_%3f").to_string();
     let t0 = std::time::Instant::now();
     let tables = [c.cfg.live(), TableName::new(SUMMARY)];
-    let backups = backup_tables(&mut conn, &tables, &stamp).await?;
-    Ok(StepOutput::message("backup tables written").with_details(json!({
-        "tables": backups.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
-        "seconds": t0.elapsed().as_secs_f64(),
-        "restore": "ALTER TABLE ... RENAME, or INSERT INTO cites_trade_records SELECT * FROM <backup>",
+    let copies = backup_tables(&mut conn, &tables, &stamp).await?;
+    let copy_seconds = t0.elapsed().as_secs_f64();
+    let dir = c.cfg.args.backup.run_dir(&cx.report_dir, &c.cfg.migration);
+    let changed: Vec<TableName> = CHANGED.iter().map(|t| TableName::new(*t)).collect();
+    let dump = etl_sink_postgres::backup::dump(&c.url, &changed, &dir).await?;
+    Ok(StepOutput::message(format!(
+        "backup tables written; pg_dump of {} tables in {}",
+        dump.tables.len(),
+        dir.display()
+    ))
+    .with_details(json!({
+        "tables": copies.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
+        "seconds": copy_seconds,
+        "dump": { "dir": dir, "manifest": dump },
+        "restore": format!("--restore {} puts every dumped table back; the copies: INSERT INTO cites_trade_records SELECT * FROM <backup>", dir.display()),
     })))
 }
 
@@ -541,13 +562,28 @@ pub async fn run_cli(
     cfg: &CitesConfig,
     db: &crate::common::Database,
 ) -> anyhow::Result<std::process::ExitCode> {
+    let journal = PgJournal::new(connect_options(&db.url)?);
+    let c = Cites {
+        cfg: cfg.clone(),
+        url: db.url.clone(),
+    };
     if cfg.args.common.plan {
-        let journal = PgJournal::new(connect_options(&db.url)?);
-        let c = Cites {
-            cfg: cfg.clone(),
-            url: db.url.clone(),
-        };
         print!("{}", migration(&c)?.status(&journal).await?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Some(dir) = &cfg.args.backup.restore {
+        let note = format!("tables restored from the backup in {}", dir.display());
+        let restore = async { Ok(etl_sink_postgres::backup::restore(&db.url, dir).await?) };
+        let tables = migration(&c)?
+            .restore_outside(&journal, &note, restore)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        for t in tables {
+            println!(
+                "restored {} ({} rows, checksum {} as in the backup)",
+                t.table, t.rows, t.checksum
+            );
+        }
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let cancel = etl_core::cli::cancel_on_ctrl_c();
