@@ -1073,3 +1073,124 @@ async fn restore_gives_back_every_changed_table() {
         );
     }
 }
+
+/// The gates before the switch: Ids of the live table missing from the release (vetoed
+/// with `--max-dropped-ids 0`, reported otherwise) and a wrong `--expect-rows` leave
+/// production untouched.
+#[tokio::test]
+async fn dropped_ids_and_expected_rows_gate_the_switch() {
+    let env = Env::new().await;
+    let release = |ids: &[u64]| {
+        let mut f = HEADER.to_owned();
+        for id in ids {
+            f += &row(*id, "2010", "II", "Ursus maritimus", "1", "CA");
+        }
+        env.write("trade_db_1.csv", f.as_bytes());
+    };
+    release(&[1, 2, 3]);
+    assert_eq!(env.run("v1", &[]).await.status, RunStatus::Succeeded);
+    env.run("cleanup", &["--cleanup"]).await;
+    let mut conn = env.conn().await;
+    let live_ids = "SELECT sum(record_id::bigint)::bigint FROM cites_trade_records";
+    release(&[2, 3, 4]);
+    let gate = |r: &etl_core::RunReport, check: &str| {
+        let f = r.validation.iter().find(|f| f.check == check);
+        f.cloned()
+            .unwrap_or_else(|| panic!("no {check} in {:?}", r.validation))
+    };
+    let r = env.run("strict", &["--max-dropped-ids", "0"]).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    let f = gate(&r, "dropped_ids");
+    assert!(
+        !f.passed && f.message.contains("1 record Ids") && f.message.contains("sample: 1"),
+        "{f:?}"
+    );
+    assert_eq!(count(&mut conn, live_ids).await, 6, "production untouched");
+    let r = env.run("count", &["--expect-rows", "5"]).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(!gate(&r, "expected_rows").passed);
+    assert_eq!(count(&mut conn, live_ids).await, 6, "production untouched");
+    let r = env.run("reported", &["--expect-rows", "3"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let f = gate(&r, "dropped_ids");
+    assert!(!f.passed && !f.vetoes(), "reported, not vetoed: {f:?}");
+    assert_eq!(count(&mut conn, live_ids).await, 9);
+    // migration_stats_pre: one row per run that found a live table.
+    assert!(count(&mut conn, "SELECT count(*) FROM migration_stats_pre").await >= 3);
+    assert!(
+        env.reports("reported")
+            .join("migration_stats_pre.csv")
+            .exists()
+    );
+}
+
+/// An index missing from staging makes a proof query slower than on live, and the gate
+/// vetoes the switch.
+#[tokio::test]
+async fn a_missing_index_on_staging_vetoes_the_switch() {
+    let env = Env::new().await;
+    let opts = etl_examples::cites::generate::GenOptions {
+        files: 2,
+        rows_per_file: 25_000,
+        ..Default::default()
+    };
+    etl_examples::cites::generate::generate(&env.input(), &opts).unwrap();
+    etl_examples::cites::generate::write_species_csv(&env.dir.path().join("species.csv")).unwrap();
+    let fast = [
+        "--query-floor-ms",
+        "1",
+        "--min-match-rate",
+        "0",
+        "--max-reject-rate",
+        "1",
+    ];
+    let r = env.run("v1", &fast).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    env.run("cleanup", &["--cleanup"]).await;
+    let mut conn = env.conn().await;
+    let live = count(&mut conn, "SELECT count(*) FROM cites_trade_records").await;
+    let mut args = fast.to_vec();
+    args.push("--no-switchover");
+    let r = env.run("v2", &args).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    assert!(
+        r.validation
+            .iter()
+            .any(|f| f.check == "query:species_recent_years" && f.passed)
+    );
+    sqlx::raw_sql(
+        "DO $$ DECLARE i text; BEGIN
+           FOR i IN SELECT indexname FROM pg_indexes WHERE tablename = 'cites_trade_records_staging'
+                     AND indexdef LIKE '%(species_id%' LOOP EXECUTE format('DROP INDEX %I', i); END LOOP;
+         END $$",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut args = fast.to_vec();
+    args.extend(["--only", "gates"]);
+    let r = env.run("gates", &args).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    let f = r
+        .validation
+        .iter()
+        .find(|f| f.check == "query:species_recent_years")
+        .unwrap();
+    assert!(f.vetoes(), "{f:?}");
+    let gates = &r.steps.iter().find(|s| s.name == "gates").unwrap().details;
+    let plan = |i: usize, t: &str| gates["queries"][i][t].as_str().unwrap().to_owned();
+    assert!(
+        plan(0, "live_plan").contains("idx_cites_trade_species_year"),
+        "{gates}"
+    );
+    assert!(!plan(0, "new_plan").contains("species_year"), "{gates}");
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM cites_trade_records").await,
+        live
+    );
+    let cfg = env.config("switch", &["--switchover"]);
+    let err = run(&cfg, env.db.url(), Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is `failed`"), "{err}");
+}

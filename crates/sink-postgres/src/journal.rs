@@ -266,9 +266,24 @@ async fn keep_lock(
     opts: PgConnectOptions,
     migration: String,
     lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    (mut stop, _ended): (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
 ) {
     loop {
-        tokio::time::sleep(LOCK_CHECK).await;
+        tokio::select! {
+            _ = tokio::time::sleep(LOCK_CHECK) => {}
+            _ = &mut stop => {
+                // Released: unlock and end the session before the release returns.
+                let _ = sqlx::query(sqlf!("SELECT pg_advisory_unlock({LOCK_KEY})"))
+                    .bind(&migration)
+                    .execute(&mut conn)
+                    .await;
+                let _ = sqlx::Connection::close(conn).await;
+                return;
+            }
+        }
         if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
             continue;
         }
@@ -312,24 +327,44 @@ impl PgJournal {
             .connect(&self.opts)
             .await
             .map_err(|e| self.err(e))?;
-        let got: bool = sqlx::query_scalar(sqlf!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
-            .bind(migration)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        // A run killed a moment ago leaves a session the server has not ended yet: give
+        // a lock held by a session that is going away half a second before refusing.
+        let mut got = false;
+        for attempt in 0..10 {
+            got = sqlx::query_scalar(sqlf!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
+                .bind(migration)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| self.err(e))?;
+            if got || attempt == 9 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         if got {
             // The session holds the lock; a watchdog keeps it: when the session ends (a
             // server restart, a cut connection) it reconnects and takes the lock again, and
             // marks it lost if another process took it meanwhile. Dropping the guard stops
             // the watchdog, which closes the session and releases the lock.
             let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            // The watchdog holds `ended` while it runs: the release waits for its end.
+            let (ended, done) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(keep_lock(
                 conn,
                 self.opts.clone(),
                 migration.to_owned(),
                 lost.clone(),
+                (stopped, ended),
             ));
-            return Ok(RunLock::watched(AbortOnDrop(task), lost));
+            let guard = AbortOnDrop(task);
+            return Ok(RunLock::watched(guard, lost).with_release(move || {
+                Box::pin(async move {
+                    // The watchdog ends its session (unlock, Terminate) and says so.
+                    let _ = stop.send(());
+                    let _ = done.await;
+                })
+            }));
         }
         let backend: Option<(i32, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(sqlf!(
             "SELECT a.pid, coalesce(a.client_addr::text, 'local socket'), a.backend_start

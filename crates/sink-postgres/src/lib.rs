@@ -34,6 +34,7 @@ mod load;
 pub mod move_data;
 pub mod partition;
 pub mod preflight;
+pub mod proof;
 pub mod sql_file;
 pub mod staging;
 pub mod steps;

@@ -49,6 +49,8 @@ pub fn config(args: &ArcticArgs) -> anyhow::Result<CitesConfig> {
     if cites.synonyms_csv.is_none() {
         cites.synonyms_csv = Some(crate::common::bundled("arctic/species_synonyms.csv"));
     }
+    // The subset of a release must not lose Arctic records the live table has.
+    cites.max_dropped_ids = cites.max_dropped_ids.or(Some(0));
     if args.year.is_some() {
         // One year only: load and validate it into staging, then stop (never switch).
         cites.no_switchover = true;

@@ -22,6 +22,7 @@ use etl_core::{CancellationToken, Pipeline, RunReport, step_fn};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::ledger::LedgerTables;
+use etl_sink_postgres::proof::{self, QueryCheck};
 use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, exists};
 use etl_sink_postgres::steps::{ReplaceSteps, sql_step};
 use etl_sink_postgres::{PgLoad, connect_options};
@@ -90,6 +91,64 @@ pub struct CitesArgs {
     /// How long the switchover may wait for its lock before giving up (PostgreSQL interval).
     #[arg(long, default_value = "10s")]
     pub lock_timeout: String,
+    /// Rows the new table must hold (the seed's expected count, e.g. 27901926): the gates
+    /// veto the switch when the load's `loaded` differs.
+    #[arg(long, value_name = "N")]
+    pub expect_rows: Option<u64>,
+    /// Largest number of record Ids of the live table that the new release may lack (a
+    /// gate); without it the dropped Ids are counted and sampled in the report only.
+    #[arg(long, value_name = "N")]
+    pub max_dropped_ids: Option<i64>,
+    /// The proof queries (`NAME=SQL`, `{table}` for the table; repeatable) timed on
+    /// staging and on live before the switch. Default: the seed's query by species and
+    /// `year >= 2020`, and the Polar Bear pipeline's summary query.
+    #[arg(long = "query", value_name = "NAME=SQL")]
+    pub queries: Vec<String>,
+    /// The switch is vetoed when a proof query is this many times slower on staging
+    /// than on live...
+    #[arg(long, default_value_t = 2.0, value_name = "X")]
+    pub max_query_slowdown: f64,
+    /// ...and slower by at least this many milliseconds (smaller gaps are noise).
+    #[arg(long, default_value_t = 5.0, value_name = "MS")]
+    pub query_floor_ms: f64,
+}
+
+/// The seed's proof queries (000 §4.3 and the Polar Bear pipeline test of §6.3).
+const POLAR_BEAR: &str =
+    "(SELECT id FROM species WHERE scientific_name = 'Ursus maritimus' ORDER BY id LIMIT 1)";
+
+impl CitesArgs {
+    /// The proof queries: `--query` or the defaults.
+    ///
+    /// # Errors
+    /// A `--query` without `=`.
+    pub fn proof_queries(&self) -> anyhow::Result<Vec<QueryCheck>> {
+        if self.queries.is_empty() {
+            return Ok(vec![
+                QueryCheck::new(
+                    "species_recent_years",
+                    format!(
+                        "SELECT * FROM {{table}} WHERE species_id = {POLAR_BEAR} AND year >= 2020"
+                    ),
+                ),
+                QueryCheck::new(
+                    "polar_bear_summary",
+                    format!(
+                        "SELECT year, term, count(*), sum(quantity) FROM {{table}} WHERE species_id = {POLAR_BEAR} GROUP BY year, term"
+                    ),
+                ),
+            ]);
+        }
+        self.queries
+            .iter()
+            .map(|q| {
+                let (name, sql) = q
+                    .split_once('=')
+                    .with_context(|| format!("--query {q:?}: expected NAME=SQL"))?;
+                Ok(QueryCheck::new(name.trim(), sql.trim()))
+            })
+            .collect()
+    }
 }
 
 /// A resolved CITES migration.
@@ -313,10 +372,13 @@ const CHANGED: [&str; 4] = [LIVE, SUMMARY, "species", "cites_listings"];
 /// summary, and a `pg_dump` of every table the run changes with its manifest (the
 /// restorable backup: `--restore DIR`).
 async fn backup(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
-    if c.cfg.args.no_backup {
-        return Ok(StepOutput::message("skipped (--no-backup)"));
-    }
     let mut conn = c.conn().await?;
+    let pre = stats_pre(c, cx, &mut conn).await?;
+    if c.cfg.args.no_backup {
+        return Ok(
+            StepOutput::message("skipped (--no-backup)").with_details(json!({ "stats_pre": pre }))
+        );
+    }
     let stamp = Utc::now().format("%Y%m%d_%H%M%S_%3f").to_string();
     let t0 = std::time::Instant::now();
     let tables = [c.cfg.live(), TableName::new(SUMMARY)];
@@ -334,8 +396,44 @@ async fn backup(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "tables": copies.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
         "seconds": copy_seconds,
         "dump": { "dir": dir, "manifest": dump },
+        "stats_pre": pre,
         "restore": format!("--restore {} puts every dumped table back; the copies: INSERT INTO cites_trade_records SELECT * FROM <backup>", dir.display()),
     })))
+}
+
+/// The seed's `migration_stats_pre` (000 §1.2): the live table's figures before anything
+/// changes, as a row of the table (per run) and `migration_stats_pre.csv`.
+async fn stats_pre(c: &Cites, cx: &StepCx, conn: &mut PgConnection) -> anyhow::Result<Value> {
+    let pre = table_stats(conn, &c.cfg.live()).await?;
+    if pre["exists"] == json!(false) {
+        return Ok(pre);
+    }
+    schema::ensure(conn).await?;
+    sqlx::query("INSERT INTO migration_stats_pre SELECT $1, $2, $3, $4, $5, $6, $7")
+        .bind(cx.run_id)
+        .bind(LIVE)
+        .bind(pre["record_count"].as_i64())
+        .bind(pre["unique_species"].as_i64())
+        .bind(pre["min_year"].as_i64().map(|y| y as i32))
+        .bind(pre["max_year"].as_i64().map(|y| y as i32))
+        .bind(Utc::now())
+        .execute(&mut *conn)
+        .await?;
+    let csv = format!(
+        "table_name,record_count,unique_species,min_year,max_year,snapshot_time\n{LIVE},{},{},{},{},{}\n",
+        pre["record_count"],
+        pre["unique_species"],
+        pre["min_year"],
+        pre["max_year"],
+        pre["snapshot_time"].as_str().unwrap_or_default()
+    );
+    std::fs::create_dir_all(&cx.report_dir)?;
+    std::fs::write(
+        cx.report_dir.join("migration_stats_pre.csv"),
+        csv.replace("null", ""),
+    )?;
+    cx.add_file("migration_stats_pre.csv");
+    Ok(pre)
 }
 
 /// The seed-001 test load: one year into staging, validated; its figures stay in the
@@ -499,25 +597,86 @@ fn sql_checks(c: &Cites) -> SqlChecks {
     )
 }
 
-/// The SQL gates on the indexed staging table, against the load's totals.
+/// The SQL gates on the indexed staging table, against the load's totals; the expected
+/// row count; the Ids of the live table the release lacks; the proof queries timed on
+/// staging and live (plans in the details).
 async fn gates(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let args = &c.cfg.args;
     let totals = cx
         .pipeline_of("load")
         .map(|p| p.totals)
         .context("the load step left no totals in the journal; run the load again")?;
-    let findings = sql_checks(c).run_all(&totals).await?;
+    let mut findings = sql_checks(c).run_all(&totals).await?;
+    if let Some(n) = args.expect_rows {
+        let msg = format!(
+            "{} rows loaded, {n} expected (--expect-rows)",
+            totals.loaded
+        );
+        findings.push(etl_core::Finding::check(
+            "expected_rows",
+            totals.loaded == n,
+            msg,
+        ));
+    }
+    let mut conn = c.conn().await?;
+    let st = c.cfg.staging();
+    let dropped = proof::dropped_keys(&mut conn, &st.live, &st.staging, &["record_id"], 20).await?;
+    if let Some((n, sample)) = &dropped {
+        let msg = format!(
+            "{n} record Ids of {} are not in the release (sample: {})",
+            st.live,
+            sample.join(", ")
+        );
+        findings.push(match args.max_dropped_ids {
+            Some(max) => etl_core::Finding::check(
+                "dropped_ids",
+                *n <= max,
+                format!("{msg}; at most {max} allowed"),
+            ),
+            None if *n > 0 => etl_core::Finding::warn("dropped_ids", msg),
+            None => etl_core::Finding::pass("dropped_ids", msg),
+        });
+    }
+    let floor = std::time::Duration::from_secs_f64(args.query_floor_ms / 1000.0);
+    let checks = args.proof_queries()?;
+    let (proofs, timings) = proof::compare_queries(
+        &mut conn,
+        &st.live,
+        &st.staging,
+        &checks,
+        args.max_query_slowdown,
+        floor,
+    )
+    .await?;
+    findings.extend(proofs);
     let failed = findings.iter().filter(|f| f.vetoes()).count();
     Ok(
         StepOutput::message(format!("{} checks, {failed} failed", findings.len()))
+            .with_details(json!({ "dropped_ids": dropped, "queries": timings }))
             .with_findings(findings),
     )
 }
 
-async fn analyze_step(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn analyze_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     analyze(&mut conn, &c.cfg.live()).await?;
     let post = table_stats(&mut conn, &c.cfg.live()).await?;
-    Ok(StepOutput::message("analyzed").with_details(json!({ "post_migration": post })))
+    let pre = cx.details_of("backup").map(|d| d["stats_pre"].clone());
+    let mut findings = Vec::new();
+    if let Some(pre) = pre.filter(|p| p["exists"] != json!(false)) {
+        let fig = |v: &Value, k: &str| v[k].as_i64().unwrap_or(0);
+        let line = |k: &str| format!("{k} {} -> {}", fig(&pre, k), fig(&post, k));
+        let msg = ["record_count", "unique_species", "min_year", "max_year"]
+            .map(line)
+            .join(", ");
+        // After the switch this only informs: a release may hold fewer records.
+        let mut f = etl_core::Finding::warn("stats_post_vs_pre", msg);
+        f.passed = fig(&post, "record_count") >= fig(&pre, "record_count");
+        findings.push(f);
+    }
+    Ok(StepOutput::message("analyzed")
+        .with_details(json!({ "post_migration": post }))
+        .with_findings(findings))
 }
 
 /// Run the migration as the options say (`--plan` is handled by [`run_cli`]); the report is

@@ -22,7 +22,9 @@ pub const SUMMARY: &str = "species_trade_summary";
 /// Differences from the original, on purpose: `quantity` is `numeric` (the original
 /// `numeric(10,2)` overflowed and rounded real quantities); every CSV column is kept
 /// (`record_id`, `reporter_type`, the three permit ids); `record_id` gets an index (the
-/// duplicate check and lookups by CITES id use it). `species.scientific_name` stays
+/// duplicate check and lookups by CITES id use it); the seed's `(species_id, year)` index
+/// (§4.3) is on the live table, so staging gets it too; `migration_stats_pre` (§1.2) keeps
+/// one row per run. `species.scientific_name` stays
 /// non-unique as in production.
 pub const DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS species (
@@ -82,6 +84,16 @@ CREATE TABLE IF NOT EXISTS cites_trade_records (
 CREATE INDEX IF NOT EXISTS cites_trade_records_species_id_idx ON cites_trade_records (species_id);
 CREATE INDEX IF NOT EXISTS cites_trade_records_year_idx ON cites_trade_records (year);
 CREATE INDEX IF NOT EXISTS cites_trade_records_record_id_idx ON cites_trade_records (record_id);
+CREATE INDEX IF NOT EXISTS idx_cites_trade_species_year ON cites_trade_records (species_id, year);
+CREATE TABLE IF NOT EXISTS migration_stats_pre (
+    run_id uuid,
+    table_name text,
+    record_count bigint,
+    unique_species bigint,
+    min_year integer,
+    max_year integer,
+    snapshot_time timestamptz
+);
 CREATE TABLE IF NOT EXISTS species_trade_summary (
     species_id uuid PRIMARY KEY REFERENCES species(id) ON DELETE CASCADE,
     last_updated_at timestamptz,

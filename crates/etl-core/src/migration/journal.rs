@@ -265,6 +265,7 @@ pub trait Journal: Send + Sync {
 pub struct RunLock {
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
     lost: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    release: Option<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>>,
 }
 
 impl std::fmt::Debug for RunLock {
@@ -282,6 +283,7 @@ impl RunLock {
         RunLock {
             _guard: None,
             lost: None,
+            release: None,
         }
     }
 
@@ -290,6 +292,7 @@ impl RunLock {
         RunLock {
             _guard: Some(Box::new(guard)),
             lost: None,
+            release: None,
         }
     }
 
@@ -303,6 +306,25 @@ impl RunLock {
         RunLock {
             _guard: Some(Box::new(guard)),
             lost: Some(lost),
+            release: None,
+        }
+    }
+
+    /// Release the lock with `release` (awaited by [`RunLock::release`]) rather than only
+    /// by dropping the guard: a database session ends asynchronously after its socket is
+    /// dropped, so the next run (in this process or another) could find it still held.
+    pub fn with_release(
+        mut self,
+        release: impl FnOnce() -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Self {
+        self.release = Some(Box::new(release));
+        self
+    }
+
+    /// Release the lock now and wait until it is released.
+    pub async fn release(mut self) {
+        if let Some(r) = self.release.take() {
+            r().await;
         }
     }
 

@@ -503,28 +503,28 @@ impl<C: Send + Sync> Migration<C> {
         let started = Utc::now();
         // One run per target: held to the end of this invocation (a dry run writes
         // nothing and takes none).
-        let _lock = if opts.action == Action::DryRun {
+        let lock = if opts.action == Action::DryRun {
             super::RunLock::none()
         } else {
             journal.lock(&self.name).await?
         };
-        let lock_lost = || _lock.is_lost();
+        let lock_lost = || lock.is_lost();
         let report = match &opts.action {
-            Action::Rollback => self.rollback(ctx, journal, opts, started).await?,
-            Action::DryRun => {
-                let prev = journal.latest(&self.name).await?;
-                let mem = match prev {
-                    Some(p) => MemoryJournal::with(p),
-                    None => MemoryJournal::new(),
-                };
-                self.forward(ctx, &mem, opts, started, &|| false).await?
-            }
-            _ => {
-                self.forward(ctx, journal, opts, started, &lock_lost)
-                    .await?
-            }
+            Action::Rollback => self.rollback(ctx, journal, opts, started).await,
+            Action::DryRun => match journal.latest(&self.name).await {
+                Ok(prev) => {
+                    let mem = match prev {
+                        Some(p) => MemoryJournal::with(p),
+                        None => MemoryJournal::new(),
+                    };
+                    self.forward(ctx, &mem, opts, started, &|| false).await
+                }
+                Err(e) => Err(e),
+            },
+            _ => self.forward(ctx, journal, opts, started, &lock_lost).await,
         };
-        Ok(report)
+        lock.release().await;
+        report
     }
 
     fn shared_from(records: &[StepRecord]) -> Arc<Mutex<Shared>> {

@@ -1,0 +1,201 @@
+//! Proof before a switch that the new table serves as well as the one it replaces: the
+//! same named queries timed with `EXPLAIN (ANALYZE, BUFFERS)` on the live table and on
+//! its replacement ([`compare_queries`]); the keys of the live table that the replacement
+//! lacks ([`dropped_keys`]); and the room left on the server's disk ([`free_space`]).
+
+use std::time::Duration;
+
+use etl_core::Finding;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::Result;
+use crate::ident::{TableName, quote_ident};
+use crate::staging::exists;
+
+/// A query the replacement must answer about as fast as the live table: `sql` with
+/// `{table}` where the table goes (e.g. `SELECT * FROM {table} WHERE species_id = ... AND
+/// year >= 2020`).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryCheck {
+    /// Its name in findings and reports.
+    pub name: String,
+    /// The query, `{table}` standing for the table.
+    pub sql: String,
+}
+
+impl QueryCheck {
+    /// A check named `name` of `sql` (`{table}` stands for the table).
+    pub fn new(name: impl Into<String>, sql: impl Into<String>) -> Self {
+        QueryCheck {
+            name: name.into(),
+            sql: sql.into(),
+        }
+    }
+}
+
+/// How one [`QueryCheck`] ran on both tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryTiming {
+    /// The check's name.
+    pub name: String,
+    /// Best execution time on the live table (ms), of two runs after a warm-up.
+    pub live_ms: f64,
+    /// The same on the replacement.
+    pub new_ms: f64,
+    /// `new_ms / live_ms`.
+    pub ratio: f64,
+    /// The live table's plan (`EXPLAIN (ANALYZE, BUFFERS)` text).
+    pub live_plan: String,
+    /// The replacement's plan.
+    pub new_plan: String,
+}
+
+/// Run every check on `live` and on `new` and veto where `new` is more than
+/// `max_slowdown` times slower, ignoring differences under `floor` (small timings are
+/// noise). Nothing to compare (no live table) passes. Returns one finding per check
+/// and the timings with both plans (for the report).
+///
+/// # Errors
+/// A query fails (a typo in a configured query is an error, not a pass).
+pub async fn compare_queries(
+    conn: &mut PgConnection,
+    live: &TableName,
+    new: &TableName,
+    checks: &[QueryCheck],
+    max_slowdown: f64,
+    floor: Duration,
+) -> Result<(Vec<Finding>, Vec<QueryTiming>)> {
+    let (mut findings, mut timings) = (Vec::new(), Vec::new());
+    if !exists(conn, live).await? {
+        for c in checks {
+            findings.push(Finding::pass(
+                format!("query:{}", c.name),
+                format!("no {live} to compare with"),
+            ));
+        }
+        return Ok((findings, timings));
+    }
+    let floor_ms = floor.as_secs_f64() * 1000.0;
+    for c in checks {
+        let (live_ms, live_plan) = timed(conn, &c.sql, live).await?;
+        let (new_ms, new_plan) = timed(conn, &c.sql, new).await?;
+        let ratio = new_ms / live_ms.max(1e-3);
+        let ok = new_ms <= live_ms * max_slowdown || new_ms - live_ms < floor_ms;
+        findings.push(Finding::check(
+            format!("query:{}", c.name),
+            ok,
+            format!(
+                "{new_ms:.2} ms on {new} vs {live_ms:.2} ms on {live} ({ratio:.1}x; at most {max_slowdown}x or {floor_ms:.0} ms slower)"
+            ),
+        ));
+        timings.push(QueryTiming {
+            name: c.name.clone(),
+            live_ms,
+            new_ms,
+            ratio,
+            live_plan,
+            new_plan,
+        });
+    }
+    Ok((findings, timings))
+}
+
+/// Best of two timed runs after a warm-up: execution time (ms) and the plan's text.
+async fn timed(conn: &mut PgConnection, sql: &str, table: &TableName) -> Result<(f64, String)> {
+    let q = sql.replace("{table}", &table.sql());
+    let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {q}");
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let (plan,): (Value,) = sqlx::query_as(sqlx::AssertSqlSafe(explain.clone()))
+            .fetch_one(&mut *conn)
+            .await?;
+        if let Some(ms) = plan[0]["Execution Time"].as_f64() {
+            best = best.min(ms);
+        }
+    }
+    let text: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS) {q}"
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
+    let plan = text
+        .into_iter()
+        .map(|(l,)| l)
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok((best, plan))
+}
+
+/// Keys (`key` columns) present in `live` and absent from `new`: how many, and up to
+/// `sample` of them (as text, `a|b` for several columns). None when `live` does not exist.
+///
+/// # Errors
+/// The database's.
+pub async fn dropped_keys(
+    conn: &mut PgConnection,
+    live: &TableName,
+    new: &TableName,
+    key: &[&str],
+    sample: i64,
+) -> Result<Option<(i64, Vec<String>)>> {
+    if !exists(conn, live).await? {
+        return Ok(None);
+    }
+    let join = key
+        .iter()
+        .map(|k| format!("n.{0} = o.{0}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let text = key
+        .iter()
+        .map(|k| format!("o.{}::text", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let missing = format!(
+        "FROM {} o WHERE NOT EXISTS (SELECT 1 FROM {} n WHERE {join})",
+        live.sql(),
+        new.sql()
+    );
+    let (n,): (i64,) = sqlx::query_as(sqlf!("SELECT count(*) {missing}"))
+        .fetch_one(&mut *conn)
+        .await?;
+    let keys: Vec<(String,)> = sqlx::query_as(sqlf!(
+        "SELECT concat_ws('|', {text}) {missing} ORDER BY 1 LIMIT {sample}"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some((n, keys.into_iter().map(|(k,)| k).collect())))
+}
+
+/// Free bytes on the file system of the server's data directory, when it can be known:
+/// the server runs on this machine and the session may read `data_directory`
+/// (superuser or `pg_read_all_settings`). `None` otherwise.
+///
+/// # Errors
+/// The database's.
+pub async fn free_space(conn: &mut PgConnection) -> Result<Option<u64>> {
+    let dir: Option<(String,)> =
+        sqlx::query_as("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (local,): (bool,) = sqlx::query_as(
+        "SELECT coalesce(inet_server_addr() <<= '127.0.0.0/8'::inet OR inet_server_addr() = '::1'::inet, true)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let Some((dir,)) = dir.filter(|_| local) else {
+        return Ok(None);
+    };
+    let Ok(out) = std::process::Command::new("df")
+        .args(["-B1", "--output=avail", &dir])
+        .output()
+    else {
+        return Ok(None);
+    };
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok()))
+}
