@@ -1149,3 +1149,78 @@ async fn a_resume_or_skip_export_never_loads_a_dry_runs_export() {
         );
     }
 }
+
+/// The catalog of the target: every schema, and every relation with its file (a TRUNCATE
+/// or a rewrite gives a new one), its row estimate aside.
+async fn catalog(pool: &PgPool) -> (Vec<String>, Vec<String>) {
+    let ns: Vec<(String,)> = sqlx::query_as("SELECT nspname::text FROM pg_namespace ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let rels: Vec<(String,)> = sqlx::query_as(
+        "SELECT format('%s.%s %s %s', n.nspname, c.relname, c.relkind, c.relfilenode)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (
+        ns.into_iter().map(|r| r.0).collect(),
+        rels.into_iter().map(|r| r.0).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_writes_nothing_to_the_target_database() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dry = args(db.url(), dir.path(), &["--users", "150", "--dry-run"]);
+    let (server, exp) = start_test_server(&dry).await.unwrap();
+    // An empty database: no schema, no table, no journal appears.
+    let empty = catalog(&pool).await;
+    let out = run(&dry, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.report.status,
+        etl_core::RunStatus::DryRun,
+        "{:?}",
+        out.report.error
+    );
+    assert_counts(&out, &exp);
+    assert_eq!(catalog(&pool).await, empty, "the dry run created nothing");
+    for s in ["schema", "staging", "checks", "switch"] {
+        assert_eq!(step(&out, s).outcome, "would_run", "{s}");
+    }
+    // After a real run (staging, journal, tables): nothing created, emptied or changed.
+    let real = args(db.url(), dir.path(), &["--users", "150"]);
+    let first = run(&real, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(first.report.succeeded(), "{:?}", first.report.error);
+    let (before, rows) = (catalog(&pool).await, checksums(&pool).await);
+    let journal = "SELECT count(*) FROM ferry_journal_runs";
+    let (runs,): (i64,) = sqlx::query_as(journal).fetch_one(&pool).await.unwrap();
+    let out = run(&dry, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.report.status,
+        etl_core::RunStatus::DryRun,
+        "{:?}",
+        out.report.error
+    );
+    assert_counts(&out, &exp);
+    assert_eq!(catalog(&pool).await, before);
+    assert_eq!(checksums(&pool).await, rows);
+    assert_eq!(
+        sqlx::query_as::<_, (i64,)>(journal)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .0,
+        runs
+    );
+}

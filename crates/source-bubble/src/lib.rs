@@ -16,6 +16,9 @@
 //!   `Created Date` windows, paged concurrently.
 //! * An export of a type to Parquet and CSV is an ordinary pipeline from [`BubbleExtract`]
 //!   (`.raw(true)`) into `etl_parquet::ExportLoad`.
+//! * [`mapping`]: things of a type mapped to the text rows of a SQL target table, with the
+//!   references between types checked (children of rejected parents rejected) and a
+//!   reject log; [`passwords`]: bcrypt for the passwords the Data API never returns.
 //! * `test_server` (feature `test-server`): a Bubble-compatible server on 127.0.0.1.
 
 #![warn(missing_docs)]
@@ -23,6 +26,8 @@
 mod client;
 mod error;
 mod extract;
+pub mod mapping;
+pub mod passwords;
 pub mod schema;
 #[cfg(feature = "test-server")]
 pub mod test_server;

@@ -149,114 +149,80 @@ pub fn id_keys(bubble_type: &str) -> HashMap<String, String> {
 /// Field-key overrides from a JSON file: `{"user": {"email": "Email Address"}, ...}`.
 pub type KeyOverrides = BTreeMap<String, HashMap<String, String>>;
 
-/// One target column: name and how a text value becomes its SQL type (`{}` is the text).
-pub struct Column {
-    /// Column name.
-    pub name: &'static str,
-    /// Cast expression with `{}` for the text value.
-    pub cast: &'static str,
-}
-
-const fn col(name: &'static str, cast: &'static str) -> Column {
-    Column { name, cast }
-}
-
-/// Target columns of a table, in table order (the transforms produce them in this order).
-pub fn columns(table: &str) -> &'static [Column] {
-    const USERS: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("email", "{}"),
-        col("password_hash", "{}"),
-        col("password_reset_required", "{}::boolean"),
-        col("role", "{}::user_role"),
-        col("is_active", "{}::boolean"),
-        col("email_verified", "{}::boolean"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const CLIENT: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("user_id", "{}::uuid"),
-        col("first_name", "{}"),
-        col("last_name", "{}"),
-        col("photo_url", "{}"),
-        col("phone", "{}"),
-        col("timezone", "{}"),
-        col("quiz_data", "{}::jsonb"),
-        col("preferences", "{}::jsonb"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const COACH: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("user_id", "{}::uuid"),
-        col("first_name", "{}"),
-        col("last_name", "{}"),
-        col("photo_url", "{}"),
-        col("bio", "{}"),
-        col("intro_video_url", "{}"),
-        col(
-            "expertise",
-            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
-        ),
-        col(
-            "languages",
-            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
-        ),
-        col(
-            "countries",
-            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
-        ),
-        col("hourly_rate", "{}::numeric"),
-        col("currency", "{}"),
-        col("availability", "{}::jsonb"),
-        col("rating", "{}::numeric"),
-        col("total_sessions", "{}::int"),
-        col("is_verified", "{}::boolean"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const BOOKINGS: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("client_id", "{}::uuid"),
-        col("coach_id", "{}::uuid"),
-        col("session_datetime", "{}::timestamp"),
-        col("duration_minutes", "{}::int"),
-        col("status", "{}::booking_status"),
-        col("payment_id", "{}::uuid"),
-        col("meeting_link", "{}"),
-        col("notes", "{}"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const PAYMENTS: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("booking_id", "{}::uuid"),
-        col("amount", "{}::numeric"),
-        col("currency", "{}"),
-        col("status", "{}::payment_status"),
-        col("stripe_session_id", "{}"),
-        col("stripe_payment_intent_id", "{}"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
+/// Target columns of a table, in table order (the mapping produces them in this order);
+/// PostgreSQL casts each text value to its column's type.
+pub fn columns(table: &str) -> &'static [&'static str] {
     match table {
-        "users" => USERS,
-        "client_profiles" => CLIENT,
-        "coach_profiles" => COACH,
-        "bookings" => BOOKINGS,
-        "payments" => PAYMENTS,
+        "users" => &[
+            "id",
+            "email",
+            "password_hash",
+            "password_reset_required",
+            "role",
+            "is_active",
+            "email_verified",
+            "created_at",
+            "updated_at",
+        ],
+        "client_profiles" => &[
+            "id",
+            "user_id",
+            "first_name",
+            "last_name",
+            "photo_url",
+            "phone",
+            "timezone",
+            "quiz_data",
+            "preferences",
+            "created_at",
+            "updated_at",
+        ],
+        "coach_profiles" => &[
+            "id",
+            "user_id",
+            "first_name",
+            "last_name",
+            "photo_url",
+            "bio",
+            "intro_video_url",
+            "expertise",
+            "languages",
+            "countries",
+            "hourly_rate",
+            "currency",
+            "availability",
+            "rating",
+            "total_sessions",
+            "is_verified",
+            "created_at",
+            "updated_at",
+        ],
+        "bookings" => &[
+            "id",
+            "client_id",
+            "coach_id",
+            "session_datetime",
+            "duration_minutes",
+            "status",
+            "payment_id",
+            "meeting_link",
+            "notes",
+            "created_at",
+            "updated_at",
+        ],
+        "payments" => &[
+            "id",
+            "booking_id",
+            "amount",
+            "currency",
+            "status",
+            "stripe_session_id",
+            "stripe_payment_intent_id",
+            "created_at",
+            "updated_at",
+        ],
         _ => &[],
     }
-}
-
-/// `(column, cast)` of every target column of `table` ([`columns`]), for
-/// `etl_sink_postgres::upsert::TextLoad::cast`.
-pub fn casts(table: &str) -> Vec<(String, String)> {
-    columns(table)
-        .iter()
-        .map(|c| (c.name.to_owned(), c.cast.to_owned()))
-        .collect()
 }
 
 /// The target schema (idempotent), the id map, the run log and the staging schema.

@@ -1,5 +1,6 @@
 //! Integration tests against a real PostgreSQL (the test server of `etl-testkit`).
 
+mod compare;
 mod copy_roundtrip;
 mod journal;
 mod load_resume;
