@@ -6,9 +6,9 @@
 //! ```
 //!
 //! * **export_&lt;type&gt;**: each type (users, profiles, bookings, payments, and posts,
-//!   comments, resources) is a pipeline from the Data API ([`BubbleExtract`], keyset pages
+//!   comments, resources) is a pipeline from the Data API ([`etl_source_bubble::BubbleExtract`], keyset pages
 //!   over concurrent `Created Date` windows under one request-rate limit) into
-//!   `<export dir>/<type>.parquet` and `.csv` ([`ExportLoad`], lossless text), with
+//!   `<export dir>/<type>.parquet` and `.csv` ([`etl_parquet::ExportLoad`], lossless text), with
 //!   `<type>.export.json` recording the run that wrote it and the file's fingerprint
 //!   ([`provenance`]); `--resume` exports only the types whose step is not done and
 //!   refuses files another run wrote since (a dry run's, say), `--skip-export` reuses the
@@ -37,30 +37,27 @@
 //! generated fixtures; with no `DATABASE_URL` a throwaway PostgreSQL.
 
 pub mod fixtures;
-pub mod provenance;
 pub mod sample;
 pub mod schema;
 pub mod transform;
 
+pub use etl_source_bubble::export::{self as provenance, ExportFigures};
 pub use etl_source_bubble::passwords;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use arrow_array::cast::AsArray;
 use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use etl_core::cli::CommonArgs;
-use etl_core::migration::{
-    Action, Journal, Migration, Step, StepCx, StepKind, StepOutput, StepState,
-};
+use etl_core::migration::{Migration, Step, StepCx, StepKind, StepOutput};
 use etl_core::testing::MemoryLoad;
 use etl_core::{BoxError, Finding, Pipeline, RunReport, Secret};
-use etl_parquet::{ExportLoad, ParquetExtract, parquet_path};
+use etl_parquet::{ParquetExtract, parquet_path};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::idmap::MapFormat;
 use etl_sink_postgres::journal::PgJournal;
@@ -68,15 +65,17 @@ use etl_sink_postgres::steps::sql_step;
 use etl_sink_postgres::upsert::{
     SqlCheck, TableChange, TextLoad, Upsert, UpsertTable, changes_line, undo_line,
 };
+use etl_source_bubble::export::{
+    ExportSpec, check_exports, export_run_of, export_step, own_export,
+};
 use etl_source_bubble::mapping::RejectLog;
 use etl_source_bubble::test_server::{ServerConfig, TestServer};
 use etl_source_bubble::{
-    BubbleClient, BubbleConfig, BubbleExtract, KeyMode, PageQuery, TypeSchema, parse_datetime,
+    BubbleClient, BubbleConfig, KeyMode, PageQuery, TypeSchema, parse_datetime,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use uuid::Uuid;
 
 pub use self::sample::sample_check;
 use self::schema::{KeyOverrides, MIGRATED, NOT_MIGRATED, table_of, type_schema};
@@ -212,33 +211,6 @@ pub struct Outcome {
     pub export: Option<ExportFigures>,
     /// The database URL used.
     pub database_url: String,
-}
-
-/// Figures of the export phase.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct ExportFigures {
-    /// Things exported.
-    pub records: u64,
-    /// Wall seconds.
-    pub seconds: f64,
-    /// HTTP requests sent.
-    pub requests: u64,
-    /// 429/503 answers received.
-    pub throttled: u64,
-}
-
-impl ExportFigures {
-    /// The sum of the figures of export steps (`None` when none exported: `--skip-export`).
-    fn sum(details: impl Iterator<Item = Value>) -> Option<Self> {
-        details
-            .filter_map(|d| serde_json::from_value::<ExportFigures>(d).ok())
-            .reduce(|a, b| ExportFigures {
-                records: a.records + b.records,
-                seconds: a.seconds + b.seconds,
-                requests: a.requests + b.requests,
-                throttled: a.throttled + b.throttled,
-            })
-    }
 }
 
 /// The report directory of `args`.
@@ -596,61 +568,15 @@ fn since_of(cx: &StepCx) -> Option<DateTime<Utc>> {
 }
 
 async fn export(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxError> {
-    let dir = &c.args.export_dir;
-    if c.args.skip_export {
-        // Verified (content hashed) before the run started: see `check_exports`.
-        let r = provenance::verified(dir, t, "--skip-export", false)?;
-        return Ok(StepOutput::message(format!(
-            "--skip-export: {} reused, exported by {}",
-            parquet_path(dir, t).display(),
-            r.writer()
-        ))
-        .with_details(
-            json!({ "skipped": true, "export_run": r.run_id, "exported_at": r.written_at }),
-        ));
-    }
-    let client = c.client()?;
-    let (r0, th0) = (
-        client.stats().requests.load(Ordering::Relaxed),
-        client.stats().throttled.load(Ordering::Relaxed),
-    );
-    let t0 = Instant::now();
-    let e = BubbleExtract::new(client.clone(), c.schemas[t].clone())
-        .raw(true)
-        .windows(c.args.windows)
-        .since(since_of(cx));
-    // The export files are artifacts, not the target: written in a dry run too.
-    let mut run = cx.run_info();
-    run.dry_run = false;
-    // Each window fills its batch page by page (100 things a page): batches of at most
-    // EXPORT_BATCH things keep the export's memory at windows x EXPORT_BATCH things.
-    let mut opts = cx.pipeline_options(c.batch_size.min(EXPORT_BATCH), c.args.windows);
-    opts.report_dir = None;
-    let report = Pipeline::new(e, ExportLoad::new(dir, t).with_csv())
-        .options(opts)
-        .run(&run)
-        .await;
-    if !report.succeeded() {
-        return Err(format!(
-            "export of Bubble type `{t}` failed: {}",
-            report.error.unwrap_or_default()
-        )
-        .into());
-    }
-    provenance::record(dir, t, cx.run_id, cx.dry_run)?;
-    let f = ExportFigures {
-        records: report.totals.loaded,
-        seconds: t0.elapsed().as_secs_f64(),
-        requests: client.stats().requests.load(Ordering::Relaxed) - r0,
-        throttled: client.stats().throttled.load(Ordering::Relaxed) - th0,
+    let spec = ExportSpec {
+        client: c.client()?,
+        schema: &c.schemas[t],
+        dir: &c.args.export_dir,
+        windows: c.args.windows,
+        since: since_of(cx),
+        batch_size: c.batch_size.min(EXPORT_BATCH),
     };
-    let mut details = json!(f);
-    details["export_run"] = json!(cx.run_id);
-    Ok(StepOutput::message(format!(
-        "{} things in {:.1} s ({} requests, {} throttled)",
-        f.records, f.seconds, f.requests, f.throttled
-    ))
-    .with_details(details))
+    export_step(&spec, cx, c.args.skip_export).await
 }
 
 async fn staging(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
@@ -721,91 +647,6 @@ async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxErr
     cx.add_file(file_name(&c.paths.errors));
     Ok(StepOutput::from_pipeline(report)
         .with_details(json!({ "high_water_mark": ctx.state.high_water_mark() })))
-}
-
-/// The run whose export of `t` this run uses: its own, or the one `--skip-export` reused.
-fn export_run_of(cx: &StepCx, t: &str) -> Option<Uuid> {
-    cx.details_of(&format!("export_{t}"))
-        .and_then(|d| serde_json::from_value(d["export_run"].clone()).ok())
-}
-
-/// Refuse to load an export file another run wrote since this run's export step (a dry
-/// run, say, while this one was interrupted or running).
-fn own_export(cx: &StepCx, dir: &Path, t: &str) -> anyhow::Result<()> {
-    let r = provenance::verified(dir, t, "load", false)?;
-    let want = export_run_of(cx, t).unwrap_or(cx.run_id);
-    if r.run_id != want {
-        return Err(etl_core::Error::Refused(format!(
-            "{} (Bubble type `{t}`) was written by {}, not by run {want} whose export this run loads",
-            parquet_path(dir, t).display(),
-            r.writer()
-        ))
-        .into());
-    }
-    Ok(())
-}
-
-/// Before anything runs: `--resume` continues only over the export files its own run
-/// wrote (or reused), and `--skip-export` never reuses a dry run's export, files of
-/// several runs, or a file changed since it was written. Refusals exit 2.
-async fn check_exports(c: &Cb, journal: &dyn Journal) -> anyhow::Result<()> {
-    let (a, dir) = (&c.args, &c.args.export_dir);
-    let resume = match a.common.action() {
-        Action::Resume => true,
-        Action::Run | Action::DryRun => false,
-        Action::Rollback | Action::Only(_) => return Ok(()),
-    };
-    let latest = match resume {
-        true => journal.latest("culturebridge").await?,
-        false => None,
-    };
-    let mut reused = Vec::new();
-    for t in all_types() {
-        let done = latest
-            .as_ref()
-            .and_then(|r| r.step(&format!("export_{t}")).map(|s| (r, s)))
-            .filter(|(_, s)| s.state == StepState::Done);
-        if let Some((r, s)) = done {
-            let want: Uuid =
-                serde_json::from_value(s.details["export_run"].clone()).unwrap_or(r.run.run_id);
-            let got = provenance::verified(dir, t, "--resume", true)?;
-            if got.run_id != want {
-                return Err(etl_core::Error::Refused(format!(
-                    "--resume: {} (Bubble type `{t}`) was written by {}, not by run {want} that is resumed: \
-                     the run would load another run's export; start a new run without --resume, or --rollback this one",
-                    parquet_path(dir, t).display(),
-                    got.writer()
-                ))
-                .into());
-            }
-        } else if a.skip_export {
-            let got = provenance::verified(dir, t, "--skip-export", true)?;
-            if got.dry_run && !a.common.dry_run {
-                return Err(etl_core::Error::Refused(format!(
-                    "--skip-export: {} (Bubble type `{t}`) was written by {}: a dry run's export is never loaded; export again without --skip-export",
-                    parquet_path(dir, t).display(),
-                    got.writer()
-                ))
-                .into());
-            }
-            reused.push(got);
-        }
-    }
-    reused.sort_by_key(|r| r.run_id);
-    reused.dedup_by_key(|r| r.run_id);
-    if reused.len() > 1 {
-        let runs: Vec<String> = reused
-            .iter()
-            .map(|r| format!("{} ({})", r.writer(), r.ty))
-            .collect();
-        return Err(etl_core::Error::Refused(format!(
-            "--skip-export: the export files in {} were written by several runs: {}; export again without --skip-export",
-            dir.display(),
-            runs.join(", ")
-        ))
-        .into());
-    }
-    Ok(())
 }
 
 fn file_name(p: &Path) -> String {
@@ -1044,7 +885,21 @@ pub async fn run(
     let journal = PgJournal::new(c.opts.clone());
     let mut opts = c.db.run_options(&args.common);
     opts.report_dir = report_dir(args);
-    check_exports(&c, &journal).await?;
+    let types: Vec<&str> = all_types().collect();
+    let (action, dir) = (args.common.action(), &args.export_dir);
+    check_exports(
+        &journal,
+        "culturebridge",
+        &action,
+        dir,
+        &types,
+        args.skip_export,
+    )
+    .await
+    .map_err(|e| match e.downcast::<etl_core::Error>() {
+        Ok(e) => anyhow::Error::from(*e),
+        Err(e) => anyhow::Error::from_boxed(e),
+    })?;
     let report = migration(&c).execute(&c, &journal, &opts).await?;
     let export = ExportFigures::sum(
         report
