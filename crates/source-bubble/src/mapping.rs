@@ -12,6 +12,8 @@
 //!   `parent_rejected`, counted) and a dangling reference as `dangling_reference`
 //!   ([`MapState::parent`]); the reject log; the latest `Modified Date` seen (the
 //!   high-water mark of an incremental run).
+//! * [`max_chars`], [`json_text`], [`code`]: the checks most mappings make (a length
+//!   limit, valid JSON, a code map), rejecting with a kind and a reason.
 //! * [`RejectLog`]: `entity_type,record_id,error_message,timestamp`, the error log
 //!   migrations off Bubble are asked for, one line per rejected thing.
 //!
@@ -49,6 +51,56 @@ pub fn reject(column: &str, kind: &str, reason: impl Into<String>) -> Fate {
         column: Some(column.to_owned()),
         kind: kind.to_owned(),
         reason: reason.into(),
+    }
+}
+
+/// `v` if it has at most `max` characters; else the thing is rejected (`too_long`).
+///
+/// # Errors
+/// The [`Fate`] of the thing.
+pub fn max_chars(v: Option<&str>, max: usize, column: &str) -> Result<Option<String>, Fate> {
+    match v {
+        Some(s) if s.chars().count() > max => Err(reject(
+            column,
+            "too_long",
+            format!("{column} is longer than {max} characters"),
+        )),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// `v` if it is valid JSON; else the thing is rejected (`bad_json`).
+///
+/// # Errors
+/// The [`Fate`] of the thing.
+pub fn json_text(v: Option<&str>, column: &str) -> Result<Option<String>, Fate> {
+    let Some(s) = v else { return Ok(None) };
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(_) => Ok(Some(s.to_owned())),
+        Err(e) => Err(reject(
+            column,
+            "bad_json",
+            format!("{column} is not valid JSON ({e})"),
+        )),
+    }
+}
+
+/// The target code of `v` (trimmed, compared without case) in `map` (`(source, target)`
+/// pairs, source codes in lower case); an empty value (`missing_code`) or an unknown one
+/// (`unknown_<column>`) rejects the thing.
+///
+/// # Errors
+/// The [`Fate`] of the thing.
+pub fn code(v: Option<&str>, column: &str, map: &[(&str, &str)]) -> Result<String, Fate> {
+    let s = v.ok_or_else(|| reject(column, "missing_code", format!("{column} is empty")))?;
+    let key = s.trim().to_ascii_lowercase();
+    match map.iter().find(|(from, _)| *from == key) {
+        Some((_, to)) => Ok((*to).to_owned()),
+        None => Err(reject(
+            column,
+            &format!("unknown_{column}"),
+            format!("unknown {column} `{s}`"),
+        )),
     }
 }
 
@@ -459,6 +511,40 @@ mod tests {
             .collect();
         let data = RecordBatch::try_new(ty.raw_schema(), cols).unwrap();
         Batch::new("u".into(), data, (1..=rows.len() as u64).collect())
+    }
+
+    #[test]
+    fn checks_reject_with_kind_and_reason() {
+        let kind = |f: Fate| match f {
+            Fate::Reject { kind, reason, .. } => format!("{kind}: {reason}"),
+            Fate::Filter { .. } => unreachable!(),
+        };
+        assert_eq!(
+            max_chars(Some("abc"), 3, "x").unwrap().as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            kind(max_chars(Some("abcd"), 3, "x").unwrap_err()),
+            "too_long: x is longer than 3 characters"
+        );
+        assert_eq!(
+            json_text(Some("{\"a\": 1}"), "j").unwrap().as_deref(),
+            Some("{\"a\": 1}")
+        );
+        assert!(
+            kind(json_text(Some("{"), "j").unwrap_err())
+                .starts_with("bad_json: j is not valid JSON")
+        );
+        let roles = [("seeker", "client"), ("coach", "coach")];
+        assert_eq!(code(Some(" Seeker "), "role", &roles).unwrap(), "client");
+        assert_eq!(
+            kind(code(Some("boss"), "role", &roles).unwrap_err()),
+            "unknown_role: unknown role `boss`"
+        );
+        assert_eq!(
+            kind(code(None, "role", &roles).unwrap_err()),
+            "missing_code: role is empty"
+        );
     }
 
     #[test]

@@ -149,80 +149,21 @@ pub fn id_keys(bubble_type: &str) -> HashMap<String, String> {
 /// Field-key overrides from a JSON file: `{"user": {"email": "Email Address"}, ...}`.
 pub type KeyOverrides = BTreeMap<String, HashMap<String, String>>;
 
-/// Target columns of a table, in table order (the mapping produces them in this order);
-/// PostgreSQL casts each text value to its column's type.
+/// Target columns of a table, in table order (the mapping produces them in this order),
+/// read from its `CREATE TABLE` in [`DDL`]; PostgreSQL casts each text value to its type.
 pub fn columns(table: &str) -> &'static [&'static str] {
-    match table {
-        "users" => &[
-            "id",
-            "email",
-            "password_hash",
-            "password_reset_required",
-            "role",
-            "is_active",
-            "email_verified",
-            "created_at",
-            "updated_at",
-        ],
-        "client_profiles" => &[
-            "id",
-            "user_id",
-            "first_name",
-            "last_name",
-            "photo_url",
-            "phone",
-            "timezone",
-            "quiz_data",
-            "preferences",
-            "created_at",
-            "updated_at",
-        ],
-        "coach_profiles" => &[
-            "id",
-            "user_id",
-            "first_name",
-            "last_name",
-            "photo_url",
-            "bio",
-            "intro_video_url",
-            "expertise",
-            "languages",
-            "countries",
-            "hourly_rate",
-            "currency",
-            "availability",
-            "rating",
-            "total_sessions",
-            "is_verified",
-            "created_at",
-            "updated_at",
-        ],
-        "bookings" => &[
-            "id",
-            "client_id",
-            "coach_id",
-            "session_datetime",
-            "duration_minutes",
-            "status",
-            "payment_id",
-            "meeting_link",
-            "notes",
-            "created_at",
-            "updated_at",
-        ],
-        "payments" => &[
-            "id",
-            "booking_id",
-            "amount",
-            "currency",
-            "status",
-            "stripe_session_id",
-            "stripe_payment_intent_id",
-            "created_at",
-            "updated_at",
-        ],
-        _ => &[],
-    }
+    static COLUMNS: std::sync::OnceLock<HashMap<&str, Vec<&str>>> = std::sync::OnceLock::new();
+    let all = COLUMNS.get_or_init(|| {
+        let mut all = HashMap::new();
+        for def in DDL.split("CREATE TABLE IF NOT EXISTS ").skip(1) {
+            let (name, body) = def.split_once(" (").expect("CREATE TABLE name (");
+            let body = &body[..body.find("\n);").expect("a table ends with );")];
+            let cols = body.lines().filter_map(|l| l.split_whitespace().next());
+            all.insert(name, cols.filter(|c| *c != "PRIMARY").collect());
+        }
+        all
+    });
+    all.get(table).map_or(&[], Vec::as_slice)
 }
 
 /// The target schema (idempotent), the id map, the run log and the staging schema.
@@ -326,3 +267,18 @@ CREATE TABLE IF NOT EXISTS migration_runs (
 );
 CREATE SCHEMA IF NOT EXISTS cb_staging;
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_come_from_the_ddl() {
+        let users = super::columns("users");
+        assert_eq!(users[..3], ["id", "email", "password_hash"]);
+        assert_eq!(users.len(), 9);
+        assert_eq!(super::columns("coach_profiles").len(), 18);
+        assert_eq!(
+            super::columns("bubble_id_map"),
+            ["bubble_type", "bubble_id", "new_id", "run_id"]
+        );
+    }
+}

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use etl_core::{Counts, Fate};
 use etl_sink_postgres::idmap::IdMap;
 use etl_source_bubble::TypeSchema;
-use etl_source_bubble::mapping::{MapState, RejectLog, Row, RowMap, reject};
+use etl_source_bubble::mapping::{
+    MapState, RejectLog, Row, RowMap, code, json_text, max_chars, reject,
+};
 use uuid::Uuid;
 
 use super::schema::{columns, table_of};
@@ -63,26 +65,6 @@ fn rej(column: &str, kind: &str, reason: String) -> Fate {
     reject(column, kind, reason)
 }
 
-fn max_len(v: Option<&str>, n: usize, col: &str) -> Result<Option<String>, Fate> {
-    match v {
-        Some(s) if s.chars().count() > n => Err(rej(
-            col,
-            "too_long",
-            format!("{col} is longer than {n} characters"),
-        )),
-        other => Ok(other.map(str::to_owned)),
-    }
-}
-
-fn json_text(v: Option<&str>, col: &str) -> Result<Option<String>, Fate> {
-    match v {
-        None => Ok(None),
-        Some(s) => serde_json::from_str::<serde_json::Value>(s)
-            .map(|_| Some(s.to_owned()))
-            .map_err(|e| rej(col, "bad_json", format!("{col} is not valid JSON ({e})"))),
-    }
-}
-
 fn url(v: Option<&str>) -> Option<String> {
     v.map(|s| {
         if s.starts_with("//") {
@@ -113,48 +95,32 @@ pub fn email_ok(s: &str) -> bool {
         && tld.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
-/// Role map; unknown codes are errors.
-pub fn map_role(s: &str) -> Option<&'static str> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "seeker" | "client" => Some("client"),
-        "coach" => Some("coach"),
-        "administrator" | "admin" => Some("admin"),
-        _ => None,
-    }
-}
-
+/// Role map (the seed's `config.py`); unknown codes are errors.
+pub const ROLES: &[(&str, &str)] = &[
+    ("seeker", "client"),
+    ("client", "client"),
+    ("coach", "coach"),
+    ("administrator", "admin"),
+    ("admin", "admin"),
+];
 /// Booking status map.
-pub fn map_booking_status(s: &str) -> Option<&'static str> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "pending" => Some("pending"),
-        "confirmed" => Some("confirmed"),
-        "complete" | "completed" => Some("completed"),
-        "canceled" | "cancelled" => Some("cancelled"),
-        _ => None,
-    }
-}
-
+pub const BOOKING_STATUSES: &[(&str, &str)] = &[
+    ("pending", "pending"),
+    ("confirmed", "confirmed"),
+    ("complete", "completed"),
+    ("completed", "completed"),
+    ("canceled", "cancelled"),
+    ("cancelled", "cancelled"),
+];
 /// Payment status map.
-pub fn map_payment_status(s: &str) -> Option<&'static str> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "pending" => Some("pending"),
-        "success" | "succeeded" => Some("succeeded"),
-        "failed" => Some("failed"),
-        "refund" | "refunded" => Some("refunded"),
-        _ => None,
-    }
-}
-
-fn code(v: Option<&str>, col: &str, map: fn(&str) -> Option<&'static str>) -> Result<String, Fate> {
-    let s = v.ok_or_else(|| rej(col, "missing_code", format!("{col} is empty")))?;
-    map(s).map(str::to_owned).ok_or_else(|| {
-        rej(
-            col,
-            &format!("unknown_{col}"),
-            format!("unknown {col} `{s}`"),
-        )
-    })
-}
+pub const PAYMENT_STATUSES: &[(&str, &str)] = &[
+    ("pending", "pending"),
+    ("success", "succeeded"),
+    ("succeeded", "succeeded"),
+    ("failed", "failed"),
+    ("refund", "refunded"),
+    ("refunded", "refunded"),
+];
 
 fn currency(v: Option<&str>) -> Result<String, Fate> {
     match v {
@@ -210,7 +176,7 @@ fn map_row(
                     format!("email `{email}` is already used by user `{owner}`"),
                 ));
             }
-            let role = code(row.text("type"), "role", map_role)?;
+            let role = code(row.text("type"), "role", ROLES)?;
             if hash.is_none() {
                 *counts.entry("password_reset_required".into()).or_default() += 1;
             }
@@ -238,9 +204,9 @@ fn map_row(
             let user = row.text("user");
             ctx.state.parent("user", "user", user)?;
             let user = user.expect("checked");
-            let first = max_len(row.text("first_name"), 100, "first_name")?;
-            let last = max_len(row.text("last_name"), 100, "last_name")?;
-            let photo = max_len(url(row.text("photo")).as_deref(), 500, "photo")?;
+            let first = max_chars(row.text("first_name"), 100, "first_name")?;
+            let last = max_chars(row.text("last_name"), 100, "last_name")?;
+            let photo = max_chars(url(row.text("photo")).as_deref(), 500, "photo")?;
             let mut v = vec![
                 s(&me),
                 Some(new_id("user", user).to_string()),
@@ -249,8 +215,8 @@ fn map_row(
                 photo,
             ];
             if ty == "client_profile" {
-                v.push(max_len(row.text("phone_number"), 20, "phone_number")?);
-                v.push(max_len(row.text("time_zone"), 50, "time_zone")?);
+                v.push(max_chars(row.text("phone_number"), 20, "phone_number")?);
+                v.push(max_chars(row.text("time_zone"), 50, "time_zone")?);
                 v.push(Some(
                     json_text(row.text("quiz_responses"), "quiz_responses")?
                         .unwrap_or_else(|| "{}".to_owned()),
@@ -272,7 +238,7 @@ fn map_row(
                     ));
                 }
                 v.push(row.text("biography").map(str::to_owned));
-                v.push(max_len(
+                v.push(max_chars(
                     url(row.text("video_url")).as_deref(),
                     500,
                     "video_url",
@@ -353,10 +319,10 @@ fn map_row(
                 Some(code(
                     row.text("booking_status"),
                     "booking_status",
-                    map_booking_status,
+                    BOOKING_STATUSES,
                 )?),
                 None,
-                max_len(row.text("meeting_url"), 500, "meeting_url")?,
+                max_chars(row.text("meeting_url"), 500, "meeting_url")?,
                 row.text("session_notes").map(str::to_owned),
                 Some(created),
                 Some(modified),
@@ -390,10 +356,10 @@ fn map_row(
                 Some(code(
                     row.text("payment_status"),
                     "payment_status",
-                    map_payment_status,
+                    PAYMENT_STATUSES,
                 )?),
-                max_len(row.text("stripe_session"), 255, "stripe_session")?,
-                max_len(row.text("stripe_intent"), 255, "stripe_intent")?,
+                max_chars(row.text("stripe_session"), 255, "stripe_session")?,
+                max_chars(row.text("stripe_intent"), 255, "stripe_intent")?,
                 Some(created),
                 Some(modified),
             ]
