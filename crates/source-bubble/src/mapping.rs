@@ -12,8 +12,8 @@
 //!   `parent_rejected`, counted) and a dangling reference as `dangling_reference`
 //!   ([`MapState::parent`]); the reject log; the latest `Modified Date` seen (the
 //!   high-water mark of an incremental run).
-//! * [`max_chars`], [`json_text`], [`code`]: the checks most mappings make (a length
-//!   limit, valid JSON, a code map), rejecting with a kind and a reason.
+//! * [`max_chars`], [`json_text`], [`code`], [`email`]: the checks most mappings make (a
+//!   length limit, valid JSON, a code map, an e-mail address), rejecting with a kind and a reason.
 //! * [`RejectLog`]: `entity_type,record_id,error_message,timestamp`, the error log
 //!   migrations off Bubble are asked for, one line per rejected thing.
 //!
@@ -100,6 +100,38 @@ pub fn code(v: Option<&str>, column: &str, map: &[(&str, &str)]) -> Result<Strin
             column,
             &format!("unknown_{column}"),
             format!("unknown {column} `{s}`"),
+        )),
+    }
+}
+
+/// `v` in lower case if it is an e-mail address
+/// (`^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$`); an empty value
+/// (`missing_email`) or another (`bad_email`) rejects the thing.
+///
+/// # Errors
+/// The [`Fate`] of the thing.
+pub fn email(v: Option<&str>, column: &str) -> Result<String, Fate> {
+    let e = v.ok_or_else(|| reject(column, "missing_email", format!("{column} is empty")))?;
+    let e = e.to_ascii_lowercase();
+    let part = |s: &str, extra: &[u8]| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    };
+    let ok = e.split_once('@').is_some_and(|(local, domain)| {
+        domain.rsplit_once('.').is_some_and(|(host, tld)| {
+            part(local, b"._%+-")
+                && part(host, b".-")
+                && tld.len() >= 2
+                && tld.bytes().all(|b| b.is_ascii_alphabetic())
+        })
+    });
+    match ok {
+        true => Ok(e),
+        false => Err(reject(
+            column,
+            "bad_email",
+            format!("{column} `{e}` is not a valid address"),
         )),
     }
 }
@@ -306,6 +338,17 @@ impl Row<'_> {
             .then(|| a.as_primitive::<TimestampMillisecondType>().value(self.row));
         v.and_then(chrono::DateTime::from_timestamp_millis)
             .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+    }
+
+    /// A file or image field as a URL: Bubble sends its own files as `//host/path`,
+    /// which gets `https:`.
+    pub fn file_url(&self, name: &str) -> Option<String> {
+        let v = self.text(name)?;
+        Some(if v.starts_with("//") {
+            format!("https:{v}")
+        } else {
+            v.to_owned()
+        })
     }
 
     /// A list of texts as a PostgreSQL array literal (`{"a","b \"c\""}`).

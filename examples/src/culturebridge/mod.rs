@@ -205,12 +205,8 @@ pub struct Outcome {
     pub report: RunReport,
     /// Report files.
     pub paths: Paths,
-    /// Fixture expectations, when the bundled test server was used.
-    pub expected: Option<fixtures::Expected>,
     /// Export figures (records, seconds, requests, throttled), when exported.
     pub export: Option<ExportFigures>,
-    /// The database URL used.
-    pub database_url: String,
 }
 
 /// The report directory of `args`.
@@ -609,38 +605,29 @@ async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxErr
     let run = cx.run_info();
     let table = TableName::qualified("cb_staging", table_of(t));
     let stage = TextLoad::new(c.opts.clone(), table);
-    let report = if t == "user"
-        && let Some(csv) = &c.args.users_csv
-    {
-        // the old system's users, with a `password` column hashed before anything else
-        let mut fields: Vec<Field> = spec
-            .raw_schema()
-            .fields()
-            .iter()
-            .map(|f| (**f).clone())
-            .collect();
-        fields.push(Field::new(passwords::PASSWORD, DataType::Utf8, true));
-        let e = etl_source_csv::CsvSource::files(Arc::new(Schema::new(fields)), [csv]);
-        Pipeline::new(e, stage)
-            .transform(passwords::PasswordTransform::new(c.args.bcrypt_cost))
-            .transform(map)
-            .options(opts)
-            .run(&run)
-            .await
-    } else {
-        let e = ParquetExtract::whole(t, &parquet_path(&c.args.export_dir, t))?;
-        if table_of(t).is_empty() {
-            Pipeline::new(e, MemoryLoad::default())
-                .transform(map)
-                .options(opts)
-                .run(&run)
-                .await
-        } else {
-            Pipeline::new(e, stage)
-                .transform(map)
-                .options(opts)
-                .run(&run)
-                .await
+    let parquet = || ParquetExtract::whole(t, &parquet_path(&c.args.export_dir, t));
+    let report = match (&c.args.users_csv, table_of(t)) {
+        (Some(csv), _) if t == "user" => {
+            // the old system's users, with a `password` column hashed before anything else
+            let mut fields: Vec<Field> = spec
+                .raw_schema()
+                .fields()
+                .iter()
+                .map(|f| (**f).clone())
+                .collect();
+            fields.push(Field::new(passwords::PASSWORD, DataType::Utf8, true));
+            let e = etl_source_csv::CsvSource::files(Arc::new(Schema::new(fields)), [csv]);
+            let hash = passwords::PasswordTransform::new(c.args.bcrypt_cost);
+            let p = Pipeline::new(e, stage).transform(hash);
+            p.transform(map).options(opts).run(&run).await
+        }
+        (_, "") => {
+            let p = Pipeline::new(parquet()?, MemoryLoad::default());
+            p.transform(map).options(opts).run(&run).await
+        }
+        _ => {
+            let p = Pipeline::new(parquet()?, stage);
+            p.transform(map).options(opts).run(&run).await
         }
     };
     ctx.state.flush()?;
@@ -880,7 +867,7 @@ pub async fn run(
     ts: &str,
     server: Option<(&TestServer, fixtures::Expected)>,
 ) -> anyhow::Result<Outcome> {
-    let (server, expected) = server.map_or((None, None), |(s, e)| (Some(s), Some(e)));
+    let server = server.map(|(s, _expected)| s);
     let c = Cb::open(args, ts, server).await?;
     let journal = PgJournal::new(c.opts.clone());
     let mut opts = c.db.run_options(&args.common);
@@ -911,9 +898,7 @@ pub async fn run(
     Ok(Outcome {
         report,
         paths: c.paths.clone(),
-        expected,
         export,
-        database_url: c.db.url.clone(),
     })
 }
 

@@ -9,7 +9,7 @@ use etl_core::{Counts, Fate};
 use etl_sink_postgres::idmap::IdMap;
 use etl_source_bubble::TypeSchema;
 use etl_source_bubble::mapping::{
-    MapState, RejectLog, Row, RowMap, code, json_text, max_chars, reject,
+    MapState, RejectLog, Row, RowMap, code, email, json_text, max_chars, reject,
 };
 use uuid::Uuid;
 
@@ -63,36 +63,6 @@ pub fn mapping(spec: Arc<TypeSchema>, ctx: Arc<Ctx>) -> RowMap {
 
 fn rej(column: &str, kind: &str, reason: String) -> Fate {
     reject(column, kind, reason)
-}
-
-fn url(v: Option<&str>) -> Option<String> {
-    v.map(|s| {
-        if s.starts_with("//") {
-            format!("https:{s}")
-        } else {
-            s.to_owned()
-        }
-    })
-}
-
-/// `true` when `s` matches `^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$`.
-pub fn email_ok(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    let Some((host, tld)) = domain.rsplit_once('.') else {
-        return false;
-    };
-    !local.is_empty()
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b))
-        && !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
-        && tld.len() >= 2
-        && tld.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// Role map (the seed's `config.py`); unknown codes are errors.
@@ -156,17 +126,7 @@ fn map_row(
     let me = new_id(ty, id).to_string();
     Ok(match ty {
         "user" => {
-            let email = row
-                .text("email")
-                .ok_or_else(|| rej("email", "missing_email", "email is empty".into()))?
-                .to_ascii_lowercase();
-            if !email_ok(&email) {
-                return Err(rej(
-                    "email",
-                    "bad_email",
-                    format!("email `{email}` is not a valid address"),
-                ));
-            }
+            let email = email(row.text("email"), "email")?;
             if let Some(owner) = ctx.email_owner.lock().expect("lock").get(&email)
                 && owner != id
             {
@@ -206,7 +166,7 @@ fn map_row(
             let user = user.expect("checked");
             let first = max_chars(row.text("first_name"), 100, "first_name")?;
             let last = max_chars(row.text("last_name"), 100, "last_name")?;
-            let photo = max_chars(url(row.text("photo")).as_deref(), 500, "photo")?;
+            let photo = max_chars(row.file_url("photo").as_deref(), 500, "photo")?;
             let mut v = vec![
                 s(&me),
                 Some(new_id("user", user).to_string()),
@@ -239,7 +199,7 @@ fn map_row(
                 }
                 v.push(row.text("biography").map(str::to_owned));
                 v.push(max_chars(
-                    url(row.text("video_url")).as_deref(),
+                    row.file_url("video_url").as_deref(),
                     500,
                     "video_url",
                 )?);
