@@ -166,17 +166,20 @@ pub fn timestamp() -> String {
     chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string()
 }
 
-/// Log to stderr and to the file `log` (created with its directory); `RUST_LOG` overrides
-/// the level of `verbosity` (as [`etl_core::cli::CommonArgs::verbosity`]).
+/// Log to stderr and to the file `log` (created with its directory); `RUST_LOG` (or
+/// `LOG_LEVEL=DEBUG`) overrides the level of `verbosity` (as
+/// [`etl_core::cli::CommonArgs::verbosity`]).
 ///
 /// # Errors
 /// The file cannot be created.
 pub fn init_logging(log: &Path, verbosity: i8) -> anyhow::Result<()> {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let level = ["error", "warn", "info", "debug", "trace"][(verbosity.clamp(-2, 2) + 2) as usize];
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn,hyper=warn,reqwest=warn"))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL"))
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn,hyper=warn,reqwest=warn"))
+        });
     if let Some(d) = log.parent() {
         std::fs::create_dir_all(d)?;
     }

@@ -795,7 +795,16 @@ async fn rollback_through_the_run_layer_restores_every_table_exactly() {
     assert!(inserted > 0 && updated > 0, "{inserted} {updated}");
     assert_ne!(checksums(&pool).await, before);
 
-    // --rollback: the undo of the switch restores the exact pre-run content.
+    // --only cleanup drops the scratch schema; --rollback still restores the exact
+    // pre-run content (the before-images are whole rows).
+    let cleanup = args(db.url(), dir.path(), &["--only", "cleanup"]);
+    let cleaned = run(&cleanup, &timestamp(), None).await.unwrap();
+    assert!(cleaned.report.succeeded(), "{:?}", cleaned.report.error);
+    let (staging,): (bool,) = sqlx::query_as("SELECT to_regnamespace('cb_staging') IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(staging, "cb_staging dropped");
     let rb = args(db.url(), dir.path(), &["--rollback"]);
     let back = run(&rb, &timestamp(), None).await.unwrap();
     assert_eq!(
