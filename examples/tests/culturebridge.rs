@@ -618,16 +618,7 @@ async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
         .await
         .unwrap();
     let before = snapshot(&pool).await;
-    let dry = run(&a, &timestamp(), Some((&server, exp.clone())))
-        .await
-        .unwrap();
-    assert_eq!(
-        dry.report.status,
-        etl_core::RunStatus::DryRun,
-        "{:?}",
-        dry.report.error
-    );
-    assert_counts(&dry, &exp);
+    let dry = dry_run(&a, &server, &exp).await;
     assert_eq!(
         snapshot(&pool).await,
         before,
@@ -1180,6 +1171,25 @@ async fn catalog(pool: &PgPool) -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// A dry run of `a` on `server`: its status and its exact counts.
+async fn dry_run(
+    a: &Args,
+    server: &TestServer,
+    exp: &fixtures::Expected,
+) -> etl_examples::culturebridge::Outcome {
+    let out = run(a, &timestamp(), Some((server, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.report.status,
+        etl_core::RunStatus::DryRun,
+        "{:?}",
+        out.report.error
+    );
+    assert_counts(&out, exp);
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_writes_nothing_to_the_target_database() {
     let db = etl_testkit::TestDb::create().await.unwrap();
@@ -1189,16 +1199,7 @@ async fn a_dry_run_writes_nothing_to_the_target_database() {
     let (server, exp) = start_test_server(&dry).await.unwrap();
     // An empty database: no schema, no table, no journal appears.
     let empty = catalog(&pool).await;
-    let out = run(&dry, &timestamp(), Some((&server, exp.clone())))
-        .await
-        .unwrap();
-    assert_eq!(
-        out.report.status,
-        etl_core::RunStatus::DryRun,
-        "{:?}",
-        out.report.error
-    );
-    assert_counts(&out, &exp);
+    let out = dry_run(&dry, &server, &exp).await;
     assert_eq!(catalog(&pool).await, empty, "the dry run created nothing");
     for s in ["schema", "staging", "checks", "switch"] {
         assert_eq!(step(&out, s).outcome, "would_run", "{s}");
@@ -1212,16 +1213,7 @@ async fn a_dry_run_writes_nothing_to_the_target_database() {
     let (before, rows) = (catalog(&pool).await, checksums(&pool).await);
     let journal = "SELECT count(*) FROM ferry_journal_runs";
     let (runs,): (i64,) = sqlx::query_as(journal).fetch_one(&pool).await.unwrap();
-    let out = run(&dry, &timestamp(), Some((&server, exp.clone())))
-        .await
-        .unwrap();
-    assert_eq!(
-        out.report.status,
-        etl_core::RunStatus::DryRun,
-        "{:?}",
-        out.report.error
-    );
-    assert_counts(&out, &exp);
+    dry_run(&dry, &server, &exp).await;
     assert_eq!(catalog(&pool).await, before);
     assert_eq!(checksums(&pool).await, rows);
     assert_eq!(
