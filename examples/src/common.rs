@@ -158,3 +158,38 @@ pub fn exit_code(status: etl_core::RunStatus) -> std::process::ExitCode {
         std::process::ExitCode::SUCCESS
     }
 }
+
+// --- shared by the culturebridge example (and any binary that keeps a log file) ---
+
+/// A timestamp for the names of report files: `YYYYmmdd_HHMMSS` (UTC).
+pub fn timestamp() -> String {
+    chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string()
+}
+
+/// Log to stderr and to the file `log` (created with its directory); `RUST_LOG` (or
+/// `LOG_LEVEL=DEBUG`) overrides the level of `verbosity` (as
+/// [`etl_core::cli::CommonArgs::verbosity`]).
+///
+/// # Errors
+/// The file cannot be created.
+pub fn init_logging(log: &Path, verbosity: i8) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let level = ["error", "warn", "info", "debug", "trace"][(verbosity.clamp(-2, 2) + 2) as usize];
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL"))
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn,hyper=warn,reqwest=warn"))
+        });
+    if let Some(d) = log.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let file = std::fs::File::create(log)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", log.display()))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr.and(std::sync::Mutex::new(file)))
+        .try_init();
+    Ok(())
+}

@@ -618,16 +618,7 @@ async fn a_dry_run_changes_nothing_and_resume_exports_only_what_is_missing() {
         .await
         .unwrap();
     let before = snapshot(&pool).await;
-    let dry = run(&a, &timestamp(), Some((&server, exp.clone())))
-        .await
-        .unwrap();
-    assert_eq!(
-        dry.report.status,
-        etl_core::RunStatus::DryRun,
-        "{:?}",
-        dry.report.error
-    );
-    assert_counts(&dry, &exp);
+    let dry = dry_run(&a, &server, &exp).await;
     assert_eq!(
         snapshot(&pool).await,
         before,
@@ -795,7 +786,16 @@ async fn rollback_through_the_run_layer_restores_every_table_exactly() {
     assert!(inserted > 0 && updated > 0, "{inserted} {updated}");
     assert_ne!(checksums(&pool).await, before);
 
-    // --rollback: the undo of the switch restores the exact pre-run content.
+    // --only cleanup drops the scratch schema; --rollback still restores the exact
+    // pre-run content (the before-images are whole rows).
+    let cleanup = args(db.url(), dir.path(), &["--only", "cleanup"]);
+    let cleaned = run(&cleanup, &timestamp(), None).await.unwrap();
+    assert!(cleaned.report.succeeded(), "{:?}", cleaned.report.error);
+    let (staging,): (bool,) = sqlx::query_as("SELECT to_regnamespace('cb_staging') IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(staging, "cb_staging dropped");
     let rb = args(db.url(), dir.path(), &["--rollback"]);
     let back = run(&rb, &timestamp(), None).await.unwrap();
     assert_eq!(
@@ -1148,4 +1148,80 @@ async fn a_resume_or_skip_export_never_loads_a_dry_runs_export() {
             "{t}"
         );
     }
+}
+
+/// The catalog of the target: every schema, and every relation with its file (a TRUNCATE
+/// or a rewrite gives a new one), its row estimate aside.
+async fn catalog(pool: &PgPool) -> (Vec<String>, Vec<String>) {
+    let ns: Vec<(String,)> = sqlx::query_as("SELECT nspname::text FROM pg_namespace ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let rels: Vec<(String,)> = sqlx::query_as(
+        "SELECT format('%s.%s %s %s', n.nspname, c.relname, c.relkind, c.relfilenode)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (
+        ns.into_iter().map(|r| r.0).collect(),
+        rels.into_iter().map(|r| r.0).collect(),
+    )
+}
+
+/// A dry run of `a` on `server`: its status and its exact counts.
+async fn dry_run(
+    a: &Args,
+    server: &TestServer,
+    exp: &fixtures::Expected,
+) -> etl_examples::culturebridge::Outcome {
+    let out = run(a, &timestamp(), Some((server, exp.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.report.status,
+        etl_core::RunStatus::DryRun,
+        "{:?}",
+        out.report.error
+    );
+    assert_counts(&out, exp);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_writes_nothing_to_the_target_database() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dry = args(db.url(), dir.path(), &["--users", "150", "--dry-run"]);
+    let (server, exp) = start_test_server(&dry).await.unwrap();
+    // An empty database: no schema, no table, no journal appears.
+    let empty = catalog(&pool).await;
+    let out = dry_run(&dry, &server, &exp).await;
+    assert_eq!(catalog(&pool).await, empty, "the dry run created nothing");
+    for s in ["schema", "staging", "checks", "switch"] {
+        assert_eq!(step(&out, s).outcome, "would_run", "{s}");
+    }
+    // After a real run (staging, journal, tables): nothing created, emptied or changed.
+    let real = args(db.url(), dir.path(), &["--users", "150"]);
+    let first = run(&real, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(first.report.succeeded(), "{:?}", first.report.error);
+    let (before, rows) = (catalog(&pool).await, checksums(&pool).await);
+    let journal = "SELECT count(*) FROM ferry_journal_runs";
+    let (runs,): (i64,) = sqlx::query_as(journal).fetch_one(&pool).await.unwrap();
+    dry_run(&dry, &server, &exp).await;
+    assert_eq!(catalog(&pool).await, before);
+    assert_eq!(checksums(&pool).await, rows);
+    assert_eq!(
+        sqlx::query_as::<_, (i64,)>(journal)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .0,
+        runs
+    );
 }

@@ -8,6 +8,8 @@
 //! * [`staging::StagingTable`]: a staging twin of a production table, indexes built after
 //!   the load, an atomic rename switchover, rollback and cleanup;
 //! * [`ledger::LedgerTables`]: runs, per-unit migration log and import errors;
+//! * [`idmap`]: stable UUIDv5 ids for another system's things, with a mapping table;
+//!   [`compare`]: staged rows compared column by column with rows derived again;
 //! * [`ident`], [`types`], [`catalog`], [`connect_options`]: re-exported from `etl-postgres`
 //!   (identifiers always quoted, the Arrow <-> PostgreSQL type map, catalog helpers,
 //!   connect options).
@@ -26,8 +28,10 @@
 extern crate etl_postgres;
 
 pub mod backup;
+pub mod compare;
 pub mod copy;
 mod error;
+pub mod idmap;
 pub mod journal;
 pub mod ledger;
 mod load;

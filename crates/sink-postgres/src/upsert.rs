@@ -460,24 +460,35 @@ impl Upsert {
         Ok(e)
     }
 
-    /// The SQL pieces of table `t`: its columns that are staged, its keys.
+    /// The SQL pieces of table `t`: its columns that are staged, its keys. When the
+    /// staging relation is gone (dropped by a cleanup after the switch), an undo restores
+    /// every column of the before-images: they are whole rows, so the state is the same.
     async fn pieces(
         conn: &mut PgConnection,
         t: &UpsertTable,
     ) -> Result<Pieces, etl_core::BoxError> {
-        let source: Vec<String> = relation_columns(conn, &t.source)
-            .await
-            .map_err(sql_err("cannot read the staged columns"))?
-            .into_iter()
-            .map(|c| c.0)
-            .collect();
+        let (staged,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(t.source.sql())
+            .fetch_one(&mut *conn)
+            .await?;
+        let source: Option<Vec<String>> = match staged {
+            false => None,
+            true => Some(
+                relation_columns(conn, &t.source)
+                    .await
+                    .map_err(sql_err("cannot read the staged columns"))?
+                    .into_iter()
+                    .map(|c| c.0)
+                    .collect(),
+            ),
+        };
         let target = relation_columns(conn, &t.target)
             .await
             .map_err(sql_err("cannot read the target's columns"))?;
         let cols: Vec<String> = target
             .into_iter()
             .map(|c| c.0)
-            .filter(|c| source.contains(c))
+            .filter(|c| source.as_ref().is_none_or(|s| s.contains(c)))
             .collect();
         let others: Vec<&String> = cols.iter().filter(|c| !t.keys.contains(c)).collect();
         Ok(Pieces {

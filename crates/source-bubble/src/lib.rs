@@ -14,15 +14,23 @@
 //!   that do not fit are rejects with a reason) or lossless raw text batches.
 //! * [`BubbleExtract`]: a type as an [`etl_core::Extract`] whose units are disjoint
 //!   `Created Date` windows, paged concurrently.
-//! * An export of a type to Parquet and CSV is an ordinary pipeline from [`BubbleExtract`]
-//!   (`.raw(true)`) into `etl_parquet::ExportLoad`.
+//! * [`export`]: the export steps of a migration on the run layer: a type to Parquet and
+//!   CSV (an ordinary pipeline from [`BubbleExtract`] `.raw(true)` into
+//!   `etl_parquet::ExportLoad`), each file recording the run that wrote it, so a resume or
+//!   a reuse never reads another run's (or a dry run's, or a changed) export.
+//! * [`mapping`]: things of a type mapped to the text rows of a SQL target table, with the
+//!   references between types checked (children of rejected parents rejected) and a
+//!   reject log; [`passwords`]: bcrypt for the passwords the Data API never returns.
 //! * `test_server` (feature `test-server`): a Bubble-compatible server on 127.0.0.1.
 
 #![warn(missing_docs)]
 
 mod client;
 mod error;
+pub mod export;
 mod extract;
+pub mod mapping;
+pub mod passwords;
 pub mod schema;
 #[cfg(feature = "test-server")]
 pub mod test_server;

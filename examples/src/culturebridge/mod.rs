@@ -6,18 +6,18 @@
 //! ```
 //!
 //! * **export_&lt;type&gt;**: each type (users, profiles, bookings, payments, and posts,
-//!   comments, resources) is a pipeline from the Data API ([`BubbleExtract`], keyset pages
+//!   comments, resources) is a pipeline from the Data API ([`etl_source_bubble::BubbleExtract`], keyset pages
 //!   over concurrent `Created Date` windows under one request-rate limit) into
-//!   `<export dir>/<type>.parquet` and `.csv` ([`ExportLoad`], lossless text), with
+//!   `<export dir>/<type>.parquet` and `.csv` ([`etl_parquet::ExportLoad`], lossless text), with
 //!   `<type>.export.json` recording the run that wrote it and the file's fingerprint
 //!   ([`provenance`]); `--resume` exports only the types whose step is not done and
 //!   refuses files another run wrote since (a dry run's, say), `--skip-export` reuses the
 //!   files of one earlier real run (never a dry run's) and the report names it
 //!   (`export_from`).
-//! * **staging**, **load_&lt;type&gt;**: parents first, each type is read back from Parquet,
-//!   typed with its declared schema and mapped (roles, statuses, JSON, lists, decimals,
-//!   dates, UUIDv5 ids, passwords) into `cb_staging.<table>` ([`TextLoad`]); a child of a
-//!   rejected parent is rejected with `parent rejected`.
+//! * **staging**, **load_&lt;type&gt;**: parents first, each type is read back from Parquet
+//!   and mapped ([`transform`] on [`etl_source_bubble::mapping`]: roles, statuses, JSON,
+//!   lists, decimals, dates, UUIDv5 ids, passwords) into `cb_staging.<table>` ([`TextLoad`]);
+//!   a child of a rejected parent is rejected with `parent rejected`.
 //! * **checks** (a gate): staged rows per table against the pipelines' counts, the seed's
 //!   checks (10.3) on the state the switch would produce (upserted and rolled back), and
 //!   `--sample N` random staged things per type compared field by field with the API
@@ -29,57 +29,58 @@
 //! * **reports**: `migration_summary_<ts>.txt`, `migration_report_<ts>.json` (beside
 //!   `migration_errors_<ts>.csv`, `rollback_migration_<ts>.sql`, `migration_<ts>.log`),
 //!   all listed in the run layer's `report.json`; **mappings**: `user_id_mapping.json` and
-//!   `booking_id_mapping.json` in the export dir.
+//!   `booking_id_mapping.json` in the export dir ([`etl_sink_postgres::idmap`]).
 //!
-//! `--dry-run` runs everything that reads (export, staging in the scratch schema
-//! `cb_staging`, checks with the upsert rolled back, reports) and leaves the target tables
-//! as they were. With no `BUBBLE_API_URL` it starts the Bubble-compatible test server on
+//! `--dry-run` runs everything that reads and writes nothing to the target database: the
+//! export (files), the mapping of every type with its rejects (nothing staged), the
+//! reports. With no `BUBBLE_API_URL` it starts the Bubble-compatible test server on
 //! generated fixtures; with no `DATABASE_URL` a throwaway PostgreSQL.
 
 pub mod fixtures;
-pub mod passwords;
-pub mod provenance;
 pub mod sample;
 pub mod schema;
 pub mod transform;
 
+pub use etl_source_bubble::export::{self as provenance, ExportFigures};
+pub use etl_source_bubble::passwords;
+
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use arrow_array::Array;
 use arrow_array::cast::AsArray;
+use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use etl_core::cli::CommonArgs;
-use etl_core::migration::{
-    Action, Journal, Migration, Step, StepCx, StepKind, StepOutput, StepState,
-};
+use etl_core::migration::{Migration, Step, StepCx, StepKind, StepOutput};
 use etl_core::testing::MemoryLoad;
-use etl_core::{BoxError, Extract, ExtractOptions, Finding, Pipeline, RunReport, Secret};
-use etl_parquet::{ExportLoad, ParquetExtract, parquet_path};
+use etl_core::{BoxError, Finding, Pipeline, RunReport, Secret};
+use etl_parquet::{ParquetExtract, parquet_path};
 use etl_sink_postgres::ident::TableName;
+use etl_sink_postgres::idmap::MapFormat;
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::steps::sql_step;
 use etl_sink_postgres::upsert::{
     SqlCheck, TableChange, TextLoad, Upsert, UpsertTable, changes_line, undo_line,
 };
+use etl_source_bubble::export::{
+    ExportSpec, check_exports, export_run_of, export_step, own_export,
+};
+use etl_source_bubble::mapping::RejectLog;
 use etl_source_bubble::test_server::{ServerConfig, TestServer};
 use etl_source_bubble::{
-    BubbleClient, BubbleConfig, BubbleExtract, KeyMode, PageQuery, TypeSchema, parse_datetime,
+    BubbleClient, BubbleConfig, KeyMode, PageQuery, TypeSchema, parse_datetime,
 };
-use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use uuid::Uuid;
 
 pub use self::sample::sample_check;
-use self::schema::{KeyOverrides, MIGRATED, NOT_MIGRATED, casts, table_of, type_schema};
-use self::transform::{Ctx, ErrorLog, MapTransform};
+use self::schema::{KeyOverrides, MIGRATED, NOT_MIGRATED, table_of, type_schema};
+use self::transform::{Ctx, id_map, mapping};
+pub use crate::common::{init_logging, timestamp};
 /// Command line of `cargo run --example culturebridge`.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(about = "Migrate CultureBridge from the Bubble Data API into PostgreSQL (seed 004)")]
@@ -169,7 +170,7 @@ impl From<KeyModeArg> for KeyMode {
 /// windows x types x this, not by the size of the app.
 pub const EXPORT_BATCH: usize = 1_000;
 
-/// The files a run wrote.
+/// The seed's files of a run, named with its timestamp.
 #[derive(Debug, Clone)]
 pub struct Paths {
     /// `migration_summary_<ts>.txt`.
@@ -187,12 +188,13 @@ pub struct Paths {
 impl Paths {
     /// The paths for timestamp `ts` (`YYYYmmdd_HHMMSS`) under `dir`.
     pub fn new(dir: &Path, ts: &str) -> Self {
+        let at = |name: &str| dir.join(name.replace("TS", ts));
         Paths {
-            summary: dir.join(format!("migration_summary_{ts}.txt")),
-            errors: dir.join(format!("migration_errors_{ts}.csv")),
-            json: dir.join(format!("migration_report_{ts}.json")),
-            rollback: dir.join(format!("rollback_migration_{ts}.sql")),
-            log: dir.join(format!("migration_{ts}.log")),
+            summary: at("migration_summary_TS.txt"),
+            errors: at("migration_errors_TS.csv"),
+            json: at("migration_report_TS.json"),
+            rollback: at("rollback_migration_TS.sql"),
+            log: at("migration_TS.log"),
         }
     }
 }
@@ -203,39 +205,8 @@ pub struct Outcome {
     pub report: RunReport,
     /// Report files.
     pub paths: Paths,
-    /// Fixture expectations, when the bundled test server was used.
-    pub expected: Option<fixtures::Expected>,
     /// Export figures (records, seconds, requests, throttled), when exported.
     pub export: Option<ExportFigures>,
-    /// The database URL used.
-    pub database_url: String,
-}
-
-/// Figures of the export phase.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct ExportFigures {
-    /// Things exported.
-    pub records: u64,
-    /// Wall seconds.
-    pub seconds: f64,
-    /// HTTP requests sent.
-    pub requests: u64,
-    /// 429/503 answers received.
-    pub throttled: u64,
-}
-
-impl ExportFigures {
-    /// The sum of the figures of export steps (`None` when none exported: `--skip-export`).
-    fn sum(details: impl Iterator<Item = Value>) -> Option<Self> {
-        details
-            .filter_map(|d| serde_json::from_value::<ExportFigures>(d).ok())
-            .reduce(|a, b| ExportFigures {
-                records: a.records + b.records,
-                seconds: a.seconds + b.seconds,
-                requests: a.requests + b.requests,
-                throttled: a.throttled + b.throttled,
-            })
-    }
 }
 
 /// The report directory of `args`.
@@ -245,12 +216,10 @@ pub fn report_dir(args: &Args) -> PathBuf {
         .unwrap_or_else(|| args.common.report_dir.clone())
 }
 
-/// A timestamp for report names: `YYYYmmdd_HHMMSS`.
-pub fn timestamp() -> String {
-    Utc::now().format("%Y%m%d_%H%M%S").to_string()
-}
-
 /// Start the bundled Bubble-compatible server on fixtures of `users` users.
+///
+/// # Errors
+/// The server cannot start.
 pub async fn start_test_server(args: &Args) -> anyhow::Result<(TestServer, fixtures::Expected)> {
     let (fx, expected) = fixtures::generate(fixtures::Sizes {
         users: args.users,
@@ -273,19 +242,21 @@ pub async fn start_test_server(args: &Args) -> anyhow::Result<(TestServer, fixtu
 
 /// The declared schema of every exported type, in the key mode of `args` with its
 /// `--keys` overrides applied.
+///
+/// # Errors
+/// `--keys` cannot be read.
 pub fn schemas(args: &Args) -> anyhow::Result<HashMap<String, TypeSchema>> {
     let overrides: KeyOverrides = match &args.keys {
         Some(p) => etl_core::load_config(p)?,
         None => KeyOverrides::new(),
     };
     let empty = HashMap::new();
-    Ok(MIGRATED
-        .iter()
-        .chain(NOT_MIGRATED.iter())
+    let mode = args.key_mode.into();
+    Ok(all_types()
         .map(|t| {
             (
-                (*t).to_owned(),
-                type_schema(t, args.key_mode.into(), overrides.get(*t).unwrap_or(&empty)),
+                t.to_owned(),
+                type_schema(t, mode, overrides.get(t).unwrap_or(&empty)),
             )
         })
         .collect())
@@ -307,9 +278,8 @@ pub struct Cb {
     pub opts: PgConnectOptions,
     /// A pool on it.
     pub pool: PgPool,
-    /// Its URL without the password.
-    pub database: String,
-    _db: crate::common::Database,
+    /// The target database (a throwaway one when none was given).
+    pub db: crate::common::Database,
     client: Result<Arc<BubbleClient>, String>,
     /// Declared schema per type.
     pub schemas: HashMap<String, TypeSchema>,
@@ -328,8 +298,7 @@ impl Cb {
         let rdir = report_dir(args);
         std::fs::create_dir_all(&rdir)
             .with_context(|| format!("cannot create {}", rdir.display()))?;
-        let db = crate::common::Database::open(args.common.database_url.as_ref(), "culturebridge")
-            .await?;
+        let db = crate::common::Database::for_args(&args.common, "culturebridge").await?;
         let opts = etl_sink_postgres::connect_options(&db.url)?;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
@@ -357,8 +326,7 @@ impl Cb {
             upsert: upsert(opts.clone()),
             opts,
             pool,
-            database: db.redacted(),
-            _db: db,
+            db,
             client,
             schemas: schemas(args)?,
             map: tokio::sync::Mutex::new(None),
@@ -384,15 +352,8 @@ impl Cb {
         if let Some(c) = g.as_ref() {
             return Ok(c.clone());
         }
-        let ctx = Arc::new(Ctx::new(ErrorLog::create(&self.paths.errors)?));
-        prepare_ctx(&ctx, &self.pool, &self.args.export_dir).await?;
-        let staged: Vec<(String, String)> =
-            sqlx::query_as("SELECT bubble_type, bubble_id FROM cb_staging.id_map")
-                .fetch_all(&self.pool)
-                .await?;
-        for (t, b) in staged {
-            ctx.accept_all(&t, [b]);
-        }
+        let ctx = Arc::new(Ctx::new(RejectLog::create(&self.paths.errors)?));
+        prepare_ctx(&ctx, &self.pool, &self.args.export_dir, !cx.dry_run).await?;
         for ty in MIGRATED {
             let done_before = cx.details_of(&format!("load_{ty}")).is_some();
             if !done_before || (ty == "user" && self.args.users_csv.is_some()) {
@@ -401,7 +362,8 @@ impl Cb {
             for b in etl_parquet::read_all(&parquet_path(&self.args.export_dir, ty))? {
                 if let Some(ids) = b.column_by_name("_id") {
                     let ids = ids.as_string::<i32>();
-                    ctx.reject_unaccepted(ty, ids.iter().flatten().map(str::to_owned));
+                    let ids = ids.iter().flatten().map(str::to_owned);
+                    ctx.state.reject_unaccepted(ty, ids);
                 }
             }
         }
@@ -453,14 +415,29 @@ fn upsert(opts: PgConnectOptions) -> Upsert {
 
 /// The migration's steps.
 pub fn migration(c: &Cb) -> Migration<Cb> {
+    let drop_staging = |c: &Cb| {
+        let pool = c.pool.clone();
+        Box::pin(async move {
+            sqlx::raw_sql("DROP SCHEMA IF EXISTS cb_staging CASCADE")
+                .execute(&pool)
+                .await?;
+            Ok(StepOutput::message("cb_staging dropped"))
+        }) as etl_core::migration::StepFuture<'_>
+    };
     let mut m = Migration::new("culturebridge")
         .restart_unfinished()
         .step(
-            Step::new("preflight", StepKind::Preflight, |c: &Cb, _cx| Box::pin(preflight(c)))
-                .in_dry_run()
-                .describe("the Data API answers (or the export files exist), --users-csv exists, the --since / --incremental mark"),
+            Step::new("preflight", StepKind::Preflight, |c: &Cb, _cx| {
+                Box::pin(preflight(c))
+            })
+            .in_dry_run()
+            .describe("the Data API answers, --users-csv exists, the --since / --incremental mark"),
         )
-        .step(sql_step("schema", StepKind::Schema, c.opts.clone(), schema::DDL).in_dry_run().describe("creates the target tables, types and cb_staging if missing (idempotent)"));
+        .step(
+            sql_step("schema", StepKind::Schema, c.opts.clone(), schema::DDL).describe(
+                "creates the target tables, types and cb_staging if missing (idempotent)",
+            ),
+        );
     for t in all_types() {
         m = m.step(
             Step::new(
@@ -478,36 +455,27 @@ pub fn migration(c: &Cb) -> Migration<Cb> {
         Step::new("staging", StepKind::Prepare, |c: &Cb, cx| {
             Box::pin(staging(c, cx))
         })
-        .undo(|c: &Cb, _cx| {
-            Box::pin(async move {
-                sqlx::raw_sql("DROP SCHEMA IF EXISTS cb_staging CASCADE")
-                    .execute(&c.pool)
-                    .await?;
-                Ok(StepOutput::message("cb_staging dropped"))
-            })
-        })
-        .in_dry_run()
+        .undo(move |c: &Cb, _cx| drop_staging(c))
         .describe(
             "(re)creates the scratch schema cb_staging: a table per target table, the id map view",
         ),
     );
     for t in all_types() {
+        let what = match table_of(t) {
+            "" => format!("maps `{t}` (not migrated: counted as filtered)"),
+            table => format!("maps `{t}` into cb_staging.{table} (a dry run maps only)"),
+        };
         m = m.step(
             Step::new(format!("load_{t}"), StepKind::Load, move |c: &Cb, cx| {
                 Box::pin(load(c, cx, t))
             })
             .in_dry_run()
-            .describe(if table_of(t).is_empty() {
-                format!("maps `{t}` (not migrated: counted as filtered)")
-            } else {
-                format!("maps `{t}` into cb_staging.{}", table_of(t))
-            }),
+            .describe(what),
         );
     }
     let undo = c.upsert.clone();
     m.step(
         Step::new("checks", StepKind::Gate, |c: &Cb, cx| Box::pin(checks(c, cx)))
-            .in_dry_run()
             .describe("staged counts, the seed's checks on the upserted state (rolled back), the API sample"),
     )
     .step(
@@ -535,14 +503,9 @@ pub fn migration(c: &Cb) -> Migration<Cb> {
         "ANALYZE users, client_profiles, coach_profiles, bookings, payments, bubble_id_map",
     ))
     .step(
-        Step::new("cleanup", StepKind::Cleanup, |c: &Cb, _cx| {
-            Box::pin(async move {
-                sqlx::raw_sql("DROP SCHEMA IF EXISTS cb_staging CASCADE").execute(&c.pool).await?;
-                Ok(StepOutput::message("cb_staging dropped"))
-            })
-        })
-        .optional()
-        .describe("drops the scratch schema cb_staging (asked for by name; --rollback still works)"),
+        Step::new("cleanup", StepKind::Cleanup, move |c: &Cb, _cx| drop_staging(c))
+            .optional()
+            .describe("drops the scratch schema cb_staging (asked for by name; --rollback still works)"),
     )
 }
 
@@ -552,17 +515,7 @@ async fn preflight(c: &Cb) -> Result<StepOutput, BoxError> {
         .map_err(|e| format!("cannot create {}: {e}", a.export_dir.display()))?;
     let mut notes = Vec::new();
     if a.skip_export {
-        for t in all_types() {
-            let p = parquet_path(&a.export_dir, t);
-            if !p.exists() {
-                return Err(format!(
-                    "--skip-export: {} is missing; run once without --skip-export",
-                    p.display()
-                )
-                .into());
-            }
-        }
-        notes.push("export files present (--skip-export)".to_owned());
+        notes.push("export files verified (--skip-export)".to_owned());
     } else {
         let q = PageQuery {
             limit: 1,
@@ -611,61 +564,15 @@ fn since_of(cx: &StepCx) -> Option<DateTime<Utc>> {
 }
 
 async fn export(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxError> {
-    let dir = &c.args.export_dir;
-    if c.args.skip_export {
-        // Verified (content hashed) before the run started: see `check_exports`.
-        let r = provenance::verified(dir, t, "--skip-export", false)?;
-        return Ok(StepOutput::message(format!(
-            "--skip-export: {} reused, exported by {}",
-            parquet_path(dir, t).display(),
-            r.writer()
-        ))
-        .with_details(
-            json!({ "skipped": true, "export_run": r.run_id, "exported_at": r.written_at }),
-        ));
-    }
-    let client = c.client()?;
-    let (r0, th0) = (
-        client.stats().requests.load(Ordering::Relaxed),
-        client.stats().throttled.load(Ordering::Relaxed),
-    );
-    let t0 = Instant::now();
-    let e = BubbleExtract::new(client.clone(), c.schemas[t].clone())
-        .raw(true)
-        .windows(c.args.windows)
-        .since(since_of(cx));
-    // The export files are artifacts, not the target: written in a dry run too.
-    let mut run = cx.run_info();
-    run.dry_run = false;
-    // Each window fills its batch page by page (100 things a page): batches of at most
-    // EXPORT_BATCH things keep the export's memory at windows x EXPORT_BATCH things.
-    let mut opts = cx.pipeline_options(c.batch_size.min(EXPORT_BATCH), c.args.windows);
-    opts.report_dir = None;
-    let report = Pipeline::new(e, ExportLoad::new(dir, t).with_csv())
-        .options(opts)
-        .run(&run)
-        .await;
-    if !report.succeeded() {
-        return Err(format!(
-            "export of Bubble type `{t}` failed: {}",
-            report.error.unwrap_or_default()
-        )
-        .into());
-    }
-    provenance::record(dir, t, cx.run_id, cx.dry_run)?;
-    let f = ExportFigures {
-        records: report.totals.loaded,
-        seconds: t0.elapsed().as_secs_f64(),
-        requests: client.stats().requests.load(Ordering::Relaxed) - r0,
-        throttled: client.stats().throttled.load(Ordering::Relaxed) - th0,
+    let spec = ExportSpec {
+        client: c.client()?,
+        schema: &c.schemas[t],
+        dir: &c.args.export_dir,
+        windows: c.args.windows,
+        since: since_of(cx),
+        batch_size: c.batch_size.min(EXPORT_BATCH),
     };
-    let mut details = json!(f);
-    details["export_run"] = json!(cx.run_id);
-    Ok(StepOutput::message(format!(
-        "{} things in {:.1} s ({} requests, {} throttled)",
-        f.records, f.seconds, f.requests, f.throttled
-    ))
-    .with_details(details))
+    export_step(&spec, cx, c.args.skip_export).await
 }
 
 async fn staging(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
@@ -692,133 +599,41 @@ async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxErr
     own_export(cx, &c.args.export_dir, t)?;
     let ctx = c.map_ctx(cx).await?;
     let spec = Arc::new(c.schemas[t].clone());
-    let map = MapTransform::new(spec.clone(), ctx.clone());
+    let map = mapping(spec.clone(), ctx.clone());
     let opts = cx.pipeline_options(c.batch_size, c.args.common.parallel);
-    // Staging is the scratch schema cb_staging: a dry run stages (and checks) too.
-    let mut run = cx.run_info();
-    run.dry_run = false;
-    let table = table_of(t);
-    let stage = || {
-        casts(table).into_iter().fold(
-            TextLoad::new(c.opts.clone(), TableName::qualified("cb_staging", table)),
-            |l, (k, v)| l.cast(&k, &v),
-        )
-    };
-    let report = if t == "user"
-        && let Some(csv) = &c.args.users_csv
-    {
-        let e = passwords::CsvExtract::open(csv, "user", &spec)?;
-        Pipeline::new(e, stage())
-            .transform(passwords::PasswordTransform::new(c.args.bcrypt_cost))
-            .transform(map)
-            .options(opts)
-            .run(&run)
-            .await
-    } else {
-        let e = ParquetExtract::whole(t, &parquet_path(&c.args.export_dir, t))?;
-        if table.is_empty() {
-            Pipeline::new(e, MemoryLoad::default())
-                .transform(map)
-                .options(opts)
-                .run(&run)
-                .await
-        } else {
-            Pipeline::new(e, stage())
-                .transform(map)
-                .options(opts)
-                .run(&run)
-                .await
+    // In a dry run the pipeline reads and maps, and writes nothing (not even to staging).
+    let run = cx.run_info();
+    let table = TableName::qualified("cb_staging", table_of(t));
+    let stage = TextLoad::new(c.opts.clone(), table);
+    let parquet = || ParquetExtract::whole(t, &parquet_path(&c.args.export_dir, t));
+    let report = match (&c.args.users_csv, table_of(t)) {
+        (Some(csv), _) if t == "user" => {
+            // the old system's users, with a `password` column hashed before anything else
+            let mut fields: Vec<Field> = spec
+                .raw_schema()
+                .fields()
+                .iter()
+                .map(|f| (**f).clone())
+                .collect();
+            fields.push(Field::new(passwords::PASSWORD, DataType::Utf8, true));
+            let e = etl_source_csv::CsvSource::files(Arc::new(Schema::new(fields)), [csv]);
+            let hash = passwords::PasswordTransform::new(c.args.bcrypt_cost);
+            let p = Pipeline::new(e, stage).transform(hash);
+            p.transform(map).options(opts).run(&run).await
+        }
+        (_, "") => {
+            let p = Pipeline::new(parquet()?, MemoryLoad::default());
+            p.transform(map).options(opts).run(&run).await
+        }
+        _ => {
+            let p = Pipeline::new(parquet()?, stage);
+            p.transform(map).options(opts).run(&run).await
         }
     };
-    ctx.flush()?;
+    ctx.state.flush()?;
     cx.add_file(file_name(&c.paths.errors));
     Ok(StepOutput::from_pipeline(report)
-        .with_details(json!({ "high_water_mark": ctx.high_water_mark() })))
-}
-
-/// The run whose export of `t` this run uses: its own, or the one `--skip-export` reused.
-fn export_run_of(cx: &StepCx, t: &str) -> Option<Uuid> {
-    cx.details_of(&format!("export_{t}"))
-        .and_then(|d| serde_json::from_value(d["export_run"].clone()).ok())
-}
-
-/// Refuse to load an export file another run wrote since this run's export step (a dry
-/// run, say, while this one was interrupted or running).
-fn own_export(cx: &StepCx, dir: &Path, t: &str) -> anyhow::Result<()> {
-    let r = provenance::verified(dir, t, "load", false)?;
-    let want = export_run_of(cx, t).unwrap_or(cx.run_id);
-    if r.run_id != want {
-        return Err(etl_core::Error::Refused(format!(
-            "{} (Bubble type `{t}`) was written by {}, not by run {want} whose export this run loads",
-            parquet_path(dir, t).display(),
-            r.writer()
-        ))
-        .into());
-    }
-    Ok(())
-}
-
-/// Before anything runs: `--resume` continues only over the export files its own run
-/// wrote (or reused), and `--skip-export` never reuses a dry run's export, files of
-/// several runs, or a file changed since it was written. Refusals exit 2.
-async fn check_exports(c: &Cb, journal: &dyn Journal) -> anyhow::Result<()> {
-    let (a, dir) = (&c.args, &c.args.export_dir);
-    let resume = match a.common.action() {
-        Action::Resume | Action::Continue(_) => true,
-        Action::Run | Action::DryRun => false,
-        Action::Rollback | Action::Only(_) => return Ok(()),
-    };
-    let latest = match resume {
-        true => journal.latest("culturebridge").await?,
-        false => None,
-    };
-    let mut reused = Vec::new();
-    for t in all_types() {
-        let done = latest
-            .as_ref()
-            .and_then(|r| r.step(&format!("export_{t}")).map(|s| (r, s)))
-            .filter(|(_, s)| s.state == StepState::Done);
-        if let Some((r, s)) = done {
-            let want: Uuid =
-                serde_json::from_value(s.details["export_run"].clone()).unwrap_or(r.run.run_id);
-            let got = provenance::verified(dir, t, "--resume", true)?;
-            if got.run_id != want {
-                return Err(etl_core::Error::Refused(format!(
-                    "--resume: {} (Bubble type `{t}`) was written by {}, not by run {want} that is resumed: \
-                     the run would load another run's export; start a new run without --resume, or --rollback this one",
-                    parquet_path(dir, t).display(),
-                    got.writer()
-                ))
-                .into());
-            }
-        } else if a.skip_export {
-            let got = provenance::verified(dir, t, "--skip-export", true)?;
-            if got.dry_run && !a.common.dry_run {
-                return Err(etl_core::Error::Refused(format!(
-                    "--skip-export: {} (Bubble type `{t}`) was written by {}: a dry run's export is never loaded; export again without --skip-export",
-                    parquet_path(dir, t).display(),
-                    got.writer()
-                ))
-                .into());
-            }
-            reused.push(got);
-        }
-    }
-    reused.sort_by_key(|r| r.run_id);
-    reused.dedup_by_key(|r| r.run_id);
-    if reused.len() > 1 {
-        let runs: Vec<String> = reused
-            .iter()
-            .map(|r| format!("{} ({})", r.writer(), r.ty))
-            .collect();
-        return Err(etl_core::Error::Refused(format!(
-            "--skip-export: the export files in {} were written by several runs: {}; export again without --skip-export",
-            dir.display(),
-            runs.join(", ")
-        ))
-        .into());
-    }
-    Ok(())
+        .with_details(json!({ "high_water_mark": ctx.state.high_water_mark() })))
 }
 
 fn file_name(p: &Path) -> String {
@@ -946,121 +761,86 @@ async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
             *counters.entry(k.clone()).or_default() += v;
         }
     }
-    let export =
-        ExportFigures::sum(all_types().filter_map(|t| cx.details_of(&format!("export_{t}"))));
     // Which run's export each type was loaded from (another run's with --skip-export).
     let export_runs: serde_json::Map<String, Value> = all_types()
         .filter_map(|t| export_run_of(cx, t).map(|r| (t.to_owned(), json!(r))))
         .collect();
-    let mut from: Vec<String> = export_runs.values().map(Value::to_string).collect();
-    from.sort();
+    let mut from: Vec<&Value> = export_runs.values().collect();
     from.dedup();
     let export_from = match from.as_slice() {
-        [_] => json!({"run_id": export_runs.values().next(), "reused": c.args.skip_export}),
+        [run] => json!({"run_id": run, "reused": c.args.skip_export}),
         _ => Value::Null,
     };
-    // After a dry run, what the switch would have done (the gate's preview).
-    let changes = cx.details_of("switch").or_else(|| cx.details_of("checks"));
-    let changes = |k: &str| changes.as_ref().map_or(Value::Null, |d| d[k].clone());
+    let switch = cx.details_of("switch").unwrap_or_default();
     let counter = |k: &str| json!(counters.get(k).copied().unwrap_or(0));
     let extra = json!({
         "per_type": per_type,
-        "inserted": changes("inserted"),
-        "updated": changes("updated"),
+        "inserted": switch["inserted"],
+        "updated": switch["updated"],
         "password_reset_required": counter("password_reset_required"),
         "passwords_hashed": counter("passwords_hashed"),
         "parent_rejected": counter("parent_rejected"),
         "since": since_of(cx),
         "high_water_mark": high_water_mark(cx),
-        "export": export,
+        "export": ExportFigures::sum(all_types().filter_map(|t| cx.details_of(&format!("export_{t}")))),
         "export_runs": export_runs,
         "export_from": export_from,
-        "database": c.database,
-        "rollback_script": changes("rollback_script"),
+        "database": c.db.redacted(),
+        "rollback_script": switch["rollback_script"],
     });
     let checks: Vec<Finding> = cx
         .details_of("checks")
         .and_then(|d| serde_json::from_value(d["findings"].clone()).ok())
         .unwrap_or_default();
     let mut doc = json!({"migration": "culturebridge", "run_id": cx.run_id, "dry_run": cx.dry_run, "written_at": Utc::now(), "checks": checks});
+    let mut summary = format!(
+        "CultureBridge migration (Bubble -> PostgreSQL), run {}{}\n\n{:<16} {:>8} {:>8} {:>9} {:>9}\n",
+        cx.run_id,
+        if cx.dry_run {
+            " (dry run: nothing was written to the target database)"
+        } else {
+            ""
+        },
+        "type",
+        "read",
+        "loaded",
+        "rejected",
+        "filtered"
+    );
+    for (t, v) in &per_type {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let (r, l, j, f) = (n("read"), n("loaded"), n("rejected"), n("filtered"));
+        summary.push_str(&format!("{t:<16} {r:>8} {l:>8} {j:>9} {f:>9}\n"));
+    }
+    summary.push('\n');
+    for f in &checks {
+        let state = match (f.passed, f.vetoes()) {
+            (true, _) => "ok",
+            (false, true) => "FAILED",
+            (false, false) => "warn",
+        };
+        summary.push_str(&format!("{state:<6} {}: {}\n", f.check, f.message));
+    }
     for (k, v) in extra.as_object().into_iter().flatten() {
         cx.set_extra(k.clone(), v.clone());
         doc[k] = v.clone();
+        if k != "per_type" && !v.is_null() {
+            summary.push_str(&format!("{k}: {v}\n"));
+        }
     }
     std::fs::write(&c.paths.json, serde_json::to_vec_pretty(&doc)?)?;
-    std::fs::write(&c.paths.summary, summary_text(&doc, &checks))?;
-    for p in [
-        &c.paths.summary,
-        &c.paths.json,
-        &c.paths.errors,
-        &c.paths.rollback,
-        &c.paths.log,
-    ] {
-        if p.exists() {
-            cx.add_file(file_name(p));
+    std::fs::write(&c.paths.summary, summary)?;
+    let p = &c.paths;
+    for f in [&p.summary, &p.json, &p.errors, &p.rollback, &p.log] {
+        if f.exists() {
+            cx.add_file(file_name(f));
         }
     }
     Ok(StepOutput::message(format!(
         "wrote {} and {}",
-        file_name(&c.paths.summary),
-        file_name(&c.paths.json)
+        file_name(&p.summary),
+        file_name(&p.json)
     )))
-}
-
-fn summary_text(doc: &Value, checks: &[Finding]) -> String {
-    let mut s = format!(
-        "CultureBridge migration (Bubble -> PostgreSQL), run {}{}\n",
-        doc["run_id"].as_str().unwrap_or("?"),
-        if doc["dry_run"] == json!(true) {
-            " (dry run: the target tables are unchanged)"
-        } else {
-            ""
-        }
-    );
-    s.push_str(&format!(
-        "\n{:<16} {:>8} {:>8} {:>9} {:>9}\n",
-        "type", "read", "loaded", "rejected", "filtered"
-    ));
-    for (t, v) in doc["per_type"].as_object().into_iter().flatten() {
-        let n = |k: &str| v[k].as_u64().unwrap_or(0);
-        s.push_str(&format!(
-            "{t:<16} {:>8} {:>8} {:>9} {:>9}\n",
-            n("read"),
-            n("loaded"),
-            n("rejected"),
-            n("filtered")
-        ));
-    }
-    s.push('\n');
-    for f in checks {
-        s.push_str(&format!(
-            "{:<6} {}: {}\n",
-            if f.passed {
-                "ok"
-            } else if f.vetoes() {
-                "FAILED"
-            } else {
-                "warn"
-            },
-            f.check,
-            f.message
-        ));
-    }
-    for k in [
-        "password_reset_required",
-        "passwords_hashed",
-        "parent_rejected",
-        "inserted",
-        "updated",
-        "export",
-        "export_from",
-        "rollback_script",
-    ] {
-        if !doc[k].is_null() {
-            s.push_str(&format!("{k}: {}\n", doc[k]));
-        }
-    }
-    s
 }
 
 async fn mappings(c: &Cb) -> Result<StepOutput, BoxError> {
@@ -1068,7 +848,8 @@ async fn mappings(c: &Cb) -> Result<StepOutput, BoxError> {
         ("user", "user_id_mapping.json"),
         ("booking", "booking_id_mapping.json"),
     ] {
-        write_mapping(&c.pool, ty, &c.args.export_dir.join(file)).await?;
+        let path = c.args.export_dir.join(file);
+        id_map().export(&c.pool, ty, &path, MapFormat::Json).await?;
     }
     Ok(StepOutput::message(
         "user_id_mapping.json, booking_id_mapping.json written",
@@ -1086,13 +867,26 @@ pub async fn run(
     ts: &str,
     server: Option<(&TestServer, fixtures::Expected)>,
 ) -> anyhow::Result<Outcome> {
-    let (server, expected) = server.map_or((None, None), |(s, e)| (Some(s), Some(e)));
+    let server = server.map(|(s, _expected)| s);
     let c = Cb::open(args, ts, server).await?;
     let journal = PgJournal::new(c.opts.clone());
-    let mut opts = args.common.run_options();
+    let mut opts = c.db.run_options(&args.common);
     opts.report_dir = report_dir(args);
-    opts.target = Some(c.database.clone());
-    check_exports(&c, &journal).await?;
+    let types: Vec<&str> = all_types().collect();
+    let (action, dir) = (args.common.action(), &args.export_dir);
+    check_exports(
+        &journal,
+        "culturebridge",
+        &action,
+        dir,
+        &types,
+        args.skip_export,
+    )
+    .await
+    .map_err(|e| match e.downcast::<etl_core::Error>() {
+        Ok(e) => anyhow::Error::from(*e),
+        Err(e) => anyhow::Error::from_boxed(e),
+    })?;
     let report = migration(&c).execute(&c, &journal, &opts).await?;
     let export = ExportFigures::sum(
         report
@@ -1104,9 +898,7 @@ pub async fn run(
     Ok(Outcome {
         report,
         paths: c.paths.clone(),
-        expected,
         export,
-        database_url: c._db.url.clone(),
     })
 }
 
@@ -1120,127 +912,73 @@ pub async fn plan(args: &Args) -> anyhow::Result<String> {
     let journal = PgJournal::new(c.opts.clone());
     Ok(migration(&c).status(&journal).await?.to_string())
 }
-/// Load what earlier runs committed (accepted ids, e-mail owners) and who keeps each e-mail
-/// among the exported users (earliest `Created Date`, then smallest `_id`).
-async fn prepare_ctx(ctx: &Ctx, pool: &PgPool, export_dir: &Path) -> anyhow::Result<()> {
-    let mapped: Vec<(String, String)> =
-        sqlx::query_as("SELECT bubble_type, bubble_id FROM bubble_id_map")
+
+/// Load what earlier runs committed (accepted ids, e-mail owners), with `staged` what
+/// this run staged, and who keeps each e-mail among the exported users (earliest
+/// `Created Date`, then smallest `_id`). Reads only: on an empty database (a dry run)
+/// nothing was committed.
+async fn prepare_ctx(
+    ctx: &Ctx,
+    pool: &PgPool,
+    export_dir: &Path,
+    staged: bool,
+) -> anyhow::Result<()> {
+    let mut mapped = id_map().mapped(pool).await?;
+    if staged {
+        mapped.extend(
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT bubble_type, bubble_id FROM cb_staging.id_map",
+            )
             .fetch_all(pool)
-            .await?;
-    for (t, b) in mapped {
-        ctx.accept_all(&t, [b]);
-    }
-    let existing: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT lower(u.email), m.bubble_id FROM users u LEFT JOIN bubble_id_map m ON m.new_id = u.id AND m.bubble_type = 'user'",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut owners: HashMap<String, (i64, String)> = HashMap::new();
-    for (email, bubble) in existing {
-        owners.insert(
-            email,
-            (
-                i64::MIN,
-                bubble.unwrap_or_else(|| "(an account created outside the migration)".into()),
-            ),
+            .await?,
         );
     }
+    for (t, b) in mapped {
+        ctx.state.accept_all(&t, [b]);
+    }
+    let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass('public.users') IS NOT NULL AND to_regclass('public.bubble_id_map') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let existing: Vec<(String, Option<String>)> = match exists {
+        false => Vec::new(),
+        true => sqlx::query_as("SELECT lower(u.email), m.bubble_id FROM users u LEFT JOIN bubble_id_map m ON m.new_id = u.id AND m.bubble_type = 'user'")
+            .fetch_all(pool)
+            .await?,
+    };
+    let outside = "(an account created outside the migration)";
+    let mut owners: HashMap<String, (i64, String)> = existing
+        .into_iter()
+        .map(|(email, b)| (email, (i64::MIN, b.unwrap_or_else(|| outside.into()))))
+        .collect();
     let p = parquet_path(export_dir, "user");
-    if p.exists() {
-        let e = ParquetExtract::whole("user", &p)?;
-        let unit = e.units().await?.remove(0);
-        let mut s = e.open(&unit, ExtractOptions::default())?;
-        while let Some(b) = s.next().await {
-            let b = b?;
-            let (Some(ids), Some(created), Some(emails)) = (
-                b.data.column_by_name("_id"),
-                b.data.column_by_name("created_date"),
-                b.data.column_by_name("email"),
-            ) else {
-                break;
+    for b in if p.exists() {
+        etl_parquet::read_all(&p)?
+    } else {
+        Vec::new()
+    } {
+        let col = |n: &str| b.column_by_name(n).map(|a| a.as_string::<i32>().clone());
+        let (Some(ids), Some(created), Some(emails)) =
+            (col("_id"), col("created_date"), col("email"))
+        else {
+            break;
+        };
+        for ((id, email), c) in ids.iter().zip(emails.iter()).zip(created.iter()) {
+            let (Some(id), Some(email)) = (id, email) else {
+                continue;
             };
-            let (ids, created, emails) = (
-                ids.as_string::<i32>(),
-                created.as_string::<i32>(),
-                emails.as_string::<i32>(),
-            );
-            for i in 0..b.num_rows() {
-                let (Some(id), Some(email)) = (
-                    ids.is_valid(i).then(|| ids.value(i)),
-                    emails.is_valid(i).then(|| emails.value(i)),
-                ) else {
-                    continue;
-                };
-                let c = created
-                    .is_valid(i)
-                    .then(|| created.value(i))
-                    .and_then(parse_datetime)
-                    .map_or(i64::MAX, |d| d.timestamp_millis());
-                let cand = (c, id.to_owned());
-                owners
-                    .entry(email.trim().to_ascii_lowercase())
-                    .and_modify(|o| {
-                        if cand < *o {
-                            *o = cand.clone();
-                        }
-                    })
-                    .or_insert(cand);
+            let c = c
+                .and_then(parse_datetime)
+                .map_or(i64::MAX, |d| d.timestamp_millis());
+            let cand = (c, id.to_owned());
+            let o = owners
+                .entry(email.trim().to_ascii_lowercase())
+                .or_insert_with(|| cand.clone());
+            if cand < *o {
+                *o = cand;
             }
         }
     }
     *ctx.email_owner.lock().expect("lock") = owners.into_iter().map(|(k, v)| (k, v.1)).collect();
-    Ok(())
-}
-
-/// `{bubble_id: uuid}` of every mapped thing of `bubble_type`, streamed to `path`.
-async fn write_mapping(pool: &PgPool, bubble_type: &str, path: &Path) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-    );
-    out.write_all(b"{")?;
-    let mut rows = sqlx::query_as::<_, (String, Uuid)>(
-        "SELECT bubble_id, new_id FROM bubble_id_map WHERE bubble_type = $1 ORDER BY bubble_id",
-    )
-    .bind(bubble_type)
-    .fetch(pool);
-    let mut first = true;
-    while let Some(r) = rows.next().await {
-        let (b, n) = r?;
-        if !first {
-            out.write_all(b",")?;
-        }
-        first = false;
-        write!(out, "\n  {}: \"{n}\"", serde_json::to_string(&b)?)?;
-    }
-    out.write_all(b"\n}\n")?;
-    out.flush()?;
-    Ok(())
-}
-
-/// Log to stderr and to `migration_<ts>.log` (`RUST_LOG` overrides the level).
-pub fn init_logging(log: &Path, verbosity: i8) -> anyhow::Result<()> {
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
-    let level = match verbosity {
-        i8::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn,hyper=warn,reqwest=warn"))
-    });
-    if let Some(d) = log.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let file =
-        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(false)
-        .with_writer(std::io::stderr.and(std::sync::Mutex::new(file)))
-        .try_init();
     Ok(())
 }
 

@@ -1,13 +1,11 @@
 //! The post-load check: a random sample of staged things of every migrated type, compared
 //! column by column with what the API says now.
 //!
-//! For each type, `n` random staged rows are picked (with their Bubble ids),
-//! each thing is fetched with `GET /obj/<type>/<id>`, decoded into a raw batch by the same
-//! [`RecordDecoder`] the export uses, mapped by the same [`MapTransform`] the load uses,
-//! and written by the same [`TextInsert`] (with the same casts) staging uses into a
-//! temporary table shaped like the staging table. SQL then compares every column (with `IS DISTINCT FROM`, on the
-//! column types) of the staged row with the API-derived row of the same Bubble id, except
-//! the columns in [`NOT_FROM_API`].
+//! For each type, `n` random staged rows are picked (with their Bubble ids), each thing is
+//! fetched with `GET /obj/<type>/<id>`, decoded into a raw batch by the same
+//! [`RecordDecoder`] the export uses, mapped by the same [`mapping`] the load uses, and
+//! compared column by column with the staged row ([`compare::diff_rows`]), except the
+//! columns in [`NOT_FROM_API`].
 //!
 //! The mapping runs with its own [`Ctx`], built the way the run builds its own
 //! (`prepare_ctx`: ids committed earlier, who keeps each e-mail) plus every id staged by
@@ -20,15 +18,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use etl_core::{Finding, Transform as _};
+use etl_sink_postgres::compare;
+use etl_sink_postgres::ident::TableName;
+use etl_source_bubble::mapping::RejectLog;
 use etl_source_bubble::{BubbleClient, RecordDecoder, TypeSchema};
 use futures::StreamExt as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::schema::{MIGRATED, casts, columns, table_of};
-use super::transform::{Ctx, ErrorLog, MapTransform, new_id};
-use etl_sink_postgres::ident::TableName;
-use etl_sink_postgres::upsert::TextInsert;
+use super::schema::{MIGRATED, table_of};
+use super::transform::{Ctx, mapping, new_id};
 
 /// `(table, column)` of the target columns no API field feeds, which the sample check
 /// therefore does not compare: a user's password hash comes from the old system's CSV
@@ -190,28 +189,21 @@ pub async fn compare_sample(
     export_dir: &Path,
     n: usize,
 ) -> anyhow::Result<SampleReport> {
-    let ctx = Arc::new(Ctx::new(ErrorLog::discard()));
-    super::prepare_ctx(&ctx, pool, export_dir).await?;
-    let staged: Vec<(String, String)> =
-        sqlx::query_as("SELECT bubble_type, bubble_id FROM cb_staging.id_map")
-            .fetch_all(pool)
-            .await
-            .context("cannot read cb_staging.id_map")?;
-    for (t, b) in staged {
-        ctx.accept_all(&t, [b]);
-    }
-
+    let ctx = Arc::new(Ctx::new(RejectLog::discard()));
+    super::prepare_ctx(&ctx, pool, export_dir, true).await?;
     let mut report = SampleReport::default();
     let mut mapped = Vec::new();
     for ty in MIGRATED {
-        let table = table_of(ty);
+        let table = TableName::qualified("cb_staging", table_of(ty));
+        let keys = compare::random_keys(pool, &table, "bubble_id", n).await?;
         let picked: Vec<(String, Uuid)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT bubble_id, id FROM cb_staging.{table} ORDER BY random() LIMIT $1"
+            "SELECT bubble_id, id FROM {} WHERE bubble_id = ANY($1) ORDER BY bubble_id",
+            table.sql()
         )))
-        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .bind(&keys)
         .fetch_all(pool)
         .await
-        .with_context(|| format!("cannot sample cb_staging.{table}"))?;
+        .with_context(|| format!("cannot sample {table}"))?;
         for (b, id) in &picked {
             if *id != new_id(ty, b) {
                 report.bad_ids.push(format!("{ty} {b} -> {id}"));
@@ -247,91 +239,45 @@ pub async fn compare_sample(
         let Some(raw) = dec.flush()? else {
             continue;
         };
-        let out = MapTransform::new(spec, ctx.clone()).transform(raw)?;
+        let out = mapping(spec, ctx.clone()).transform(raw)?;
         for r in &out.rejects {
             let b = usize::try_from(r.record)
                 .ok()
                 .and_then(|i| ids.get(i.wrapping_sub(1)))
                 .map_or("?", String::as_str);
+            let column = r
+                .column
+                .as_deref()
+                .map(|c| format!("{c}: "))
+                .unwrap_or_default();
             report.problems.push(format!(
-                "{ty} {b}: staged, but the mapping now rejects the API's thing ({}{})",
-                r.column
-                    .as_deref()
-                    .map(|c| format!("{c}: "))
-                    .unwrap_or_default(),
+                "{ty} {b}: staged, but the mapping now rejects the API's thing ({column}{})",
                 r.reason
             ));
         }
-        mapped.push((ty, out.data));
+        mapped.push((ty, table, out.data));
     }
-
-    // the API-derived rows, written as staging writes, compared with the staged rows in SQL
+    // the API-derived rows compared with the staged rows in SQL, in one transaction
     let mut tx = pool.begin().await?;
     let mut compared: HashMap<&str, u64> = HashMap::new();
-    for (ty, data) in &mapped {
-        let table = table_of(ty);
-        let sample = TableName::qualified("pg_temp", format!("cb_sample_{table}"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE TEMP TABLE cb_sample_{table} (LIKE cb_staging.{table} INCLUDING DEFAULTS) ON COMMIT DROP"
-        )))
-        .execute(&mut *tx)
-        .await
-        .with_context(|| format!("cannot create {sample}"))?;
-        let fields: Vec<String> = data
-            .schema()
-            .fields()
+    for (ty, table, data) in &mapped {
+        let skip: Vec<&str> = NOT_FROM_API
             .iter()
-            .map(|f| f.name().clone())
+            .filter(|(t, _)| *t == table.name)
+            .map(|(_, c)| *c)
             .collect();
-        TextInsert::new(
-            &mut tx,
-            &sample,
-            &fields,
-            &casts(table).into_iter().collect(),
-        )
-        .await
-        .map_err(anyhow::Error::msg)?
-        .write(&mut tx, data)
-        .await
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("cannot write the API-derived {ty} rows into {sample}"))?;
-        // staged row and API-derived row of the same Bubble id
-        let from = format!(
-            "FROM cb_staging.{table} s JOIN pg_temp.cb_sample_{table} m ON m.bubble_id = s.bubble_id"
-        );
-        let (count,): (i64,) =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) {from}")))
-                .fetch_one(&mut *tx)
-                .await?;
-        compared.insert(ty, u64::try_from(count).unwrap_or(0));
-        let values: Vec<String> = columns(table)
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| !NOT_FROM_API.contains(&(table, c.name)))
-            .map(|(i, c)| {
-                let c = c.name;
-                format!("({i}, '{c}', s.{c}::text, m.{c}::text, s.{c} IS DISTINCT FROM m.{c})")
-            })
-            .collect();
-        let rows: Vec<(String, String, Option<String>, Option<String>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT s.bubble_id, v.col, v.staged, v.api {from}
-                 CROSS JOIN LATERAL (VALUES {}) AS v(ord, col, staged, api, differs)
-                 WHERE v.differs
-                 ORDER BY s.bubble_id, v.ord",
-                values.join(", ")
-            )))
-            .fetch_all(&mut *tx)
+        let (n, diffs) = compare::diff_rows(&mut tx, table, "bubble_id", data, &skip)
             .await
             .with_context(|| format!("cannot compare the {ty} sample"))?;
+        compared.insert(ty, n);
         report
             .mismatches
-            .extend(rows.into_iter().map(|(b, column, staged, api)| Mismatch {
+            .extend(diffs.into_iter().map(|d| Mismatch {
                 bubble_type: (*ty).to_owned(),
-                bubble_id: b,
-                column,
-                staged,
-                api,
+                bubble_id: d.key,
+                column: d.column,
+                staged: d.staged,
+                api: d.fresh,
             }));
     }
     tx.rollback().await?;

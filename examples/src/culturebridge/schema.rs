@@ -149,114 +149,21 @@ pub fn id_keys(bubble_type: &str) -> HashMap<String, String> {
 /// Field-key overrides from a JSON file: `{"user": {"email": "Email Address"}, ...}`.
 pub type KeyOverrides = BTreeMap<String, HashMap<String, String>>;
 
-/// One target column: name and how a text value becomes its SQL type (`{}` is the text).
-pub struct Column {
-    /// Column name.
-    pub name: &'static str,
-    /// Cast expression with `{}` for the text value.
-    pub cast: &'static str,
-}
-
-const fn col(name: &'static str, cast: &'static str) -> Column {
-    Column { name, cast }
-}
-
-/// Target columns of a table, in table order (the transforms produce them in this order).
-pub fn columns(table: &str) -> &'static [Column] {
-    const USERS: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("email", "{}"),
-        col("password_hash", "{}"),
-        col("password_reset_required", "{}::boolean"),
-        col("role", "{}::user_role"),
-        col("is_active", "{}::boolean"),
-        col("email_verified", "{}::boolean"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const CLIENT: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("user_id", "{}::uuid"),
-        col("first_name", "{}"),
-        col("last_name", "{}"),
-        col("photo_url", "{}"),
-        col("phone", "{}"),
-        col("timezone", "{}"),
-        col("quiz_data", "{}::jsonb"),
-        col("preferences", "{}::jsonb"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const COACH: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("user_id", "{}::uuid"),
-        col("first_name", "{}"),
-        col("last_name", "{}"),
-        col("photo_url", "{}"),
-        col("bio", "{}"),
-        col("intro_video_url", "{}"),
-        col(
-            "expertise",
-            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
-        ),
-        col(
-            "languages",
-            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
-        ),
-        col(
-            "countries",
-            "ARRAY(SELECT jsonb_array_elements_text({}::jsonb))",
-        ),
-        col("hourly_rate", "{}::numeric"),
-        col("currency", "{}"),
-        col("availability", "{}::jsonb"),
-        col("rating", "{}::numeric"),
-        col("total_sessions", "{}::int"),
-        col("is_verified", "{}::boolean"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const BOOKINGS: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("client_id", "{}::uuid"),
-        col("coach_id", "{}::uuid"),
-        col("session_datetime", "{}::timestamp"),
-        col("duration_minutes", "{}::int"),
-        col("status", "{}::booking_status"),
-        col("payment_id", "{}::uuid"),
-        col("meeting_link", "{}"),
-        col("notes", "{}"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    const PAYMENTS: &[Column] = &[
-        col("id", "{}::uuid"),
-        col("booking_id", "{}::uuid"),
-        col("amount", "{}::numeric"),
-        col("currency", "{}"),
-        col("status", "{}::payment_status"),
-        col("stripe_session_id", "{}"),
-        col("stripe_payment_intent_id", "{}"),
-        col("created_at", "{}::timestamp"),
-        col("updated_at", "{}::timestamp"),
-    ];
-    match table {
-        "users" => USERS,
-        "client_profiles" => CLIENT,
-        "coach_profiles" => COACH,
-        "bookings" => BOOKINGS,
-        "payments" => PAYMENTS,
-        _ => &[],
-    }
-}
-
-/// `(column, cast)` of every target column of `table` ([`columns`]), for
-/// `etl_sink_postgres::upsert::TextLoad::cast`.
-pub fn casts(table: &str) -> Vec<(String, String)> {
-    columns(table)
-        .iter()
-        .map(|c| (c.name.to_owned(), c.cast.to_owned()))
-        .collect()
+/// Target columns of a table, in table order (the mapping produces them in this order),
+/// read from its `CREATE TABLE` in [`DDL`]; PostgreSQL casts each text value to its type.
+pub fn columns(table: &str) -> &'static [&'static str] {
+    static COLUMNS: std::sync::OnceLock<HashMap<&str, Vec<&str>>> = std::sync::OnceLock::new();
+    let all = COLUMNS.get_or_init(|| {
+        let mut all = HashMap::new();
+        for def in DDL.split("CREATE TABLE IF NOT EXISTS ").skip(1) {
+            let (name, body) = def.split_once(" (").expect("CREATE TABLE name (");
+            let body = &body[..body.find("\n);").expect("a table ends with );")];
+            let cols = body.lines().filter_map(|l| l.split_whitespace().next());
+            all.insert(name, cols.filter(|c| *c != "PRIMARY").collect());
+        }
+        all
+    });
+    all.get(table).map_or(&[], Vec::as_slice)
 }
 
 /// The target schema (idempotent), the id map, the run log and the staging schema.
@@ -360,3 +267,18 @@ CREATE TABLE IF NOT EXISTS migration_runs (
 );
 CREATE SCHEMA IF NOT EXISTS cb_staging;
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_come_from_the_ddl() {
+        let users = super::columns("users");
+        assert_eq!(users[..3], ["id", "email", "password_hash"]);
+        assert_eq!(users.len(), 9);
+        assert_eq!(super::columns("coach_profiles").len(), 18);
+        assert_eq!(
+            super::columns("bubble_id_map"),
+            ["bubble_type", "bubble_id", "new_id", "run_id"]
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL (the test server of `etl-testkit`).
 
 mod backup;
+mod compare;
 mod copy_roundtrip;
 mod journal;
 mod load_resume;

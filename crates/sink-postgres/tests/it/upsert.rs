@@ -200,6 +200,18 @@ async fn upsert_commits_with_its_checks_and_undo_restores_the_exact_previous_sta
         .await
         .unwrap();
     assert_eq!(state(&mut conn).await, before);
+
+    // Staging dropped after the switch (a cleanup): the undo still restores the rows.
+    let run3 = Uuid::now_v7();
+    u.run(run3, "upsert", false).await.unwrap();
+    assert_eq!(state(&mut conn).await, after);
+    sqlx::raw_sql("DROP SCHEMA stage CASCADE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let undone = u.undo(run3, "upsert").await.unwrap();
+    assert_eq!(undone.len(), 2);
+    assert_eq!(state(&mut conn).await, before);
 }
 
 #[tokio::test]

@@ -1,19 +1,19 @@
-//! Users from a CSV export of the old system that carries passwords: plaintext is hashed
-//! with bcrypt (configurable cost) across all cores, an existing bcrypt hash is kept, and
-//! the plaintext column is replaced by the hash before any other stage sees the batch, so
-//! plaintext reaches no reject, log, report or export.
+//! Passwords for a migration off Bubble: the Data API never returns them, so a migration
+//! that keeps its users' logins reads them from the old system's export (a CSV with a
+//! `password` column) and hashes them here before any other stage sees the batch, so
+//! plaintext reaches no reject, log, report or export: plaintext is hashed with bcrypt
+//! (configurable cost) across all cores, an existing bcrypt hash is kept, an empty one or
+//! one longer than bcrypt's 72 bytes becomes null (a reset is required; never truncated).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use etl_core::{Batch, BatchStream, Extract, ExtractOptions, SizeHint, Transform, Unit};
-use etl_source_bubble::TypeSchema;
+use etl_core::{Batch, Transform};
 
-/// Column holding plaintext passwords (or bcrypt hashes) in the CSV.
+/// Column holding plaintext passwords (or bcrypt hashes) in the input.
 pub const PASSWORD: &str = "password";
 /// Column that replaces it.
 pub const PASSWORD_HASH: &str = "password_hash";
@@ -21,103 +21,6 @@ pub const PASSWORD_HASH: &str = "password_hash";
 /// Whether `s` already is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`, 60 characters).
 pub fn is_bcrypt_hash(s: &str) -> bool {
     s.len() == 60 && (s.starts_with("$2a$") || s.starts_with("$2b$") || s.starts_with("$2y$"))
-}
-
-/// A CSV file (header row) read as all-text batches, one unit.
-pub struct CsvExtract {
-    path: PathBuf,
-    unit: String,
-    schema: SchemaRef,
-}
-
-impl CsvExtract {
-    /// Open `path`; its header must have `_id`, `created_date`, `modified_date`, the columns
-    /// of `spec` and `password`.
-    pub fn open(path: &Path, unit: &str, spec: &TypeSchema) -> anyhow::Result<Self> {
-        let mut first = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(
-                std::fs::File::open(path)
-                    .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?,
-            ),
-            &mut first,
-        )?;
-        let names: Vec<String> = first
-            .trim_end()
-            .split(',')
-            .map(|s| s.trim().trim_matches('"').to_owned())
-            .collect();
-        let need = spec.raw_schema();
-        let missing: Vec<&str> = need
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .chain([PASSWORD])
-            .filter(|n| !names.iter().any(|h| h == n))
-            .collect();
-        if !missing.is_empty() {
-            anyhow::bail!(
-                "{}: the header lacks {}",
-                path.display(),
-                missing.join(", ")
-            );
-        }
-        let schema = Arc::new(Schema::new(
-            names
-                .iter()
-                .map(|n| Field::new(n, DataType::Utf8, true))
-                .collect::<Vec<_>>(),
-        ));
-        Ok(CsvExtract {
-            path: path.to_owned(),
-            unit: unit.to_owned(),
-            schema,
-        })
-    }
-}
-
-impl Extract for CsvExtract {
-    fn name(&self) -> &str {
-        "users_csv"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    async fn units(&self) -> etl_core::Result<Vec<Unit>> {
-        let size = std::fs::metadata(&self.path)
-            .map(|m| m.len())
-            .ok()
-            .map(SizeHint::Bytes);
-        Ok(vec![Unit {
-            name: self.unit.clone(),
-            locator: self.path.display().to_string(),
-            size,
-        }])
-    }
-    fn open(&self, unit: &Unit, options: ExtractOptions) -> etl_core::Result<BatchStream> {
-        let path = self.path.clone();
-        let schema = self.schema.clone();
-        let name: Arc<str> = unit.name.as_str().into();
-        Ok(etl_core::blocking_stream(options.buffer, move |tx| {
-            let f =
-                std::fs::File::open(&path).map_err(|e| etl_core::Error::io(path.display(), e))?;
-            let reader = arrow_csv::ReaderBuilder::new(schema)
-                .with_header(true)
-                .with_batch_size(options.batch_size.max(1))
-                .build(f)?;
-            let mut next = 2u64; // line numbers: the header is line 1
-            for rb in reader {
-                let rb = rb?;
-                let n = rb.num_rows() as u64;
-                let b = Batch::new(name.clone(), rb, (next..next + n).collect());
-                next += n;
-                if !tx.send(b) {
-                    break;
-                }
-            }
-            Ok(())
-        }))
-    }
 }
 
 /// Replaces `password` by `password_hash`: bcrypt at `cost` for plaintext (on all cores),
@@ -261,4 +164,49 @@ pub fn bcrypt_rate(cost: u32, threads: usize, n: usize) -> f64 {
         }
     });
     n as f64 / t0.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::StringArray;
+
+    #[test]
+    fn plaintext_is_hashed_hashes_are_kept_and_too_long_is_reset() {
+        let kept = bcrypt::hash("kept", 4).unwrap();
+        let long = "x".repeat(80);
+        let col = StringArray::from(vec![
+            Some("secret"),
+            Some(kept.as_str()),
+            Some(""),
+            None,
+            Some(long.as_str()),
+        ]);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            PASSWORD,
+            DataType::Utf8,
+            true,
+        )]));
+        let data = RecordBatch::try_new(schema, vec![Arc::new(col) as ArrayRef]).unwrap();
+        let out = PasswordTransform::new(4)
+            .transform(Batch::new("u".into(), data, (1..=5).collect()))
+            .unwrap();
+        let h = out
+            .data
+            .column_by_name(PASSWORD_HASH)
+            .unwrap()
+            .as_string::<i32>();
+        assert!(bcrypt::verify("secret", h.value(0)).unwrap());
+        assert_eq!(h.value(1), kept);
+        assert!(h.is_null(2) && h.is_null(3) && h.is_null(4));
+        let c = &out.counters;
+        assert_eq!(
+            (
+                c["passwords_hashed"],
+                c["password_hashes_kept"],
+                c["password_too_long_reset"]
+            ),
+            (1, 1, 1)
+        );
+    }
 }
