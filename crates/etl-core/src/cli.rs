@@ -105,14 +105,7 @@ impl BackupArgs {
     /// The directory for this run's backup of `migration`, under `--backup-dir` (or
     /// `<report_dir>/backups`), named with the current UTC time.
     pub fn run_dir(&self, report_dir: &std::path::Path, migration: &str) -> PathBuf {
-        let base = self
-            .backup_dir
-            .clone()
-            .unwrap_or_else(|| report_dir.join("backups"));
-        base.join(format!(
-            "{migration}_{}",
-            chrono::Utc::now().format("%Y%m%d_%H%M%S")
-        ))
+        crate::migration::backup_dir(self.backup_dir.as_deref(), report_dir, migration)
     }
 }
 

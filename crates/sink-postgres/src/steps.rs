@@ -262,6 +262,45 @@ impl ReplaceSteps {
     }
 }
 
+/// `name` ([`StepKind::Backup`]), to place before anything changes: a `pg_dump` of
+/// `tables` with its manifest ([`crate::backup::dump`]) into
+/// [`etl_core::migration::backup_dir`] (under `backup_dir`, else `<report-dir>/backups`);
+/// details: `dir` (what `--restore` takes, see [`crate::backup::restore`]) and the
+/// `manifest`. Run again after a kill it takes a new backup of the same, unchanged tables.
+/// Nothing to undo: the backup stays.
+pub fn pg_dump_step<C: Send + Sync + 'static>(
+    name: &str,
+    url: &str,
+    tables: Vec<TableName>,
+    backup_dir: Option<std::path::PathBuf>,
+) -> Step<C> {
+    let url: Arc<str> = url.into();
+    let tables = Arc::new(tables);
+    let list = tables
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Step::new(name, StepKind::Backup, move |_c: &C, cx| {
+        let (url, tables, base) = (url.clone(), tables.clone(), backup_dir.clone());
+        Box::pin(async move {
+            let dir =
+                etl_core::migration::backup_dir(base.as_deref(), &cx.report_dir, &cx.migration);
+            let manifest = crate::backup::dump(&url, &tables, &dir).await?;
+            Ok(StepOutput::message(format!(
+                "pg_dump of {} tables ({} bytes) in {}",
+                manifest.tables.len(),
+                manifest.bytes,
+                dir.display()
+            ))
+            .with_details(json!({ "dir": dir, "manifest": manifest })))
+        })
+    })
+    .describe(format!(
+        "pg_dump of {list} with a checksummed manifest (--restore puts them back)"
+    ))
+}
+
 /// A step that runs `sql` (one or more statements) in one transaction: idempotent SQL
 /// (`CREATE ... IF NOT EXISTS`, `ANALYZE`, a rebuild in one transaction) is safe to run
 /// again after a kill. Nothing to undo.

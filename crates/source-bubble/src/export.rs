@@ -312,7 +312,7 @@ pub async fn check_exports(
     reuse: bool,
 ) -> Result<(), BoxError> {
     let latest = match action {
-        Action::Resume => journal.latest(migration).await?,
+        Action::Resume | Action::Continue(_) => journal.latest(migration).await?,
         Action::Run | Action::DryRun => None,
         Action::Rollback | Action::Only(_) => return Ok(()),
     };

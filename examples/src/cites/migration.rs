@@ -24,7 +24,7 @@ use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::ledger::LedgerTables;
 use etl_sink_postgres::proof::{self, QueryCheck};
 use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, exists};
-use etl_sink_postgres::steps::{ReplaceSteps, sql_step};
+use etl_sink_postgres::steps::{ReplaceSteps, pg_dump_step, sql_step};
 use etl_sink_postgres::{PgLoad, connect_options};
 use etl_source_csv::CsvSource;
 use etl_validate::sql::{SqlCheck, SqlChecks};
@@ -272,9 +272,13 @@ pub fn migration(c: &Cites) -> anyhow::Result<Migration<Cites>> {
                 .in_dry_run()
                 .describe("checks the tables in the way and records the live table's statistics"),
         )
+        .steps((!cfg.args.no_backup).then(|| {
+            let changed = CHANGED.map(TableName::new).to_vec();
+            pg_dump_step("backup", &c.url, changed, cfg.args.backup.backup_dir.clone())
+        }))
         .step(
-            Step::new("backup", StepKind::Backup, step_fn!(backup))
-                .describe("before anything changes: pg_dump of the tables the run changes (--restore) and in-database copies of cites_trade_records and species_trade_summary"),
+            Step::new("copies", StepKind::Backup, step_fn!(copies))
+                .describe("migration_stats_pre, and in-database copies of cites_trade_records and species_trade_summary"),
         )
         .step(
             Step::new("species", StepKind::Prepare, step_fn!(species))
@@ -368,36 +372,26 @@ fn reference_lists(cfg: &CitesConfig) -> anyhow::Result<(Pairs, Pairs)> {
 /// listings (kept with them).
 const CHANGED: [&str; 4] = [LIVE, SUMMARY, "species", "cites_listings"];
 
-/// Backup tables in the database (the instant rollback) of the live table and the
-/// summary, and a `pg_dump` of every table the run changes with its manifest (the
-/// restorable backup: `--restore DIR`).
-async fn backup(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+/// In-database copies (the instant rollback) of the live table and the summary, and the
+/// seed's `migration_stats_pre`.
+async fn copies(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     let pre = stats_pre(c, cx, &mut conn).await?;
     if c.cfg.args.no_backup {
-        return Ok(
-            StepOutput::message("skipped (--no-backup)").with_details(json!({ "stats_pre": pre }))
-        );
+        let out = StepOutput::message("skipped (--no-backup)");
+        return Ok(out.with_details(json!({ "stats_pre": pre })));
     }
     let stamp = Utc::now().format("%Y%m%d_%H%M%S_%3f").to_string();
-    let t0 = std::time::Instant::now();
     let tables = [c.cfg.live(), TableName::new(SUMMARY)];
     let copies = backup_tables(&mut conn, &tables, &stamp).await?;
-    let copy_seconds = t0.elapsed().as_secs_f64();
-    let dir = c.cfg.args.backup.run_dir(&cx.report_dir, &c.cfg.migration);
-    let changed: Vec<TableName> = CHANGED.iter().map(|t| TableName::new(*t)).collect();
-    let dump = etl_sink_postgres::backup::dump(&c.url, &changed, &dir).await?;
-    Ok(StepOutput::message(format!(
-        "backup tables written; pg_dump of {} tables in {}",
-        dump.tables.len(),
-        dir.display()
-    ))
-    .with_details(json!({
-        "tables": copies.iter().map(|(t, n)| json!({"table": t.to_string(), "rows": n})).collect::<Vec<_>>(),
-        "seconds": copy_seconds,
-        "dump": { "dir": dir, "manifest": dump },
+    let tables: Vec<_> = copies
+        .iter()
+        .map(|(t, n)| json!({"table": t.to_string(), "rows": n}))
+        .collect();
+    Ok(StepOutput::message("backup tables written").with_details(json!({
+        "tables": tables,
         "stats_pre": pre,
-        "restore": format!("--restore {} puts every dumped table back; the copies: INSERT INTO cites_trade_records SELECT * FROM <backup>", dir.display()),
+        "restore": "INSERT INTO cites_trade_records SELECT * FROM <backup table>, or --restore <the backup step's dir>",
     })))
 }
 
@@ -661,7 +655,7 @@ async fn analyze_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     analyze(&mut conn, &c.cfg.live()).await?;
     let post = table_stats(&mut conn, &c.cfg.live()).await?;
-    let pre = cx.details_of("backup").map(|d| d["stats_pre"].clone());
+    let pre = cx.details_of("copies").map(|d| d["stats_pre"].clone());
     let mut findings = Vec::new();
     if let Some(pre) = pre.filter(|p| p["exists"] != json!(false)) {
         let fig = |v: &Value, k: &str| v[k].as_i64().unwrap_or(0);

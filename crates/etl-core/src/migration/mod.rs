@@ -75,6 +75,20 @@ pub use journal::{
 pub use runner::{Action, Migration, RunOptions, Status};
 pub use step::{Step, StepCx, StepFuture, StepKind, StepOutput, StepReport, Undo};
 
+/// The directory of one backup of `migration`: `<base>/<migration>_<UTC time>`, `base`
+/// being `--backup-dir` or else `<report_dir>/backups`.
+pub fn backup_dir(
+    base: Option<&std::path::Path>,
+    report_dir: &std::path::Path,
+    migration: &str,
+) -> std::path::PathBuf {
+    let base = base.map_or_else(|| report_dir.join("backups"), |b| b.to_path_buf());
+    base.join(format!(
+        "{migration}_{}",
+        chrono::Utc::now().format("%Y%m%d_%H%M%S")
+    ))
+}
+
 /// The action (or undo) of a [`Step`] from an async function `f(&C, &StepCx)` returning
 /// `Result<StepOutput, E>` with any error convertible into a [`BoxError`](crate::BoxError)
 /// (`anyhow::Error`, a crate's own error), instead of writing the boxed closure by hand:
