@@ -35,6 +35,11 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     etl_core::cli::init_tracing(args.p.common.verbosity());
     let url = args.p.common.database_url.as_ref();
     let db = Database::open(url, "observations_partitioning").await?;
+    if let Some(dir) = &args.p.backup.restore {
+        let (ctx, m) = etl_examples::partitioning::migration(&args.p, &db.url)?;
+        let journal = etl_sink_postgres::journal::PgJournal::new(ctx.opts);
+        return etl_examples::common::restore(&m, &journal, &db.url, dir).await;
+    }
     if args.p.common.plan {
         print!("{}", status(&args.p, &db.url).await?);
         return Ok(std::process::ExitCode::SUCCESS);

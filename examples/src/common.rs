@@ -121,6 +121,33 @@ impl Database {
 
 pub use etl_core::cli::cancel_on_ctrl_c;
 
+/// `--restore DIR`: put back the tables of the backup in `dir` (all or nothing, checked
+/// against its manifest), holding `m`'s run lock; the latest unfinished run is marked
+/// rolled back. Prints each restored table.
+///
+/// # Errors
+/// As [`etl_sink_postgres::backup::restore`]; another process runs the migration.
+pub async fn restore<C: Send + Sync>(
+    m: &etl_core::migration::Migration<C>,
+    journal: &dyn etl_core::migration::Journal,
+    url: &str,
+    dir: &Path,
+) -> anyhow::Result<std::process::ExitCode> {
+    let note = format!("tables restored from the backup in {}", dir.display());
+    let restore = async { Ok(etl_sink_postgres::backup::restore(url, dir).await?) };
+    let tables = m
+        .restore_outside(journal, &note, restore)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for t in tables {
+        println!(
+            "restored {} ({} rows, checksum {} as in the backup)",
+            t.table, t.rows, t.checksum
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Print the summary and where the report is.
 pub fn print_report(report: &RunReport, dir: &Path) {
     println!("{}", report.summary_text());

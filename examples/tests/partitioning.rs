@@ -252,7 +252,8 @@ async fn rollback_after_every_step_restores_the_original_database() {
     let steps: Vec<String> = m
         .step_list()
         .iter()
-        .filter(|s| s.kind() != StepKind::Cleanup)
+        // The backups write nothing to the database (pg_dump files only).
+        .filter(|s| !matches!(s.kind(), StepKind::Cleanup | StepKind::Backup))
         .map(|s| s.name().to_owned())
         .collect();
     assert_eq!(steps.len(), 13);
@@ -656,9 +657,9 @@ async fn plan_lists_every_step_with_its_state_and_what_resume_does_next() {
     };
     for (i, s) in m.step_list().iter().enumerate() {
         let l = line(s.name());
-        let state = if i <= 5 {
+        let state = if i <= 6 {
             "done"
-        } else if s.kind() == StepKind::Cleanup {
+        } else if s.kind() == StepKind::Cleanup || s.name() == "backup_before_cleanup" {
             "optional"
         } else {
             "pending"
@@ -671,7 +672,7 @@ async fn plan_lists_every_step_with_its_state_and_what_resume_does_next() {
     );
     assert!(
         text.contains(&format!(
-            "next: --resume continues run {} at step 7 `verify`",
+            "next: --resume continues run {} at step 8 `verify`",
             r.run_id
         )),
         "{text}"
@@ -783,7 +784,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     assert!(plan.contains("the run was interrupted"), "{plan}");
     assert!(
         plan.contains(&format!(
-            "--resume continues run {run_id} at step 6 `move_data` (it was running"
+            "--resume continues run {run_id} at step 7 `move_data` (it was running"
         )),
         "{plan}"
     );
@@ -890,4 +891,48 @@ async fn two_runs_started_on_an_empty_database_run_once() {
             n
         );
     }
+}
+
+/// Backup before the move → migration → `--cleanup` (backed up first) → `--restore` of
+/// the first backup: both observation tables are back, unpartitioned, with the checksum
+/// they had before the migration.
+#[tokio::test]
+async fn restore_of_the_backup_gives_back_the_tables_before_the_migration() {
+    use etl_sink_postgres::backup::table_checksum;
+    let env = Env::new().await;
+    let mut c = env.source(3000, 6).await;
+    let tables = schema::TABLES.map(TableName::new);
+    let mut before = Vec::new();
+    for t in &tables {
+        before.push(table_checksum(&mut c, t).await.unwrap());
+    }
+    let r = env.run("full", &[]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let dir = details(&r, "backup")["dir"].as_str().unwrap().to_owned();
+    let r = env.run("cleanup", &["--cleanup"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let kept = &details(&r, "backup_before_cleanup")["manifest"];
+    assert_eq!(
+        kept["tables"].as_array().unwrap().len(),
+        4,
+        "live and old: {kept}"
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_partitioned_table").await,
+        2
+    );
+    let o = std::process::Command::new(example_binary("observations_partitioning"))
+        .args(["--restore", &dir, "--report-dir"])
+        .arg(env.reports("restore"))
+        .env("DATABASE_URL", env.db.url())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (t, b) in tables.iter().zip(&before) {
+        assert_eq!(&table_checksum(&mut c, t).await.unwrap(), b, "{t}");
+    }
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_partitioned_table").await,
+        0
+    );
 }

@@ -125,6 +125,29 @@ pub async fn dump(url: &str, tables: &[TableName], dir: &Path) -> Result<Manifes
     for t in tables.iter().filter(|t| !missing.contains(&t.to_string())) {
         cmd.arg(format!("--table={}", pattern(t)));
     }
+    // A partitioned table's rows are in its partitions, which `--table` does not take
+    // along before PostgreSQL 16: name them too.
+    let parents: Vec<String> = sums
+        .iter()
+        .map(|t| TableName::parse(&t.table).sql())
+        .collect();
+    let partitions: Vec<(String, String)> = sqlx::query_as(
+        "WITH RECURSIVE p(oid) AS (
+             SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent IN (SELECT to_regclass(x) FROM unnest($1::text[]) x)
+             UNION SELECT i.inhrelid FROM pg_inherits i JOIN p ON i.inhparent = p.oid)
+         SELECT n.nspname::text, c.relname::text FROM p JOIN pg_class c ON c.oid = p.oid
+           JOIN pg_namespace n ON n.oid = c.relnamespace",
+    )
+    .bind(&parents)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (schema, name) in partitions {
+        let t = TableName {
+            schema: Some(schema),
+            name,
+        };
+        cmd.arg(format!("--table={}", pattern(&t)));
+    }
     if !sums.is_empty() {
         run(cmd, "pg_dump").await?;
     } else {
@@ -170,7 +193,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 
 /// Restore the backup in `dir` into the database at `url`: the dump file's SHA-256 is
 /// checked first, then in ONE transaction (`psql --single-transaction`) the dumped tables
-/// are dropped and restored from the dump (`pg_restore --clean --if-exists`), with what
+/// are dropped and restored from the dump (`pg_restore`'s script), with what
 /// depends on them from outside the backup — foreign keys of other tables (the previous
 /// table a switch kept, a staging table) and views — dropped before and created again
 /// after, then every table's rows and checksum are compared with the manifest. All or
@@ -221,14 +244,7 @@ pub async fn restore(url: &str, dir: &Path) -> Result<Vec<TableSum>> {
             .map_err(|e| Error::Backup(format!("psql could not start: {e}")))?;
         let mut script = tokio::process::Command::new(&pg_restore.path);
         script
-            .args([
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "--no-acl",
-                "-f",
-                "-",
-            ])
+            .args(["--no-owner", "--no-acl", "-f", "-"])
             .arg(&file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -333,6 +349,11 @@ async fn outside_dependents(
         after.push_str(&format!(
             "ALTER TABLE {table} ADD CONSTRAINT {name} {def};\n"
         ));
+    }
+    // The dumped tables go (with their partitions: `pg_restore --clean` cannot drop the
+    // constraints partitions inherit), and the dump's script creates them again.
+    for t in tables {
+        before.push_str(&format!("DROP TABLE IF EXISTS {} CASCADE;\n", t.sql()));
     }
     for (name, def) in &views {
         after.push_str(&format!("CREATE VIEW {name} AS {def}\n"));

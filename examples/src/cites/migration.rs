@@ -725,19 +725,7 @@ pub async fn run_cli(
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Some(dir) = &cfg.args.backup.restore {
-        let note = format!("tables restored from the backup in {}", dir.display());
-        let restore = async { Ok(etl_sink_postgres::backup::restore(&db.url, dir).await?) };
-        let tables = migration(&c)?
-            .restore_outside(&journal, &note, restore)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        for t in tables {
-            println!(
-                "restored {} ({} rows, checksum {} as in the backup)",
-                t.table, t.rows, t.checksum
-            );
-        }
-        return Ok(std::process::ExitCode::SUCCESS);
+        return crate::common::restore(&migration(&c)?, &journal, &db.url, dir).await;
     }
     let cancel = etl_core::cli::cancel_on_ctrl_c();
     let report = run_on(cfg, &db.url, db.target(), cancel).await?;

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use etl_core::cli::CommonArgs;
+use etl_core::cli::{BackupArgs, CommonArgs};
 use etl_core::migration::{Action, Journal, Migration, RunState, Status, StepKind, StepState};
 use etl_core::{CancellationToken, RunReport};
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::sql_file::{SqlMigration, check_unchanged};
-use etl_sink_postgres::steps::{MoveSteps, preflight, sql_migration};
+use etl_sink_postgres::steps::{MoveSteps, pg_dump_step, preflight, sql_migration};
 use sqlx::{ConnectOptions as _, Connection, PgConnection};
 
 use super::steps::{self, Ctx, KEY, PK, tables};
@@ -25,13 +25,18 @@ pub struct PartitioningArgs {
     /// Common options (`--batch-size` is the rows per move transaction).
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Backups (`pg_dump` before the move and before `--cleanup`) and `--restore`.
+    #[command(flatten)]
+    pub backup: BackupArgs,
     /// Move online: capture changes with triggers during the backfill, replay them, and
     /// swap in one short-lock transaction (writers keep writing). Default: batch move
     /// (writers should be stopped).
     #[arg(long)]
     pub online: bool,
-    /// Run the cleanup (same as `--only cleanup`): drop the old tables (`*_old`) and the
-    /// move's leftovers. Irreversible: a rollback is impossible afterwards.
+    /// Run the cleanup: a `pg_dump` of the live and old tables first
+    /// (`backup_before_cleanup`), then drop the old tables (`*_old`) and the move's
+    /// leftovers. Irreversible: a rollback is impossible afterwards (`--restore` of a
+    /// backup is what remains).
     #[arg(long)]
     pub cleanup: bool,
     /// The longest any statement waits for a lock (PostgreSQL interval); the run refuses to
@@ -105,9 +110,13 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
         let f = &files(args)[i];
         sql_migration(opts.clone(), f).with_context(|| format!("reading migration {}", f.display()))
     };
-    let live = ctx.tables.iter().map(|s| s.t.live.clone()).collect();
+    let live: Vec<_> = ctx.tables.iter().map(|s| s.t.live.clone()).collect();
+    let old = ctx.tables.iter().map(|s| s.t.old.clone());
+    let dir = args.backup.backup_dir.clone();
+    let before_cleanup = live.iter().cloned().chain(old).collect();
     let m = Migration::new(NAME)
-        .step(preflight(opts.clone(), live, &args.lock_timeout))
+        .step(preflight(opts.clone(), live.clone(), &args.lock_timeout))
+        .step(pg_dump_step("backup", url, live, dir.clone()))
         .steps([sql(0)?, sql(1)?, sql(2)?])
         .step(steps::partitioned_tables())
         .step(mv.move_data())
@@ -118,6 +127,7 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
         .step(steps::indexes())
         .step(sql(4)?)
         .step(steps::analyze())
+        .step(pg_dump_step("backup_before_cleanup", url, before_cleanup, dir).optional())
         .step(mv.cleanup());
     Ok((ctx, m))
 }
@@ -173,7 +183,7 @@ pub async fn run(
     let mut opts = args.common.run_options();
     (opts.cancel, opts.target) = (cancel, Some(etl_core::config::redact_url(url)));
     if args.cleanup {
-        opts.action = Action::Only(vec!["cleanup".into()]);
+        opts.action = Action::Only(vec!["backup_before_cleanup".into(), "cleanup".into()]);
     }
     if opts.action != Action::Rollback {
         let sql: Vec<SqlMigration> = files(args)

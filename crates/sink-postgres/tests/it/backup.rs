@@ -120,3 +120,29 @@ async fn a_restore_gives_back_every_table_with_its_checksum() {
     assert!(err.contains("nothing was restored"), "{err}");
     assert_eq!(table_checksum(&mut conn, &tables[1]).await.unwrap(), now);
 }
+
+#[tokio::test]
+async fn a_partitioned_table_is_backed_up_with_its_partitions() {
+    let (db, mut conn) = super::db().await;
+    sqlx::raw_sql(
+        "CREATE TABLE events (id int, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         CREATE TABLE events_rest PARTITION OF events DEFAULT;
+         INSERT INTO events SELECT g, date '2024-01-01' + g FROM generate_series(1, 900) g;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let t = [TableName::new("events")];
+    let before = table_checksum(&mut conn, &t[0]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    backup::dump(db.url(), &t, dir.path()).await.unwrap();
+    sqlx::raw_sql("DELETE FROM events WHERE id % 3 = 0; DROP TABLE events_rest;")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        backup::restore(db.url(), dir.path()).await.unwrap(),
+        [before]
+    );
+}
