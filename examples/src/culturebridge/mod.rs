@@ -61,7 +61,7 @@ use etl_parquet::{ParquetExtract, parquet_path};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::idmap::MapFormat;
 use etl_sink_postgres::journal::PgJournal;
-use etl_sink_postgres::steps::sql_step;
+use etl_sink_postgres::steps::{pg_dump_step, sql_step};
 use etl_sink_postgres::upsert::{
     SqlCheck, TableChange, TextLoad, Upsert, UpsertTable, changes_line, undo_line,
 };
@@ -88,6 +88,9 @@ pub struct Args {
     /// Options every ferry binary takes.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// The `pg_dump` backup of the target tables before the switch, and `--restore`.
+    #[command(flatten)]
+    pub backup: etl_core::cli::BackupArgs,
     /// Base URL of the Data API, ending in /api/1.1. Unset: start the bundled test server.
     #[arg(long, env = "BUBBLE_API_URL")]
     pub bubble_api_url: Option<String>,
@@ -474,10 +477,17 @@ pub fn migration(c: &Cb) -> Migration<Cb> {
         );
     }
     let undo = c.upsert.clone();
+    let targets = MIGRATED
+        .iter()
+        .map(|t| table_of(t))
+        .chain(["bubble_id_map", "migration_runs"]);
+    let targets = targets.map(TableName::new).collect();
+    let dir = c.args.backup.backup_dir.clone();
     m.step(
         Step::new("checks", StepKind::Gate, |c: &Cb, cx| Box::pin(checks(c, cx)))
             .describe("staged counts, the seed's checks on the upserted state (rolled back), the API sample"),
     )
+    .step(pg_dump_step("backup", &c.db.url, targets, dir))
     .step(
         Step::new("switch", StepKind::Switch, |c: &Cb, cx| Box::pin(switch(c, cx)))
             .undo(move |_c: &Cb, cx| {
@@ -987,6 +997,11 @@ async fn prepare_ctx(
 /// # Errors
 /// As [`run`].
 pub async fn main_with(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(dir) = &args.backup.restore {
+        let c = Cb::open(&args, &timestamp(), None).await?;
+        let journal = PgJournal::new(c.opts.clone());
+        return crate::common::restore(&migration(&c), &journal, &c.db.url, dir).await;
+    }
     if args.common.plan {
         print!("{}", plan(&args).await?);
         return Ok(std::process::ExitCode::SUCCESS);
