@@ -14,6 +14,8 @@
 //!   rejects rows that cannot become items, with their reason.
 //! * [`backup`]: parallel-segment `Scan` to Parquet and restore into the same table (PITR
 //!   cannot do that: it always creates a new table).
+//! * [`check`]: items validated before the load (required, types, enums, keys, duplicates,
+//!   references between entities) and compared after it.
 //! * [`admin`]: tables, counts by `Scan` (`Select=COUNT`), static-credential clients.
 //! * `dynalite` (feature `dynalite`): a local server launcher for tests and examples.
 
@@ -21,6 +23,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod check;
 #[cfg(feature = "dynalite")]
 pub mod dynalite;
 mod error;

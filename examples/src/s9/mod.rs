@@ -54,9 +54,7 @@ use etl_core::migration::{
     StepState,
 };
 use etl_core::report::write_atomic;
-use etl_core::{
-    Batch, BoxError, Extract, Fate, Finding, Pipeline, RunReport, RunStatus, Secret, Transform,
-};
+use etl_core::{BoxError, Extract, Finding, Pipeline, RunReport, RunStatus, Secret};
 use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, get_item, static_client};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
 use etl_sink_dynamodb::backup::{BackupInfo, RestoreMode, backup_table, restore_table};
@@ -70,7 +68,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use checks::{Invalid, Validation, diff_items, item_key};
+use checks::item_key;
+use etl_sink_dynamodb::check::{ExcludeInvalid, Invalid, diff_items, read_items};
 use transform::{Entity, Lookups, S9Transform};
 
 /// The migration's name: the journal is `<data-dir>/s9_sales.journal.json`.
@@ -1057,25 +1056,14 @@ async fn transform_step(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
 // ----- validate ---------------------------------------------------------------------------
 
 async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
-    let mut v = Validation::default();
+    let mut v = checks::validation();
     // FKs need every entity, so all are checked whatever --entity says.
     for e in Entity::ALL {
         let path = c.transformed(e);
         if !path.exists() {
             bail!("{} is missing: run --phase transform first", path.display());
         }
-        let mut failed = None;
-        let items = checks::item_stream(&path)?.map_while(|r| match r {
-            Ok(i) => Some(i),
-            Err(err) => {
-                failed = Some(err);
-                None
-            }
-        });
-        v.check_entity(e, items);
-        if let Some(err) = failed {
-            return Err(err.into());
-        }
+        v.check_file(e.name(), &path)?;
     }
     let report = v.report();
     c.write_report(cx, "validation_report.json", &report)?;
@@ -1116,51 +1104,6 @@ fn invalid_items(c: &S9) -> anyhow::Result<Vec<Invalid>> {
         bail!("{} is missing: run --phase validate first", p.display());
     }
     Ok(serde_json::from_slice(&std::fs::read(&p)?)?)
-}
-
-/// Rejects items that failed validation, with the check and reason.
-struct ExcludeInvalid {
-    keys: std::collections::HashMap<String, (String, String)>,
-}
-
-impl Transform for ExcludeInvalid {
-    fn name(&self) -> &str {
-        "exclude_invalid"
-    }
-    fn output_schema(
-        &self,
-        input: &arrow_schema::SchemaRef,
-    ) -> etl_core::Result<arrow_schema::SchemaRef> {
-        Ok(input.clone())
-    }
-    fn transform(&self, mut batch: Batch) -> etl_core::Result<Batch> {
-        let pk = batch.data.column_by_name("PK").cloned();
-        let sk = batch.data.column_by_name("SK").cloned();
-        let (Some(pk), Some(sk)) = (pk, sk) else {
-            return Ok(batch);
-        };
-        let mut seen: HashSet<String> = HashSet::new();
-        let fates: Vec<Option<Fate>> = (0..batch.num_rows())
-            .map(|r| {
-                let key = format!(
-                    "{}|{}",
-                    etl_core::batch::render_value(&pk, r),
-                    etl_core::batch::render_value(&sk, r)
-                );
-                // Duplicates: the first occurrence is valid, later ones are not.
-                let first = seen.insert(key.clone());
-                self.keys.get(&key).and_then(|(check, reason)| {
-                    (check != "duplicates" || !first).then(|| Fate::Reject {
-                        column: None,
-                        kind: format!("validation:{check}"),
-                        reason: reason.clone(),
-                    })
-                })
-            })
-            .collect();
-        batch.apply_fates(&fates)?;
-        Ok(batch)
-    }
 }
 
 // ----- backup, load, undo -----------------------------------------------------------------
@@ -1239,12 +1182,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             bail!("{} is missing: run --phase transform first", path.display());
         }
         let table = c.config.target.table(e).to_owned();
-        let mut keys_map = HashMap::new();
-        for i in invalid.iter().filter(|i| i.entity == e.name()) {
-            keys_map
-                .entry(i.key.clone())
-                .or_insert((i.check.clone(), i.reason.clone()));
-        }
+        let invalid = invalid.iter().filter(|i| i.entity == e.name());
         let writer = ItemWriter::new(client.clone(), &table, keys(), wopts.clone());
         let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("load:{}", e.name()));
         let sink = DynamoLoad::new(writer, MappingOptions::default(), checkpoint);
@@ -1252,7 +1190,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         let t = std::time::Instant::now();
         let unit = format!("load/{}", e.name());
         let report = Pipeline::new(pq::ParquetExtract::open(&unit, &path)?, sink)
-            .transform(ExcludeInvalid { keys: keys_map })
+            .transform(ExcludeInvalid::new(keys(), invalid))
             .transform(ItemCheck::new(keys(), MappingOptions::default()))
             .options(c.options(cx))
             .run(&c.run_info(cx))
@@ -1341,7 +1279,7 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         let mut unique: HashSet<String> = HashSet::new();
         let mut sample: Vec<etl_sink_dynamodb::Item> = Vec::new();
         let mut rows = 0u64;
-        for it in checks::item_stream(&c.transformed(e))? {
+        for it in read_items(&c.transformed(e))? {
             let it = it?;
             rows += 1;
             let k = item_key(&it);
