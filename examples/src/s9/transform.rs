@@ -4,16 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
-};
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
-};
-use arrow_buffer::{NullBuffer, OffsetBuffer};
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use etl_core::{Batch, Fate, Transform};
+use etl_sink_dynamodb::json_items::{Attr, Row, item_schema, map_rows};
 use serde_json::{Map, Value, json};
 
 /// The entities of the migration, in load order.
@@ -158,49 +152,13 @@ const ADDRESS: &[&str] = &[
 const BANK: &[&str] = &["Bank", "BankName", "Agency", "Account", "AccountType"];
 const CERT: &[&str] = &["Type", "Number", "Issuer", "ValidUntil"];
 
-enum K {
-    S,
-    I,
-    D(u8, i8),
-    St(&'static [&'static str]),
-    LS,
-    LSt(&'static [&'static str]),
-}
-
-fn strings(names: &[&str]) -> Fields {
-    names
-        .iter()
-        .map(|n| Field::new(*n, DataType::Utf8, true))
-        .collect()
-}
-
-fn schema_of(spec: &[(&str, K)]) -> SchemaRef {
-    Arc::new(Schema::new(
-        spec.iter()
-            .map(|(n, k)| {
-                let ty = match k {
-                    K::S => DataType::Utf8,
-                    K::I => DataType::Int64,
-                    K::D(p, s) => DataType::Decimal128(*p, *s),
-                    K::St(f) => DataType::Struct(strings(f)),
-                    K::LS => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
-                    K::LSt(f) => DataType::List(Arc::new(Field::new_list_field(
-                        DataType::Struct(strings(f)),
-                        true,
-                    ))),
-                };
-                Field::new(*n, ty, !matches!(*n, "PK" | "SK"))
-            })
-            .collect::<Vec<_>>(),
-    ))
-}
-
-const MONEY: K = K::D(18, 2);
-const QTY: K = K::D(18, 3);
+const MONEY: Attr = Attr::Dec(18, 2);
+const QTY: Attr = Attr::Dec(18, 3);
 
 /// The Arrow schema of an entity's items (`data/transformed/<entity>.parquet`).
 pub fn target_schema(entity: Entity) -> SchemaRef {
-    use K::*;
+    use Attr::*;
+    let schema_of = |attrs: &[(&str, Attr)]| item_schema(&super::keys(), attrs);
     match entity {
         Entity::Buyers => schema_of(&[
             ("PK", S),
@@ -214,8 +172,8 @@ pub fn target_schema(entity: Entity) -> SchemaRef {
             ("Email", S),
             ("Phone", S),
             ("Mobile", S),
-            ("Address", St(ADDRESS)),
-            ("BillingAddress", St(ADDRESS)),
+            ("Address", Map(ADDRESS)),
+            ("BillingAddress", Map(ADDRESS)),
             ("Status", S),
             ("CreditLimit", MONEY),
             ("PaymentTerms", S),
@@ -244,16 +202,16 @@ pub fn target_schema(entity: Entity) -> SchemaRef {
             ("Email", S),
             ("Phone", S),
             ("Mobile", S),
-            ("Address", St(ADDRESS)),
+            ("Address", Map(ADDRESS)),
             ("Status", S),
-            ("ProductCategories", LS),
+            ("ProductCategories", StrList),
             ("ContactPerson", S),
             ("ContactEmail", S),
             ("ContactPhone", S),
             ("TaxId", S),
             ("StateRegistration", S),
-            ("BankAccount", St(BANK)),
-            ("Certifications", LSt(CERT)),
+            ("BankAccount", Map(BANK)),
+            ("Certifications", MapList(CERT)),
             ("Notes", S),
             ("CreatedAt", S),
             ("CreatedBy", S),
@@ -305,7 +263,7 @@ pub fn target_schema(entity: Entity) -> SchemaRef {
             ("SK", S),
             ("EntityType", S),
             ("SaleId", S),
-            ("LineNumber", I),
+            ("LineNumber", Int),
             ("ProductCode", S),
             ("ProductName", S),
             ("ProductDescription", S),
@@ -316,189 +274,12 @@ pub fn target_schema(entity: Entity) -> SchemaRef {
             ("Discount", MONEY),
             ("Tax", MONEY),
             ("Total", MONEY),
-            ("DiscountPercentage", K::D(7, 2)),
-            ("TaxPercentage", K::D(7, 2)),
+            ("DiscountPercentage", Dec(7, 2)),
+            ("TaxPercentage", Dec(7, 2)),
             ("Notes", S),
             ("CreatedAt", S),
             ("UpdatedAt", S),
         ]),
-    }
-}
-
-// ----- JSON rows -> Arrow ---------------------------------------------------------------
-
-/// Build one array of type `field` from JSON values (`None`/`null` = null). Decimals come
-/// as strings or numbers, structs as objects, lists as arrays.
-pub fn json_array(field: &Field, values: &[Option<&Value>]) -> anyhow::Result<ArrayRef> {
-    let present = |v: &Option<&Value>| v.is_some_and(|v| !v.is_null());
-    Ok(match field.data_type() {
-        DataType::Utf8 => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    v.and_then(|v| {
-                        v.as_str()
-                            .map(str::to_owned)
-                            .or_else(|| (!v.is_null()).then(|| v.to_string()))
-                    })
-                })
-                .collect::<StringArray>(),
-        ),
-        DataType::Int64 => Arc::new(
-            values
-                .iter()
-                .map(|v| v.and_then(Value::as_i64))
-                .collect::<Int64Array>(),
-        ),
-        DataType::Boolean => Arc::new(
-            values
-                .iter()
-                .map(|v| v.and_then(Value::as_bool))
-                .collect::<BooleanArray>(),
-        ),
-        DataType::Decimal128(p, s) => {
-            let mut out = Vec::with_capacity(values.len());
-            for v in values {
-                out.push(match v.filter(|v| !v.is_null()) {
-                    None => None,
-                    Some(v) => {
-                        let text = v
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string());
-                        Some(
-                            etl_source_postgres::types::parse_decimal(&text, *p, *s).ok_or_else(
-                                || {
-                                    anyhow::anyhow!(
-                                        "{}: {text} does not fit Decimal128({p}, {s})",
-                                        field.name()
-                                    )
-                                },
-                            )?,
-                        )
-                    }
-                });
-            }
-            Arc::new(arrow_array::Decimal128Array::from(out).with_precision_and_scale(*p, *s)?)
-        }
-        DataType::Struct(fields) => {
-            let nulls = NullBuffer::from(values.iter().map(present).collect::<Vec<bool>>());
-            let children = fields
-                .iter()
-                .map(|f| {
-                    let child: Vec<Option<&Value>> = values
-                        .iter()
-                        .map(|v| v.and_then(|v| v.get(f.name())))
-                        .collect();
-                    json_array(f, &child)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Arc::new(StructArray::try_new(fields.clone(), children, Some(nulls))?)
-        }
-        DataType::List(item) => {
-            let mut lengths = Vec::with_capacity(values.len());
-            let mut flat: Vec<Option<&Value>> = Vec::new();
-            for v in values {
-                let items = v.and_then(Value::as_array);
-                lengths.push(items.map_or(0, Vec::len));
-                if let Some(items) = items {
-                    flat.extend(items.iter().map(Some));
-                }
-            }
-            let child = json_array(item, &flat)?;
-            let nulls = NullBuffer::from(values.iter().map(present).collect::<Vec<bool>>());
-            Arc::new(ListArray::try_new(
-                item.clone(),
-                OffsetBuffer::from_lengths(lengths),
-                child,
-                Some(nulls),
-            )?)
-        }
-        other => anyhow::bail!("no JSON conversion to {other}"),
-    })
-}
-
-/// Rows (JSON objects) -> a batch of `schema`.
-pub fn json_batch(schema: &SchemaRef, rows: &[Map<String, Value>]) -> anyhow::Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let vals: Vec<Option<&Value>> = rows.iter().map(|r| r.get(f.name())).collect();
-            json_array(f, &vals)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-// ----- reading S9 rows ------------------------------------------------------------------
-
-/// One row of an extracted S9 batch, read by column name.
-pub struct Row<'a> {
-    batch: &'a RecordBatch,
-    row: usize,
-}
-
-impl<'a> Row<'a> {
-    /// Row `row` of `batch`.
-    pub fn new(batch: &'a RecordBatch, row: usize) -> Self {
-        Row { batch, row }
-    }
-
-    fn col(&self, name: &str) -> Option<&'a ArrayRef> {
-        let c = self.batch.column_by_name(name)?;
-        (!c.is_null(self.row)).then_some(c)
-    }
-
-    /// Text (trimmed of `char(n)` padding), `None` when null.
-    pub fn s(&self, name: &str) -> Option<String> {
-        let c = self.col(name)?;
-        Some(match c.data_type() {
-            DataType::Utf8 => c.as_string::<i32>().value(self.row).trim_end().to_owned(),
-            _ => etl_core::batch::render_value(c, self.row),
-        })
-    }
-
-    /// An integer.
-    pub fn i(&self, name: &str) -> Option<i64> {
-        let c = self.col(name)?;
-        Some(match c.data_type() {
-            DataType::Int16 => c.as_primitive::<Int16Type>().value(self.row) as i64,
-            DataType::Int32 => c.as_primitive::<Int32Type>().value(self.row) as i64,
-            DataType::Int64 => c.as_primitive::<Int64Type>().value(self.row),
-            _ => return None,
-        })
-    }
-
-    /// A decimal as text (`25.5`).
-    pub fn dec(&self, name: &str) -> Option<Value> {
-        let c = self.col(name)?;
-        Some(match c.data_type() {
-            DataType::Decimal128(_, s) => Value::String(etl_core::batch::format_decimal(
-                c.as_primitive::<Decimal128Type>().value(self.row),
-                *s,
-            )),
-            _ => Value::String(etl_core::batch::render_value(c, self.row)),
-        })
-    }
-
-    /// A timestamp as ISO-8601 UTC `2026-01-30T14:30:00Z`.
-    pub fn ts(&self, name: &str) -> Option<String> {
-        let c = self.col(name)?;
-        match c.data_type() {
-            DataType::Timestamp(_, _) => etl_sink_dynamodb::mapping::format_timestamp(
-                c.as_primitive::<TimestampMicrosecondType>().value(self.row),
-            )
-            .ok(),
-            _ => None,
-        }
-    }
-
-    /// A date as `YYYY-MM-DD`.
-    pub fn date(&self, name: &str) -> Option<String> {
-        let c = self.col(name)?;
-        let days = c.as_primitive::<Date32Type>().value(self.row);
-        chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163).map(|d| d.to_string())
     }
 }
 
@@ -861,25 +642,8 @@ impl Transform for S9Transform {
     }
 
     fn transform(&self, mut batch: Batch) -> etl_core::Result<Batch> {
-        let mut fates = Vec::with_capacity(batch.num_rows());
-        let mut rows = Vec::with_capacity(batch.num_rows());
-        for r in 0..batch.num_rows() {
-            match self.item(&Row::new(&batch.data, r)) {
-                Ok(m) => {
-                    rows.push(m);
-                    fates.push(None);
-                }
-                Err(f) => fates.push(Some(f)),
-            }
-        }
-        batch.apply_fates(&fates)?;
-        batch.data = json_batch(&self.schema, &rows).map_err(|e| {
-            etl_core::Error::component(
-                etl_core::Stage::Transform,
-                "s9_to_dynamodb",
-                false,
-                e.to_string(),
-            )
+        map_rows("s9_to_dynamodb", &mut batch, &self.schema, |row| {
+            self.item(row)
         })?;
         Ok(batch)
     }
