@@ -14,6 +14,8 @@
 //! * [`ExportLoad`]: a sink writing every unit of a run (units may run concurrently) into
 //!   one `<dir>/<name>.parquet` and, optionally, one `<dir>/<name>.csv`, via `.part`
 //!   names renamed when the run commits: a file that exists is a complete export.
+//! * [`Fingerprint`], [`InputGuard`]: a resumed step continues only over the input file
+//!   its units were recorded from.
 //! * [`writer`], [`read_all`], [`file_rows`], [`file_schema`]: the small helpers around them.
 //!
 //! Memory stays flat: files are read and written one batch at a time, and a writer holds at
@@ -42,6 +44,8 @@
 
 #![warn(missing_docs)]
 
+mod input;
+pub use input::{Fingerprint, InputGuard};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 

@@ -41,7 +41,7 @@ pub mod generate;
 pub use etl_parquet as pq;
 pub mod transform;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,8 +54,10 @@ use etl_core::migration::{
     StepState,
 };
 use etl_core::report::write_atomic;
-use etl_core::{BoxError, Extract, Finding, Pipeline, RunReport, RunStatus, Secret};
-use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, get_item, static_client};
+use etl_core::{BoxError, Extract, Finding, Pipeline, RunReport, RunStatus};
+use etl_sink_dynamodb::admin::{
+    TableSpec, count_items, ensure_table, env_client, get_item, static_client,
+};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
 use etl_sink_dynamodb::backup::{BackupInfo, RestoreMode, backup_table, restore_table};
 use etl_sink_dynamodb::dynalite::Dynalite;
@@ -63,7 +65,9 @@ use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json, items_from
 use etl_sink_dynamodb::{
     DynamoLoad, ItemCheck, ItemWriter, JsonCheckpoint, KeySchema, WriteOptions,
 };
-use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, quote_ident};
+use etl_source_postgres::{
+    Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig, quote_ident,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -179,39 +183,11 @@ pub struct Args {
 #[serde(default)]
 pub struct Config {
     /// The S9 database.
-    pub source: Option<SourceConfig>,
+    pub source: Option<ServerConfig>,
     /// DynamoDB.
     pub target: TargetConfig,
     /// Batching and retries.
     pub migration: MigrationConfig,
-}
-
-/// `source` of the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceConfig {
-    /// Always `postgresql`.
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-    /// Host.
-    pub host: String,
-    /// Port.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Database.
-    pub database: String,
-    /// User.
-    pub username: String,
-    /// Password (use `${DB_PASSWORD}`).
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// TLS required.
-    #[serde(default)]
-    pub ssl: bool,
-}
-
-fn default_port() -> u16 {
-    5432
 }
 
 /// `target` of the config.
@@ -342,8 +318,8 @@ struct S9 {
     source: OnceCell<Source>,
     dynamo: OnceCell<(Client, Option<Dynalite>)>,
     rss: Mutex<serde_json::Map<String, Value>>,
-    /// Input fingerprints this invocation computed (hashed once per file).
-    checked: Mutex<HashMap<PathBuf, crate::artifact::Fingerprint>>,
+    /// The transformed files the load reads, checked against the row groups it recorded.
+    inputs: pq::InputGuard,
 }
 
 impl S9 {
@@ -362,6 +338,7 @@ impl S9 {
                 Some(EntityArg::Sales) => vec![Entity::Sales, Entity::SaleLines],
             },
             checkpoint: data.join(".checkpoint.json"),
+            inputs: pq::InputGuard::new(data.join(".checkpoint.json")),
             data,
             reports,
             config,
@@ -369,7 +346,6 @@ impl S9 {
             source: OnceCell::new(),
             dynamo: OnceCell::new(),
             rss: Mutex::default(),
-            checked: Mutex::default(),
         })
     }
 
@@ -489,7 +465,7 @@ impl S9 {
         let given = (self.args.common.database_url.as_ref())
             .map(|s| s.expose().to_owned())
             .filter(|s| !s.trim().is_empty())
-            .or_else(|| self.config.source.as_ref().map(SourceConfig::url));
+            .or_else(|| self.config.source.as_ref().map(ServerConfig::url));
         let generate = given.is_none();
         let (url, local) = etl_testkit::database_url_or_start(given.as_deref(), "s9").await?;
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -626,46 +602,14 @@ impl S9 {
     }
 
     /// The load of `e` reads row groups of transformed/<e>.parquet and records those it
-    /// wrote: the checkpoint also records that file's fingerprint. Resuming (`resume`)
-    /// over recorded row groups is refused when the file changed since (a transform ran
-    /// again), naming the file and what changed; a fresh load forgets the row groups and
-    /// records the file as it is now.
+    /// wrote; resuming over them is refused when the file changed since ([`pq::InputGuard`]).
     fn load_input(&self, e: Entity, resume: bool) -> anyhow::Result<()> {
         let path = self.transformed(e);
         if !path.exists() {
             bail!("{} is missing: run --phase transform first", path.display());
         }
-        let units = JsonCheckpoint::new(&self.checkpoint, format!("load:{}", e.name()));
-        let input = JsonCheckpoint::new(&self.checkpoint, format!("input:load:{}", e.name()));
-        let checked = self.checked.lock().expect("lock").get(&path).cloned();
-        let now = match checked {
-            // Verified up front by this invocation: the same size and time are enough.
-            Some(f) if resume && same_file_times(&path, &f) => f,
-            _ => crate::artifact::Fingerprint::of(&path)?,
-        };
-        if resume && !units.completed()?.is_empty() {
-            let then: Option<crate::artifact::Fingerprint> =
-                (input.get("fingerprint")?).and_then(|v| serde_json::from_value(v).ok());
-            let changes = match &then {
-                None => vec!["no fingerprint of it was recorded".to_owned()],
-                Some(then) => now.changes_since(then),
-            };
-            if !changes.is_empty() {
-                return Err(etl_core::Error::Refused(format!(
-                    "--resume: {} changed since the unfinished load of {} recorded the row \
-                     groups it wrote ({}); they are not the row groups of this file: load it \
-                     from the start without --resume (`--phase load`)",
-                    path.display(),
-                    e.name(),
-                    changes.join(", ")
-                ))
-                .into());
-            }
-        } else if !resume {
-            units.reset()?;
-        }
-        input.set("fingerprint", serde_json::to_value(&now)?)?;
-        self.checked.lock().expect("lock").insert(path, now);
+        self.inputs
+            .check(&path, &format!("load:{}", e.name()), resume)?;
         Ok(())
     }
 
@@ -724,12 +668,6 @@ impl S9 {
     }
 }
 
-/// Whether the file at `path` still has the size and modification time of `f`.
-fn same_file_times(path: &Path, f: &crate::artifact::Fingerprint) -> bool {
-    crate::artifact::Fingerprint::times(path)
-        .is_ok_and(|(size, t)| size == f.size && t == f.modified_ns)
-}
-
 fn append_log(dir: &Path, lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     use std::io::Write as _;
     let path = dir.join("migration_errors.log");
@@ -740,23 +678,6 @@ fn append_log(dir: &Path, lines: impl IntoIterator<Item = String>) -> anyhow::Re
     let text: String = lines.into_iter().map(|l| format!("{now} {l}\n")).collect();
     f.write_all(text.as_bytes())?;
     Ok(())
-}
-
-impl SourceConfig {
-    /// The URL of the config's `source`.
-    fn url(&self) -> String {
-        let pw = (self.password.as_ref())
-            .map(|p| format!(":{}", urlencode(p.expose())))
-            .unwrap_or_default();
-        let ssl = if self.ssl { "?sslmode=require" } else { "" };
-        let (user, host, port, db) = (
-            urlencode(&self.username),
-            &self.host,
-            self.port,
-            &self.database,
-        );
-        format!("postgres://{user}{pw}@{host}:{port}/{db}{ssl}")
-    }
 }
 
 // ----- the migration ----------------------------------------------------------------------
@@ -1168,7 +1089,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         for &e in &c.entities {
             c.load_input(e, c.resume_units(cx))?;
         }
-        let checked = c.checked.lock().expect("lock").clone();
+        let checked = c.inputs.checked();
         inputs = json!({
             "bytes": checked.values().map(|f| f.size).sum::<u64>(),
             "seconds": t.elapsed().as_secs_f64(),
@@ -1370,38 +1291,6 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let finding = Finding::check("verify", ok, &message);
     let out = StepOutput::message(message).with_details(json!({ "counts": counts }));
     Ok(out.with_findings(vec![finding]))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A client for AWS with the credentials in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-/// (/`AWS_SESSION_TOKEN`).
-fn env_client(region: &str) -> Client {
-    use etl_sink_dynamodb::aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let var = |k: &str| std::env::var(k).ok();
-    let (id, secret) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
-    let creds = Credentials::new(
-        id.unwrap_or_default(),
-        secret.unwrap_or_default(),
-        var("AWS_SESSION_TOKEN"),
-        None,
-        "environment",
-    );
-    let conf = etl_sink_dynamodb::aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .credentials_provider(creds)
-        .build();
-    Client::from_conf(conf)
 }
 
 /// Paths of the bundled data.
