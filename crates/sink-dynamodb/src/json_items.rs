@@ -279,6 +279,35 @@ impl<'a> Row<'a> {
             .value(self.row);
         chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163).map(|d| d.to_string())
     }
+
+    /// The value in the form its column's type calls for: text ([`Row::s`]), an integer,
+    /// a boolean, a decimal ([`Row::dec`]), a timestamp ([`Row::ts`]), a date
+    /// ([`Row::date`]); other types as they are rendered.
+    pub fn value(&self, name: &str) -> Option<Value> {
+        let c = self.col(name)?;
+        match c.data_type() {
+            DataType::Int16 | DataType::Int32 | DataType::Int64 => self.i(name).map(Value::from),
+            DataType::Boolean => Some(Value::Bool(c.as_boolean().value(self.row))),
+            DataType::Decimal128(..) => self.dec(name),
+            DataType::Timestamp(..) => self.ts(name).map(Value::String),
+            DataType::Date32 => self.date(name).map(Value::String),
+            _ => self.s(name).map(Value::String),
+        }
+    }
+
+    /// Copy columns into attributes of `m` as they are ([`Row::value`]): `(attribute,
+    /// column)` pairs; an empty column name, a null or a missing column copies nothing.
+    pub fn copy_into<'n>(
+        &self,
+        m: &mut Map<String, Value>,
+        columns: impl IntoIterator<Item = (&'n str, &'n str)>,
+    ) {
+        for (attr, column) in columns {
+            if let Some(v) = (!column.is_empty()).then(|| self.value(column)).flatten() {
+                m.insert(attr.to_owned(), v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +364,32 @@ mod tests {
             (Some("A"), Some(3), Some(Value::String("12.5".into())))
         );
         assert_eq!(row.s("missing"), None);
+        let mut m = Map::new();
+        let columns = [
+            ("Id", "PK"),
+            ("Count", "N"),
+            ("Sum", "Total"),
+            ("X", ""),
+            ("Y", "nope"),
+        ];
+        row.copy_into(&mut m, columns);
+        let copied = serde_json::json!({"Id": "A", "Count": 3, "Sum": "12.5"});
+        assert_eq!(Value::Object(m), copied);
+        let mut m = Map::new();
+        row.copy_into(
+            &mut m,
+            [
+                ("Id", "PK"),
+                ("Count", "N"),
+                ("Sum", "Total"),
+                ("X", ""),
+                ("Y", "nope"),
+            ],
+        );
+        assert_eq!(
+            Value::Object(m),
+            serde_json::json!({"Id": "A", "Count": 3, "Sum": "12.5"})
+        );
         let too_big = [serde_json::json!({"PK": "C", "Total": "1e30"})
             .as_object()
             .unwrap()

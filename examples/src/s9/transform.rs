@@ -139,148 +139,167 @@ pub fn code(prefix: &str, id: i64) -> String {
 
 // ----- the target schemas -------------------------------------------------------------
 
-const ADDRESS: &[&str] = &[
-    "Street",
-    "Number",
-    "Complement",
-    "Neighborhood",
-    "City",
-    "State",
-    "PostalCode",
-    "Country",
-];
-const BANK: &[&str] = &["Bank", "BankName", "Agency", "Account", "AccountType"];
-const CERT: &[&str] = &["Type", "Number", "Issuer", "ValidUntil"];
+use Attr::{Dec, Int, Map as M, MapList, S, StrList};
 
-const MONEY: Attr = Attr::Dec(18, 2);
-const QTY: Attr = Attr::Dec(18, 3);
+/// The attributes of a map, each with the S9 column it is copied from (`""`: computed).
+type Fields = &'static [(&'static str, &'static str)];
+
+const ADDRESS: Fields = &[
+    ("Street", ""),
+    ("Number", ""),
+    ("Complement", ""),
+    ("Neighborhood", "bairro"),
+    ("City", "cidade"),
+    ("State", "estado"),
+    ("PostalCode", "cep"),
+    ("Country", "pais"),
+];
+const BANK: Fields = &[
+    ("Bank", "banco"),
+    ("BankName", "banco_nome"),
+    ("Agency", "agencia"),
+    ("Account", "conta"),
+    ("AccountType", ""),
+];
+const CERT: Fields = &[
+    ("Type", "tipo"),
+    ("Number", "numero"),
+    ("Issuer", "emissor"),
+    ("ValidUntil", "validade"),
+];
+const fn names<const N: usize>(f: Fields) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = f[i].0;
+        i += 1;
+    }
+    out
+}
+const ADDRESS_NAMES: &[&str] = &names::<8>(ADDRESS);
+const BANK_NAMES: &[&str] = &names::<5>(BANK);
+const CERT_NAMES: &[&str] = &names::<4>(CERT);
+
+const MONEY: Attr = Dec(18, 2);
+const QTY: Attr = Dec(18, 3);
+
+/// An attribute: its type and the S9 column it is copied from as it is (text, decimal,
+/// ISO timestamp: [`Row::value`]), or `""` when the transform computes it.
+type Spec = (&'static str, Attr, &'static str);
+
+/// What buyers and producers share.
+const PARTY: &[Spec] = &[
+    ("PK", S, ""),
+    ("SK", S, ""),
+    ("EntityType", S, ""),
+    ("Name", S, "nome"),
+    ("TradeName", S, "nome_fantasia"),
+    ("Document", S, "cnpj"),
+    ("DocumentType", S, ""),
+    ("Email", S, "email"),
+    ("Phone", S, "telefone"),
+    ("Mobile", S, "celular"),
+    ("Address", M(ADDRESS_NAMES), ""),
+    ("Status", S, ""),
+    ("ContactPerson", S, "contato_nome"),
+    ("ContactEmail", S, "contato_email"),
+    ("ContactPhone", S, "contato_telefone"),
+    ("TaxId", S, "cnpj"),
+    ("StateRegistration", S, "inscricao_estadual"),
+    ("Notes", S, "observacoes"),
+    ("GSI1PK", S, ""),
+    ("GSI1SK", S, ""),
+];
+const AUDIT: &[Spec] = &[
+    ("CreatedAt", S, "data_cadastro"),
+    ("CreatedBy", S, "usuario_cadastro"),
+    ("UpdatedAt", S, "data_atualizacao"),
+    ("UpdatedBy", S, "usuario_atualizacao"),
+];
+const BUYER: &[Spec] = &[
+    ("BuyerId", S, ""),
+    ("BillingAddress", M(ADDRESS_NAMES), ""),
+    ("CreditLimit", MONEY, "limite_credito"),
+    ("PaymentTerms", S, ""),
+];
+const PRODUCER: &[Spec] = &[
+    ("ProducerId", S, ""),
+    ("ProductCategories", StrList, ""),
+    ("BankAccount", M(BANK_NAMES), ""),
+    ("Certifications", MapList(CERT_NAMES), ""),
+];
+const SALE: &[Spec] = &[
+    ("PK", S, ""),
+    ("SK", S, ""),
+    ("EntityType", S, ""),
+    ("SaleId", S, ""),
+    ("BuyerId", S, ""),
+    ("BuyerName", S, ""),
+    ("BuyerDocument", S, ""),
+    ("ProducerId", S, ""),
+    ("ProducerName", S, ""),
+    ("ProducerDocument", S, ""),
+    ("SaleDate", S, ""),
+    ("DeliveryDate", S, "data_entrega"),
+    ("InvoiceDate", S, "data_nota"),
+    ("Status", S, ""),
+    ("PaymentTerms", S, ""),
+    ("Quantity", QTY, "quantidade_total"),
+    ("UnitPrice", MONEY, "preco_unitario"),
+    ("Subtotal", MONEY, "subtotal"),
+    ("Discount", MONEY, "desconto"),
+    ("Tax", MONEY, "imposto"),
+    ("Total", MONEY, "valor_total"),
+    ("Currency", S, "moeda"),
+    ("Notes", S, "observacoes"),
+    ("InvoiceNumber", S, "numero_nota"),
+    ("InvoiceKey", S, "chave_nota"),
+    ("InvoiceFileUrl", S, ""),
+    ("GSI1PK", S, ""),
+    ("GSI1SK", S, ""),
+    ("GSI2PK", S, ""),
+    ("GSI2SK", S, ""),
+    ("GSI3PK", S, ""),
+    ("GSI3SK", S, ""),
+];
+const LINE: &[Spec] = &[
+    ("PK", S, ""),
+    ("SK", S, ""),
+    ("EntityType", S, ""),
+    ("SaleId", S, ""),
+    ("LineNumber", Int, ""),
+    ("ProductCode", S, "codigo_produto"),
+    ("ProductName", S, "nome_produto"),
+    ("ProductDescription", S, "descricao_produto"),
+    ("Quantity", QTY, "quantidade"),
+    ("Unit", S, "unidade"),
+    ("UnitPrice", MONEY, "preco_unitario"),
+    ("Subtotal", MONEY, "subtotal"),
+    ("Discount", MONEY, "desconto"),
+    ("Tax", MONEY, "imposto"),
+    ("Total", MONEY, "total"),
+    ("DiscountPercentage", Dec(7, 2), "percentual_desconto"),
+    ("TaxPercentage", Dec(7, 2), "percentual_imposto"),
+    ("Notes", S, "observacoes"),
+    ("CreatedAt", S, "data_cadastro"),
+    ("UpdatedAt", S, "data_atualizacao"),
+];
+
+/// The attributes of an entity's items, in column order.
+fn specs(entity: Entity) -> Vec<Spec> {
+    let parts: &[&[Spec]] = match entity {
+        Entity::Buyers => &[PARTY, BUYER, AUDIT],
+        Entity::Producers => &[PARTY, PRODUCER, AUDIT],
+        Entity::Sales => &[SALE, AUDIT],
+        Entity::SaleLines => &[LINE],
+    };
+    parts.concat()
+}
 
 /// The Arrow schema of an entity's items (`data/transformed/<entity>.parquet`).
 pub fn target_schema(entity: Entity) -> SchemaRef {
-    use Attr::*;
-    let schema_of = |attrs: &[(&str, Attr)]| item_schema(&super::keys(), attrs);
-    match entity {
-        Entity::Buyers => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("BuyerId", S),
-            ("Name", S),
-            ("TradeName", S),
-            ("Document", S),
-            ("DocumentType", S),
-            ("Email", S),
-            ("Phone", S),
-            ("Mobile", S),
-            ("Address", Map(ADDRESS)),
-            ("BillingAddress", Map(ADDRESS)),
-            ("Status", S),
-            ("CreditLimit", MONEY),
-            ("PaymentTerms", S),
-            ("ContactPerson", S),
-            ("ContactEmail", S),
-            ("ContactPhone", S),
-            ("TaxId", S),
-            ("StateRegistration", S),
-            ("Notes", S),
-            ("CreatedAt", S),
-            ("CreatedBy", S),
-            ("UpdatedAt", S),
-            ("UpdatedBy", S),
-            ("GSI1PK", S),
-            ("GSI1SK", S),
-        ]),
-        Entity::Producers => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("ProducerId", S),
-            ("Name", S),
-            ("TradeName", S),
-            ("Document", S),
-            ("DocumentType", S),
-            ("Email", S),
-            ("Phone", S),
-            ("Mobile", S),
-            ("Address", Map(ADDRESS)),
-            ("Status", S),
-            ("ProductCategories", StrList),
-            ("ContactPerson", S),
-            ("ContactEmail", S),
-            ("ContactPhone", S),
-            ("TaxId", S),
-            ("StateRegistration", S),
-            ("BankAccount", Map(BANK)),
-            ("Certifications", MapList(CERT)),
-            ("Notes", S),
-            ("CreatedAt", S),
-            ("CreatedBy", S),
-            ("UpdatedAt", S),
-            ("UpdatedBy", S),
-            ("GSI1PK", S),
-            ("GSI1SK", S),
-        ]),
-        Entity::Sales => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("SaleId", S),
-            ("BuyerId", S),
-            ("BuyerName", S),
-            ("BuyerDocument", S),
-            ("ProducerId", S),
-            ("ProducerName", S),
-            ("ProducerDocument", S),
-            ("SaleDate", S),
-            ("DeliveryDate", S),
-            ("InvoiceDate", S),
-            ("Status", S),
-            ("PaymentTerms", S),
-            ("Quantity", QTY),
-            ("UnitPrice", MONEY),
-            ("Subtotal", MONEY),
-            ("Discount", MONEY),
-            ("Tax", MONEY),
-            ("Total", MONEY),
-            ("Currency", S),
-            ("Notes", S),
-            ("InvoiceNumber", S),
-            ("InvoiceKey", S),
-            ("InvoiceFileUrl", S),
-            ("CreatedAt", S),
-            ("CreatedBy", S),
-            ("UpdatedAt", S),
-            ("UpdatedBy", S),
-            ("GSI1PK", S),
-            ("GSI1SK", S),
-            ("GSI2PK", S),
-            ("GSI2SK", S),
-            ("GSI3PK", S),
-            ("GSI3SK", S),
-        ]),
-        Entity::SaleLines => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("SaleId", S),
-            ("LineNumber", Int),
-            ("ProductCode", S),
-            ("ProductName", S),
-            ("ProductDescription", S),
-            ("Quantity", QTY),
-            ("Unit", S),
-            ("UnitPrice", MONEY),
-            ("Subtotal", MONEY),
-            ("Discount", MONEY),
-            ("Tax", MONEY),
-            ("Total", MONEY),
-            ("DiscountPercentage", Dec(7, 2)),
-            ("TaxPercentage", Dec(7, 2)),
-            ("Notes", S),
-            ("CreatedAt", S),
-            ("UpdatedAt", S),
-        ]),
-    }
+    let attrs: Vec<(&str, Attr)> = specs(entity).iter().map(|(n, a, _)| (*n, *a)).collect();
+    item_schema(&super::keys(), &attrs)
 }
 
 // ----- the transform ----------------------------------------------------------------------
@@ -318,10 +337,7 @@ impl Lookups {
                 None => {
                     if let Some(id) = row.i("id_produtor") {
                         let mut c = Map::new();
-                        put(&mut c, "Type", row.s("tipo"));
-                        put(&mut c, "Number", row.s("numero"));
-                        put(&mut c, "Issuer", row.s("emissor"));
-                        put(&mut c, "ValidUntil", row.date("validade"));
+                        row.copy_into(&mut c, CERT.iter().copied());
                         self.certifications
                             .entry(id)
                             .or_default()
@@ -335,26 +351,17 @@ impl Lookups {
 }
 
 /// `PK` `<PREFIX>#<code>`, `SK` `#METADATA#<prefix>` and the id attribute of a buyer or
-/// producer item.
+/// producer item; GSI1 is the `<PREFIX>S` partition, sorted by `<PREFIX>#<Name>`.
 fn party_keys(m: &mut Map<String, Value>, prefix: &str, id_attr: &str, id: i64) {
     let code = code(prefix, id);
+    let name = m.get("Name").and_then(Value::as_str).unwrap_or_default();
+    let gsi1sk = format!("{prefix}#{name}");
     m.insert("PK".into(), json!(format!("{prefix}#{code}")));
-    m.insert(
-        "SK".into(),
-        json!(format!("#METADATA#{}", prefix.to_lowercase())),
-    );
+    let sk = format!("#METADATA#{}", prefix.to_lowercase());
+    m.insert("SK".into(), json!(sk));
     m.insert(id_attr.into(), json!(code));
-}
-
-/// GSI1 of a buyer or producer: the `list` partition, sorted by `<PREFIX>#<Name>`.
-fn by_name(m: &mut Map<String, Value>, list: &str, prefix: &str) {
-    let name = m
-        .get("Name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    m.insert("GSI1PK".into(), json!(list));
-    m.insert("GSI1SK".into(), json!(format!("{prefix}#{name}")));
+    m.insert("GSI1PK".into(), json!(format!("{prefix}S")));
+    m.insert("GSI1SK".into(), json!(gsi1sk));
 }
 
 fn put(m: &mut Map<String, Value>, k: &str, v: Option<impl Into<Value>>) {
@@ -371,6 +378,27 @@ fn reject(column: &str, kind: &str, reason: String) -> Fate {
     }
 }
 
+/// A value the item cannot do without.
+fn need<T>(v: Option<T>, column: &str) -> Result<T, Fate> {
+    v.ok_or_else(|| reject(column, "missing_value", format!("{column} is null")))
+}
+
+/// A code mapped to its target value, or an `unknown_code` reject.
+fn mapped<T>(v: Option<T>, column: &str, why: impl FnOnce() -> String) -> Result<T, Fate> {
+    v.ok_or_else(|| reject(column, "unknown_code", why()))
+}
+
+/// `PaymentTerms` from `prazo_pagamento` (days).
+fn terms(row: &Row<'_>, m: &mut Map<String, Value>) -> Result<(), Fate> {
+    if let Some(days) = row.i("prazo_pagamento") {
+        let t = mapped(payment_terms(days), "prazo_pagamento", || {
+            format!("payment term {days} is not a positive number of days")
+        })?;
+        m.insert("PaymentTerms".into(), json!(t));
+    }
+    Ok(())
+}
+
 /// The transform of one entity: S9 rows in, target items out; unknown codes are rejects.
 #[derive(Debug, Clone)]
 pub struct S9Transform {
@@ -378,44 +406,35 @@ pub struct S9Transform {
     lookups: Arc<Lookups>,
     invoice_url: String,
     schema: SchemaRef,
+    copies: Vec<(&'static str, &'static str)>,
 }
 
 impl S9Transform {
     /// The transform of `entity`. `invoice_url` is the `InvoiceFileUrl` template with
     /// `{year}`, `{month}` (of the invoice date) and `{sale_id}`.
     pub fn new(entity: Entity, lookups: Arc<Lookups>, invoice_url: impl Into<String>) -> Self {
+        let specs = specs(entity).into_iter();
         S9Transform {
             entity,
             lookups,
             invoice_url: invoice_url.into(),
             schema: target_schema(entity),
+            copies: specs
+                .filter(|s| !s.2.is_empty())
+                .map(|(a, _, c)| (a, c))
+                .collect(),
         }
     }
 
-    fn party(
-        &self,
-        row: &Row<'_>,
-        m: &mut Map<String, Value>,
-        status_code: &str,
-    ) -> Result<(), Fate> {
-        put(m, "Name", row.s("nome"));
-        put(m, "TradeName", row.s("nome_fantasia"));
-        let doc = row.s("cnpj");
-        if let Some(doc) = &doc {
-            let t = document_type(doc).ok_or_else(|| {
-                reject(
-                    "cnpj",
-                    "bad_document",
-                    format!("document {doc:?} is neither a CNPJ (14 digits) nor a CPF (11)"),
-                )
+    /// What buyers and producers share: the document, the address, the status.
+    fn party(&self, row: &Row<'_>, m: &mut Map<String, Value>) -> Result<(), Fate> {
+        if let Some(doc) = row.s("cnpj") {
+            let t = document_type(&doc).ok_or_else(|| {
+                let why = format!("document {doc:?} is neither a CNPJ (14 digits) nor a CPF (11)");
+                reject("cnpj", "bad_document", why)
             })?;
             m.insert("DocumentType".into(), json!(t));
         }
-        put(m, "Document", doc.clone());
-        put(m, "TaxId", doc);
-        put(m, "Email", row.s("email"));
-        put(m, "Phone", row.s("telefone"));
-        put(m, "Mobile", row.s("celular"));
         let mut addr = Map::new();
         if let Some(a) = row.s("endereco") {
             let (street, number, complement) = split_address(&a);
@@ -423,116 +442,66 @@ impl S9Transform {
             put(&mut addr, "Number", number);
             put(&mut addr, "Complement", complement);
         }
-        put(&mut addr, "Neighborhood", row.s("bairro"));
-        put(&mut addr, "City", row.s("cidade"));
-        put(&mut addr, "State", row.s("estado"));
-        put(&mut addr, "PostalCode", row.s("cep"));
-        put(&mut addr, "Country", row.s("pais"));
+        row.copy_into(&mut addr, ADDRESS.iter().copied());
         m.insert("Address".into(), Value::Object(addr));
-        let status = entity_status(status_code).ok_or_else(|| {
-            reject(
-                "status",
-                "unknown_code",
-                format!("status {status_code:?} is not one of A/I/B/S"),
-            )
+        let code = row.s("status").unwrap_or_default();
+        let status = mapped(entity_status(&code), "status", || {
+            format!("status {code:?} is not one of A/I/B/S")
         })?;
         m.insert("Status".into(), json!(status));
-        put(m, "ContactPerson", row.s("contato_nome"));
-        put(m, "ContactEmail", row.s("contato_email"));
-        put(m, "ContactPhone", row.s("contato_telefone"));
-        put(m, "StateRegistration", row.s("inscricao_estadual"));
-        put(m, "Notes", row.s("observacoes"));
-        put(m, "CreatedAt", row.ts("data_cadastro"));
-        put(m, "CreatedBy", row.s("usuario_cadastro"));
-        put(m, "UpdatedAt", row.ts("data_atualizacao"));
-        put(m, "UpdatedBy", row.s("usuario_atualizacao"));
         Ok(())
     }
 
     /// The item of one S9 row, or its fate.
     pub fn item(&self, row: &Row<'_>) -> Result<Map<String, Value>, Fate> {
-        let mut m = Map::new();
         let key = self.entity.key();
         let id = row
             .i(key)
             .ok_or_else(|| reject(key, "missing_key", format!("{key} is null")))?;
+        let mut m = Map::new();
+        row.copy_into(&mut m, self.copies.iter().copied());
         m.insert("EntityType".into(), json!(self.entity.entity_type()));
         match self.entity {
             Entity::Buyers => {
                 party_keys(&mut m, "BUYER", "BuyerId", id);
-                self.party(row, &mut m, &row.s("status").unwrap_or_default())?;
+                self.party(row, &mut m)?;
                 if let Some(a) = m.get("Address").cloned() {
                     m.insert("BillingAddress".into(), a);
                 }
-                put(&mut m, "CreditLimit", row.dec("limite_credito"));
-                if let Some(days) = row.i("prazo_pagamento") {
-                    let t = payment_terms(days).ok_or_else(|| {
-                        reject(
-                            "prazo_pagamento",
-                            "unknown_code",
-                            format!("payment term {days} is not a positive number of days"),
-                        )
-                    })?;
-                    m.insert("PaymentTerms".into(), json!(t));
-                }
-                by_name(&mut m, "BUYERS", "BUYER");
+                terms(row, &mut m)?;
             }
             Entity::Producers => {
                 party_keys(&mut m, "PRODUCER", "ProducerId", id);
-                self.party(row, &mut m, &row.s("status").unwrap_or_default())?;
+                self.party(row, &mut m)?;
                 if let Some(c) = row.s("categorias_produtos") {
-                    let cats: Vec<Value> = c
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| json!(s))
-                        .collect();
-                    m.insert("ProductCategories".into(), Value::Array(cats));
+                    let cats = c.split(',').map(str::trim).filter(|s| !s.is_empty());
+                    m.insert("ProductCategories".into(), cats.collect());
                 }
                 let mut bank = Map::new();
-                put(&mut bank, "Bank", row.s("banco"));
-                put(&mut bank, "BankName", row.s("banco_nome"));
-                put(&mut bank, "Agency", row.s("agencia"));
-                put(&mut bank, "Account", row.s("conta"));
+                row.copy_into(&mut bank, BANK.iter().copied());
                 if let Some(t) = row.s("tipo_conta") {
-                    let mapped = account_type(&t).ok_or_else(|| {
-                        reject(
-                            "tipo_conta",
-                            "unknown_code",
-                            format!("account type {t:?} is not one of CC/CP"),
-                        )
+                    let mapped = mapped(account_type(&t), "tipo_conta", || {
+                        format!("account type {t:?} is not one of CC/CP")
                     })?;
                     bank.insert("AccountType".into(), json!(mapped));
                 }
                 if !bank.is_empty() {
                     m.insert("BankAccount".into(), Value::Object(bank));
                 }
-                let certs = self
-                    .lookups
-                    .certifications
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or_default();
-                m.insert("Certifications".into(), Value::Array(certs));
-                by_name(&mut m, "PRODUCERS", "PRODUCER");
+                let certs = self.lookups.certifications.get(&id);
+                m.insert(
+                    "Certifications".into(),
+                    json!(certs.cloned().unwrap_or_default()),
+                );
             }
             Entity::Sales => {
                 let sid = code("SALE", id);
                 m.insert("PK".into(), json!(format!("SALE#{sid}")));
                 m.insert("SK".into(), json!("#METADATA#sale"));
                 m.insert("SaleId".into(), json!(sid));
-                let buyer = row.i("id_comprador").ok_or_else(|| {
-                    reject(
-                        "id_comprador",
-                        "missing_value",
-                        "id_comprador is null".into(),
-                    )
-                })?;
-                let producer = row.i("id_produtor").ok_or_else(|| {
-                    reject("id_produtor", "missing_value", "id_produtor is null".into())
-                })?;
-                let bid = code("BUYER", buyer);
-                let pid = code("PRODUCER", producer);
+                let buyer = need(row.i("id_comprador"), "id_comprador")?;
+                let producer = need(row.i("id_produtor"), "id_produtor")?;
+                let (bid, pid) = (code("BUYER", buyer), code("PRODUCER", producer));
                 m.insert("BuyerId".into(), json!(bid));
                 if let Some((name, doc)) = self.lookups.buyers.get(&buyer) {
                     m.insert("BuyerName".into(), json!(name));
@@ -543,89 +512,44 @@ impl S9Transform {
                     m.insert("ProducerName".into(), json!(name));
                     put(&mut m, "ProducerDocument", doc.clone());
                 }
-                let sale_date = row.ts("data_venda").ok_or_else(|| {
-                    reject("data_venda", "missing_value", "data_venda is null".into())
-                })?;
+                let sale_date = need(row.ts("data_venda"), "data_venda")?;
                 m.insert("SaleDate".into(), json!(sale_date));
-                put(&mut m, "DeliveryDate", row.ts("data_entrega"));
-                put(&mut m, "InvoiceDate", row.ts("data_nota"));
                 let code_s = row.s("status").unwrap_or_default();
-                let status = sale_status(&code_s).ok_or_else(|| {
-                    reject("status", "unknown_code", format!("sale status {code_s:?} is not one of RASCUNHO/CONFIRMADO/FATURADO/ENVIADO/ENTREGUE/CANCELADO"))
+                let status = mapped(sale_status(&code_s), "status", || {
+                    format!(
+                        "sale status {code_s:?} is not one of RASCUNHO/CONFIRMADO/FATURADO/ENVIADO/ENTREGUE/CANCELADO"
+                    )
                 })?;
                 m.insert("Status".into(), json!(status));
-                if let Some(days) = row.i("prazo_pagamento") {
-                    let t = payment_terms(days).ok_or_else(|| {
-                        reject(
-                            "prazo_pagamento",
-                            "unknown_code",
-                            format!("payment term {days} is not a positive number of days"),
-                        )
-                    })?;
-                    m.insert("PaymentTerms".into(), json!(t));
-                }
-                put(&mut m, "Quantity", row.dec("quantidade_total"));
-                put(&mut m, "UnitPrice", row.dec("preco_unitario"));
-                put(&mut m, "Subtotal", row.dec("subtotal"));
-                put(&mut m, "Discount", row.dec("desconto"));
-                put(&mut m, "Tax", row.dec("imposto"));
-                put(&mut m, "Total", row.dec("valor_total"));
-                put(&mut m, "Currency", row.s("moeda"));
-                put(&mut m, "Notes", row.s("observacoes"));
-                let invoice = row.s("numero_nota");
-                if invoice.is_some() {
+                terms(row, &mut m)?;
+                if row.s("numero_nota").is_some() {
                     let when = row.ts("data_nota").unwrap_or_else(|| sale_date.clone());
-                    let url = self
-                        .invoice_url
-                        .replace("{year}", &when[..4])
+                    let url = (self.invoice_url.replace("{year}", &when[..4]))
                         .replace("{month}", &when[5..7])
                         .replace("{sale_id}", &sid);
                     m.insert("InvoiceFileUrl".into(), json!(url));
                 }
-                put(&mut m, "InvoiceNumber", invoice);
-                put(&mut m, "InvoiceKey", row.s("chave_nota"));
-                put(&mut m, "CreatedAt", row.ts("data_cadastro"));
-                put(&mut m, "CreatedBy", row.s("usuario_cadastro"));
-                put(&mut m, "UpdatedAt", row.ts("data_atualizacao"));
-                put(&mut m, "UpdatedBy", row.s("usuario_atualizacao"));
-                m.insert("GSI1PK".into(), json!(format!("BUYER#{bid}")));
-                m.insert("GSI1SK".into(), json!(format!("SALE#{sale_date}")));
-                m.insert("GSI2PK".into(), json!(format!("PRODUCER#{pid}")));
-                m.insert("GSI2SK".into(), json!(format!("SALE#{sale_date}")));
-                m.insert("GSI3PK".into(), json!(format!("STATUS#{status}")));
-                m.insert("GSI3SK".into(), json!(format!("SALE#{sale_date}")));
+                let gsi = [
+                    ("BUYER", bid),
+                    ("PRODUCER", pid),
+                    ("STATUS", status.to_owned()),
+                ];
+                for (i, (what, value)) in gsi.into_iter().enumerate() {
+                    m.insert(format!("GSI{}PK", i + 1), json!(format!("{what}#{value}")));
+                    m.insert(
+                        format!("GSI{}SK", i + 1),
+                        json!(format!("SALE#{sale_date}")),
+                    );
+                }
             }
             Entity::SaleLines => {
-                let sale = row.i("id_venda").ok_or_else(|| {
-                    reject("id_venda", "missing_value", "id_venda is null".into())
-                })?;
-                let number = row.i("numero_linha").ok_or_else(|| {
-                    reject(
-                        "numero_linha",
-                        "missing_value",
-                        "numero_linha is null".into(),
-                    )
-                })?;
+                let sale = need(row.i("id_venda"), "id_venda")?;
+                let number = need(row.i("numero_linha"), "numero_linha")?;
                 let sid = code("SALE", sale);
                 m.insert("PK".into(), json!(format!("SALE#{sid}")));
                 m.insert("SK".into(), json!(format!("LINE#{number:03}")));
                 m.insert("SaleId".into(), json!(sid));
                 m.insert("LineNumber".into(), json!(number));
-                put(&mut m, "ProductCode", row.s("codigo_produto"));
-                put(&mut m, "ProductName", row.s("nome_produto"));
-                put(&mut m, "ProductDescription", row.s("descricao_produto"));
-                put(&mut m, "Quantity", row.dec("quantidade"));
-                put(&mut m, "Unit", row.s("unidade"));
-                put(&mut m, "UnitPrice", row.dec("preco_unitario"));
-                put(&mut m, "Subtotal", row.dec("subtotal"));
-                put(&mut m, "Discount", row.dec("desconto"));
-                put(&mut m, "Tax", row.dec("imposto"));
-                put(&mut m, "Total", row.dec("total"));
-                put(&mut m, "DiscountPercentage", row.dec("percentual_desconto"));
-                put(&mut m, "TaxPercentage", row.dec("percentual_imposto"));
-                put(&mut m, "Notes", row.s("observacoes"));
-                put(&mut m, "CreatedAt", row.ts("data_cadastro"));
-                put(&mut m, "UpdatedAt", row.ts("data_atualizacao"));
             }
         }
         Ok(m)
