@@ -430,6 +430,74 @@ pub fn read_items(
     }))
 }
 
+/// What a table should hold after loading a file of items: [`Expected::scan`].
+#[derive(Debug, Default)]
+pub struct Expected {
+    /// Items in the file.
+    pub rows: u64,
+    /// Distinct keys among the items not left out: the items the table should hold.
+    pub items: u64,
+    /// A uniform random sample of those items (reservoir sampling), to read back.
+    pub sample: Vec<Item>,
+}
+
+impl Expected {
+    /// Read the items of `path` ([`read_items`], streamed), leaving out those whose key
+    /// ([`key_text`]) `skip` names, and keep a sample of `size` of the others drawn with
+    /// `rng`. Holds the distinct keys and the sample only.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn scan(
+        path: &Path,
+        keys: &KeySchema,
+        skip: impl Fn(&str) -> bool,
+        size: usize,
+        rng: &mut fastrand::Rng,
+    ) -> etl_core::Result<Self> {
+        let (mut e, mut unique) = (Expected::default(), HashSet::new());
+        for item in read_items(path)? {
+            let item = item?;
+            e.rows += 1;
+            let key = key_text(keys, &item);
+            if skip(&key) || !unique.insert(digest(&key)) {
+                continue;
+            }
+            if e.sample.len() < size {
+                e.sample.push(item);
+            } else if let Some(slot) = e.sample.get_mut(rng.usize(..unique.len())) {
+                *slot = item;
+            }
+        }
+        e.items = unique.len() as u64;
+        Ok(e)
+    }
+}
+
+/// Read every item of `sample` back from `table` by its key and compare it with
+/// [`diff_items`]: one `{"key", "diff"}` per item that differs or is missing.
+///
+/// # Errors
+/// An item without its key attributes, a failed `GetItem`.
+pub async fn compare_sample(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: &KeySchema,
+    sample: &[Item],
+) -> crate::Result<Vec<Value>> {
+    let mut diffs = Vec::new();
+    for want in sample {
+        let diff = match crate::admin::get_item(client, table, keys.key_of(table, want)?).await? {
+            None => vec!["missing in the target".to_owned()],
+            Some(got) => diff_items(want, &got),
+        };
+        if !diff.is_empty() {
+            diffs.push(json!({"key": key_text(keys, want), "diff": diff}));
+        }
+    }
+    Ok(diffs)
+}
+
 /// Two items compared attribute by attribute: `Total: expected 10 found 12`, `X: missing
 /// in the target`, `Y: unexpected in the target`; empty when they are equal.
 pub fn diff_items(expected: &Item, actual: &Item) -> Vec<String> {
@@ -525,6 +593,34 @@ mod tests {
         assert_eq!(r["entities"]["children"]["warnings"], 1);
         assert_eq!(r["entities"]["parents"]["invalid"], 2);
         assert!(!v.passed());
+    }
+
+    #[test]
+    fn expected_items_leave_out_skipped_and_duplicate_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("items.parquet");
+        let schema = crate::json_items::item_schema(
+            &KeySchema::new("PK", None),
+            &[("PK", crate::json_items::Attr::S)],
+        );
+        let rows: Vec<serde_json::Map<String, Value>> = ["a", "b", "b", "c", "d"]
+            .iter()
+            .map(|k| json!({"PK": k}).as_object().unwrap().clone())
+            .collect();
+        let batch = crate::json_items::json_batch(&schema, &rows).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema,
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let keys = KeySchema::new("PK", None);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let e = Expected::scan(&path, &keys, |k| k == "c", 2, &mut rng).unwrap();
+        assert_eq!((e.rows, e.items, e.sample.len()), (5, 3, 2));
+        assert!(e.sample.iter().all(|i| text(i, "PK") != Some("c")));
     }
 
     #[test]

@@ -55,13 +55,13 @@ use etl_core::migration::{
 };
 use etl_core::report::write_atomic;
 use etl_core::{BoxError, Extract, Finding, Pipeline, RunReport, RunStatus};
-use etl_sink_dynamodb::admin::{
-    TableSpec, count_items, ensure_table, env_client, get_item, static_client,
-};
+use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, env_client, static_client};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
-use etl_sink_dynamodb::backup::{BackupInfo, RestoreMode, backup_table, restore_table};
+use etl_sink_dynamodb::backup::{
+    BackupInfo, RestoreMode, backup_tables, restore_backups, restore_table,
+};
 use etl_sink_dynamodb::dynalite::Dynalite;
-use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json, items_from_batch};
+use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json};
 use etl_sink_dynamodb::{
     DynamoLoad, ItemCheck, ItemWriter, JsonCheckpoint, KeySchema, WriteOptions,
 };
@@ -72,8 +72,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use checks::item_key;
-use etl_sink_dynamodb::check::{ExcludeInvalid, Invalid, diff_items, read_items};
+use etl_sink_dynamodb::check::{ExcludeInvalid, Expected, Invalid, compare_sample, read_items};
 use transform::{Entity, Lookups, S9Transform};
 
 /// The migration's name: the journal is `<data-dir>/s9_sales.journal.json`.
@@ -723,7 +722,7 @@ fn steps(c: &S9) -> Vec<(Phase, Step)> {
         "writes the valid items with BatchWriteItem, row group by row group (load_report.json)",
     );
     let load = match c.config.migration.backup_before_load {
-        true => load.undo(|c, cx| Box::pin(async move { Ok(restore_backups(c, cx).await?) })),
+        true => load.undo(|c, cx| Box::pin(async move { Ok(undo_load(c, cx).await?) })),
         false => load.irreversible(
             "migration.backupBeforeLoad is false: no backup was taken before the load",
         ),
@@ -1035,17 +1034,15 @@ async fn backup(c: &S9, _cx: &StepCx) -> anyhow::Result<StepOutput> {
             "skipped: migration.backupBeforeLoad is false",
         ));
     }
-    let client = c.client().await?;
-    let mut backups: Vec<BackupInfo> = Vec::new();
-    for t in c.tables() {
-        ensure_table(client, &table_spec(&t)).await?;
-        let info = backup_table(client, &t, &c.data.join("backups"), 4).await?;
+    let specs: Vec<TableSpec> = c.tables().iter().map(|t| table_spec(t)).collect();
+    let backups = backup_tables(c.client().await?, &specs, &c.data.join("backups")).await?;
+    for b in &backups {
         println!(
-            "backup of {t}: {} items -> {}",
-            info.items,
-            info.path.display()
+            "backup of {}: {} items -> {}",
+            b.table,
+            b.items,
+            b.path.display()
         );
-        backups.push(info);
     }
     let items: u64 = backups.iter().map(|b| b.items).sum();
     Ok(
@@ -1056,22 +1053,21 @@ async fn backup(c: &S9, _cx: &StepCx) -> anyhow::Result<StepOutput> {
 
 /// The load's undo: every table back to its backup before the load (items added since
 /// are deleted).
-async fn restore_backups(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn undo_load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let backups: Vec<BackupInfo> = (cx.details_of("backup"))
         .and_then(|d| serde_json::from_value(d["backups"].clone()).ok())
         .unwrap_or_default();
     if backups.is_empty() {
         bail!("the run recorded no backup before its load: restore the tables with --restore FILE");
     }
-    let client = c.client().await?;
-    let mut done = Vec::new();
-    for b in &backups {
-        let r = restore_table(client, &b.path, None, RestoreMode::Exact, c.write_options()).await?;
-        done.push(format!(
+    let done = restore_backups(c.client().await?, &backups, c.write_options()).await?;
+    let done = done.iter().map(|r| {
+        format!(
             "{}: {} items restored, {} deleted",
             r.table, r.restored, r.deleted
-        ));
-    }
+        )
+    });
+    let done: Vec<String> = done.collect();
     Ok(StepOutput::message(done.join("; ")))
 }
 
@@ -1123,41 +1119,13 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
                 "[dry run] would write {} items to {table} ({} rejected); first items:",
                 report.totals.loaded, report.totals.rejected
             );
-            if let Some(b) = pq::read_all(&path)?.first() {
-                let opts = MappingOptions::default();
-                for it in items_from_batch(&b.slice(0, b.num_rows().min(2)), &opts)
-                    .into_iter()
-                    .flatten()
-                {
-                    println!("  PutRequest {}", item_to_dynamo_json(&it));
-                }
+            for it in read_items(&path)?.take(2) {
+                println!("  PutRequest {}", item_to_dynamo_json(&it?));
             }
         }
-        let completed = |u: &&etl_core::UnitReport| u.status == etl_core::UnitStatus::Completed;
-        let resumed = |u: &&etl_core::UnitReport| u.status == etl_core::UnitStatus::Resumed;
-        let loaded_now: u64 = report
-            .units
-            .iter()
-            .filter(completed)
-            .map(|u| u.loaded)
-            .sum();
-        per_entity.insert(
-            e.name().into(),
-            json!({
-                "table": table,
-                "status": report.status.as_str(),
-                "read": report.totals.read,
-                "loaded": report.totals.loaded,
-                "rejected": report.totals.rejected,
-                "rejected_by_reason": report.totals.rejected_by_reason,
-                "units": report.units.len(),
-                "units_resumed": report.units.iter().filter(resumed).count(),
-                "seconds": secs,
-                "items_per_s": if secs > 0.0 { loaded_now as f64 / secs } else { 0.0 },
-                "writes": stats.stats(),
-                "dry_run": cx.dry_run,
-            }),
-        );
+        let mut summary = stats.summary(&report, secs);
+        summary["dry_run"] = json!(cx.dry_run);
+        per_entity.insert(e.name().into(), summary);
         let failed = report.status == RunStatus::Failed;
         reports.push(report);
         if failed {
@@ -1191,32 +1159,14 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     for &e in &c.entities {
         let table = c.config.target.table(e).to_owned();
         let source = pq::file_rows(&c.extracted(e.name()))?;
-        let bad: HashSet<&str> = invalid
-            .iter()
+        let bad: HashSet<&str> = (invalid.iter())
             .filter(|i| i.entity == e.name() && i.check != "duplicates")
             .map(|i| i.key.as_str())
             .collect();
-        // Streamed: the keys of the valid items, and a reservoir sample of 100 of them.
-        let mut unique: HashSet<String> = HashSet::new();
-        let mut sample: Vec<etl_sink_dynamodb::Item> = Vec::new();
-        let mut rows = 0u64;
-        for it in read_items(&c.transformed(e))? {
-            let it = it?;
-            rows += 1;
-            let k = item_key(&it);
-            if bad.contains(k.as_str()) || !unique.insert(k) {
-                continue;
-            }
-            if sample.len() < 100 {
-                sample.push(it);
-            } else {
-                let j = rng.usize(..unique.len());
-                if j < 100 {
-                    sample[j] = it;
-                }
-            }
-        }
-        let expected = unique.len() as u64;
+        // Streamed: the valid items expected in the table, and a sample of 100 of them.
+        let skip = |k: &str| bad.contains(k);
+        let want = Expected::scan(&c.transformed(e), &keys(), skip, 100, &mut rng)?;
+        let (rows, expected, sample) = (want.rows, want.items, want.sample);
         // Every source row is accounted for: transformed + rejected by the transform.
         let transform_rejected = transform["rejected"][e.name()].as_u64();
         let accounted = transform_rejected.is_none_or(|r| rows + r == source);
@@ -1237,18 +1187,8 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         if !matched {
             mismatched.push(format!("{}: {target} items, {expected} expected", e.name()));
         }
-        // A random sample read back and compared attribute by attribute.
-        let mut diffs = Vec::new();
-        for want in &sample {
-            let key = keys().key_of(&table, want)?;
-            let diff = match get_item(client, &table, key).await? {
-                None => vec!["missing in the target".to_owned()],
-                Some(got) => diff_items(want, &got),
-            };
-            if !diff.is_empty() {
-                diffs.push(json!({"key": item_key(want), "diff": diff}));
-            }
-        }
+        // The sample read back and compared attribute by attribute.
+        let diffs = compare_sample(client, &table, &keys(), &sample).await?;
         if !diffs.is_empty() {
             mismatched.push(format!(
                 "{}: {} sampled items differ, e.g. {}",
