@@ -463,6 +463,40 @@ impl UnitWriter for ParquetPartWriter {
     }
 }
 
+/// Extract `src` into the Parquet file `out`, resumably: each unit is written to its own
+/// part file under `<out>.parts/` and recorded in `checkpoint` ([`ParquetPartsLoad`]), so
+/// a killed run resumed (`run.resume`) continues at the first unit not written; once every
+/// unit is written the parts are joined into `out` ([`merge_parts`]) and removed. Returns
+/// the pipeline's report and the rows of `out` (`None` when the pipeline failed).
+///
+/// # Errors
+/// The units cannot be listed, the parts cannot be joined or removed.
+pub async fn extract_to_file<E: Extract>(
+    src: E,
+    out: &Path,
+    checkpoint: JsonCheckpoint,
+    options: etl_core::PipelineOptions,
+    run: &RunInfo,
+) -> etl_core::Result<(etl_core::RunReport, Option<u64>)> {
+    let units: Vec<String> = src.units().await?.into_iter().map(|u| u.name).collect();
+    let schema = src.schema();
+    let parts = out.with_extension("parts");
+    let load = ParquetPartsLoad::new(&parts, checkpoint);
+    let report = etl_core::Pipeline::new(src, load)
+        .options(options)
+        .run(run)
+        .await;
+    if report.status == etl_core::RunStatus::Failed {
+        return Ok((report, None));
+    }
+    let (dir, file) = (parts.clone(), out.to_owned());
+    let rows = tokio::task::spawn_blocking(move || merge_parts(&dir, &units, schema, &file))
+        .await
+        .map_err(|e| etl_core::Error::Config(format!("joining {}: {e}", parts.display())))??;
+    std::fs::remove_dir_all(&parts).map_err(|e| etl_core::Error::io(parts.display(), e))?;
+    Ok((report, Some(rows)))
+}
+
 /// Join the part files of `units` (in that order) from `dir` into `out` (via `.part`,
 /// renamed at the end), one batch at a time; returns the rows written. Blocking: call it
 /// from `spawn_blocking` in async code.

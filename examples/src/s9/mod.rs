@@ -54,7 +54,7 @@ use etl_core::migration::{
     StepState,
 };
 use etl_core::report::write_atomic;
-use etl_core::{BoxError, Extract, Finding, Pipeline, RunReport, RunStatus};
+use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus};
 use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, env_client, static_client};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
 use etl_sink_dynamodb::backup::{
@@ -889,28 +889,13 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 /// In a dry run too: the artifacts are local (the dry run spares DynamoDB).
 async fn extract(c: &S9, cx: &StepCx, name: &'static str) -> anyhow::Result<StepOutput> {
     let src = c.source(cx).await?.only(name)?;
-    let units: Vec<String> = src.units().await?.into_iter().map(|u| u.name).collect();
-    let schema = src.schema();
-    let parts = c.data.join("extracted").join(format!("{name}.parts"));
     let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("extract-units:{name}"));
     let mut run = c.run_info(cx);
     run.dry_run = false;
-    let report = Pipeline::new(src, pq::ParquetPartsLoad::new(&parts, checkpoint))
-        .options(c.options(cx))
-        .run(&run)
-        .await;
-    c.log_rejects(cx)?;
-    if report.status == RunStatus::Failed {
-        return Ok(StepOutput::from_pipeline(report));
-    }
     let out = c.extracted(name);
-    let merge = (parts.clone(), out.clone());
-    let rows =
-        tokio::task::spawn_blocking(move || pq::merge_parts(&merge.0, &units, schema, &merge.1))
-            .await??;
-    tracing::info!(entity = %name, rows, file = %out.display(), "extracted");
-    std::fs::remove_dir_all(&parts).with_context(|| format!("removing {}", parts.display()))?;
-    let details = json!({ "rows": rows, "file": out });
+    let (report, rows) = pq::extract_to_file(src, &out, checkpoint, c.options(cx), &run).await?;
+    c.log_rejects(cx)?;
+    let details = rows.map_or(Value::Null, |rows| json!({ "rows": rows, "file": out }));
     Ok(StepOutput::from_pipeline(report).with_details(details))
 }
 

@@ -35,44 +35,34 @@ impl Entity {
         Entity::SaleLines,
     ];
 
+    /// Its name in files and reports, S9 table, S9 key column and `EntityType`.
+    fn info(self) -> [&'static str; 4] {
+        match self {
+            Entity::Buyers => ["buyers", "compradores", "id_comprador", "Buyer"],
+            Entity::Producers => ["producers", "produtores", "id_produtor", "Producer"],
+            Entity::Sales => ["sales", "vendas", "id_venda", "Sale"],
+            Entity::SaleLines => ["sale_lines", "linhas_venda", "id_linha", "SaleLine"],
+        }
+    }
+
     /// Name used in files and reports.
     pub fn name(self) -> &'static str {
-        match self {
-            Entity::Buyers => "buyers",
-            Entity::Producers => "producers",
-            Entity::Sales => "sales",
-            Entity::SaleLines => "sale_lines",
-        }
+        self.info()[0]
     }
 
     /// The S9 table.
     pub fn table(self) -> &'static str {
-        match self {
-            Entity::Buyers => "compradores",
-            Entity::Producers => "produtores",
-            Entity::Sales => "vendas",
-            Entity::SaleLines => "linhas_venda",
-        }
+        self.info()[1]
     }
 
     /// The S9 key column.
     pub fn key(self) -> &'static str {
-        match self {
-            Entity::Buyers => "id_comprador",
-            Entity::Producers => "id_produtor",
-            Entity::Sales => "id_venda",
-            Entity::SaleLines => "id_linha",
-        }
+        self.info()[2]
     }
 
     /// `EntityType` of its items.
     pub fn entity_type(self) -> &'static str {
-        match self {
-            Entity::Buyers => "Buyer",
-            Entity::Producers => "Producer",
-            Entity::Sales => "Sale",
-            Entity::SaleLines => "SaleLine",
-        }
+        self.info()[3]
     }
 }
 
@@ -321,30 +311,20 @@ impl Lookups {
     pub fn add(&mut self, entity: Option<Entity>, batch: &RecordBatch) {
         for r in 0..batch.num_rows() {
             let row = Row::new(batch, r);
+            let Some(id) = row.i(entity.map_or("id_produtor", Entity::key)) else {
+                continue;
+            };
+            let party = || (row.s("nome").unwrap_or_default(), row.s("cnpj"));
             match entity {
-                Some(Entity::Buyers) => {
-                    if let Some(id) = row.i("id_comprador") {
-                        self.buyers
-                            .insert(id, (row.s("nome").unwrap_or_default(), row.s("cnpj")));
-                    }
-                }
-                Some(Entity::Producers) => {
-                    if let Some(id) = row.i("id_produtor") {
-                        self.producers
-                            .insert(id, (row.s("nome").unwrap_or_default(), row.s("cnpj")));
-                    }
-                }
+                Some(Entity::Buyers) => _ = self.buyers.insert(id, party()),
+                Some(Entity::Producers) => _ = self.producers.insert(id, party()),
+                Some(_) => {}
                 None => {
-                    if let Some(id) = row.i("id_produtor") {
-                        let mut c = Map::new();
-                        row.copy_into(&mut c, CERT.iter().copied());
-                        self.certifications
-                            .entry(id)
-                            .or_default()
-                            .push(Value::Object(c));
-                    }
+                    let mut c = Map::new();
+                    row.copy_into(&mut c, CERT.iter().copied());
+                    let certs = self.certifications.entry(id).or_default();
+                    certs.push(Value::Object(c));
                 }
-                _ => {}
             }
         }
     }
