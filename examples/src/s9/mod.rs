@@ -65,9 +65,7 @@ use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json};
 use etl_sink_dynamodb::{
     DynamoLoad, ItemCheck, ItemWriter, JsonCheckpoint, KeySchema, WriteOptions,
 };
-use etl_source_postgres::{
-    Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig, quote_ident,
-};
+use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -518,49 +516,22 @@ impl S9 {
 
     /// The S9 tables and queries of the selected entities, split into key ranges.
     fn pg_entities(&self) -> anyhow::Result<Vec<PgEntity>> {
-        let filter = self.args.filter.as_deref().map(str::parse::<Filter>);
-        let filter = filter.transpose()?;
-        let since = self.args.since.clone();
+        let table = |e: Entity| PgEntity::table(e.name(), e.table(), e.key());
+        let mut sales = table(Entity::Sales);
+        if let Some(f) = &self.args.filter {
+            sales = sales.filter(f.parse::<Filter>()?);
+        }
+        if let Some(s) = &self.args.since {
+            sales = sales.since("data_atualizacao", s.clone());
+        }
         let mut entities = Vec::new();
-        for e in &self.entities {
-            let mut ent = PgEntity::table(e.name(), e.table(), e.key());
-            match e {
-                Entity::Sales => {
-                    if let Some(f) = &filter {
-                        ent = ent.filter(f.clone());
-                    }
-                    if let Some(s) = &since {
-                        ent = ent.since("data_atualizacao", s.clone());
-                    }
-                }
-                Entity::SaleLines if filter.is_some() || since.is_some() => {
-                    // Lines follow their sale: filter on the sale's columns.
-                    let mut cols = vec!["data_atualizacao".to_owned()];
-                    cols.extend(filter.iter().map(|f| f.column.clone()));
-                    let extra: Vec<String> = (cols.iter())
-                        .map(|c| {
-                            format!(
-                                "v.{} AS {}",
-                                quote_ident(c),
-                                quote_ident(&format!("venda_{c}"))
-                            )
-                        })
-                        .collect();
-                    let sql = format!(
-                        "SELECT l.*, {} FROM linhas_venda l JOIN vendas v ON v.id_venda = l.id_venda",
-                        extra.join(", ")
-                    );
-                    ent = PgEntity::query(e.name(), sql, e.key());
-                    if let Some(f) = &filter {
-                        let col = format!("venda_{}", f.column);
-                        ent = ent.filter(Filter::new(col, f.op, f.value.clone()));
-                    }
-                    if let Some(s) = &since {
-                        ent = ent.since("venda_data_atualizacao", s.clone());
-                    }
-                }
-                _ => {}
-            }
+        for &e in &self.entities {
+            let ent = match e {
+                Entity::Sales => sales.clone(),
+                // Lines follow their sale: the sales' filter and --since select them.
+                Entity::SaleLines => table(e).following(&sales, "id_venda"),
+                _ => table(e),
+            };
             entities.push(ent.split_every(self.args.extract_unit_keys));
         }
         if self.entities.contains(&Entity::Producers) {
