@@ -82,6 +82,25 @@ pub struct TableSpec {
     pub indexes: Vec<(String, String, Option<String>)>,
 }
 
+impl TableSpec {
+    /// A table of the single-table design: `PK`/`SK` and `gsis` global secondary indexes
+    /// `GSI1`.. keyed `GSI<n>PK`/`GSI<n>SK`.
+    pub fn single_table(name: &str, gsis: usize) -> Self {
+        let gsi = |i| {
+            (
+                format!("GSI{i}"),
+                format!("GSI{i}PK"),
+                Some(format!("GSI{i}SK")),
+            )
+        };
+        TableSpec {
+            name: name.to_owned(),
+            keys: KeySchema::new("PK", Some("SK")),
+            indexes: (1..=gsis).map(gsi).collect(),
+        }
+    }
+}
+
 fn key_elements(keys: &KeySchema) -> Result<Vec<KeySchemaElement>> {
     let mut out = vec![
         KeySchemaElement::builder()

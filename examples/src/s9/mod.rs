@@ -272,19 +272,7 @@ pub fn keys() -> KeySchema {
 
 /// The spec of a target table: `PK`/`SK` and GSI1..GSI3 (`GSI<n>PK`, `GSI<n>SK`).
 pub fn table_spec(name: &str) -> TableSpec {
-    TableSpec {
-        name: name.to_owned(),
-        keys: keys(),
-        indexes: (1..=3)
-            .map(|i| {
-                (
-                    format!("GSI{i}"),
-                    format!("GSI{i}PK"),
-                    Some(format!("GSI{i}SK")),
-                )
-            })
-            .collect(),
-    }
+    TableSpec::single_table(name, 3)
 }
 
 /// What a run produced.
@@ -486,27 +474,18 @@ impl S9 {
             tracing::info!(?counts, "generated S9 data");
             generated = Some(serde_json::to_value(counts)?);
         }
-        for t in self.entities.iter().map(|e| e.table()) {
-            let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-                .bind(t)
-                .fetch_one(&pool)
-                .await?;
-            anyhow::ensure!(
-                found,
-                "{} has no S9 table `{t}`: point --database-url / --source-url (or DATABASE_URL) \
-                 at the S9 database, or leave them unset to migrate generated data",
-                etl_core::config::redact_url(&url)
-            );
-        }
-        let pg = PgSource::connect(
-            pool,
-            self.pg_entities()?,
-            PgSourceOptions {
-                default_numeric_scale: 3,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let options = PgSourceOptions {
+            default_numeric_scale: 3,
+            ..Default::default()
+        };
+        let pg =
+            (PgSource::connect(pool, self.pg_entities()?, options).await).with_context(|| {
+                format!(
+                    "reading the S9 tables at {}: point --database-url / --source-url (or \
+                 DATABASE_URL) at the S9 database, or leave them unset to migrate generated data",
+                    etl_core::config::redact_url(&url)
+                )
+            })?;
         Ok(Source {
             pg,
             generated,
