@@ -177,11 +177,17 @@ const QTY: Attr = Dec(18, 3);
 /// ISO timestamp: [`Row::value`]), or `""` when the transform computes it.
 type Spec = (&'static str, Attr, &'static str);
 
+/// Every item's key and type.
+const KEY: &[Spec] = &[("PK", S, ""), ("SK", S, ""), ("EntityType", S, "")];
+/// What sales and their lines share.
+const AMOUNTS: &[Spec] = &[
+    ("UnitPrice", MONEY, "preco_unitario"),
+    ("Subtotal", MONEY, "subtotal"),
+    ("Discount", MONEY, "desconto"),
+    ("Tax", MONEY, "imposto"),
+];
 /// What buyers and producers share.
 const PARTY: &[Spec] = &[
-    ("PK", S, ""),
-    ("SK", S, ""),
-    ("EntityType", S, ""),
     ("Name", S, "nome"),
     ("TradeName", S, "nome_fantasia"),
     ("Document", S, "cnpj"),
@@ -219,9 +225,6 @@ const PRODUCER: &[Spec] = &[
     ("Certifications", MapList(CERT_NAMES), ""),
 ];
 const SALE: &[Spec] = &[
-    ("PK", S, ""),
-    ("SK", S, ""),
-    ("EntityType", S, ""),
     ("SaleId", S, ""),
     ("BuyerId", S, ""),
     ("BuyerName", S, ""),
@@ -235,10 +238,6 @@ const SALE: &[Spec] = &[
     ("Status", S, ""),
     ("PaymentTerms", S, ""),
     ("Quantity", QTY, "quantidade_total"),
-    ("UnitPrice", MONEY, "preco_unitario"),
-    ("Subtotal", MONEY, "subtotal"),
-    ("Discount", MONEY, "desconto"),
-    ("Tax", MONEY, "imposto"),
     ("Total", MONEY, "valor_total"),
     ("Currency", S, "moeda"),
     ("Notes", S, "observacoes"),
@@ -253,9 +252,6 @@ const SALE: &[Spec] = &[
     ("GSI3SK", S, ""),
 ];
 const LINE: &[Spec] = &[
-    ("PK", S, ""),
-    ("SK", S, ""),
-    ("EntityType", S, ""),
     ("SaleId", S, ""),
     ("LineNumber", Int, ""),
     ("ProductCode", S, "codigo_produto"),
@@ -263,10 +259,6 @@ const LINE: &[Spec] = &[
     ("ProductDescription", S, "descricao_produto"),
     ("Quantity", QTY, "quantidade"),
     ("Unit", S, "unidade"),
-    ("UnitPrice", MONEY, "preco_unitario"),
-    ("Subtotal", MONEY, "subtotal"),
-    ("Discount", MONEY, "desconto"),
-    ("Tax", MONEY, "imposto"),
     ("Total", MONEY, "total"),
     ("DiscountPercentage", Dec(7, 2), "percentual_desconto"),
     ("TaxPercentage", Dec(7, 2), "percentual_imposto"),
@@ -278,10 +270,10 @@ const LINE: &[Spec] = &[
 /// The attributes of an entity's items, in column order.
 fn specs(entity: Entity) -> Vec<Spec> {
     let parts: &[&[Spec]] = match entity {
-        Entity::Buyers => &[PARTY, BUYER, AUDIT],
-        Entity::Producers => &[PARTY, PRODUCER, AUDIT],
-        Entity::Sales => &[SALE, AUDIT],
-        Entity::SaleLines => &[LINE],
+        Entity::Buyers => &[KEY, PARTY, BUYER, AUDIT],
+        Entity::Producers => &[KEY, PARTY, PRODUCER, AUDIT],
+        Entity::Sales => &[KEY, SALE, AMOUNTS, AUDIT],
+        Entity::SaleLines => &[KEY, LINE, AMOUNTS],
     };
     parts.concat()
 }
