@@ -5,7 +5,6 @@ mod support;
 use std::path::Path;
 
 use clap::Parser;
-use etl_examples::s9::checks::{items_of, normalize};
 use etl_examples::s9::{Args, generate, run};
 use etl_sink_dynamodb::admin::count_items;
 use etl_sink_dynamodb::dynalite::Dynalite;
@@ -943,4 +942,21 @@ async fn a_load_resumes_only_over_the_transformed_file_it_recorded() {
         integrity["sample_comparison"]["sale_lines"]["mismatched"],
         0
     );
+}
+
+/// The items of a transformed Parquet file.
+fn items_of(path: &Path) -> etl_core::Result<Vec<etl_sink_dynamodb::Item>> {
+    etl_sink_dynamodb::check::read_items(path)?.collect()
+}
+
+/// Plain JSON with every number as f64 (so `2.0` equals `2`), for golden comparisons.
+fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => serde_json::json!(n.as_f64()),
+        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), normalize(v))).collect())
+        }
+        other => other.clone(),
+    }
 }

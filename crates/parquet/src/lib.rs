@@ -14,6 +14,8 @@
 //! * [`ExportLoad`]: a sink writing every unit of a run (units may run concurrently) into
 //!   one `<dir>/<name>.parquet` and, optionally, one `<dir>/<name>.csv`, via `.part`
 //!   names renamed when the run commits: a file that exists is a complete export.
+//! * [`Fingerprint`], [`InputGuard`]: a resumed step continues only over the input file
+//!   its units were recorded from.
 //! * [`writer`], [`read_all`], [`file_rows`], [`file_schema`]: the small helpers around them.
 //!
 //! Memory stays flat: files are read and written one batch at a time, and a writer holds at
@@ -42,6 +44,8 @@
 
 #![warn(missing_docs)]
 
+mod input;
+pub use input::{Fingerprint, InputGuard};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -457,6 +461,40 @@ impl UnitWriter for ParquetPartWriter {
     async fn abort(self) -> etl_core::Result<()> {
         self.file.abort().await
     }
+}
+
+/// Extract `src` into the Parquet file `out`, resumably: each unit is written to its own
+/// part file under `<out>.parts/` and recorded in `checkpoint` ([`ParquetPartsLoad`]), so
+/// a killed run resumed (`run.resume`) continues at the first unit not written; once every
+/// unit is written the parts are joined into `out` ([`merge_parts`]) and removed. Returns
+/// the pipeline's report and the rows of `out` (`None` when the pipeline failed).
+///
+/// # Errors
+/// The units cannot be listed, the parts cannot be joined or removed.
+pub async fn extract_to_file<E: Extract>(
+    src: E,
+    out: &Path,
+    checkpoint: JsonCheckpoint,
+    options: etl_core::PipelineOptions,
+    run: &RunInfo,
+) -> etl_core::Result<(etl_core::RunReport, Option<u64>)> {
+    let units: Vec<String> = src.units().await?.into_iter().map(|u| u.name).collect();
+    let schema = src.schema();
+    let parts = out.with_extension("parts");
+    let load = ParquetPartsLoad::new(&parts, checkpoint);
+    let report = etl_core::Pipeline::new(src, load)
+        .options(options)
+        .run(run)
+        .await;
+    if report.status == etl_core::RunStatus::Failed {
+        return Ok((report, None));
+    }
+    let (dir, file) = (parts.clone(), out.to_owned());
+    let rows = tokio::task::spawn_blocking(move || merge_parts(&dir, &units, schema, &file))
+        .await
+        .map_err(|e| etl_core::Error::Config(format!("joining {}: {e}", parts.display())))??;
+    std::fs::remove_dir_all(&parts).map_err(|e| etl_core::Error::io(parts.display(), e))?;
+    Ok((report, Some(rows)))
 }
 
 /// Join the part files of `units` (in that order) from `dir` into `out` (via `.part`,

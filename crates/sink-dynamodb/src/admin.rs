@@ -50,6 +50,27 @@ pub fn static_client(endpoint: &str, region: &str, retry: Option<RetryConfig>) -
     Client::from_conf(b.build())
 }
 
+/// A client for AWS in `region` with the credentials of the environment:
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (when set). Like
+/// [`static_client`] it looks nowhere else (no profile, no instance metadata).
+pub fn env_client(region: &str) -> Client {
+    let var = |k: &str| std::env::var(k).ok();
+    let (id, secret) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
+    let creds = Credentials::new(
+        id.unwrap_or_default(),
+        secret.unwrap_or_default(),
+        var("AWS_SESSION_TOKEN"),
+        None,
+        "environment",
+    );
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(creds)
+        .build();
+    Client::from_conf(conf)
+}
+
 /// A table to create: key, and global secondary indexes (all projected, string keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSpec {
@@ -59,6 +80,25 @@ pub struct TableSpec {
     pub keys: KeySchema,
     /// Global secondary indexes: (name, partition attribute, sort attribute).
     pub indexes: Vec<(String, String, Option<String>)>,
+}
+
+impl TableSpec {
+    /// A table of the single-table design: `PK`/`SK` and `gsis` global secondary indexes
+    /// `GSI1`.. keyed `GSI<n>PK`/`GSI<n>SK`.
+    pub fn single_table(name: &str, gsis: usize) -> Self {
+        let gsi = |i| {
+            (
+                format!("GSI{i}"),
+                format!("GSI{i}PK"),
+                Some(format!("GSI{i}SK")),
+            )
+        };
+        TableSpec {
+            name: name.to_owned(),
+            keys: KeySchema::new("PK", Some("SK")),
+            indexes: (1..=gsis).map(gsi).collect(),
+        }
+    }
 }
 
 fn key_elements(keys: &KeySchema) -> Result<Vec<KeySchemaElement>> {

@@ -271,3 +271,36 @@ pub async fn restore_table(
         deleted,
     })
 }
+
+/// The backup step of a migration to DynamoDB, before its load: each table of `specs`
+/// created when missing (so that an undo has a table to restore) and scanned into a new
+/// file under `dir` ([`backup_table`], 4 segments). The [`BackupInfo`]s are what
+/// [`restore_backups`] needs; a migration keeps them in its journal (the step's details).
+pub async fn backup_tables(
+    client: &Client,
+    specs: &[crate::admin::TableSpec],
+    dir: &Path,
+) -> Result<Vec<BackupInfo>> {
+    let mut backups = Vec::new();
+    for spec in specs {
+        crate::admin::ensure_table(client, spec).await?;
+        let info = backup_table(client, &spec.name, dir, 4).await?;
+        tracing::info!(table = %spec.name, items = info.items, file = %info.path.display(), "backed up");
+        backups.push(info);
+    }
+    Ok(backups)
+}
+
+/// The undo of a load: every backup of [`backup_tables`] restored exactly into its table
+/// (the items added since are deleted, [`RestoreMode::Exact`]).
+pub async fn restore_backups(
+    client: &Client,
+    backups: &[BackupInfo],
+    options: WriteOptions,
+) -> Result<Vec<RestoreInfo>> {
+    let mut done = Vec::new();
+    for b in backups {
+        done.push(restore_table(client, &b.path, None, RestoreMode::Exact, options.clone()).await?);
+    }
+    Ok(done)
+}

@@ -14,6 +14,10 @@
 //!   rejects rows that cannot become items, with their reason.
 //! * [`backup`]: parallel-segment `Scan` to Parquet and restore into the same table (PITR
 //!   cannot do that: it always creates a new table).
+//! * [`check`]: items validated before the load (required, types, enums, keys, duplicates,
+//!   references between entities) and compared after it.
+//! * [`json_items`]: items built as JSON objects from source rows read by column name, as
+//!   Arrow batches of a declared item schema (a transform's output).
 //! * [`admin`]: tables, counts by `Scan` (`Select=COUNT`), static-credential clients.
 //! * `dynalite` (feature `dynalite`): a local server launcher for tests and examples.
 
@@ -21,9 +25,11 @@
 
 pub mod admin;
 pub mod backup;
+pub mod check;
 #[cfg(feature = "dynalite")]
 pub mod dynalite;
 mod error;
+pub mod json_items;
 mod load;
 pub mod mapping;
 mod writer;

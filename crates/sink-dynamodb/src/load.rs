@@ -49,6 +49,34 @@ impl DynamoLoad {
     pub fn writer(&self) -> &ItemWriter {
         &self.writer
     }
+
+    /// A summary of `report`, a run of this load that took `seconds`, for a migration's
+    /// report: `table`, `status`, `read`, `loaded`, `rejected`, `rejected_by_reason`,
+    /// `units`, `units_resumed` (skipped as recorded), `seconds`, `items_per_s` (of the
+    /// units written by this run) and `writes` ([`WriteStats`]).
+    pub fn summary(&self, report: &etl_core::RunReport, seconds: f64) -> serde_json::Value {
+        use etl_core::UnitStatus;
+        let (t, units) = (&report.totals, &report.units);
+        let now = units.iter().filter(|u| u.status == UnitStatus::Completed);
+        let loaded_now: u64 = now.map(|u| u.loaded).sum();
+        let resumed = units
+            .iter()
+            .filter(|u| u.status == UnitStatus::Resumed)
+            .count();
+        serde_json::json!({
+            "table": self.writer.table(),
+            "status": report.status.as_str(),
+            "read": t.read,
+            "loaded": t.loaded,
+            "rejected": t.rejected,
+            "rejected_by_reason": t.rejected_by_reason,
+            "units": units.len(),
+            "units_resumed": resumed,
+            "seconds": seconds,
+            "items_per_s": if seconds > 0.0 { loaded_now as f64 / seconds } else { 0.0 },
+            "writes": self.stats(),
+        })
+    }
 }
 
 impl Load for DynamoLoad {

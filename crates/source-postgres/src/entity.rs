@@ -116,6 +116,67 @@ impl Entity {
         self.split_every = Some(n.max(1));
         self
     }
+
+    /// Child rows follow their parent: this table entity keeps only the rows whose parent
+    /// row (`parent`'s table, joined on `fk` = `parent`'s key) meets `parent`'s filters and
+    /// `since` (sale lines of the sales extracted). The parent's columns those name are
+    /// read as `parent_<column>` next to the child's; without filters or `since` on the
+    /// parent, or when either is not a table, the entity is unchanged.
+    ///
+    /// ```
+    /// use etl_source_postgres::{Entity, Filter};
+    /// let sales = Entity::table("sales", "vendas", "id_venda")
+    ///     .filter("data_venda >= '2025-01-01'".parse::<Filter>().unwrap());
+    /// let lines = Entity::table("lines", "linhas_venda", "id_linha").following(&sales, "id_venda");
+    /// assert_eq!(lines.filters[0].column, "parent_data_venda");
+    /// ```
+    pub fn following(self, parent: &Entity, fk: &str) -> Self {
+        let (
+            Relation::Table {
+                schema: cs,
+                table: ct,
+            },
+            Relation::Table {
+                schema: ps,
+                table: pt,
+            },
+        ) = (&self.relation, &parent.relation)
+        else {
+            return self;
+        };
+        let mut columns: Vec<&str> = parent.filters.iter().map(|f| f.column.as_str()).collect();
+        columns.extend(parent.since.as_ref().map(|s| s.0.as_str()));
+        columns.sort_unstable();
+        columns.dedup();
+        if columns.is_empty() {
+            return self;
+        }
+        let q = crate::types::quote_ident;
+        let name = |schema: &Option<String>, t: &str| match schema {
+            Some(s) => format!("{}.{}", q(s), q(t)),
+            None => q(t),
+        };
+        let extra: Vec<String> = (columns.iter())
+            .map(|c| format!("p.{} AS {}", q(c), q(&format!("parent_{c}"))))
+            .collect();
+        let sql = format!(
+            "SELECT c.*, {} FROM {} c JOIN {} p ON p.{} = c.{}",
+            extra.join(", "),
+            name(cs, ct),
+            name(ps, pt),
+            q(&parent.key),
+            q(fk)
+        );
+        let mut e = Entity::query(self.name, sql, self.key);
+        (e.columns, e.split_every) = (self.columns, self.split_every);
+        e.filters = self.filters;
+        for f in &parent.filters {
+            let column = format!("parent_{}", f.column);
+            e.filters.push(Filter::new(column, f.op, f.value.clone()));
+        }
+        e.since = (parent.since.as_ref()).map(|(c, v)| (format!("parent_{c}"), v.clone()));
+        e
+    }
 }
 
 /// A comparison operator of a [`Filter`].

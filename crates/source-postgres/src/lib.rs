@@ -12,6 +12,9 @@
 //! * **safe**: filter values and `since` checkpoints are bound as parameters and cast
 //!   server-side to the column's type; identifiers are quoted.
 //!
+//! [`ServerConfig`] is a server as config files describe it (host, port, database, user,
+//! password, ssl) and its URL.
+//!
 //! The type map is `etl_postgres::types` (shared with the sink); the decoders are in
 //! [`types`]. Implements [`etl_core::Extract`].
 
@@ -19,10 +22,12 @@
 
 mod entity;
 mod error;
+mod server;
 mod source;
 pub mod types;
 
 pub use entity::{Entity, Filter, Key, Op, Relation};
 pub use error::{PgSourceError, Result};
+pub use server::ServerConfig;
 pub use source::{BEGIN_SNAPSHOT, PgSource, PgSourceOptions, ResolvedEntity, Snapshot};
 pub use types::{PgColumn, PgType, quote_ident};

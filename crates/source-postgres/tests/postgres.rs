@@ -273,3 +273,48 @@ async fn query_entities_and_oversized_numerics_become_rejects() {
     assert_eq!(report.totals.rejected, 2);
     assert_eq!(report.totals.rejected_by_reason["bad_value"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_rows_follow_the_filter_and_since_of_their_parent() {
+    let db = TestDb::create().await.expect("test database");
+    let pool = db.pool().await.expect("pool");
+    sqlx::raw_sql(
+        "CREATE TABLE orders (id int8 PRIMARY KEY, day date NOT NULL, updated timestamp NOT NULL);
+         CREATE TABLE lines (id int8 PRIMARY KEY, order_id int8 NOT NULL REFERENCES orders, qty int4);
+         INSERT INTO orders SELECT g, date '2026-01-01' + g, timestamp '2026-01-01' + g * interval '1 hour'
+           FROM generate_series(1, 20) g;
+         INSERT INTO lines SELECT g, 1 + g % 20, g FROM generate_series(1, 100) g;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let orders = Entity::table("orders", "orders", "id")
+        .filter("day >= '2026-01-11'".parse::<Filter>().unwrap())
+        .since("updated", "2026-01-01 15:00:00");
+    let lines = Entity::table("lines", "lines", "id")
+        .following(&orders, "order_id")
+        .split_every(30);
+    let source = PgSource::connect(pool.clone(), vec![lines], PgSourceOptions::default())
+        .await
+        .unwrap();
+    let got: usize = read_all(&source, 7)
+        .await
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    let want: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM lines l JOIN orders o ON o.id = l.order_id
+         WHERE o.day >= '2026-01-11' AND o.updated > '2026-01-01 15:00:00'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(want > 0 && want < 100);
+    assert_eq!(got as i64, want);
+    // Without a filter on the parent, the child is its plain table.
+    let plain = Entity::table("lines", "lines", "id");
+    let all = plain
+        .clone()
+        .following(&Entity::table("orders", "orders", "id"), "order_id");
+    assert_eq!(all, plain);
+}

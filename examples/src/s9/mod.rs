@@ -41,7 +41,7 @@ pub mod generate;
 pub use etl_parquet as pq;
 pub mod transform;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,23 +54,23 @@ use etl_core::migration::{
     StepState,
 };
 use etl_core::report::write_atomic;
-use etl_core::{
-    Batch, BoxError, Extract, Fate, Finding, Pipeline, RunReport, RunStatus, Secret, Transform,
-};
-use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, get_item, static_client};
+use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus};
+use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, env_client, static_client};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
-use etl_sink_dynamodb::backup::{BackupInfo, RestoreMode, backup_table, restore_table};
+use etl_sink_dynamodb::backup::{
+    BackupInfo, RestoreMode, backup_tables, restore_backups, restore_table,
+};
 use etl_sink_dynamodb::dynalite::Dynalite;
-use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json, items_from_batch};
+use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json};
 use etl_sink_dynamodb::{
     DynamoLoad, ItemCheck, ItemWriter, JsonCheckpoint, KeySchema, WriteOptions,
 };
-use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, quote_ident};
+use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use checks::{Invalid, Validation, diff_items, item_key};
+use etl_sink_dynamodb::check::{ExcludeInvalid, Expected, Invalid, compare_sample, read_items};
 use transform::{Entity, Lookups, S9Transform};
 
 /// The migration's name: the journal is `<data-dir>/s9_sales.journal.json`.
@@ -180,39 +180,11 @@ pub struct Args {
 #[serde(default)]
 pub struct Config {
     /// The S9 database.
-    pub source: Option<SourceConfig>,
+    pub source: Option<ServerConfig>,
     /// DynamoDB.
     pub target: TargetConfig,
     /// Batching and retries.
     pub migration: MigrationConfig,
-}
-
-/// `source` of the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceConfig {
-    /// Always `postgresql`.
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-    /// Host.
-    pub host: String,
-    /// Port.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Database.
-    pub database: String,
-    /// User.
-    pub username: String,
-    /// Password (use `${DB_PASSWORD}`).
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// TLS required.
-    #[serde(default)]
-    pub ssl: bool,
-}
-
-fn default_port() -> u16 {
-    5432
 }
 
 /// `target` of the config.
@@ -300,19 +272,7 @@ pub fn keys() -> KeySchema {
 
 /// The spec of a target table: `PK`/`SK` and GSI1..GSI3 (`GSI<n>PK`, `GSI<n>SK`).
 pub fn table_spec(name: &str) -> TableSpec {
-    TableSpec {
-        name: name.to_owned(),
-        keys: keys(),
-        indexes: (1..=3)
-            .map(|i| {
-                (
-                    format!("GSI{i}"),
-                    format!("GSI{i}PK"),
-                    Some(format!("GSI{i}SK")),
-                )
-            })
-            .collect(),
-    }
+    TableSpec::single_table(name, 3)
 }
 
 /// What a run produced.
@@ -343,8 +303,8 @@ struct S9 {
     source: OnceCell<Source>,
     dynamo: OnceCell<(Client, Option<Dynalite>)>,
     rss: Mutex<serde_json::Map<String, Value>>,
-    /// Input fingerprints this invocation computed (hashed once per file).
-    checked: Mutex<HashMap<PathBuf, crate::artifact::Fingerprint>>,
+    /// The transformed files the load reads, checked against the row groups it recorded.
+    inputs: pq::InputGuard,
 }
 
 impl S9 {
@@ -363,6 +323,7 @@ impl S9 {
                 Some(EntityArg::Sales) => vec![Entity::Sales, Entity::SaleLines],
             },
             checkpoint: data.join(".checkpoint.json"),
+            inputs: pq::InputGuard::new(data.join(".checkpoint.json")),
             data,
             reports,
             config,
@@ -370,7 +331,6 @@ impl S9 {
             source: OnceCell::new(),
             dynamo: OnceCell::new(),
             rss: Mutex::default(),
-            checked: Mutex::default(),
         })
     }
 
@@ -490,7 +450,7 @@ impl S9 {
         let given = (self.args.common.database_url.as_ref())
             .map(|s| s.expose().to_owned())
             .filter(|s| !s.trim().is_empty())
-            .or_else(|| self.config.source.as_ref().map(SourceConfig::url));
+            .or_else(|| self.config.source.as_ref().map(ServerConfig::url));
         let generate = given.is_none();
         let (url, local) = etl_testkit::database_url_or_start(given.as_deref(), "s9").await?;
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -514,27 +474,18 @@ impl S9 {
             tracing::info!(?counts, "generated S9 data");
             generated = Some(serde_json::to_value(counts)?);
         }
-        for t in self.entities.iter().map(|e| e.table()) {
-            let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-                .bind(t)
-                .fetch_one(&pool)
-                .await?;
-            anyhow::ensure!(
-                found,
-                "{} has no S9 table `{t}`: point --database-url / --source-url (or DATABASE_URL) \
-                 at the S9 database, or leave them unset to migrate generated data",
-                etl_core::config::redact_url(&url)
-            );
-        }
-        let pg = PgSource::connect(
-            pool,
-            self.pg_entities()?,
-            PgSourceOptions {
-                default_numeric_scale: 3,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let options = PgSourceOptions {
+            default_numeric_scale: 3,
+            ..Default::default()
+        };
+        let pg =
+            (PgSource::connect(pool, self.pg_entities()?, options).await).with_context(|| {
+                format!(
+                    "reading the S9 tables at {}: point --database-url / --source-url (or \
+                 DATABASE_URL) at the S9 database, or leave them unset to migrate generated data",
+                    etl_core::config::redact_url(&url)
+                )
+            })?;
         Ok(Source {
             pg,
             generated,
@@ -544,49 +495,22 @@ impl S9 {
 
     /// The S9 tables and queries of the selected entities, split into key ranges.
     fn pg_entities(&self) -> anyhow::Result<Vec<PgEntity>> {
-        let filter = self.args.filter.as_deref().map(str::parse::<Filter>);
-        let filter = filter.transpose()?;
-        let since = self.args.since.clone();
+        let table = |e: Entity| PgEntity::table(e.name(), e.table(), e.key());
+        let mut sales = table(Entity::Sales);
+        if let Some(f) = &self.args.filter {
+            sales = sales.filter(f.parse::<Filter>()?);
+        }
+        if let Some(s) = &self.args.since {
+            sales = sales.since("data_atualizacao", s.clone());
+        }
         let mut entities = Vec::new();
-        for e in &self.entities {
-            let mut ent = PgEntity::table(e.name(), e.table(), e.key());
-            match e {
-                Entity::Sales => {
-                    if let Some(f) = &filter {
-                        ent = ent.filter(f.clone());
-                    }
-                    if let Some(s) = &since {
-                        ent = ent.since("data_atualizacao", s.clone());
-                    }
-                }
-                Entity::SaleLines if filter.is_some() || since.is_some() => {
-                    // Lines follow their sale: filter on the sale's columns.
-                    let mut cols = vec!["data_atualizacao".to_owned()];
-                    cols.extend(filter.iter().map(|f| f.column.clone()));
-                    let extra: Vec<String> = (cols.iter())
-                        .map(|c| {
-                            format!(
-                                "v.{} AS {}",
-                                quote_ident(c),
-                                quote_ident(&format!("venda_{c}"))
-                            )
-                        })
-                        .collect();
-                    let sql = format!(
-                        "SELECT l.*, {} FROM linhas_venda l JOIN vendas v ON v.id_venda = l.id_venda",
-                        extra.join(", ")
-                    );
-                    ent = PgEntity::query(e.name(), sql, e.key());
-                    if let Some(f) = &filter {
-                        let col = format!("venda_{}", f.column);
-                        ent = ent.filter(Filter::new(col, f.op, f.value.clone()));
-                    }
-                    if let Some(s) = &since {
-                        ent = ent.since("venda_data_atualizacao", s.clone());
-                    }
-                }
-                _ => {}
-            }
+        for &e in &self.entities {
+            let ent = match e {
+                Entity::Sales => sales.clone(),
+                // Lines follow their sale: the sales' filter and --since select them.
+                Entity::SaleLines => table(e).following(&sales, "id_venda"),
+                _ => table(e),
+            };
             entities.push(ent.split_every(self.args.extract_unit_keys));
         }
         if self.entities.contains(&Entity::Producers) {
@@ -627,46 +551,14 @@ impl S9 {
     }
 
     /// The load of `e` reads row groups of transformed/<e>.parquet and records those it
-    /// wrote: the checkpoint also records that file's fingerprint. Resuming (`resume`)
-    /// over recorded row groups is refused when the file changed since (a transform ran
-    /// again), naming the file and what changed; a fresh load forgets the row groups and
-    /// records the file as it is now.
+    /// wrote; resuming over them is refused when the file changed since ([`pq::InputGuard`]).
     fn load_input(&self, e: Entity, resume: bool) -> anyhow::Result<()> {
         let path = self.transformed(e);
         if !path.exists() {
             bail!("{} is missing: run --phase transform first", path.display());
         }
-        let units = JsonCheckpoint::new(&self.checkpoint, format!("load:{}", e.name()));
-        let input = JsonCheckpoint::new(&self.checkpoint, format!("input:load:{}", e.name()));
-        let checked = self.checked.lock().expect("lock").get(&path).cloned();
-        let now = match checked {
-            // Verified up front by this invocation: the same size and time are enough.
-            Some(f) if resume && same_file_times(&path, &f) => f,
-            _ => crate::artifact::Fingerprint::of(&path)?,
-        };
-        if resume && !units.completed()?.is_empty() {
-            let then: Option<crate::artifact::Fingerprint> =
-                (input.get("fingerprint")?).and_then(|v| serde_json::from_value(v).ok());
-            let changes = match &then {
-                None => vec!["no fingerprint of it was recorded".to_owned()],
-                Some(then) => now.changes_since(then),
-            };
-            if !changes.is_empty() {
-                return Err(etl_core::Error::Refused(format!(
-                    "--resume: {} changed since the unfinished load of {} recorded the row \
-                     groups it wrote ({}); they are not the row groups of this file: load it \
-                     from the start without --resume (`--phase load`)",
-                    path.display(),
-                    e.name(),
-                    changes.join(", ")
-                ))
-                .into());
-            }
-        } else if !resume {
-            units.reset()?;
-        }
-        input.set("fingerprint", serde_json::to_value(&now)?)?;
-        self.checked.lock().expect("lock").insert(path, now);
+        self.inputs
+            .check(&path, &format!("load:{}", e.name()), resume)?;
         Ok(())
     }
 
@@ -725,12 +617,6 @@ impl S9 {
     }
 }
 
-/// Whether the file at `path` still has the size and modification time of `f`.
-fn same_file_times(path: &Path, f: &crate::artifact::Fingerprint) -> bool {
-    crate::artifact::Fingerprint::times(path)
-        .is_ok_and(|(size, t)| size == f.size && t == f.modified_ns)
-}
-
 fn append_log(dir: &Path, lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     use std::io::Write as _;
     let path = dir.join("migration_errors.log");
@@ -741,23 +627,6 @@ fn append_log(dir: &Path, lines: impl IntoIterator<Item = String>) -> anyhow::Re
     let text: String = lines.into_iter().map(|l| format!("{now} {l}\n")).collect();
     f.write_all(text.as_bytes())?;
     Ok(())
-}
-
-impl SourceConfig {
-    /// The URL of the config's `source`.
-    fn url(&self) -> String {
-        let pw = (self.password.as_ref())
-            .map(|p| format!(":{}", urlencode(p.expose())))
-            .unwrap_or_default();
-        let ssl = if self.ssl { "?sslmode=require" } else { "" };
-        let (user, host, port, db) = (
-            urlencode(&self.username),
-            &self.host,
-            self.port,
-            &self.database,
-        );
-        format!("postgres://{user}{pw}@{host}:{port}/{db}{ssl}")
-    }
 }
 
 // ----- the migration ----------------------------------------------------------------------
@@ -803,7 +672,7 @@ fn steps(c: &S9) -> Vec<(Phase, Step)> {
         "writes the valid items with BatchWriteItem, row group by row group (load_report.json)",
     );
     let load = match c.config.migration.backup_before_load {
-        true => load.undo(|c, cx| Box::pin(async move { Ok(restore_backups(c, cx).await?) })),
+        true => load.undo(|c, cx| Box::pin(async move { Ok(undo_load(c, cx).await?) })),
         false => load.irreversible(
             "migration.backupBeforeLoad is false: no backup was taken before the load",
         ),
@@ -970,28 +839,13 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 /// In a dry run too: the artifacts are local (the dry run spares DynamoDB).
 async fn extract(c: &S9, cx: &StepCx, name: &'static str) -> anyhow::Result<StepOutput> {
     let src = c.source(cx).await?.only(name)?;
-    let units: Vec<String> = src.units().await?.into_iter().map(|u| u.name).collect();
-    let schema = src.schema();
-    let parts = c.data.join("extracted").join(format!("{name}.parts"));
     let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("extract-units:{name}"));
     let mut run = c.run_info(cx);
     run.dry_run = false;
-    let report = Pipeline::new(src, pq::ParquetPartsLoad::new(&parts, checkpoint))
-        .options(c.options(cx))
-        .run(&run)
-        .await;
-    c.log_rejects(cx)?;
-    if report.status == RunStatus::Failed {
-        return Ok(StepOutput::from_pipeline(report));
-    }
     let out = c.extracted(name);
-    let merge = (parts.clone(), out.clone());
-    let rows =
-        tokio::task::spawn_blocking(move || pq::merge_parts(&merge.0, &units, schema, &merge.1))
-            .await??;
-    tracing::info!(entity = %name, rows, file = %out.display(), "extracted");
-    std::fs::remove_dir_all(&parts).with_context(|| format!("removing {}", parts.display()))?;
-    let details = json!({ "rows": rows, "file": out });
+    let (report, rows) = pq::extract_to_file(src, &out, checkpoint, c.options(cx), &run).await?;
+    c.log_rejects(cx)?;
+    let details = rows.map_or(Value::Null, |rows| json!({ "rows": rows, "file": out }));
     Ok(StepOutput::from_pipeline(report).with_details(details))
 }
 
@@ -1057,25 +911,14 @@ async fn transform_step(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
 // ----- validate ---------------------------------------------------------------------------
 
 async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
-    let mut v = Validation::default();
+    let mut v = checks::validation();
     // FKs need every entity, so all are checked whatever --entity says.
     for e in Entity::ALL {
         let path = c.transformed(e);
         if !path.exists() {
             bail!("{} is missing: run --phase transform first", path.display());
         }
-        let mut failed = None;
-        let items = checks::item_stream(&path)?.map_while(|r| match r {
-            Ok(i) => Some(i),
-            Err(err) => {
-                failed = Some(err);
-                None
-            }
-        });
-        v.check_entity(e, items);
-        if let Some(err) = failed {
-            return Err(err.into());
-        }
+        v.check_file(e.name(), &path)?;
     }
     let report = v.report();
     c.write_report(cx, "validation_report.json", &report)?;
@@ -1118,51 +961,6 @@ fn invalid_items(c: &S9) -> anyhow::Result<Vec<Invalid>> {
     Ok(serde_json::from_slice(&std::fs::read(&p)?)?)
 }
 
-/// Rejects items that failed validation, with the check and reason.
-struct ExcludeInvalid {
-    keys: std::collections::HashMap<String, (String, String)>,
-}
-
-impl Transform for ExcludeInvalid {
-    fn name(&self) -> &str {
-        "exclude_invalid"
-    }
-    fn output_schema(
-        &self,
-        input: &arrow_schema::SchemaRef,
-    ) -> etl_core::Result<arrow_schema::SchemaRef> {
-        Ok(input.clone())
-    }
-    fn transform(&self, mut batch: Batch) -> etl_core::Result<Batch> {
-        let pk = batch.data.column_by_name("PK").cloned();
-        let sk = batch.data.column_by_name("SK").cloned();
-        let (Some(pk), Some(sk)) = (pk, sk) else {
-            return Ok(batch);
-        };
-        let mut seen: HashSet<String> = HashSet::new();
-        let fates: Vec<Option<Fate>> = (0..batch.num_rows())
-            .map(|r| {
-                let key = format!(
-                    "{}|{}",
-                    etl_core::batch::render_value(&pk, r),
-                    etl_core::batch::render_value(&sk, r)
-                );
-                // Duplicates: the first occurrence is valid, later ones are not.
-                let first = seen.insert(key.clone());
-                self.keys.get(&key).and_then(|(check, reason)| {
-                    (check != "duplicates" || !first).then(|| Fate::Reject {
-                        column: None,
-                        kind: format!("validation:{check}"),
-                        reason: reason.clone(),
-                    })
-                })
-            })
-            .collect();
-        batch.apply_fates(&fates)?;
-        Ok(batch)
-    }
-}
-
 // ----- backup, load, undo -----------------------------------------------------------------
 
 async fn backup(c: &S9, _cx: &StepCx) -> anyhow::Result<StepOutput> {
@@ -1171,17 +969,15 @@ async fn backup(c: &S9, _cx: &StepCx) -> anyhow::Result<StepOutput> {
             "skipped: migration.backupBeforeLoad is false",
         ));
     }
-    let client = c.client().await?;
-    let mut backups: Vec<BackupInfo> = Vec::new();
-    for t in c.tables() {
-        ensure_table(client, &table_spec(&t)).await?;
-        let info = backup_table(client, &t, &c.data.join("backups"), 4).await?;
+    let specs: Vec<TableSpec> = c.tables().iter().map(|t| table_spec(t)).collect();
+    let backups = backup_tables(c.client().await?, &specs, &c.data.join("backups")).await?;
+    for b in &backups {
         println!(
-            "backup of {t}: {} items -> {}",
-            info.items,
-            info.path.display()
+            "backup of {}: {} items -> {}",
+            b.table,
+            b.items,
+            b.path.display()
         );
-        backups.push(info);
     }
     let items: u64 = backups.iter().map(|b| b.items).sum();
     Ok(
@@ -1192,22 +988,21 @@ async fn backup(c: &S9, _cx: &StepCx) -> anyhow::Result<StepOutput> {
 
 /// The load's undo: every table back to its backup before the load (items added since
 /// are deleted).
-async fn restore_backups(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn undo_load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let backups: Vec<BackupInfo> = (cx.details_of("backup"))
         .and_then(|d| serde_json::from_value(d["backups"].clone()).ok())
         .unwrap_or_default();
     if backups.is_empty() {
         bail!("the run recorded no backup before its load: restore the tables with --restore FILE");
     }
-    let client = c.client().await?;
-    let mut done = Vec::new();
-    for b in &backups {
-        let r = restore_table(client, &b.path, None, RestoreMode::Exact, c.write_options()).await?;
-        done.push(format!(
+    let done = restore_backups(c.client().await?, &backups, c.write_options()).await?;
+    let done = done.iter().map(|r| {
+        format!(
             "{}: {} items restored, {} deleted",
             r.table, r.restored, r.deleted
-        ));
-    }
+        )
+    });
+    let done: Vec<String> = done.collect();
     Ok(StepOutput::message(done.join("; ")))
 }
 
@@ -1225,7 +1020,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         for &e in &c.entities {
             c.load_input(e, c.resume_units(cx))?;
         }
-        let checked = c.checked.lock().expect("lock").clone();
+        let checked = c.inputs.checked();
         inputs = json!({
             "bytes": checked.values().map(|f| f.size).sum::<u64>(),
             "seconds": t.elapsed().as_secs_f64(),
@@ -1239,12 +1034,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             bail!("{} is missing: run --phase transform first", path.display());
         }
         let table = c.config.target.table(e).to_owned();
-        let mut keys_map = HashMap::new();
-        for i in invalid.iter().filter(|i| i.entity == e.name()) {
-            keys_map
-                .entry(i.key.clone())
-                .or_insert((i.check.clone(), i.reason.clone()));
-        }
+        let invalid = invalid.iter().filter(|i| i.entity == e.name());
         let writer = ItemWriter::new(client.clone(), &table, keys(), wopts.clone());
         let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("load:{}", e.name()));
         let sink = DynamoLoad::new(writer, MappingOptions::default(), checkpoint);
@@ -1252,7 +1042,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         let t = std::time::Instant::now();
         let unit = format!("load/{}", e.name());
         let report = Pipeline::new(pq::ParquetExtract::open(&unit, &path)?, sink)
-            .transform(ExcludeInvalid { keys: keys_map })
+            .transform(ExcludeInvalid::new(keys(), invalid))
             .transform(ItemCheck::new(keys(), MappingOptions::default()))
             .options(c.options(cx))
             .run(&c.run_info(cx))
@@ -1264,41 +1054,13 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
                 "[dry run] would write {} items to {table} ({} rejected); first items:",
                 report.totals.loaded, report.totals.rejected
             );
-            if let Some(b) = pq::read_all(&path)?.first() {
-                let opts = MappingOptions::default();
-                for it in items_from_batch(&b.slice(0, b.num_rows().min(2)), &opts)
-                    .into_iter()
-                    .flatten()
-                {
-                    println!("  PutRequest {}", item_to_dynamo_json(&it));
-                }
+            for it in read_items(&path)?.take(2) {
+                println!("  PutRequest {}", item_to_dynamo_json(&it?));
             }
         }
-        let completed = |u: &&etl_core::UnitReport| u.status == etl_core::UnitStatus::Completed;
-        let resumed = |u: &&etl_core::UnitReport| u.status == etl_core::UnitStatus::Resumed;
-        let loaded_now: u64 = report
-            .units
-            .iter()
-            .filter(completed)
-            .map(|u| u.loaded)
-            .sum();
-        per_entity.insert(
-            e.name().into(),
-            json!({
-                "table": table,
-                "status": report.status.as_str(),
-                "read": report.totals.read,
-                "loaded": report.totals.loaded,
-                "rejected": report.totals.rejected,
-                "rejected_by_reason": report.totals.rejected_by_reason,
-                "units": report.units.len(),
-                "units_resumed": report.units.iter().filter(resumed).count(),
-                "seconds": secs,
-                "items_per_s": if secs > 0.0 { loaded_now as f64 / secs } else { 0.0 },
-                "writes": stats.stats(),
-                "dry_run": cx.dry_run,
-            }),
-        );
+        let mut summary = stats.summary(&report, secs);
+        summary["dry_run"] = json!(cx.dry_run);
+        per_entity.insert(e.name().into(), summary);
         let failed = report.status == RunStatus::Failed;
         reports.push(report);
         if failed {
@@ -1332,32 +1094,14 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     for &e in &c.entities {
         let table = c.config.target.table(e).to_owned();
         let source = pq::file_rows(&c.extracted(e.name()))?;
-        let bad: HashSet<&str> = invalid
-            .iter()
+        let bad: HashSet<&str> = (invalid.iter())
             .filter(|i| i.entity == e.name() && i.check != "duplicates")
             .map(|i| i.key.as_str())
             .collect();
-        // Streamed: the keys of the valid items, and a reservoir sample of 100 of them.
-        let mut unique: HashSet<String> = HashSet::new();
-        let mut sample: Vec<etl_sink_dynamodb::Item> = Vec::new();
-        let mut rows = 0u64;
-        for it in checks::item_stream(&c.transformed(e))? {
-            let it = it?;
-            rows += 1;
-            let k = item_key(&it);
-            if bad.contains(k.as_str()) || !unique.insert(k) {
-                continue;
-            }
-            if sample.len() < 100 {
-                sample.push(it);
-            } else {
-                let j = rng.usize(..unique.len());
-                if j < 100 {
-                    sample[j] = it;
-                }
-            }
-        }
-        let expected = unique.len() as u64;
+        // Streamed: the valid items expected in the table, and a sample of 100 of them.
+        let skip = |k: &str| bad.contains(k);
+        let want = Expected::scan(&c.transformed(e), &keys(), skip, 100, &mut rng)?;
+        let (rows, expected, sample) = (want.rows, want.items, want.sample);
         // Every source row is accounted for: transformed + rejected by the transform.
         let transform_rejected = transform["rejected"][e.name()].as_u64();
         let accounted = transform_rejected.is_none_or(|r| rows + r == source);
@@ -1378,18 +1122,8 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         if !matched {
             mismatched.push(format!("{}: {target} items, {expected} expected", e.name()));
         }
-        // A random sample read back and compared attribute by attribute.
-        let mut diffs = Vec::new();
-        for want in &sample {
-            let key = keys().key_of(&table, want)?;
-            let diff = match get_item(client, &table, key).await? {
-                None => vec!["missing in the target".to_owned()],
-                Some(got) => diff_items(want, &got),
-            };
-            if !diff.is_empty() {
-                diffs.push(json!({"key": item_key(want), "diff": diff}));
-            }
-        }
+        // The sample read back and compared attribute by attribute.
+        let diffs = compare_sample(client, &table, &keys(), &sample).await?;
         if !diffs.is_empty() {
             mismatched.push(format!(
                 "{}: {} sampled items differ, e.g. {}",
@@ -1432,38 +1166,6 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let finding = Finding::check("verify", ok, &message);
     let out = StepOutput::message(message).with_details(json!({ "counts": counts }));
     Ok(out.with_findings(vec![finding]))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A client for AWS with the credentials in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-/// (/`AWS_SESSION_TOKEN`).
-fn env_client(region: &str) -> Client {
-    use etl_sink_dynamodb::aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let var = |k: &str| std::env::var(k).ok();
-    let (id, secret) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
-    let creds = Credentials::new(
-        id.unwrap_or_default(),
-        secret.unwrap_or_default(),
-        var("AWS_SESSION_TOKEN"),
-        None,
-        "environment",
-    );
-    let conf = etl_sink_dynamodb::aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .credentials_provider(creds)
-        .build();
-    Client::from_conf(conf)
 }
 
 /// Paths of the bundled data.

@@ -4,16 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
-};
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
-};
-use arrow_buffer::{NullBuffer, OffsetBuffer};
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use etl_core::{Batch, Fate, Transform};
+use etl_sink_dynamodb::json_items::{Attr, Row, item_schema, map_rows};
 use serde_json::{Map, Value, json};
 
 /// The entities of the migration, in load order.
@@ -41,44 +35,34 @@ impl Entity {
         Entity::SaleLines,
     ];
 
+    /// Its name in files and reports, S9 table, S9 key column and `EntityType`.
+    fn info(self) -> [&'static str; 4] {
+        match self {
+            Entity::Buyers => ["buyers", "compradores", "id_comprador", "Buyer"],
+            Entity::Producers => ["producers", "produtores", "id_produtor", "Producer"],
+            Entity::Sales => ["sales", "vendas", "id_venda", "Sale"],
+            Entity::SaleLines => ["sale_lines", "linhas_venda", "id_linha", "SaleLine"],
+        }
+    }
+
     /// Name used in files and reports.
     pub fn name(self) -> &'static str {
-        match self {
-            Entity::Buyers => "buyers",
-            Entity::Producers => "producers",
-            Entity::Sales => "sales",
-            Entity::SaleLines => "sale_lines",
-        }
+        self.info()[0]
     }
 
     /// The S9 table.
     pub fn table(self) -> &'static str {
-        match self {
-            Entity::Buyers => "compradores",
-            Entity::Producers => "produtores",
-            Entity::Sales => "vendas",
-            Entity::SaleLines => "linhas_venda",
-        }
+        self.info()[1]
     }
 
     /// The S9 key column.
     pub fn key(self) -> &'static str {
-        match self {
-            Entity::Buyers => "id_comprador",
-            Entity::Producers => "id_produtor",
-            Entity::Sales => "id_venda",
-            Entity::SaleLines => "id_linha",
-        }
+        self.info()[2]
     }
 
     /// `EntityType` of its items.
     pub fn entity_type(self) -> &'static str {
-        match self {
-            Entity::Buyers => "Buyer",
-            Entity::Producers => "Producer",
-            Entity::Sales => "Sale",
-            Entity::SaleLines => "SaleLine",
-        }
+        self.info()[3]
     }
 }
 
@@ -145,361 +129,159 @@ pub fn code(prefix: &str, id: i64) -> String {
 
 // ----- the target schemas -------------------------------------------------------------
 
-const ADDRESS: &[&str] = &[
-    "Street",
-    "Number",
-    "Complement",
-    "Neighborhood",
-    "City",
-    "State",
-    "PostalCode",
-    "Country",
+use Attr::{Dec, Int, Map as M, MapList, S, StrList};
+
+/// The attributes of a map, each with the S9 column it is copied from (`""`: computed).
+type Fields = &'static [(&'static str, &'static str)];
+
+const ADDRESS: Fields = &[
+    ("Street", ""),
+    ("Number", ""),
+    ("Complement", ""),
+    ("Neighborhood", "bairro"),
+    ("City", "cidade"),
+    ("State", "estado"),
+    ("PostalCode", "cep"),
+    ("Country", "pais"),
 ];
-const BANK: &[&str] = &["Bank", "BankName", "Agency", "Account", "AccountType"];
-const CERT: &[&str] = &["Type", "Number", "Issuer", "ValidUntil"];
-
-enum K {
-    S,
-    I,
-    D(u8, i8),
-    St(&'static [&'static str]),
-    LS,
-    LSt(&'static [&'static str]),
+const BANK: Fields = &[
+    ("Bank", "banco"),
+    ("BankName", "banco_nome"),
+    ("Agency", "agencia"),
+    ("Account", "conta"),
+    ("AccountType", ""),
+];
+const CERT: Fields = &[
+    ("Type", "tipo"),
+    ("Number", "numero"),
+    ("Issuer", "emissor"),
+    ("ValidUntil", "validade"),
+];
+const fn names<const N: usize>(f: Fields) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = f[i].0;
+        i += 1;
+    }
+    out
 }
+const ADDRESS_NAMES: &[&str] = &names::<8>(ADDRESS);
+const BANK_NAMES: &[&str] = &names::<5>(BANK);
+const CERT_NAMES: &[&str] = &names::<4>(CERT);
 
-fn strings(names: &[&str]) -> Fields {
-    names
-        .iter()
-        .map(|n| Field::new(*n, DataType::Utf8, true))
-        .collect()
+const MONEY: Attr = Dec(18, 2);
+const QTY: Attr = Dec(18, 3);
+
+/// An attribute: its type and the S9 column it is copied from as it is (text, decimal,
+/// ISO timestamp: [`Row::value`]), or `""` when the transform computes it.
+type Spec = (&'static str, Attr, &'static str);
+
+/// Every item's key and type.
+const KEY: &[Spec] = &[("PK", S, ""), ("SK", S, ""), ("EntityType", S, "")];
+/// What sales and their lines share.
+const AMOUNTS: &[Spec] = &[
+    ("UnitPrice", MONEY, "preco_unitario"),
+    ("Subtotal", MONEY, "subtotal"),
+    ("Discount", MONEY, "desconto"),
+    ("Tax", MONEY, "imposto"),
+];
+/// What buyers and producers share.
+const PARTY: &[Spec] = &[
+    ("Name", S, "nome"),
+    ("TradeName", S, "nome_fantasia"),
+    ("Document", S, "cnpj"),
+    ("DocumentType", S, ""),
+    ("Email", S, "email"),
+    ("Phone", S, "telefone"),
+    ("Mobile", S, "celular"),
+    ("Address", M(ADDRESS_NAMES), ""),
+    ("Status", S, ""),
+    ("ContactPerson", S, "contato_nome"),
+    ("ContactEmail", S, "contato_email"),
+    ("ContactPhone", S, "contato_telefone"),
+    ("TaxId", S, "cnpj"),
+    ("StateRegistration", S, "inscricao_estadual"),
+    ("Notes", S, "observacoes"),
+    ("GSI1PK", S, ""),
+    ("GSI1SK", S, ""),
+];
+const AUDIT: &[Spec] = &[
+    ("CreatedAt", S, "data_cadastro"),
+    ("CreatedBy", S, "usuario_cadastro"),
+    ("UpdatedAt", S, "data_atualizacao"),
+    ("UpdatedBy", S, "usuario_atualizacao"),
+];
+const BUYER: &[Spec] = &[
+    ("BuyerId", S, ""),
+    ("BillingAddress", M(ADDRESS_NAMES), ""),
+    ("CreditLimit", MONEY, "limite_credito"),
+    ("PaymentTerms", S, ""),
+];
+const PRODUCER: &[Spec] = &[
+    ("ProducerId", S, ""),
+    ("ProductCategories", StrList, ""),
+    ("BankAccount", M(BANK_NAMES), ""),
+    ("Certifications", MapList(CERT_NAMES), ""),
+];
+const SALE: &[Spec] = &[
+    ("SaleId", S, ""),
+    ("BuyerId", S, ""),
+    ("BuyerName", S, ""),
+    ("BuyerDocument", S, ""),
+    ("ProducerId", S, ""),
+    ("ProducerName", S, ""),
+    ("ProducerDocument", S, ""),
+    ("SaleDate", S, ""),
+    ("DeliveryDate", S, "data_entrega"),
+    ("InvoiceDate", S, "data_nota"),
+    ("Status", S, ""),
+    ("PaymentTerms", S, ""),
+    ("Quantity", QTY, "quantidade_total"),
+    ("Total", MONEY, "valor_total"),
+    ("Currency", S, "moeda"),
+    ("Notes", S, "observacoes"),
+    ("InvoiceNumber", S, "numero_nota"),
+    ("InvoiceKey", S, "chave_nota"),
+    ("InvoiceFileUrl", S, ""),
+    ("GSI1PK", S, ""),
+    ("GSI1SK", S, ""),
+    ("GSI2PK", S, ""),
+    ("GSI2SK", S, ""),
+    ("GSI3PK", S, ""),
+    ("GSI3SK", S, ""),
+];
+const LINE: &[Spec] = &[
+    ("SaleId", S, ""),
+    ("LineNumber", Int, ""),
+    ("ProductCode", S, "codigo_produto"),
+    ("ProductName", S, "nome_produto"),
+    ("ProductDescription", S, "descricao_produto"),
+    ("Quantity", QTY, "quantidade"),
+    ("Unit", S, "unidade"),
+    ("Total", MONEY, "total"),
+    ("DiscountPercentage", Dec(7, 2), "percentual_desconto"),
+    ("TaxPercentage", Dec(7, 2), "percentual_imposto"),
+    ("Notes", S, "observacoes"),
+    ("CreatedAt", S, "data_cadastro"),
+    ("UpdatedAt", S, "data_atualizacao"),
+];
+
+/// The attributes of an entity's items, in column order.
+fn specs(entity: Entity) -> Vec<Spec> {
+    let parts: &[&[Spec]] = match entity {
+        Entity::Buyers => &[KEY, PARTY, BUYER, AUDIT],
+        Entity::Producers => &[KEY, PARTY, PRODUCER, AUDIT],
+        Entity::Sales => &[KEY, SALE, AMOUNTS, AUDIT],
+        Entity::SaleLines => &[KEY, LINE, AMOUNTS],
+    };
+    parts.concat()
 }
-
-fn schema_of(spec: &[(&str, K)]) -> SchemaRef {
-    Arc::new(Schema::new(
-        spec.iter()
-            .map(|(n, k)| {
-                let ty = match k {
-                    K::S => DataType::Utf8,
-                    K::I => DataType::Int64,
-                    K::D(p, s) => DataType::Decimal128(*p, *s),
-                    K::St(f) => DataType::Struct(strings(f)),
-                    K::LS => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
-                    K::LSt(f) => DataType::List(Arc::new(Field::new_list_field(
-                        DataType::Struct(strings(f)),
-                        true,
-                    ))),
-                };
-                Field::new(*n, ty, !matches!(*n, "PK" | "SK"))
-            })
-            .collect::<Vec<_>>(),
-    ))
-}
-
-const MONEY: K = K::D(18, 2);
-const QTY: K = K::D(18, 3);
 
 /// The Arrow schema of an entity's items (`data/transformed/<entity>.parquet`).
 pub fn target_schema(entity: Entity) -> SchemaRef {
-    use K::*;
-    match entity {
-        Entity::Buyers => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("BuyerId", S),
-            ("Name", S),
-            ("TradeName", S),
-            ("Document", S),
-            ("DocumentType", S),
-            ("Email", S),
-            ("Phone", S),
-            ("Mobile", S),
-            ("Address", St(ADDRESS)),
-            ("BillingAddress", St(ADDRESS)),
-            ("Status", S),
-            ("CreditLimit", MONEY),
-            ("PaymentTerms", S),
-            ("ContactPerson", S),
-            ("ContactEmail", S),
-            ("ContactPhone", S),
-            ("TaxId", S),
-            ("StateRegistration", S),
-            ("Notes", S),
-            ("CreatedAt", S),
-            ("CreatedBy", S),
-            ("UpdatedAt", S),
-            ("UpdatedBy", S),
-            ("GSI1PK", S),
-            ("GSI1SK", S),
-        ]),
-        Entity::Producers => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("ProducerId", S),
-            ("Name", S),
-            ("TradeName", S),
-            ("Document", S),
-            ("DocumentType", S),
-            ("Email", S),
-            ("Phone", S),
-            ("Mobile", S),
-            ("Address", St(ADDRESS)),
-            ("Status", S),
-            ("ProductCategories", LS),
-            ("ContactPerson", S),
-            ("ContactEmail", S),
-            ("ContactPhone", S),
-            ("TaxId", S),
-            ("StateRegistration", S),
-            ("BankAccount", St(BANK)),
-            ("Certifications", LSt(CERT)),
-            ("Notes", S),
-            ("CreatedAt", S),
-            ("CreatedBy", S),
-            ("UpdatedAt", S),
-            ("UpdatedBy", S),
-            ("GSI1PK", S),
-            ("GSI1SK", S),
-        ]),
-        Entity::Sales => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("SaleId", S),
-            ("BuyerId", S),
-            ("BuyerName", S),
-            ("BuyerDocument", S),
-            ("ProducerId", S),
-            ("ProducerName", S),
-            ("ProducerDocument", S),
-            ("SaleDate", S),
-            ("DeliveryDate", S),
-            ("InvoiceDate", S),
-            ("Status", S),
-            ("PaymentTerms", S),
-            ("Quantity", QTY),
-            ("UnitPrice", MONEY),
-            ("Subtotal", MONEY),
-            ("Discount", MONEY),
-            ("Tax", MONEY),
-            ("Total", MONEY),
-            ("Currency", S),
-            ("Notes", S),
-            ("InvoiceNumber", S),
-            ("InvoiceKey", S),
-            ("InvoiceFileUrl", S),
-            ("CreatedAt", S),
-            ("CreatedBy", S),
-            ("UpdatedAt", S),
-            ("UpdatedBy", S),
-            ("GSI1PK", S),
-            ("GSI1SK", S),
-            ("GSI2PK", S),
-            ("GSI2SK", S),
-            ("GSI3PK", S),
-            ("GSI3SK", S),
-        ]),
-        Entity::SaleLines => schema_of(&[
-            ("PK", S),
-            ("SK", S),
-            ("EntityType", S),
-            ("SaleId", S),
-            ("LineNumber", I),
-            ("ProductCode", S),
-            ("ProductName", S),
-            ("ProductDescription", S),
-            ("Quantity", QTY),
-            ("Unit", S),
-            ("UnitPrice", MONEY),
-            ("Subtotal", MONEY),
-            ("Discount", MONEY),
-            ("Tax", MONEY),
-            ("Total", MONEY),
-            ("DiscountPercentage", K::D(7, 2)),
-            ("TaxPercentage", K::D(7, 2)),
-            ("Notes", S),
-            ("CreatedAt", S),
-            ("UpdatedAt", S),
-        ]),
-    }
-}
-
-// ----- JSON rows -> Arrow ---------------------------------------------------------------
-
-/// Build one array of type `field` from JSON values (`None`/`null` = null). Decimals come
-/// as strings or numbers, structs as objects, lists as arrays.
-pub fn json_array(field: &Field, values: &[Option<&Value>]) -> anyhow::Result<ArrayRef> {
-    let present = |v: &Option<&Value>| v.is_some_and(|v| !v.is_null());
-    Ok(match field.data_type() {
-        DataType::Utf8 => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    v.and_then(|v| {
-                        v.as_str()
-                            .map(str::to_owned)
-                            .or_else(|| (!v.is_null()).then(|| v.to_string()))
-                    })
-                })
-                .collect::<StringArray>(),
-        ),
-        DataType::Int64 => Arc::new(
-            values
-                .iter()
-                .map(|v| v.and_then(Value::as_i64))
-                .collect::<Int64Array>(),
-        ),
-        DataType::Boolean => Arc::new(
-            values
-                .iter()
-                .map(|v| v.and_then(Value::as_bool))
-                .collect::<BooleanArray>(),
-        ),
-        DataType::Decimal128(p, s) => {
-            let mut out = Vec::with_capacity(values.len());
-            for v in values {
-                out.push(match v.filter(|v| !v.is_null()) {
-                    None => None,
-                    Some(v) => {
-                        let text = v
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string());
-                        Some(
-                            etl_source_postgres::types::parse_decimal(&text, *p, *s).ok_or_else(
-                                || {
-                                    anyhow::anyhow!(
-                                        "{}: {text} does not fit Decimal128({p}, {s})",
-                                        field.name()
-                                    )
-                                },
-                            )?,
-                        )
-                    }
-                });
-            }
-            Arc::new(arrow_array::Decimal128Array::from(out).with_precision_and_scale(*p, *s)?)
-        }
-        DataType::Struct(fields) => {
-            let nulls = NullBuffer::from(values.iter().map(present).collect::<Vec<bool>>());
-            let children = fields
-                .iter()
-                .map(|f| {
-                    let child: Vec<Option<&Value>> = values
-                        .iter()
-                        .map(|v| v.and_then(|v| v.get(f.name())))
-                        .collect();
-                    json_array(f, &child)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Arc::new(StructArray::try_new(fields.clone(), children, Some(nulls))?)
-        }
-        DataType::List(item) => {
-            let mut lengths = Vec::with_capacity(values.len());
-            let mut flat: Vec<Option<&Value>> = Vec::new();
-            for v in values {
-                let items = v.and_then(Value::as_array);
-                lengths.push(items.map_or(0, Vec::len));
-                if let Some(items) = items {
-                    flat.extend(items.iter().map(Some));
-                }
-            }
-            let child = json_array(item, &flat)?;
-            let nulls = NullBuffer::from(values.iter().map(present).collect::<Vec<bool>>());
-            Arc::new(ListArray::try_new(
-                item.clone(),
-                OffsetBuffer::from_lengths(lengths),
-                child,
-                Some(nulls),
-            )?)
-        }
-        other => anyhow::bail!("no JSON conversion to {other}"),
-    })
-}
-
-/// Rows (JSON objects) -> a batch of `schema`.
-pub fn json_batch(schema: &SchemaRef, rows: &[Map<String, Value>]) -> anyhow::Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let vals: Vec<Option<&Value>> = rows.iter().map(|r| r.get(f.name())).collect();
-            json_array(f, &vals)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-// ----- reading S9 rows ------------------------------------------------------------------
-
-/// One row of an extracted S9 batch, read by column name.
-pub struct Row<'a> {
-    batch: &'a RecordBatch,
-    row: usize,
-}
-
-impl<'a> Row<'a> {
-    /// Row `row` of `batch`.
-    pub fn new(batch: &'a RecordBatch, row: usize) -> Self {
-        Row { batch, row }
-    }
-
-    fn col(&self, name: &str) -> Option<&'a ArrayRef> {
-        let c = self.batch.column_by_name(name)?;
-        (!c.is_null(self.row)).then_some(c)
-    }
-
-    /// Text (trimmed of `char(n)` padding), `None` when null.
-    pub fn s(&self, name: &str) -> Option<String> {
-        let c = self.col(name)?;
-        Some(match c.data_type() {
-            DataType::Utf8 => c.as_string::<i32>().value(self.row).trim_end().to_owned(),
-            _ => etl_core::batch::render_value(c, self.row),
-        })
-    }
-
-    /// An integer.
-    pub fn i(&self, name: &str) -> Option<i64> {
-        let c = self.col(name)?;
-        Some(match c.data_type() {
-            DataType::Int16 => c.as_primitive::<Int16Type>().value(self.row) as i64,
-            DataType::Int32 => c.as_primitive::<Int32Type>().value(self.row) as i64,
-            DataType::Int64 => c.as_primitive::<Int64Type>().value(self.row),
-            _ => return None,
-        })
-    }
-
-    /// A decimal as text (`25.5`).
-    pub fn dec(&self, name: &str) -> Option<Value> {
-        let c = self.col(name)?;
-        Some(match c.data_type() {
-            DataType::Decimal128(_, s) => Value::String(etl_core::batch::format_decimal(
-                c.as_primitive::<Decimal128Type>().value(self.row),
-                *s,
-            )),
-            _ => Value::String(etl_core::batch::render_value(c, self.row)),
-        })
-    }
-
-    /// A timestamp as ISO-8601 UTC `2026-01-30T14:30:00Z`.
-    pub fn ts(&self, name: &str) -> Option<String> {
-        let c = self.col(name)?;
-        match c.data_type() {
-            DataType::Timestamp(_, _) => etl_sink_dynamodb::mapping::format_timestamp(
-                c.as_primitive::<TimestampMicrosecondType>().value(self.row),
-            )
-            .ok(),
-            _ => None,
-        }
-    }
-
-    /// A date as `YYYY-MM-DD`.
-    pub fn date(&self, name: &str) -> Option<String> {
-        let c = self.col(name)?;
-        let days = c.as_primitive::<Date32Type>().value(self.row);
-        chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163).map(|d| d.to_string())
-    }
+    let attrs: Vec<(&str, Attr)> = specs(entity).iter().map(|(n, a, _)| (*n, *a)).collect();
+    item_schema(&super::keys(), &attrs)
 }
 
 // ----- the transform ----------------------------------------------------------------------
@@ -521,59 +303,37 @@ impl Lookups {
     pub fn add(&mut self, entity: Option<Entity>, batch: &RecordBatch) {
         for r in 0..batch.num_rows() {
             let row = Row::new(batch, r);
+            let Some(id) = row.i(entity.map_or("id_produtor", Entity::key)) else {
+                continue;
+            };
+            let party = || (row.s("nome").unwrap_or_default(), row.s("cnpj"));
             match entity {
-                Some(Entity::Buyers) => {
-                    if let Some(id) = row.i("id_comprador") {
-                        self.buyers
-                            .insert(id, (row.s("nome").unwrap_or_default(), row.s("cnpj")));
-                    }
-                }
-                Some(Entity::Producers) => {
-                    if let Some(id) = row.i("id_produtor") {
-                        self.producers
-                            .insert(id, (row.s("nome").unwrap_or_default(), row.s("cnpj")));
-                    }
-                }
+                Some(Entity::Buyers) => _ = self.buyers.insert(id, party()),
+                Some(Entity::Producers) => _ = self.producers.insert(id, party()),
+                Some(_) => {}
                 None => {
-                    if let Some(id) = row.i("id_produtor") {
-                        let mut c = Map::new();
-                        put(&mut c, "Type", row.s("tipo"));
-                        put(&mut c, "Number", row.s("numero"));
-                        put(&mut c, "Issuer", row.s("emissor"));
-                        put(&mut c, "ValidUntil", row.date("validade"));
-                        self.certifications
-                            .entry(id)
-                            .or_default()
-                            .push(Value::Object(c));
-                    }
+                    let mut c = Map::new();
+                    row.copy_into(&mut c, CERT.iter().copied());
+                    let certs = self.certifications.entry(id).or_default();
+                    certs.push(Value::Object(c));
                 }
-                _ => {}
             }
         }
     }
 }
 
 /// `PK` `<PREFIX>#<code>`, `SK` `#METADATA#<prefix>` and the id attribute of a buyer or
-/// producer item.
+/// producer item; GSI1 is the `<PREFIX>S` partition, sorted by `<PREFIX>#<Name>`.
 fn party_keys(m: &mut Map<String, Value>, prefix: &str, id_attr: &str, id: i64) {
     let code = code(prefix, id);
+    let name = m.get("Name").and_then(Value::as_str).unwrap_or_default();
+    let gsi1sk = format!("{prefix}#{name}");
     m.insert("PK".into(), json!(format!("{prefix}#{code}")));
-    m.insert(
-        "SK".into(),
-        json!(format!("#METADATA#{}", prefix.to_lowercase())),
-    );
+    let sk = format!("#METADATA#{}", prefix.to_lowercase());
+    m.insert("SK".into(), json!(sk));
     m.insert(id_attr.into(), json!(code));
-}
-
-/// GSI1 of a buyer or producer: the `list` partition, sorted by `<PREFIX>#<Name>`.
-fn by_name(m: &mut Map<String, Value>, list: &str, prefix: &str) {
-    let name = m
-        .get("Name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    m.insert("GSI1PK".into(), json!(list));
-    m.insert("GSI1SK".into(), json!(format!("{prefix}#{name}")));
+    m.insert("GSI1PK".into(), json!(format!("{prefix}S")));
+    m.insert("GSI1SK".into(), json!(gsi1sk));
 }
 
 fn put(m: &mut Map<String, Value>, k: &str, v: Option<impl Into<Value>>) {
@@ -590,6 +350,27 @@ fn reject(column: &str, kind: &str, reason: String) -> Fate {
     }
 }
 
+/// A value the item cannot do without.
+fn need<T>(v: Option<T>, column: &str) -> Result<T, Fate> {
+    v.ok_or_else(|| reject(column, "missing_value", format!("{column} is null")))
+}
+
+/// A code mapped to its target value, or an `unknown_code` reject.
+fn mapped<T>(v: Option<T>, column: &str, why: impl FnOnce() -> String) -> Result<T, Fate> {
+    v.ok_or_else(|| reject(column, "unknown_code", why()))
+}
+
+/// `PaymentTerms` from `prazo_pagamento` (days).
+fn terms(row: &Row<'_>, m: &mut Map<String, Value>) -> Result<(), Fate> {
+    if let Some(days) = row.i("prazo_pagamento") {
+        let t = mapped(payment_terms(days), "prazo_pagamento", || {
+            format!("payment term {days} is not a positive number of days")
+        })?;
+        m.insert("PaymentTerms".into(), json!(t));
+    }
+    Ok(())
+}
+
 /// The transform of one entity: S9 rows in, target items out; unknown codes are rejects.
 #[derive(Debug, Clone)]
 pub struct S9Transform {
@@ -597,44 +378,35 @@ pub struct S9Transform {
     lookups: Arc<Lookups>,
     invoice_url: String,
     schema: SchemaRef,
+    copies: Vec<(&'static str, &'static str)>,
 }
 
 impl S9Transform {
     /// The transform of `entity`. `invoice_url` is the `InvoiceFileUrl` template with
     /// `{year}`, `{month}` (of the invoice date) and `{sale_id}`.
     pub fn new(entity: Entity, lookups: Arc<Lookups>, invoice_url: impl Into<String>) -> Self {
+        let specs = specs(entity).into_iter();
         S9Transform {
             entity,
             lookups,
             invoice_url: invoice_url.into(),
             schema: target_schema(entity),
+            copies: specs
+                .filter(|s| !s.2.is_empty())
+                .map(|(a, _, c)| (a, c))
+                .collect(),
         }
     }
 
-    fn party(
-        &self,
-        row: &Row<'_>,
-        m: &mut Map<String, Value>,
-        status_code: &str,
-    ) -> Result<(), Fate> {
-        put(m, "Name", row.s("nome"));
-        put(m, "TradeName", row.s("nome_fantasia"));
-        let doc = row.s("cnpj");
-        if let Some(doc) = &doc {
-            let t = document_type(doc).ok_or_else(|| {
-                reject(
-                    "cnpj",
-                    "bad_document",
-                    format!("document {doc:?} is neither a CNPJ (14 digits) nor a CPF (11)"),
-                )
+    /// What buyers and producers share: the document, the address, the status.
+    fn party(&self, row: &Row<'_>, m: &mut Map<String, Value>) -> Result<(), Fate> {
+        if let Some(doc) = row.s("cnpj") {
+            let t = document_type(&doc).ok_or_else(|| {
+                let why = format!("document {doc:?} is neither a CNPJ (14 digits) nor a CPF (11)");
+                reject("cnpj", "bad_document", why)
             })?;
             m.insert("DocumentType".into(), json!(t));
         }
-        put(m, "Document", doc.clone());
-        put(m, "TaxId", doc);
-        put(m, "Email", row.s("email"));
-        put(m, "Phone", row.s("telefone"));
-        put(m, "Mobile", row.s("celular"));
         let mut addr = Map::new();
         if let Some(a) = row.s("endereco") {
             let (street, number, complement) = split_address(&a);
@@ -642,116 +414,66 @@ impl S9Transform {
             put(&mut addr, "Number", number);
             put(&mut addr, "Complement", complement);
         }
-        put(&mut addr, "Neighborhood", row.s("bairro"));
-        put(&mut addr, "City", row.s("cidade"));
-        put(&mut addr, "State", row.s("estado"));
-        put(&mut addr, "PostalCode", row.s("cep"));
-        put(&mut addr, "Country", row.s("pais"));
+        row.copy_into(&mut addr, ADDRESS.iter().copied());
         m.insert("Address".into(), Value::Object(addr));
-        let status = entity_status(status_code).ok_or_else(|| {
-            reject(
-                "status",
-                "unknown_code",
-                format!("status {status_code:?} is not one of A/I/B/S"),
-            )
+        let code = row.s("status").unwrap_or_default();
+        let status = mapped(entity_status(&code), "status", || {
+            format!("status {code:?} is not one of A/I/B/S")
         })?;
         m.insert("Status".into(), json!(status));
-        put(m, "ContactPerson", row.s("contato_nome"));
-        put(m, "ContactEmail", row.s("contato_email"));
-        put(m, "ContactPhone", row.s("contato_telefone"));
-        put(m, "StateRegistration", row.s("inscricao_estadual"));
-        put(m, "Notes", row.s("observacoes"));
-        put(m, "CreatedAt", row.ts("data_cadastro"));
-        put(m, "CreatedBy", row.s("usuario_cadastro"));
-        put(m, "UpdatedAt", row.ts("data_atualizacao"));
-        put(m, "UpdatedBy", row.s("usuario_atualizacao"));
         Ok(())
     }
 
     /// The item of one S9 row, or its fate.
     pub fn item(&self, row: &Row<'_>) -> Result<Map<String, Value>, Fate> {
-        let mut m = Map::new();
         let key = self.entity.key();
         let id = row
             .i(key)
             .ok_or_else(|| reject(key, "missing_key", format!("{key} is null")))?;
+        let mut m = Map::new();
+        row.copy_into(&mut m, self.copies.iter().copied());
         m.insert("EntityType".into(), json!(self.entity.entity_type()));
         match self.entity {
             Entity::Buyers => {
                 party_keys(&mut m, "BUYER", "BuyerId", id);
-                self.party(row, &mut m, &row.s("status").unwrap_or_default())?;
+                self.party(row, &mut m)?;
                 if let Some(a) = m.get("Address").cloned() {
                     m.insert("BillingAddress".into(), a);
                 }
-                put(&mut m, "CreditLimit", row.dec("limite_credito"));
-                if let Some(days) = row.i("prazo_pagamento") {
-                    let t = payment_terms(days).ok_or_else(|| {
-                        reject(
-                            "prazo_pagamento",
-                            "unknown_code",
-                            format!("payment term {days} is not a positive number of days"),
-                        )
-                    })?;
-                    m.insert("PaymentTerms".into(), json!(t));
-                }
-                by_name(&mut m, "BUYERS", "BUYER");
+                terms(row, &mut m)?;
             }
             Entity::Producers => {
                 party_keys(&mut m, "PRODUCER", "ProducerId", id);
-                self.party(row, &mut m, &row.s("status").unwrap_or_default())?;
+                self.party(row, &mut m)?;
                 if let Some(c) = row.s("categorias_produtos") {
-                    let cats: Vec<Value> = c
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| json!(s))
-                        .collect();
-                    m.insert("ProductCategories".into(), Value::Array(cats));
+                    let cats = c.split(',').map(str::trim).filter(|s| !s.is_empty());
+                    m.insert("ProductCategories".into(), cats.collect());
                 }
                 let mut bank = Map::new();
-                put(&mut bank, "Bank", row.s("banco"));
-                put(&mut bank, "BankName", row.s("banco_nome"));
-                put(&mut bank, "Agency", row.s("agencia"));
-                put(&mut bank, "Account", row.s("conta"));
+                row.copy_into(&mut bank, BANK.iter().copied());
                 if let Some(t) = row.s("tipo_conta") {
-                    let mapped = account_type(&t).ok_or_else(|| {
-                        reject(
-                            "tipo_conta",
-                            "unknown_code",
-                            format!("account type {t:?} is not one of CC/CP"),
-                        )
+                    let mapped = mapped(account_type(&t), "tipo_conta", || {
+                        format!("account type {t:?} is not one of CC/CP")
                     })?;
                     bank.insert("AccountType".into(), json!(mapped));
                 }
                 if !bank.is_empty() {
                     m.insert("BankAccount".into(), Value::Object(bank));
                 }
-                let certs = self
-                    .lookups
-                    .certifications
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or_default();
-                m.insert("Certifications".into(), Value::Array(certs));
-                by_name(&mut m, "PRODUCERS", "PRODUCER");
+                let certs = self.lookups.certifications.get(&id);
+                m.insert(
+                    "Certifications".into(),
+                    json!(certs.cloned().unwrap_or_default()),
+                );
             }
             Entity::Sales => {
                 let sid = code("SALE", id);
                 m.insert("PK".into(), json!(format!("SALE#{sid}")));
                 m.insert("SK".into(), json!("#METADATA#sale"));
                 m.insert("SaleId".into(), json!(sid));
-                let buyer = row.i("id_comprador").ok_or_else(|| {
-                    reject(
-                        "id_comprador",
-                        "missing_value",
-                        "id_comprador is null".into(),
-                    )
-                })?;
-                let producer = row.i("id_produtor").ok_or_else(|| {
-                    reject("id_produtor", "missing_value", "id_produtor is null".into())
-                })?;
-                let bid = code("BUYER", buyer);
-                let pid = code("PRODUCER", producer);
+                let buyer = need(row.i("id_comprador"), "id_comprador")?;
+                let producer = need(row.i("id_produtor"), "id_produtor")?;
+                let (bid, pid) = (code("BUYER", buyer), code("PRODUCER", producer));
                 m.insert("BuyerId".into(), json!(bid));
                 if let Some((name, doc)) = self.lookups.buyers.get(&buyer) {
                     m.insert("BuyerName".into(), json!(name));
@@ -762,89 +484,44 @@ impl S9Transform {
                     m.insert("ProducerName".into(), json!(name));
                     put(&mut m, "ProducerDocument", doc.clone());
                 }
-                let sale_date = row.ts("data_venda").ok_or_else(|| {
-                    reject("data_venda", "missing_value", "data_venda is null".into())
-                })?;
+                let sale_date = need(row.ts("data_venda"), "data_venda")?;
                 m.insert("SaleDate".into(), json!(sale_date));
-                put(&mut m, "DeliveryDate", row.ts("data_entrega"));
-                put(&mut m, "InvoiceDate", row.ts("data_nota"));
                 let code_s = row.s("status").unwrap_or_default();
-                let status = sale_status(&code_s).ok_or_else(|| {
-                    reject("status", "unknown_code", format!("sale status {code_s:?} is not one of RASCUNHO/CONFIRMADO/FATURADO/ENVIADO/ENTREGUE/CANCELADO"))
+                let status = mapped(sale_status(&code_s), "status", || {
+                    format!(
+                        "sale status {code_s:?} is not one of RASCUNHO/CONFIRMADO/FATURADO/ENVIADO/ENTREGUE/CANCELADO"
+                    )
                 })?;
                 m.insert("Status".into(), json!(status));
-                if let Some(days) = row.i("prazo_pagamento") {
-                    let t = payment_terms(days).ok_or_else(|| {
-                        reject(
-                            "prazo_pagamento",
-                            "unknown_code",
-                            format!("payment term {days} is not a positive number of days"),
-                        )
-                    })?;
-                    m.insert("PaymentTerms".into(), json!(t));
-                }
-                put(&mut m, "Quantity", row.dec("quantidade_total"));
-                put(&mut m, "UnitPrice", row.dec("preco_unitario"));
-                put(&mut m, "Subtotal", row.dec("subtotal"));
-                put(&mut m, "Discount", row.dec("desconto"));
-                put(&mut m, "Tax", row.dec("imposto"));
-                put(&mut m, "Total", row.dec("valor_total"));
-                put(&mut m, "Currency", row.s("moeda"));
-                put(&mut m, "Notes", row.s("observacoes"));
-                let invoice = row.s("numero_nota");
-                if invoice.is_some() {
+                terms(row, &mut m)?;
+                if row.s("numero_nota").is_some() {
                     let when = row.ts("data_nota").unwrap_or_else(|| sale_date.clone());
-                    let url = self
-                        .invoice_url
-                        .replace("{year}", &when[..4])
+                    let url = (self.invoice_url.replace("{year}", &when[..4]))
                         .replace("{month}", &when[5..7])
                         .replace("{sale_id}", &sid);
                     m.insert("InvoiceFileUrl".into(), json!(url));
                 }
-                put(&mut m, "InvoiceNumber", invoice);
-                put(&mut m, "InvoiceKey", row.s("chave_nota"));
-                put(&mut m, "CreatedAt", row.ts("data_cadastro"));
-                put(&mut m, "CreatedBy", row.s("usuario_cadastro"));
-                put(&mut m, "UpdatedAt", row.ts("data_atualizacao"));
-                put(&mut m, "UpdatedBy", row.s("usuario_atualizacao"));
-                m.insert("GSI1PK".into(), json!(format!("BUYER#{bid}")));
-                m.insert("GSI1SK".into(), json!(format!("SALE#{sale_date}")));
-                m.insert("GSI2PK".into(), json!(format!("PRODUCER#{pid}")));
-                m.insert("GSI2SK".into(), json!(format!("SALE#{sale_date}")));
-                m.insert("GSI3PK".into(), json!(format!("STATUS#{status}")));
-                m.insert("GSI3SK".into(), json!(format!("SALE#{sale_date}")));
+                let gsi = [
+                    ("BUYER", bid),
+                    ("PRODUCER", pid),
+                    ("STATUS", status.to_owned()),
+                ];
+                for (i, (what, value)) in gsi.into_iter().enumerate() {
+                    m.insert(format!("GSI{}PK", i + 1), json!(format!("{what}#{value}")));
+                    m.insert(
+                        format!("GSI{}SK", i + 1),
+                        json!(format!("SALE#{sale_date}")),
+                    );
+                }
             }
             Entity::SaleLines => {
-                let sale = row.i("id_venda").ok_or_else(|| {
-                    reject("id_venda", "missing_value", "id_venda is null".into())
-                })?;
-                let number = row.i("numero_linha").ok_or_else(|| {
-                    reject(
-                        "numero_linha",
-                        "missing_value",
-                        "numero_linha is null".into(),
-                    )
-                })?;
+                let sale = need(row.i("id_venda"), "id_venda")?;
+                let number = need(row.i("numero_linha"), "numero_linha")?;
                 let sid = code("SALE", sale);
                 m.insert("PK".into(), json!(format!("SALE#{sid}")));
                 m.insert("SK".into(), json!(format!("LINE#{number:03}")));
                 m.insert("SaleId".into(), json!(sid));
                 m.insert("LineNumber".into(), json!(number));
-                put(&mut m, "ProductCode", row.s("codigo_produto"));
-                put(&mut m, "ProductName", row.s("nome_produto"));
-                put(&mut m, "ProductDescription", row.s("descricao_produto"));
-                put(&mut m, "Quantity", row.dec("quantidade"));
-                put(&mut m, "Unit", row.s("unidade"));
-                put(&mut m, "UnitPrice", row.dec("preco_unitario"));
-                put(&mut m, "Subtotal", row.dec("subtotal"));
-                put(&mut m, "Discount", row.dec("desconto"));
-                put(&mut m, "Tax", row.dec("imposto"));
-                put(&mut m, "Total", row.dec("total"));
-                put(&mut m, "DiscountPercentage", row.dec("percentual_desconto"));
-                put(&mut m, "TaxPercentage", row.dec("percentual_imposto"));
-                put(&mut m, "Notes", row.s("observacoes"));
-                put(&mut m, "CreatedAt", row.ts("data_cadastro"));
-                put(&mut m, "UpdatedAt", row.ts("data_atualizacao"));
             }
         }
         Ok(m)
@@ -861,25 +538,8 @@ impl Transform for S9Transform {
     }
 
     fn transform(&self, mut batch: Batch) -> etl_core::Result<Batch> {
-        let mut fates = Vec::with_capacity(batch.num_rows());
-        let mut rows = Vec::with_capacity(batch.num_rows());
-        for r in 0..batch.num_rows() {
-            match self.item(&Row::new(&batch.data, r)) {
-                Ok(m) => {
-                    rows.push(m);
-                    fates.push(None);
-                }
-                Err(f) => fates.push(Some(f)),
-            }
-        }
-        batch.apply_fates(&fates)?;
-        batch.data = json_batch(&self.schema, &rows).map_err(|e| {
-            etl_core::Error::component(
-                etl_core::Stage::Transform,
-                "s9_to_dynamodb",
-                false,
-                e.to_string(),
-            )
+        map_rows("s9_to_dynamodb", &mut batch, &self.schema, |row| {
+            self.item(row)
         })?;
         Ok(batch)
     }
