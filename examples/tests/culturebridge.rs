@@ -833,6 +833,26 @@ async fn rollback_through_the_run_layer_restores_every_table_exactly() {
         before,
         "the script restores the same state"
     );
+
+    // And so does --restore of the pg_dump backup a run takes before its switch.
+    let third = run(&a, &timestamp(), Some((&server, exp.clone())))
+        .await
+        .unwrap();
+    assert!(third.report.succeeded(), "{:?}", third.report.error);
+    assert_ne!(checksums(&pool).await, before);
+    let backup = step(&third, "backup").details["dir"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let restore = args(db.url(), dir.path(), &["--restore", &backup]);
+    etl_examples::culturebridge::main_with(restore)
+        .await
+        .unwrap();
+    assert_eq!(
+        checksums(&pool).await,
+        before,
+        "--restore puts back the tables as before the run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -862,7 +882,7 @@ async fn plan_shows_the_steps_and_report_json_lists_the_seed_files() {
     );
     names.extend(
         [
-            "checks", "switch", "reports", "mappings", "analyze", "cleanup",
+            "checks", "backup", "switch", "reports", "mappings", "analyze", "cleanup",
         ]
         .map(String::from),
     );
@@ -891,7 +911,7 @@ async fn plan_shows_the_steps_and_report_json_lists_the_seed_files() {
     );
     assert!(
         done.contains(
-            "--rollback would undo, in this order: analyze, mappings, reports, switch, checks, load_resource"
+            "--rollback would undo, in this order: analyze, mappings, reports, switch, backup, checks, load_resource"
         ),
         "{done}"
     );
