@@ -420,7 +420,18 @@ impl Column {
             Values::Utf8 { offsets, bytes } => {
                 let offsets = std::mem::replace(offsets, vec![0]);
                 let bytes = std::mem::take(bytes);
-                // SAFETY: offsets are monotonic, start at 0 and end at bytes.len(); each
+                // The decoder ends a batch before its raw bytes, which hold every value of
+                // this column, reach `i32::MAX` (`decoder::data_limit`), so the `as i32`
+                // offsets in `push` never wrap. Checked once per batch all the same: the
+                // unsafe constructor below relies on it.
+                assert!(
+                    i32::try_from(bytes.len()).is_ok(),
+                    "Utf8 column {:?}: {} bytes of text in one batch overflow i32 offsets",
+                    self.field.name(),
+                    bytes.len()
+                );
+                // SAFETY: offsets are monotonic (no wrap: checked above), start at 0 and end
+                // at bytes.len(); each
                 // value was checked to be UTF-8 before it was appended.
                 Arc::new(unsafe {
                     StringArray::new_unchecked(
