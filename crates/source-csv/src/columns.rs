@@ -199,7 +199,7 @@ macro_rules! uint_push {
             Some(x) => $v.push(x),
             None => {
                 return Err(ValueError::Integer {
-                    overflow: value::looks_integer($s) && $s.first() != Some(&b'-'),
+                    overflow: value::looks_integer($s),
                 });
             }
         }

@@ -307,7 +307,8 @@ impl Header {
     ///
     /// # Errors
     /// [`CsvError::NoHeader`] for an empty input, [`CsvError::InvalidHeader`] for a header
-    /// that is not UTF-8, has an unterminated quote or is longer than `max_record_bytes`.
+    /// that is not UTF-8, has an unterminated quote, is longer than `max_record_bytes` or
+    /// holds a carriage return in a name (CR-only line ends).
     ///
     /// # Examples
     /// ```
@@ -328,6 +329,11 @@ impl Header {
             unit: unit.to_owned(),
             reason: reason.to_owned(),
         };
+        if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
+            return Err(invalid(
+                "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8",
+            ));
+        }
         let mut pos = if buf.starts_with(b"\xEF\xBB\xBF") {
             3
         } else if !eof && b"\xEF\xBB\xBF".starts_with(buf) {
@@ -366,8 +372,14 @@ impl Header {
                         } else {
                             &buf[f.start..f.end]
                         };
-                        let name = std::str::from_utf8(bytes)
-                            .map_err(|_| invalid("column names are not valid UTF-8"))?;
+                        let name = std::str::from_utf8(bytes).map_err(|_| {
+                            invalid("column names are not valid UTF-8 (convert the file to UTF-8)")
+                        })?;
+                        if name.contains('\r') {
+                            return Err(invalid(
+                                "a column name holds a carriage return: line ends are CR only (classic Mac OS), which is not supported; convert them to LF or CRLF",
+                            ));
+                        }
                         names.push(name.to_owned());
                     }
                     return Ok(Some(Header {
