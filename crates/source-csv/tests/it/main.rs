@@ -2,6 +2,7 @@
 
 mod corpus;
 mod decoder;
+mod props;
 mod source;
 
 use std::sync::Arc;
