@@ -354,13 +354,19 @@ impl Header {
                     pos = next;
                     line += 1;
                 }
+                // The same verdict whether the header arrives whole or in pieces: longer
+                // than the limit once `max_record_bytes + 2` bytes (room for a CRLF) hold
+                // no whole header.
                 Split::Incomplete { .. } => {
-                    if buf.len() - pos > options.max_record_bytes() {
+                    if buf.len() - pos > options.max_record_bytes() + 1 {
                         return Err(invalid("longer than max_record_bytes"));
                     }
                     return Ok(None);
                 }
                 Split::StrayQuote => return Err(invalid("unterminated quoted field")),
+                Split::Record { end, .. } if end - pos > options.max_record_bytes() => {
+                    return Err(invalid("longer than max_record_bytes"));
+                }
                 Split::Record { next, newlines, .. } => {
                     let mut names = Vec::with_capacity(fields.len());
                     let mut scratch = Vec::new();
@@ -690,6 +696,22 @@ impl Decoder {
         });
     }
 
+    /// Reject the first line of the record at `pos`, whose quote crossed a line and went
+    /// wrong: as `record_too_long` if that line alone is past the limit (the verdict of a
+    /// reader that gets the line in pieces and cannot look past the limit), else as a stray
+    /// quote. Returns where the next record starts.
+    fn reject_first_line(&mut self, buf: &[u8], pos: usize) -> usize {
+        let nl = memchr(b'\n', &buf[pos..]);
+        let line_end = nl.map_or(buf.len(), |k| pos + k);
+        if line_end - pos > self.max_record_bytes + 1 {
+            self.reject_too_long(self.line, &buf[pos..line_end]);
+            self.line += 1;
+            nl.map_or(buf.len(), |k| pos + k + 1)
+        } else {
+            self.reject_stray_quote(buf, pos)
+        }
+    }
+
     /// Reject the first line of the record at `pos` (a stray quote); returns where the
     /// next record starts.
     fn reject_stray_quote(&mut self, buf: &[u8], pos: usize) -> usize {
@@ -757,23 +779,13 @@ impl Decoder {
                     self.line += 1;
                     pos = next;
                 }
-                Split::StrayQuote => {
-                    if memchr(b'\n', &buf[pos..]).is_none() && n - pos > self.max_record_bytes + 1 {
-                        // A last line longer than the limit: the same verdict as when it
-                        // arrives in pieces.
-                        self.reject_too_long(self.line, &buf[pos..]);
-                        pos = n;
-                        self.line += 1;
-                    } else {
-                        pos = self.reject_stray_quote(buf, pos);
-                    }
-                }
+                Split::StrayQuote => pos = self.reject_first_line(buf, pos),
                 Split::Incomplete { spanned } => {
                     if n - pos <= self.max_record_bytes + 1 {
                         break;
                     }
                     if spanned {
-                        pos = self.reject_stray_quote(buf, pos);
+                        pos = self.reject_first_line(buf, pos);
                     } else {
                         // One line longer than the limit: reject it and drop it up to its end.
                         self.reject_too_long(self.line, &buf[pos..]);
@@ -793,7 +805,7 @@ impl Decoder {
                     let nfields = self.fields.len();
                     let too_long = end - pos > self.max_record_bytes;
                     if spanned && (nfields != self.file_fields || too_long) {
-                        pos = self.reject_stray_quote(buf, pos);
+                        pos = self.reject_first_line(buf, pos);
                         continue;
                     }
                     self.line += 1 + newlines as u64;

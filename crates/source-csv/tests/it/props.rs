@@ -121,10 +121,9 @@ fn reference(input: &[u8], ncols: usize) -> Decoded {
 }
 
 /// Decode `input` (header included) in pieces of `chunk` bytes, batches of `batch`.
-fn decode(input: &[u8], ncols: usize, chunk: usize, batch: usize) -> Decoded {
-    let batches =
-        crate::decode_in_chunks(schema(ncols), input, chunk, batch, CsvOptions::default())
-            .expect("the header is well-formed");
+fn decode(input: &[u8], ncols: usize, chunk: usize, batch: usize, opts: &CsvOptions) -> Decoded {
+    let batches = crate::decode_in_chunks(schema(ncols), input, chunk, batch, opts.clone())
+        .expect("the header is well-formed");
     decoded(&batches)
 }
 
@@ -241,9 +240,15 @@ fn mutate(input: &[u8], muts: &[Mutation]) -> Vec<u8> {
 
 /// The invariants of any input: lines only go up, each line holds at most one record, the
 /// result does not depend on how the bytes arrive or how batches are cut.
-fn check_invariants(input: &[u8], ncols: usize, chunk: usize, batch: usize) -> Decoded {
-    let whole = decode(input, ncols, input.len() + 1, 1 << 16);
-    let pieces = decode(input, ncols, chunk, batch);
+fn check_invariants(
+    input: &[u8],
+    ncols: usize,
+    chunk: usize,
+    batch: usize,
+    opts: &CsvOptions,
+) -> Decoded {
+    let whole = decode(input, ncols, input.len() + 1, 1 << 16, opts);
+    let pieces = decode(input, ncols, chunk, batch, opts);
     assert_eq!(whole, pieces, "pieces of {chunk} bytes, batches of {batch}");
     for w in whole.windows(2) {
         assert!(w[0].0 < w[1].0, "lines go up: {:?}", (w[0].0, w[1].0));
@@ -260,7 +265,7 @@ proptest! {
         chunk in 1usize..64,
         batch in 1usize..8,
     ) {
-        let got = check_invariants(&input, ncols, chunk, batch);
+        let got = check_invariants(&input, ncols, chunk, batch, &CsvOptions::default());
         prop_assert_eq!(got, reference(&input, ncols), "input b\"{}\"", input.escape_ascii());
     }
 
@@ -272,12 +277,34 @@ proptest! {
         batch in 1usize..8,
     ) {
         let input = mutate(&input, &muts);
-        let got = check_invariants(&input, ncols, chunk, batch);
+        let got = check_invariants(&input, ncols, chunk, batch, &CsvOptions::default());
         let stray = got
             .iter()
             .any(|(_, r)| matches!(r, Err(k) if k == "unterminated_quote"));
         if !stray {
             prop_assert_eq!(got, reference(&input, ncols), "input b\"{}\"", input.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn a_small_record_limit_gives_the_same_verdicts_in_any_pieces(
+        (ncols, input) in file(),
+        muts in prop::collection::vec(mutation(), 0..6),
+        limit in 11usize..40,
+        chunk in 1usize..64,
+        batch in 1usize..8,
+    ) {
+        let input = mutate(&input, &muts);
+        // (The longest header, `c0,c1,c2,c3`, fits.)
+        let opts = CsvOptions::default().with_max_record_bytes(limit);
+        let got = check_invariants(&input, ncols, chunk, batch, &opts);
+        // Every loaded record fits the limit.
+        let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        for (line, r) in &got {
+            if r.is_ok() {
+                let first = lines[*line as usize - 1];
+                prop_assert!(first.len() <= limit + 1, "line {} longer than {}", line, limit);
+            }
         }
     }
 }
