@@ -30,6 +30,10 @@ pub(crate) enum ValueError {
     Date,
     /// Not a timestamp.
     Timestamp,
+    /// A timestamp with a finer fraction than the column's unit.
+    TimestampPrecision,
+    /// A timestamp outside the column's range (`i64` of its unit).
+    TimestampRange,
 }
 
 impl ValueError {
@@ -42,7 +46,9 @@ impl ValueError {
             ValueError::Decimal(_) => "bad_decimal",
             ValueError::Boolean => "bad_boolean",
             ValueError::Date => "bad_date",
-            ValueError::Timestamp => "bad_timestamp",
+            ValueError::Timestamp | ValueError::TimestampPrecision | ValueError::TimestampRange => {
+                "bad_timestamp"
+            }
         }
     }
 
@@ -75,6 +81,12 @@ impl ValueError {
             ValueError::Date => format!("{column}: {v:?} is not a date (YYYY-MM-DD)"),
             ValueError::Timestamp => {
                 format!("{column}: {v:?} is not a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff][Z])")
+            }
+            ValueError::TimestampPrecision => {
+                format!("{column}: {v:?} has a finer fraction of a second than {data_type} holds")
+            }
+            ValueError::TimestampRange => {
+                format!("{column}: {v:?} is out of range for {data_type}")
             }
         }
     }
@@ -350,9 +362,9 @@ impl Column {
             } => {
                 let n = value::parse_timestamp_nanos(s).ok_or(ValueError::Timestamp)?;
                 if n % *divisor != 0 {
-                    return Err(ValueError::Timestamp);
+                    return Err(ValueError::TimestampPrecision);
                 }
-                values.push(i64::try_from(n / *divisor).map_err(|_| ValueError::Timestamp)?);
+                values.push(i64::try_from(n / *divisor).map_err(|_| ValueError::TimestampRange)?);
             }
         }
         self.nulls.valid();
