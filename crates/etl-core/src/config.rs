@@ -243,16 +243,18 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
         .then(|| key.to_owned())
 }
 
-/// Read a config file (`.toml` or `.json`), substitute `${ENV}`, parse it; the values
-/// substituted come back too.
-fn load_config_text(path: &Path) -> Result<(serde_json::Value, Vec<String>)> {
+/// Read a config file (`.toml` or `.json`), substitute `${VAR}` from `lookup`, parse it;
+/// the values substituted come back too.
+fn load_config_text(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(serde_json::Value, Vec<String>)> {
     let raw = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let format = if is_json { Format::Json } else { Format::Toml };
-    let lookup = |name: &str| std::env::var(name).ok();
-    let sub = substitute_in(&raw, format, &lookup)
+    let sub = substitute_in(&raw, format, lookup)
         .map_err(|e| Error::Config(format!("{}: {}", path.display(), config_message(e))))?;
     let located = |line: usize, what: &str, message: &str| {
         let key = key_on_line(&raw, line).map_or(String::new(), |k| format!(" (key `{k}`)"));
@@ -308,7 +310,11 @@ fn config_message(e: Error) -> String {
 /// The file cannot be read; a substitution fails; the file does not parse (the error
 /// gives the line and its key, never the line's text or a substituted value).
 pub fn load_config_value(path: &Path) -> Result<serde_json::Value> {
-    Ok(load_config_text(path)?.0)
+    Ok(load_config_text(path, &env_var)?.0)
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// Read and deserialize a config file (`.toml` or `.json`) with `${ENV}` substitution.
@@ -317,7 +323,15 @@ pub fn load_config_value(path: &Path) -> Result<serde_json::Value> {
 /// As [`load_config_value`]; a value of the wrong type (the error names the field and
 /// shows no value).
 pub fn load_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let (v, values) = load_config_text(path)?;
+    load_config_with(path, &env_var)
+}
+
+/// [`load_config`] with the variables looked up in `lookup`.
+fn load_config_with<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<T> {
+    let (v, values) = load_config_text(path, lookup)?;
     serde_json::from_value(v).map_err(|e| {
         Error::Config(redact_values(
             &format!("{}: {}", path.display(), mask_quoted(&e.to_string())),
@@ -494,8 +508,8 @@ mod tests {
     #[test]
     fn parse_and_type_errors_show_no_secret_and_no_file_text() {
         let dir = tempfile::tempdir().unwrap();
-        // SAFETY: the variable name is unique to this test; nothing else reads it.
-        unsafe { std::env::set_var("FERRY_CFG_TEST_PW", "hunter2-\"\\-secret") };
+        let look = |n: &str| (n == "FERRY_CFG_TEST_PW").then(|| "hunter2-\"\\-secret".to_owned());
+        let value = |p: &Path| load_config_text(p, &look).map(|(v, _)| v);
         let write = |name: &str, text: &str| {
             let p = dir.path().join(name);
             std::fs::write(&p, text).unwrap();
@@ -506,7 +520,7 @@ mod tests {
             "a.toml",
             "password = \"${FERRY_CFG_TEST_PW}\"\nport = = 5 # comment-text\n",
         );
-        let e = load_config_value(&p).unwrap_err().to_string();
+        let e = value(&p).unwrap_err().to_string();
         assert!(e.contains("invalid TOML on line 2 (key `port`)"), "{e}");
         assert!(!e.contains("hunter2") && !e.contains("comment-text"), "{e}");
         // The password where a number belongs: a type error, the value masked.
@@ -516,16 +530,16 @@ mod tests {
             port: u16,
         }
         let p = write("b.toml", "port = \"${FERRY_CFG_TEST_PW}\"\n");
-        let e = load_config::<Cfg>(&p).unwrap_err().to_string();
+        let e = load_config_with::<Cfg>(&p, &look).unwrap_err().to_string();
         assert!(e.contains("invalid type"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         // Bare, the password becomes a string; a JSON syntax error gives the line.
         let p = write("c.json", "{\"port\": ${FERRY_CFG_TEST_PW},\n \"x\": }\n");
-        let e = load_config_value(&p).unwrap_err().to_string();
+        let e = value(&p).unwrap_err().to_string();
         assert!(e.contains("invalid JSON on line 2"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         let p = write("d.toml", "password = \"${FERRY_CFG_TEST_PW}\"\n");
-        let v = load_config_value(&p).unwrap();
+        let v = value(&p).unwrap();
         assert_eq!(v["password"], "hunter2-\"\\-secret");
         assert_eq!(
             mask_quoted("invalid type: string \"x\", expected u16"),
