@@ -22,6 +22,33 @@ pub const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// Days between 1970-01-01 and 2000-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
+/// PostgreSQL's `timestamp` range in microseconds since 2000-01-01: from 4714-11-24 BC
+/// (`MIN_TIMESTAMP`) to before 294277-01-01 (`END_TIMESTAMP`); `timestamp_recv` refuses
+/// anything else.
+const PG_TS_RANGE: std::ops::Range<i64> = -211_813_488_000_000_000..9_223_371_331_200_000_000;
+/// PostgreSQL's `date` range in days since 2000-01-01: Julian day 0 (4714-11-24 BC) to
+/// before 5874898-01-01 (`DATE_END_JULIAN`).
+const PG_DATE_RANGE: std::ops::Range<i64> = -2_451_545..2_145_031_949;
+
+/// An Arrow timestamp (`v * mul / div` microseconds since 1970, the division rounding
+/// down) in PostgreSQL's microseconds since 2000, or `None` outside PostgreSQL's range
+/// (never a wrapped value).
+#[inline]
+fn pg_timestamp(v: i64, mul: i64, div: i64) -> Option<i64> {
+    let us = v
+        .checked_mul(mul)?
+        .div_euclid(div)
+        .checked_sub(PG_EPOCH_US)?;
+    PG_TS_RANGE.contains(&us).then_some(us)
+}
+
+/// An Arrow `Date32` (days since 1970) in PostgreSQL's days since 2000, or `None` outside
+/// PostgreSQL's range.
+#[inline]
+fn pg_date(days: i32) -> Option<i32> {
+    let d = days as i64 - PG_EPOCH_DAYS as i64;
+    PG_DATE_RANGE.contains(&d).then_some(d as i32)
+}
 
 /// Which Arrow column goes to which PostgreSQL column, with the target type.
 #[derive(Debug, Clone)]
@@ -346,12 +373,30 @@ impl<'a> Col<'a> {
             Vals::Bin(a) => write_bytes(a.value(row), out),
             Vals::LargeBin(a) => write_bytes(a.value(row), out),
             Vals::Date(v) => {
+                let d = pg_date(v[row]).ok_or_else(|| {
+                    format!(
+                        "date {} days from 1970-01-01 is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)",
+                        v[row]
+                    )
+                })?;
                 out.put_i32(4);
-                out.put_i32(v[row] - PG_EPOCH_DAYS);
+                out.put_i32(d);
             }
             Vals::Ts(v, mul, div) => {
+                let us = pg_timestamp(v[row], *mul, *div).ok_or_else(|| {
+                    format!(
+                        "timestamp {} ({}) is outside PostgreSQL's timestamp range (4714-11-24 BC to 294276-12-31)",
+                        v[row],
+                        match (*mul, *div) {
+                            (1_000_000, _) => "seconds from 1970",
+                            (1_000, _) => "milliseconds from 1970",
+                            (_, 1_000) => "nanoseconds from 1970",
+                            _ => "microseconds from 1970",
+                        }
+                    )
+                })?;
                 out.put_i32(8);
-                out.put_i64(v[row] * mul / div - PG_EPOCH_US);
+                out.put_i64(us);
             }
             Vals::List(a) => write_list(&a.value(row), self.pg, out)?,
         }
@@ -611,6 +656,95 @@ pub fn write_numeric_text(s: &str, out: &mut BytesMut) -> std::result::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_and_dates_out_of_range_are_errors_never_wrapped() {
+        // In range, every unit, rounding down.
+        assert_eq!(pg_timestamp(0, 1, 1), Some(-PG_EPOCH_US));
+        assert_eq!(pg_timestamp(1, 1_000_000, 1), Some(1_000_000 - PG_EPOCH_US));
+        assert_eq!(pg_timestamp(-1_500, 1, 1_000), Some(-2 - PG_EPOCH_US));
+        assert_eq!(
+            pg_timestamp(i64::MAX, 1, 1_000),
+            Some(i64::MAX / 1_000 - PG_EPOCH_US)
+        );
+        assert_eq!(
+            pg_timestamp(i64::MIN, 1, 1_000),
+            Some(i64::MIN / 1_000 - 1 - PG_EPOCH_US)
+        );
+        // Past i64 after the multiply, or past PostgreSQL's range.
+        assert_eq!(pg_timestamp(i64::MAX, 1_000_000, 1), None);
+        assert_eq!(pg_timestamp(i64::MIN / 999, 1_000, 1), None);
+        // (i64::MAX µs from 1970 is before PostgreSQL's end: it fits.)
+        assert_eq!(pg_timestamp(i64::MAX, 1, 1), Some(i64::MAX - PG_EPOCH_US));
+        assert_eq!(pg_timestamp(i64::MIN, 1, 1), None);
+        // 4714-11-24 BC is the first.
+        let first = PG_TS_RANGE.start + PG_EPOCH_US;
+        assert!(pg_timestamp(first, 1, 1).is_some());
+        assert!(pg_timestamp(first - 1, 1, 1).is_none());
+        // (The end, 294277-01-01, lies past i64 microseconds from 1970.)
+        assert_eq!(pg_date(PG_EPOCH_DAYS), Some(0));
+        assert_eq!(pg_date(i32::MAX), None);
+        assert_eq!(pg_date(i32::MIN), None);
+        assert_eq!(pg_date(-2_440_588), Some(-2_451_545));
+        assert_eq!(pg_date(-2_440_589), None);
+
+        // Through the encoder: an error naming the column, the row and the value.
+        use arrow_array::{Date32Array, TimestampSecondArray};
+        use arrow_schema::Field;
+        use std::sync::Arc;
+        let schema = Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), true),
+            Field::new("d", DataType::Date32, true),
+        ]);
+        let enc = CopyEncoder::new(
+            &schema,
+            vec![
+                ColumnMapping {
+                    source: 0,
+                    target: "ts".into(),
+                    pg_type: PgType::Timestamp,
+                },
+                ColumnMapping {
+                    source: 1,
+                    target: "d".into(),
+                    pg_type: PgType::Date,
+                },
+            ],
+        )
+        .unwrap();
+        let batch = |ts: i64, d: i32| {
+            RecordBatch::try_new(
+                Arc::new(schema.clone()),
+                vec![
+                    Arc::new(TimestampSecondArray::from(vec![0, ts])),
+                    Arc::new(Date32Array::from(vec![0, d])),
+                ],
+            )
+            .unwrap()
+        };
+        let mut out = BytesMut::new();
+        let err = enc
+            .encode(&batch(i64::MAX / 2, 0), &mut out)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot encode column `ts` row 1: timestamp {} (seconds from 1970) is outside PostgreSQL's timestamp range (4714-11-24 BC to 294276-12-31)",
+                i64::MAX / 2
+            )
+        );
+        let err = enc
+            .encode(&batch(0, i32::MAX), &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot encode column `d` row 1: date 2147483647 days"),
+            "{err}"
+        );
+        enc.encode(&batch(253_402_300_799, 2_932_896), &mut out)
+            .unwrap();
+    }
 
     fn numeric(s: &str) -> Vec<u8> {
         let mut b = BytesMut::new();

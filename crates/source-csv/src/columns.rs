@@ -30,6 +30,10 @@ pub(crate) enum ValueError {
     Date,
     /// Not a timestamp.
     Timestamp,
+    /// A timestamp with a finer fraction than the column's unit.
+    TimestampPrecision,
+    /// A timestamp outside the column's range (`i64` of its unit).
+    TimestampRange,
 }
 
 impl ValueError {
@@ -42,7 +46,9 @@ impl ValueError {
             ValueError::Decimal(_) => "bad_decimal",
             ValueError::Boolean => "bad_boolean",
             ValueError::Date => "bad_date",
-            ValueError::Timestamp => "bad_timestamp",
+            ValueError::Timestamp | ValueError::TimestampPrecision | ValueError::TimestampRange => {
+                "bad_timestamp"
+            }
         }
     }
 
@@ -75,6 +81,12 @@ impl ValueError {
             ValueError::Date => format!("{column}: {v:?} is not a date (YYYY-MM-DD)"),
             ValueError::Timestamp => {
                 format!("{column}: {v:?} is not a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff][Z])")
+            }
+            ValueError::TimestampPrecision => {
+                format!("{column}: {v:?} has a finer fraction of a second than {data_type} holds")
+            }
+            ValueError::TimestampRange => {
+                format!("{column}: {v:?} is out of range for {data_type}")
             }
         }
     }
@@ -199,7 +211,7 @@ macro_rules! uint_push {
             Some(x) => $v.push(x),
             None => {
                 return Err(ValueError::Integer {
-                    overflow: value::looks_integer($s) && $s.first() != Some(&b'-'),
+                    overflow: value::looks_integer($s),
                 });
             }
         }
@@ -350,9 +362,9 @@ impl Column {
             } => {
                 let n = value::parse_timestamp_nanos(s).ok_or(ValueError::Timestamp)?;
                 if n % *divisor != 0 {
-                    return Err(ValueError::Timestamp);
+                    return Err(ValueError::TimestampPrecision);
                 }
-                values.push(i64::try_from(n / *divisor).map_err(|_| ValueError::Timestamp)?);
+                values.push(i64::try_from(n / *divisor).map_err(|_| ValueError::TimestampRange)?);
             }
         }
         self.nulls.valid();
@@ -420,7 +432,18 @@ impl Column {
             Values::Utf8 { offsets, bytes } => {
                 let offsets = std::mem::replace(offsets, vec![0]);
                 let bytes = std::mem::take(bytes);
-                // SAFETY: offsets are monotonic, start at 0 and end at bytes.len(); each
+                // The decoder ends a batch before its raw bytes, which hold every value of
+                // this column, reach `i32::MAX` (`decoder::data_limit`), so the `as i32`
+                // offsets in `push` never wrap. Checked once per batch all the same: the
+                // unsafe constructor below relies on it.
+                assert!(
+                    i32::try_from(bytes.len()).is_ok(),
+                    "Utf8 column {:?}: {} bytes of text in one batch overflow i32 offsets",
+                    self.field.name(),
+                    bytes.len()
+                );
+                // SAFETY: offsets are monotonic (no wrap: checked above), start at 0 and end
+                // at bytes.len(); each
                 // value was checked to be UTF-8 before it was appended.
                 Arc::new(unsafe {
                     StringArray::new_unchecked(

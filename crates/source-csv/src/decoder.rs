@@ -14,8 +14,15 @@ use crate::options::CsvOptions;
 
 /// Raw text kept in a reject of an over-long record.
 const MAX_RAW: usize = 1024;
-/// A batch's raw-byte buffer stays below this so view offsets fit in `u32`.
-const DATA_LIMIT: usize = 1 << 31;
+/// The reason of a `nul_byte` reject (after the column name).
+const NUL_REASON: &str = "NUL byte (0x00) in text: PostgreSQL text cannot hold it";
+
+/// Raw bytes a batch may hold before the next record: with at most `max_record_bytes`
+/// more, a batch's raw bytes (and so the text of any one column, `Utf8` offsets are `i32`,
+/// and every view offset, `u32`) stay below `i32::MAX`. One comparison per record.
+fn data_limit(max_record_bytes: usize) -> usize {
+    (i32::MAX as usize).saturating_sub(max_record_bytes + 2)
+}
 
 /// Where one field lies in the input.
 #[derive(Debug, Clone, Copy, Default)]
@@ -300,7 +307,8 @@ impl Header {
     ///
     /// # Errors
     /// [`CsvError::NoHeader`] for an empty input, [`CsvError::InvalidHeader`] for a header
-    /// that is not UTF-8, has an unterminated quote or is longer than `max_record_bytes`.
+    /// that is not UTF-8, has an unterminated quote, is longer than `max_record_bytes` or
+    /// holds a carriage return in a name (CR-only line ends).
     ///
     /// # Examples
     /// ```
@@ -321,6 +329,11 @@ impl Header {
             unit: unit.to_owned(),
             reason: reason.to_owned(),
         };
+        if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
+            return Err(invalid(
+                "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8",
+            ));
+        }
         let mut pos = if buf.starts_with(b"\xEF\xBB\xBF") {
             3
         } else if !eof && b"\xEF\xBB\xBF".starts_with(buf) {
@@ -341,13 +354,19 @@ impl Header {
                     pos = next;
                     line += 1;
                 }
+                // The same verdict whether the header arrives whole or in pieces: longer
+                // than the limit once `max_record_bytes + 2` bytes (room for a CRLF) hold
+                // no whole header.
                 Split::Incomplete { .. } => {
-                    if buf.len() - pos > options.max_record_bytes() {
+                    if buf.len() - pos > options.max_record_bytes() + 1 {
                         return Err(invalid("longer than max_record_bytes"));
                     }
                     return Ok(None);
                 }
                 Split::StrayQuote => return Err(invalid("unterminated quoted field")),
+                Split::Record { end, .. } if end - pos > options.max_record_bytes() => {
+                    return Err(invalid("longer than max_record_bytes"));
+                }
                 Split::Record { next, newlines, .. } => {
                     let mut names = Vec::with_capacity(fields.len());
                     let mut scratch = Vec::new();
@@ -359,8 +378,14 @@ impl Header {
                         } else {
                             &buf[f.start..f.end]
                         };
-                        let name = std::str::from_utf8(bytes)
-                            .map_err(|_| invalid("column names are not valid UTF-8"))?;
+                        let name = std::str::from_utf8(bytes).map_err(|_| {
+                            invalid("column names are not valid UTF-8 (convert the file to UTF-8)")
+                        })?;
+                        if name.contains('\r') {
+                            return Err(invalid(
+                                "a column name holds a carriage return: line ends are CR only (classic Mac OS), which is not supported; convert them to LF or CRLF",
+                            ));
+                        }
                         names.push(name.to_owned());
                     }
                     return Ok(Some(Header {
@@ -411,25 +436,62 @@ impl DecoderBuilder {
 
     /// Match the schema's columns with the file's `header` by name and build the decoder.
     ///
+    /// Header columns may come in any order. See [`CsvOptions`] (Headers) for the rules.
+    ///
     /// # Errors
-    /// [`CsvError::MissingColumns`] naming every declared column the header lacks (extra
-    /// header columns are ignored), [`CsvError::UnsupportedType`],
+    /// [`CsvError::DuplicateColumn`] for a declared name found twice,
+    /// [`CsvError::MissingColumns`] naming every declared column the header lacks (and the
+    /// header), [`CsvError::ExtraColumns`] listing undeclared header columns unless
+    /// [`CsvOptions::with_ignore_extra_columns`], [`CsvError::UnsupportedType`],
     /// [`CsvError::InvalidOption`].
     pub fn build<S: AsRef<str>>(self, header: &[S]) -> Result<Decoder> {
         self.options.validate()?;
         let mut col_to_file = Vec::with_capacity(self.schema.fields().len());
         let mut missing = Vec::new();
         for f in self.schema.fields() {
-            match header.iter().position(|h| h.as_ref() == f.name()) {
-                Some(i) => col_to_file.push(i),
-                None => missing.push(f.name().clone()),
+            let mut at = header
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.as_ref() == f.name())
+                .map(|(i, _)| i);
+            match (at.next(), at.next()) {
+                (Some(first), Some(second)) => {
+                    return Err(CsvError::DuplicateColumn {
+                        unit: self.unit.to_string(),
+                        column: f.name().clone(),
+                        first: first + 1,
+                        second: second + 1,
+                    });
+                }
+                (Some(i), None) => col_to_file.push(i),
+                _ => missing.push(f.name().clone()),
             }
         }
         if !missing.is_empty() {
             return Err(CsvError::MissingColumns {
                 unit: self.unit.to_string(),
                 columns: missing,
+                header: header.iter().map(|h| h.as_ref().to_owned()).collect(),
             });
+        }
+        let extra = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| self.schema.field_with_name(h.as_ref()).is_err())
+            .map(|(i, h)| (h.as_ref().to_owned(), i + 1))
+            .collect::<Vec<_>>();
+        if !extra.is_empty() {
+            if !self.options.ignore_extra_columns() {
+                return Err(CsvError::ExtraColumns {
+                    unit: self.unit.to_string(),
+                    columns: extra,
+                });
+            }
+            tracing::warn!(
+                unit = %self.unit,
+                columns = ?extra,
+                "header columns not in the schema are skipped (ignore_extra_columns)"
+            );
         }
         let cap = self.batch_size.min(1 << 16);
         let columns = self
@@ -446,6 +508,7 @@ impl DecoderBuilder {
             file_fields: header.len(),
             delimiter: self.options.delimiter(),
             max_record_bytes: self.options.max_record_bytes(),
+            data_limit: data_limit(self.options.max_record_bytes()),
             batch_size: self.batch_size,
             line: self.first_line,
             skipping: false,
@@ -482,9 +545,9 @@ impl DecoderBuilder {
 ///     Field::new("name", DataType::Utf8View, true),
 ///     Field::new("year", DataType::Int32, false),
 /// ]));
-/// // Columns are matched by name; `extra` is ignored.
-/// let mut dec = Decoder::new(schema, &["year", "extra", "name"]).unwrap();
-/// let input = b"2001,x,\"Falco rusticolus\"\n19x5,y,\"NA\"\n2003,z,\n";
+/// // Columns are matched by name, in any order.
+/// let mut dec = Decoder::new(schema, &["year", "name"]).unwrap();
+/// let input = b"2001,\"Falco rusticolus\"\n19x5,\"NA\"\n2003,\n";
 /// assert_eq!(dec.decode_eof(input).unwrap(), input.len());
 /// let batch = dec.flush().unwrap().unwrap();
 /// assert_eq!(batch.records, [2, 4]);
@@ -506,6 +569,8 @@ pub struct Decoder {
     file_fields: usize,
     delimiter: u8,
     max_record_bytes: usize,
+    /// Raw bytes after which the batch is full (see [`data_limit`]).
+    data_limit: usize,
     batch_size: usize,
     /// Line on which the next record starts.
     line: u64,
@@ -552,7 +617,7 @@ impl Decoder {
     /// Records (rows or rejects) that can still be decoded before [`flush`](Self::flush)
     /// must be called.
     pub fn capacity(&self) -> usize {
-        if self.data.len() >= DATA_LIMIT {
+        if self.data.len() >= self.data_limit {
             return 0;
         }
         self.batch_size
@@ -631,6 +696,22 @@ impl Decoder {
         });
     }
 
+    /// Reject the first line of the record at `pos`, whose quote crossed a line and went
+    /// wrong: as `record_too_long` if that line alone is past the limit (the verdict of a
+    /// reader that gets the line in pieces and cannot look past the limit), else as a stray
+    /// quote. Returns where the next record starts.
+    fn reject_first_line(&mut self, buf: &[u8], pos: usize) -> usize {
+        let nl = memchr(b'\n', &buf[pos..]);
+        let line_end = nl.map_or(buf.len(), |k| pos + k);
+        if line_end - pos > self.max_record_bytes + 1 {
+            self.reject_too_long(self.line, &buf[pos..line_end]);
+            self.line += 1;
+            nl.map_or(buf.len(), |k| pos + k + 1)
+        } else {
+            self.reject_stray_quote(buf, pos)
+        }
+    }
+
     /// Reject the first line of the record at `pos` (a stray quote); returns where the
     /// next record starts.
     fn reject_stray_quote(&mut self, buf: &[u8], pos: usize) -> usize {
@@ -679,7 +760,12 @@ impl Decoder {
         // UTF-8 is checked once for the whole input; records past the first bad byte are
         // checked one by one.
         let mut utf8_ok_until = copy_from;
-        while pos < n && self.capacity() > 0 && base + (pos - copy_from) < DATA_LIMIT {
+        // NUL bytes are searched for the same way.
+        let mut nul = NulScan {
+            until: copy_from,
+            found: None,
+        };
+        while pos < n && self.capacity() > 0 && base + (pos - copy_from) < self.data_limit {
             let split = split(
                 &mut self.fields,
                 self.delimiter,
@@ -693,23 +779,13 @@ impl Decoder {
                     self.line += 1;
                     pos = next;
                 }
-                Split::StrayQuote => {
-                    if memchr(b'\n', &buf[pos..]).is_none() && n - pos > self.max_record_bytes + 1 {
-                        // A last line longer than the limit: the same verdict as when it
-                        // arrives in pieces.
-                        self.reject_too_long(self.line, &buf[pos..]);
-                        pos = n;
-                        self.line += 1;
-                    } else {
-                        pos = self.reject_stray_quote(buf, pos);
-                    }
-                }
+                Split::StrayQuote => pos = self.reject_first_line(buf, pos),
                 Split::Incomplete { spanned } => {
                     if n - pos <= self.max_record_bytes + 1 {
                         break;
                     }
                     if spanned {
-                        pos = self.reject_stray_quote(buf, pos);
+                        pos = self.reject_first_line(buf, pos);
                     } else {
                         // One line longer than the limit: reject it and drop it up to its end.
                         self.reject_too_long(self.line, &buf[pos..]);
@@ -729,7 +805,7 @@ impl Decoder {
                     let nfields = self.fields.len();
                     let too_long = end - pos > self.max_record_bytes;
                     if spanned && (nfields != self.file_fields || too_long) {
-                        pos = self.reject_stray_quote(buf, pos);
+                        pos = self.reject_first_line(buf, pos);
                         continue;
                     }
                     self.line += 1 + newlines as u64;
@@ -743,13 +819,16 @@ impl Decoder {
                         if end > utf8_ok_until {
                             utf8_ok_until = extend_utf8(buf, utf8_ok_until, end);
                         }
-                        if end > utf8_ok_until {
+                        let good = if end > utf8_ok_until {
                             // Bad bytes in this record: look at it field by field.
                             utf8_ok_until = next;
-                            if self.check_utf8(buf, pos, end, line) {
-                                self.push_record(buf, pos, end, line, base, copy_from);
-                            }
+                            self.check_utf8(buf, pos, end, line)
                         } else {
+                            true
+                        };
+                        if good
+                            && (!nul.within(buf, pos, end) || self.check_nul(buf, pos, end, line))
+                        {
                             self.push_record(buf, pos, end, line, base, copy_from);
                         }
                     }
@@ -776,6 +855,23 @@ impl Decoder {
                     shown(&buf[f.start..f.end])
                 );
                 self.reject(line, Some(&name), "invalid_utf8", reason, &buf[pos..end]);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Slow path for a record with a NUL byte somewhere: reject it if a declared text
+    /// column's field holds one (other columns fail their own parse); returns whether
+    /// the record is good.
+    #[cold]
+    fn check_nul(&mut self, buf: &[u8], pos: usize, end: usize, line: u64) -> bool {
+        for ci in 0..self.columns.len() {
+            let f = self.fields[self.col_to_file[ci]];
+            if self.columns[ci].is_text() && memchr(0, &buf[f.start..f.end]).is_some() {
+                let name = self.columns[ci].field.name().clone();
+                let reason = format!("{name}: {NUL_REASON}");
+                self.reject(line, Some(&name), "nul_byte", reason, &buf[pos..end]);
                 return false;
             }
         }
@@ -902,6 +998,39 @@ impl Decoder {
     }
 }
 
+/// Where the decoder has looked for NUL bytes in its input: none before `until`, except
+/// the one at `found`. Searched in windows of 64 KiB, so a file without NUL costs one
+/// `memchr` pass and a batch boundary does not search the rest of the input again.
+struct NulScan {
+    until: usize,
+    found: Option<usize>,
+}
+
+impl NulScan {
+    /// Whether `buf[pos..end]` holds a NUL byte (records are asked about in order).
+    #[inline]
+    fn within(&mut self, buf: &[u8], pos: usize, end: usize) -> bool {
+        loop {
+            if let Some(z) = self.found {
+                if z >= pos {
+                    return z < end;
+                }
+                self.found = None;
+                self.until = pos;
+            }
+            let from = self.until.max(pos);
+            if from >= end {
+                return false;
+            }
+            let stop = (from + (1 << 16)).max(end).min(buf.len());
+            match memchr(0, &buf[from..stop]) {
+                Some(k) => self.found = Some(from + k),
+                None => self.until = stop,
+            }
+        }
+    }
+}
+
 /// Extend the checked UTF-8 prefix of `buf` from `ok` to cover `want` (in windows of
 /// 64 KiB so that a full batch does not re-check the rest of the input); returns the new
 /// end of the valid prefix, which stops at the first invalid byte.
@@ -971,6 +1100,50 @@ mod tests {
         ));
         let (_, v) = fields("\"ab\"cd,e\"f,g\r\n", false);
         assert_eq!(v, ["abcd", "e\"f", "g"]);
+    }
+
+    #[test]
+    fn a_batch_ends_before_its_text_can_overflow_i32_offsets() {
+        use arrow_array::Array;
+        use arrow_schema::{DataType, Field, Schema};
+        assert_eq!(data_limit(1 << 30), (i32::MAX as usize) - (1 << 30) - 2);
+        assert!(data_limit(1 << 30) + (1 << 30) + 2 <= i32::MAX as usize);
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
+        let mut dec = Decoder::new(schema, &["t"]).unwrap();
+        // The limit scaled down: a batch takes records until 100 raw bytes are in.
+        dec.data_limit = 100;
+        let input = "0123456789012345678\n".repeat(20);
+        let mut pos = 0;
+        let mut sizes = Vec::new();
+        loop {
+            pos += dec.decode_eof(&input.as_bytes()[pos..]).unwrap();
+            let b = dec.flush().unwrap().unwrap();
+            let text = b.data.column(0).to_data().buffers()[1].len();
+            assert!(text <= 100 + 19, "{text}");
+            sizes.push(b.num_rows());
+            if pos == input.len() {
+                break;
+            }
+        }
+        assert_eq!(sizes, [5, 5, 5, 5]);
+    }
+
+    #[test]
+    fn nul_scan_finds_every_nul_in_order() {
+        let buf = b"ab\0c\nde\nf\0\0\n";
+        let mut s = NulScan {
+            until: 0,
+            found: None,
+        };
+        assert!(s.within(buf, 0, 4));
+        assert!(!s.within(buf, 5, 7));
+        assert!(s.within(buf, 8, 11));
+        let mut s = NulScan {
+            until: 0,
+            found: None,
+        };
+        assert!(!s.within(buf, 5, 7));
+        assert!(s.within(buf, 8, 11));
     }
 
     #[test]

@@ -55,12 +55,40 @@ pub enum CsvError {
         reason: String,
     },
     /// Columns of the schema are not in the header.
-    #[error("{unit}: missing column(s) {}", .columns.join(", "))]
+    #[error("{unit}: missing column(s) {} (the header has {})", .columns.join(", "), names_shown(.header))]
     MissingColumns {
         /// The file.
         unit: String,
         /// Every declared column the header lacks.
         columns: Vec<String>,
+        /// The header found, in file order.
+        header: Vec<String>,
+    },
+    /// A declared column's name appears twice in the header (which one holds the data?).
+    #[error(
+        "{unit}: column {column:?} appears twice in the header, at positions {first} and {second}"
+    )]
+    DuplicateColumn {
+        /// The file.
+        unit: String,
+        /// The column name.
+        column: String,
+        /// 1-based position of its first occurrence.
+        first: usize,
+        /// 1-based position of its second occurrence.
+        second: usize,
+    },
+    /// The header has columns the schema does not declare (and the options do not say to
+    /// ignore them: [`CsvOptions::with_ignore_extra_columns`](crate::CsvOptions::with_ignore_extra_columns)).
+    #[error(
+        "{unit}: column(s) not in the schema: {}; declare them, or set ignore_extra_columns to skip them",
+        .columns.iter().map(|(n, p)| format!("{n:?} (position {p})")).collect::<Vec<_>>().join(", ")
+    )]
+    ExtraColumns {
+        /// The file.
+        unit: String,
+        /// Every undeclared column with its 1-based position.
+        columns: Vec<(String, usize)>,
     },
     /// The schema has a column type this source cannot parse.
     #[error("column {column:?}: unsupported data type {data_type}")]
@@ -76,6 +104,23 @@ pub enum CsvError {
     /// Building an Arrow array failed.
     #[error("arrow error: {0}")]
     Arrow(#[from] ArrowError),
+}
+
+/// Header names for a message: quoted (so spaces show), at most 40.
+fn names_shown(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(40)
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 40 {
+        s.push_str(&format!(", … ({} columns)", names.len()));
+    }
+    if names.is_empty() {
+        s.push_str("no column");
+    }
+    s
 }
 
 impl From<CsvError> for etl_core::Error {

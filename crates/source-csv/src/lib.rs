@@ -16,8 +16,15 @@
 //! and no copy. Only the empty field is NULL: `"NA"` (Namibia) is a value.
 //!
 //! Reject kinds: `field_count`, `bad_integer`, `bad_number`, `bad_decimal`, `bad_boolean`,
-//! `bad_date`, `bad_timestamp`, `missing_value`, `invalid_utf8`, `unterminated_quote`,
-//! `record_too_long`.
+//! `bad_date`, `bad_timestamp`, `missing_value`, `invalid_utf8`, `nul_byte`,
+//! `unterminated_quote`, `record_too_long`.
+//!
+//! A reject's `record` is the **line on which the record starts** (the header is line 1,
+//! blank lines count, a CRLF or LF ends a line; a lone CR does not), so a quoted field that
+//! spans lines gives its record the number of its first line and the next record the line
+//! after its last. What is promised for encodings, NUL bytes and header names (matched by
+//! name; missing, duplicate and extra names) is in [`CsvOptions`]. The test corpus
+//! `tests/corpus/` holds one file per bad input and its expected outcome.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -28,7 +28,8 @@ enum Files {
 ///
 /// Units are named by file name (the locator is the path) and sorted in natural order
 /// (`trade_db_2.csv` before `trade_db_10.csv`). Columns are matched by name in each file's
-/// header; extra columns are ignored. Every malformed record becomes an
+/// header; a missing, duplicate or (unless [`CsvOptions::with_ignore_extra_columns`])
+/// undeclared header column stops the file with an error naming it. Every malformed record becomes an
 /// [`etl_core::Reject`] with its line number; the rest of the file loads.
 ///
 /// Decoding runs on a dedicated thread per opened unit that reads the file in chunks and

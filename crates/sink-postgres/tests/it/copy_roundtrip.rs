@@ -183,3 +183,93 @@ fn out_of_range_values_name_column_and_row() {
         "cannot encode column `x` row 1: 70000 does not fit smallint"
     );
 }
+
+/// The encoder's date and timestamp ranges are PostgreSQL's own: the first and last values
+/// it writes load and read back, and one step past the first, written by hand, is refused
+/// by the server (so the encoder refusing it first loses nothing).
+#[tokio::test]
+async fn timestamps_and_dates_at_postgresql_limits() {
+    let (_db, mut conn) = super::db().await;
+    sqlx::query("CREATE TABLE lim (k int, d date, ts timestamp)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int32, false),
+        Field::new("d", DataType::Date32, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+    ]));
+    // 4714-11-24 BC (Julian day 0) in days and microseconds from 1970; the last date;
+    // i64::MAX microseconds (PostgreSQL's end, 294277-01-01, lies past it).
+    let first_us = -210_866_803_200_000_000_i64;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2])),
+            Arc::new(Date32Array::from(vec![-2_440_588, 2_145_042_905])),
+            Arc::new(TimestampMicrosecondArray::from(vec![first_us, i64::MAX])),
+        ],
+    )
+    .unwrap();
+    let cols = table_columns(&mut conn, &TableName::new("lim"))
+        .await
+        .unwrap();
+    let enc = CopyEncoder::for_table(&schema, &cols).unwrap();
+    let copy_bytes = |tuples: &[u8]| {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(COPY_HEADER);
+        buf.extend_from_slice(tuples);
+        buf.extend_from_slice(COPY_TRAILER);
+        buf.freeze()
+    };
+    let mut tuples = BytesMut::new();
+    enc.encode(&batch, &mut tuples).unwrap();
+    let mut copy = conn
+        .copy_in_raw("COPY lim (k, d, ts) FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
+    copy.send(copy_bytes(&tuples)).await.unwrap();
+    assert_eq!(copy.finish().await.unwrap(), 2);
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT concat_ws('|', d, ts) FROM lim ORDER BY k")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("4714-11-24 BC|4714-11-24 00:00:00 BC".to_owned(),),
+            ("5874897-12-31|294247-01-10 04:00:54.775807".to_owned(),)
+        ]
+    );
+    // One microsecond before the first (PostgreSQL microseconds from 2000), by hand.
+    let pg_first = first_us - 946_684_800_000_000;
+    let mut tuple = BytesMut::new();
+    tuple.extend_from_slice(&1i16.to_be_bytes());
+    tuple.extend_from_slice(&8i32.to_be_bytes());
+    tuple.extend_from_slice(&(pg_first - 1).to_be_bytes());
+    let mut copy = conn
+        .copy_in_raw("COPY lim (ts) FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
+    copy.send(copy_bytes(&tuple)).await.unwrap();
+    let err = copy.finish().await.unwrap_err().to_string();
+    assert!(err.contains("timestamp out of range"), "{err}");
+    // The encoder refuses it before the server sees it.
+    let before = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int32Array::from(vec![3])),
+            Arc::new(Date32Array::from(vec![-2_440_589])),
+            Arc::new(TimestampMicrosecondArray::from(vec![first_us - 1])),
+        ],
+    )
+    .unwrap();
+    let err = enc
+        .encode(&before, &mut BytesMut::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot encode column `d` row 0: date -2440589 days"),
+        "{err}"
+    );
+}

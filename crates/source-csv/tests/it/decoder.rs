@@ -261,34 +261,73 @@ fn batches_respect_batch_size_and_consumed_adds_up() {
 #[test]
 fn header_columns_by_name_extra_ignored_missing_named() {
     let schema = typed_schema();
-    // Reordered, with an extra column.
+    // Reordered, with an extra column: an error by default, skipped when told to.
     let input = b"small,extra,name,note,score,amount,ts,day,flag,id\n5,zzz,\"n\",,,,,,,42\n";
-    let (rows, rejects) = flatten(
-        &decode_in_chunks(schema.clone(), input, 1 << 10, 10, CsvOptions::default()).unwrap(),
+    let err =
+        decode_in_chunks(schema.clone(), input, 1 << 10, 10, CsvOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t.csv: column(s) not in the schema: \"extra\" (position 2); declare them, or set ignore_extra_columns to skip them"
     );
+    let opts = CsvOptions::default().with_ignore_extra_columns(true);
+    let (rows, rejects) =
+        flatten(&decode_in_chunks(schema.clone(), input, 1 << 10, 10, opts).unwrap());
     assert!(rejects.is_empty());
     assert_eq!(rows, [(2, "42,,,,,,n,,5".to_owned())]);
-    // Missing columns: an error naming the file and each of them.
+    // Missing columns: an error naming the file, each of them and the header found.
     let err = Decoder::builder(schema)
         .unit("trade_db_1.csv")
         .build(&["id", "flag", "day", "ts", "amount", "score"])
         .unwrap_err();
     match &err {
-        CsvError::MissingColumns { unit, columns } => {
+        CsvError::MissingColumns {
+            unit,
+            columns,
+            header,
+        } => {
             assert_eq!(unit, "trade_db_1.csv");
             assert_eq!(columns, &["name", "note", "small"]);
+            assert_eq!(header, &["id", "flag", "day", "ts", "amount", "score"]);
         }
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(
         err.to_string(),
-        "trade_db_1.csv: missing column(s) name, note, small"
+        "trade_db_1.csv: missing column(s) name, note, small (the header has \"id\", \"flag\", \"day\", \"ts\", \"amount\", \"score\")"
     );
     let core: etl_core::Error = err.into();
     assert!(
         core.to_string()
             .contains("missing column(s) name, note, small")
     );
+}
+
+#[test]
+fn a_declared_name_twice_in_the_header_is_an_error_naming_both_positions() {
+    let err = Decoder::builder(typed_two())
+        .unit("a.csv")
+        .build(&["id", "name", "id"])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a.csv: column \"id\" appears twice in the header, at positions 1 and 3"
+    );
+    // Even when extra columns are ignored; an undeclared name twice is then fine.
+    let opts = CsvOptions::default().with_ignore_extra_columns(true);
+    assert!(matches!(
+        Decoder::builder(typed_two())
+            .options(opts.clone())
+            .build(&["id", "name", "name"]),
+        Err(CsvError::DuplicateColumn {
+            first: 2,
+            second: 3,
+            ..
+        })
+    ));
+    Decoder::builder(typed_two())
+        .options(opts)
+        .build(&["x", "id", "x", "name"])
+        .unwrap();
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Integration tests of etl-source-csv (one binary; modules by subject).
 
+mod corpus;
 mod decoder;
+mod props;
 mod source;
 
 use std::sync::Arc;
@@ -80,6 +82,18 @@ pub fn decode_in_chunks(
     batch_size: usize,
     options: CsvOptions,
 ) -> Result<Vec<Batch>, CsvError> {
+    decode_unit_in_chunks("t.csv", schema, input, chunk, batch_size, options)
+}
+
+/// [`decode_in_chunks`] with the unit (file) name put in rejects and errors.
+pub fn decode_unit_in_chunks(
+    unit: &str,
+    schema: SchemaRef,
+    input: &[u8],
+    chunk: usize,
+    batch_size: usize,
+    options: CsvOptions,
+) -> Result<Vec<Batch>, CsvError> {
     let mut buf = Vec::new();
     let mut fed = 0;
     let mut feed = |buf: &mut Vec<u8>| {
@@ -90,13 +104,13 @@ pub fn decode_in_chunks(
     };
     let mut eof = input.is_empty();
     let header = loop {
-        if let Some(h) = Header::parse("t.csv", &buf, &options, eof)? {
+        if let Some(h) = Header::parse(unit, &buf, &options, eof)? {
             break h;
         }
         eof = feed(&mut buf);
     };
     let mut dec = Decoder::builder(schema)
-        .unit("t.csv")
+        .unit(unit)
         .options(options)
         .batch_size(batch_size)
         .first_line(header.next_line)
