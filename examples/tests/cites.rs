@@ -109,6 +109,13 @@ async fn loads_exact_contents_and_switches() {
 
     let r = env.run("first", &["--min-match-rate", "0.5"]).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    // The pre-flight checked the headers and, on this local server, the free space.
+    let pre = &r.steps[0].details;
+    assert_eq!(pre["files"], 2, "{pre}");
+    assert!(
+        pre["disk"]["free_bytes"].as_u64().unwrap() > pre["disk"]["needed_bytes"].as_u64().unwrap(),
+        "{pre}"
+    );
     let t = &r.totals;
     assert_eq!((t.read, t.loaded, t.rejected, t.filtered), (5, 4, 0, 1));
     assert_eq!(t.filtered_by_reason["unmatched species"], 1);
@@ -304,10 +311,23 @@ async fn a_missing_column_is_a_clear_error_and_production_is_untouched() {
         err.contains("trade_db_1.csv") && err.contains("Term") && err.contains("Quantity"),
         "{err}"
     );
+    // The pre-flight reads every header before anything is written: not even the
+    // migration's tables were created.
+    assert_eq!(r.steps[0].name, "preflight");
+    assert_eq!(r.steps[0].outcome, "failed");
     let mut conn = env.conn().await;
     assert_eq!(
-        count(&mut conn, "SELECT count(*) FROM cites_trade_records").await,
+        count(
+            &mut conn,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'cites_trade_records'"
+        )
+        .await,
         0
+    );
+    let disk = &r.steps[0].details;
+    assert!(
+        disk.is_null() || disk["disk"].is_null(),
+        "failed before the disk check"
     );
 }
 

@@ -107,6 +107,39 @@ impl CsvSource {
         &self.options
     }
 
+    /// Check the header of every file against the schema before anything is loaded (a
+    /// pre-flight): the same rules as the read (columns by name, a missing, duplicate or
+    /// undeclared column is an error naming the file). Reads only the headers. Returns the
+    /// number of files checked.
+    ///
+    /// # Errors
+    /// The first file whose header does not fit, or that cannot be read; as
+    /// [`CsvSource::list_units`].
+    pub fn check_headers(&self) -> Result<usize> {
+        let units = self.list_units()?;
+        for u in &units {
+            let path = PathBuf::from(&u.locator);
+            let mut file = File::open(&path).map_err(|source| CsvError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let (mut buf, mut start) = (Vec::new(), 0);
+            let (h, _) = read_header(
+                &mut file,
+                &u.name,
+                &path,
+                &self.options,
+                &mut buf,
+                &mut start,
+            )?;
+            Decoder::builder(self.schema.clone())
+                .unit(Arc::from(u.name.as_str()))
+                .options(self.options.clone())
+                .build(&h.names)?;
+        }
+        Ok(units.len())
+    }
+
     /// The units, synchronously (what [`Extract::units`] runs on the blocking pool).
     ///
     /// # Errors
@@ -263,26 +296,14 @@ impl ReadJob {
         let chunk = self.options.chunk_size();
         let mut buf: Vec<u8> = Vec::with_capacity(chunk);
         let mut start = 0usize;
-        let mut eof;
-        // Header.
-        let header = loop {
-            eof = fill(
-                &mut file,
-                &mut buf,
-                &mut start,
-                chunk,
-                self.options.max_record_bytes(),
-            )
-            .map_err(io)?;
-            if let Some(h) = Header::parse(&self.unit, &buf, &self.options, eof)? {
-                break h;
-            }
-            if eof {
-                return Err(CsvError::NoHeader {
-                    unit: self.unit.to_string(),
-                });
-            }
-        };
+        let (header, mut eof) = read_header(
+            &mut file,
+            &self.unit,
+            &self.path,
+            &self.options,
+            &mut buf,
+            &mut start,
+        )?;
         let mut decoder = Decoder::builder(self.schema.clone())
             .unit(self.unit.clone())
             .options(self.options.clone())
@@ -358,6 +379,40 @@ fn empty_batch(schema: &SchemaRef, unit: &Arc<str>, consumed: u64) -> Batch {
 
 /// Drop the consumed prefix of `buf` and read about `chunk` more bytes; returns whether
 /// the end of the file was reached.
+/// Read `file` until its header is whole: the header, and whether the file ended (`buf`
+/// holds what was read, `start` where reading stopped).
+fn read_header(
+    file: &mut File,
+    unit: &str,
+    path: &std::path::Path,
+    options: &CsvOptions,
+    buf: &mut Vec<u8>,
+    start: &mut usize,
+) -> Result<(Header, bool)> {
+    let io = |source| CsvError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    loop {
+        let eof = fill(
+            file,
+            buf,
+            start,
+            options.chunk_size(),
+            options.max_record_bytes(),
+        )
+        .map_err(io)?;
+        if let Some(h) = Header::parse(unit, buf, options, eof)? {
+            return Ok((h, eof));
+        }
+        if eof {
+            return Err(CsvError::NoHeader {
+                unit: unit.to_string(),
+            });
+        }
+    }
+}
+
 fn fill(
     file: &mut File,
     buf: &mut Vec<u8>,
