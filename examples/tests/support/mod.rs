@@ -3,19 +3,27 @@
 use std::path::PathBuf;
 
 /// The built binary of example `name` (tests run from `target/<profile>/deps`; examples
-/// are built beside it). Always asks cargo to bring it up to date (a no-op when it is):
+/// are built beside it). Asks cargo to bring it up to date once per test process (a no-op
+/// when it is):
 /// a binary left by a build of another checkout sharing the target directory would carry
 /// that checkout's paths to the bundled data.
 pub fn example_binary(name: &str) -> PathBuf {
+    // Once per test process and example: timing-sensitive tests start the binary several
+    // times in a row, and a cargo run per start costs seconds on a loaded machine.
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let bin = profile_dir.join("examples").join(name);
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "etl-examples", "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "etl-examples", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        built.push(name.to_owned());
+    }
     bin
 }
 
