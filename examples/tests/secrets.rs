@@ -171,6 +171,27 @@ async fn no_artifact_log_or_error_of_any_migration_holds_a_secret() {
     assert!(!run("cities", &unreachable, d, &["--plan"], &mut out).0);
     let found = leaks(d, &out);
     assert!(found.is_empty(), "secrets found: {found:#?}");
+    // Files holding personal data are owner-only: rejected rows, rollback scripts with
+    // before-images, backups.
+    let mut private = 0;
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let (p, name) = (e.path(), e.file_name().to_string_lossy().into_owned());
+            if p.is_dir() {
+                stack.push(p);
+            } else if name == "rejects.csv"
+                || name.starts_with("rollback_migration_")
+                || p.starts_with(d.join("backups"))
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", p.display());
+                private += 1;
+            }
+        }
+    }
+    assert!(private >= 10, "{private} private files checked");
     // The search finds a planted secret.
     std::fs::write(
         d.join("reports").join("planted.txt"),

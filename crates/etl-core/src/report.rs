@@ -334,6 +334,36 @@ impl RunReport {
     }
 }
 
+/// Create (or truncate) `path` readable and writable by its owner only (mode 0600 on
+/// Unix): for files that hold personal data or secrets (rejected rows, rollback scripts
+/// with before-images, backups).
+///
+/// # Errors
+/// The file cannot be created.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        o.mode(0o600);
+        let f = o.open(path)?;
+        // An existing file keeps its mode through `open`: set it.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    o.open(path)
+}
+
+/// [`create_private`] and write `bytes`.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    create_private(path)?.write_all(bytes)
+}
+
 /// Write a file atomically: write a temp file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp~");
@@ -394,7 +424,7 @@ impl RejectSpool {
     /// Start (or restart) the spool of a unit.
     pub fn open(&self, unit: &str) -> Result<UnitSpool> {
         let path = self.part(unit);
-        let file = std::fs::File::create(&path).map_err(|e| Error::io(path.display(), e))?;
+        let file = create_private(&path).map_err(|e| Error::io(path.display(), e))?;
         Ok(UnitSpool {
             path,
             file: std::io::BufWriter::new(file),
@@ -433,7 +463,7 @@ impl RejectSpool {
     /// Concatenate the sealed spools of `units` (in that order) into `path`.
     pub fn merge_into(&self, path: &Path, units: &[&str]) -> Result<()> {
         let tmp = path.with_extension("tmp~");
-        let out = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+        let out = create_private(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
         let mut out = std::io::BufWriter::new(out);
         out.write_all(REJECTS_CSV_HEADER.as_bytes())
             .map_err(|e| Error::io(tmp.display(), e))?;

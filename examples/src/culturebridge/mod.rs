@@ -738,7 +738,12 @@ async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         .await?;
     let out = c.upsert.run(cx.run_id, &cx.step, false).await?;
     if let Some(sql) = &out.rollback_sql {
-        std::fs::write(&c.paths.rollback, sql)
+        // Before-images of users hold their password hashes (bcrypt): owner-only, and
+        // the script says so at its top.
+        let sql = format!(
+            "-- PRIVATE: this script restores rows from their before-images, users' password\n-- hashes (bcrypt) included. Keep it owner-only (it is written with mode 0600).\n{sql}"
+        );
+        etl_core::report::write_private(&c.paths.rollback, sql.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", c.paths.rollback.display()))?;
         cx.add_file(file_name(&c.paths.rollback));
     }
