@@ -112,6 +112,9 @@ async fn loads_exact_contents_and_switches() {
     // The pre-flight checked the headers and, on this local server, the free space.
     let pre = &r.steps[0].details;
     assert_eq!(pre["files"], 2, "{pre}");
+    // The post-switch smoke queries ran on the live table: Polar Bear rows of 2020 on.
+    let smoke = &r.steps.iter().find(|s| s.name == "smoke").unwrap().details;
+    assert_eq!(smoke["smoke"][0]["rows"], 1, "{smoke}");
     assert!(
         pre["disk"]["free_bytes"].as_u64().unwrap() > pre["disk"]["needed_bytes"].as_u64().unwrap(),
         "{pre}"
@@ -797,7 +800,7 @@ async fn a_kill_during_the_post_switch_steps_is_finished_by_resume() {
         .filter(|s| s.outcome == "ran")
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(ran, ["preflight", "summary", "analyze"]);
+    assert_eq!(ran, ["preflight", "summary", "smoke", "analyze"]);
     assert_eq!(r.totals.loaded, 2, "the load's totals are carried over");
     assert_eq!(
         count(

@@ -317,6 +317,10 @@ pub fn migration(c: &Cites) -> anyhow::Result<Migration<Cites>> {
             .describe("rebuilds species_trade_summary from the live table (one transaction)"),
     )
     .step(
+        Step::new("smoke", StepKind::PostSwitch, step_fn!(smoke))
+            .describe("the proof queries on the live table (the seed's post-switch test queries): rows and time"),
+    )
+    .step(
         Step::new("analyze", StepKind::PostSwitch, step_fn!(analyze_step))
             .describe("ANALYZE of the live table and its statistics after the switch"),
     )
@@ -705,6 +709,31 @@ async fn gates(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
             .with_details(json!({ "dropped_ids": dropped, "queries": timings }))
             .with_findings(findings),
     )
+}
+
+/// The proof queries against the new live table (000 §6.3, 001's post-switchover
+/// checks): each must run; its rows and time are recorded.
+async fn smoke(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    let mut results = Vec::new();
+    for q in c.cfg.args.proof_queries()? {
+        let sql = q.sql.replace("{table}", &c.cfg.live().sql());
+        let t0 = std::time::Instant::now();
+        let (rows,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM ({sql}) q"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .with_context(|| format!("smoke query {}", q.name))?;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        results.push(json!({ "query": q.name, "rows": rows, "ms": ms }));
+    }
+    let line = results
+        .iter()
+        .map(|r| format!("{} {} rows", r["query"].as_str().unwrap_or(""), r["rows"]))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(StepOutput::message(line).with_details(json!({ "smoke": results })))
 }
 
 async fn analyze_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
