@@ -53,12 +53,15 @@ fn argv(db: &str, dir: &Path, extra: &[&str]) -> Vec<String> {
     v
 }
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 10] = [
     "users",
     "client_profiles",
     "coach_profiles",
     "bookings",
     "payments",
+    "posts",
+    "comments",
+    "resources",
     "bubble_id_map",
     "migration_runs",
 ];
@@ -148,7 +151,7 @@ async fn full_migration_exact_counts_and_rollback_restores_the_pre_run_state() {
     assert!(sample.passed, "{}", sample.message);
     assert!(
         sample.message.starts_with(
-            "25 random staged things identical to the API in every column mapped from it (user 5, client_profile 5, coach_profile 5, booking 5, payment 5;"
+            "40 random staged things identical to the API in every column mapped from it (user 5, client_profile 5, coach_profile 5, booking 5, payment 5, post 5, comment 5, resource 5;"
         ),
         "{}",
         sample.message
@@ -237,7 +240,7 @@ async fn full_migration_exact_counts_and_rollback_restores_the_pre_run_state() {
     assert!(sample.passed, "{}", sample.message);
     assert!(
         sample.message.contains(&format!(
-            "(user {}, client_profile 0, coach_profile 0, booking 0, payment 0;",
+            "(user {}, client_profile 0, coach_profile 0, booking 0, payment 0, post 0, comment 0, resource 0;",
             changed.min(5)
         )),
         "{}",

@@ -1,6 +1,6 @@
 //! Deterministic CultureBridge fixtures for the Bubble test server: users, client and coach
-//! profiles, bookings, payments with realistic bad records, plus posts, comments and
-//! resources (exported, not migrated). Every thing's expected fate is computed here, by
+//! profiles, bookings, payments, posts, comments and resources with realistic bad
+//! records. Every thing's expected fate is computed here, by
 //! rules stated independently of the migration, so tests can check exact counts.
 
 use std::collections::{BTreeMap, HashMap};
@@ -372,14 +372,71 @@ pub fn generate(sizes: Sizes) -> (Fixtures, Expected) {
         let fate = parent(booking_ok.get(&booking), own);
         out.entry("payment").or_default().push((m, fate));
     }
-    // exported, not migrated
-    for ty in NOT_MIGRATED {
-        for i in 0..(sizes.users / 10).max(1) {
-            let (_, mut m) = g.thing();
-            m.insert("title".into(), json!(format!("{ty} {i}")));
-            m.insert("body".into(), json!(format!("Some {ty} text {i}")));
-            out.entry(ty).or_default().push((m, Fate::Ok));
-        }
+    // community: posts by users (some by rejected users, a few dangling or untitled),
+    // comments on posts by accepted users (a few without a body), resources
+    let n = (sizes.users / 10).max(1);
+    let authors: Vec<&String> = clients.iter().chain(coaches.iter()).collect();
+    let good: Vec<&String> = authors
+        .iter()
+        .copied()
+        .filter(|a| user_ok.get(*a) == Some(&true))
+        .collect();
+    let mut post_ok: HashMap<String, bool> = HashMap::new();
+    let mut posts = Vec::new();
+    for i in 0..n {
+        let (id, mut m) = g.thing();
+        let author = match (i % 17 == 8, authors.is_empty()) {
+            (false, false) => authors[g.rng.usize(0..authors.len())].clone(),
+            _ => format!("1600000000003x{i:018}"),
+        };
+        m.insert("author".into(), json!(author));
+        let own = if i % 13 == 6 {
+            Fate::Bad
+        } else {
+            m.insert("title".into(), json!(format!("post {i}")));
+            Fate::Ok
+        };
+        m.insert("body".into(), json!(format!("Some post text {i}")));
+        let fate = parent(user_ok.get(&author), own);
+        post_ok.insert(id.clone(), fate == Fate::Ok);
+        posts.push(id);
+        out.entry("post").or_default().push((m, fate));
+    }
+    for i in 0..n * 2 {
+        let (_, mut m) = g.thing();
+        let post = posts[g.rng.usize(0..posts.len())].clone();
+        m.insert("post".into(), json!(post));
+        let author = match good.is_empty() {
+            false => good[g.rng.usize(0..good.len())].clone(),
+            true => format!("1600000000004x{i:018}"),
+        };
+        m.insert("author".into(), json!(author));
+        let own = if i % 11 == 5 {
+            Fate::Bad
+        } else {
+            m.insert(
+                "body".into(),
+                json!(format!("A comment, with \"quotes\" {i}")),
+            );
+            Fate::Ok
+        };
+        let fate = match parent(post_ok.get(&post), own) {
+            Fate::Ok => parent(user_ok.get(&author), Fate::Ok),
+            f => f,
+        };
+        out.entry("comment").or_default().push((m, fate));
+    }
+    for i in 0..n {
+        let (_, mut m) = g.thing();
+        let own = if i % 9 == 4 {
+            Fate::Bad
+        } else {
+            m.insert("title".into(), json!(format!("resource {i}")));
+            Fate::Ok
+        };
+        m.insert("url".into(), json!(format!("https://example.com/r/{i}")));
+        m.insert("tags".into(), json!(["culture", format!("t{}", i % 4)]));
+        out.entry("resource").or_default().push((m, own));
     }
     let mut fixtures = Fixtures::new();
     let mut exp = Expected::default();

@@ -672,6 +672,30 @@ async fn checks(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         ));
     }
     findings.extend(preview.findings);
+    // A full export must hold every thing the Data API counts (count + remaining of a
+    // one-thing page); an incremental one only what changed, so it is not compared.
+    if since_of(cx).is_none() {
+        let client = c.client()?;
+        let one = etl_source_bubble::PageQuery {
+            limit: 1,
+            ..Default::default()
+        };
+        for ty in all_types() {
+            let p = client.fetch_page(ty, &one, 0).await?;
+            // What the load read from the export file (also when `--skip-export` reused it).
+            let exported = cx
+                .pipeline_of(&format!("load_{ty}"))
+                .map_or(0, |p| p.totals.read);
+            findings.push(Finding::check(
+                format!("api_total_{ty}"),
+                exported == p.count + p.remaining,
+                format!(
+                    "{exported} `{ty}` things exported; the Data API counts {}",
+                    p.count + p.remaining
+                ),
+            ));
+        }
+    }
     findings.extend(
         sample_check(
             c.client()?,

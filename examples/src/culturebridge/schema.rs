@@ -6,16 +6,21 @@ use std::collections::{BTreeMap, HashMap};
 
 use etl_source_bubble::{FieldKind, FieldSpec, KeyMode, TypeSchema};
 
-/// Migrated types in dependency order (parents first).
-pub const MIGRATED: [&str; 5] = [
+/// Migrated types in dependency order (parents first): the coaching data, then the
+/// community data (posts by users, comments on posts, resources).
+pub const MIGRATED: [&str; 8] = [
     "user",
     "client_profile",
     "coach_profile",
     "booking",
     "payment",
+    "post",
+    "comment",
+    "resource",
 ];
-/// Types exported but not migrated (counted as filtered).
-pub const NOT_MIGRATED: [&str; 3] = ["post", "comment", "resource"];
+/// Types exported but not migrated (counted as filtered): none left; kept so an app's
+/// extra types can be exported without a target.
+pub const NOT_MIGRATED: [&str; 0] = [];
 
 /// Target table of a migrated type.
 pub fn table_of(bubble_type: &str) -> &'static str {
@@ -25,6 +30,9 @@ pub fn table_of(bubble_type: &str) -> &'static str {
         "coach_profile" => "coach_profiles",
         "booking" => "bookings",
         "payment" => "payments",
+        "post" => "posts",
+        "comment" => "comments",
+        "resource" => "resources",
         _ => "",
     }
 }
@@ -247,6 +255,32 @@ CREATE TABLE IF NOT EXISTS payments (
   status payment_status NOT NULL DEFAULT 'pending',
   stripe_session_id varchar(255),
   stripe_payment_intent_id varchar(255),
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS posts (
+  id uuid PRIMARY KEY,
+  author_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  title varchar(255) NOT NULL,
+  body text,
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS posts_author ON posts (author_id);
+CREATE TABLE IF NOT EXISTS comments (
+  id uuid PRIMARY KEY,
+  post_id uuid NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
+  author_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  body text NOT NULL,
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS comments_post ON comments (post_id);
+CREATE TABLE IF NOT EXISTS resources (
+  id uuid PRIMARY KEY,
+  title varchar(255) NOT NULL,
+  url varchar(500),
+  tags text[],
   created_at timestamp NOT NULL DEFAULT now(),
   updated_at timestamp NOT NULL DEFAULT now()
 );

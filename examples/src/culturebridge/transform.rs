@@ -61,6 +61,14 @@ pub fn mapping(spec: Arc<TypeSchema>, ctx: Arc<Ctx>) -> RowMap {
     .keep_raw(&["password_hash"])
 }
 
+/// A text that must be there, of at most `max` characters.
+fn required(v: Option<&str>, max: usize, column: &str) -> Result<String, Fate> {
+    match v.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Err(rej(column, "missing_value", format!("{column} is empty"))),
+        Some(_) => Ok(max_chars(v, max, column)?.expect("present")),
+    }
+}
+
 fn rej(column: &str, kind: &str, reason: String) -> Fate {
     reject(column, kind, reason)
 }
@@ -324,6 +332,39 @@ fn map_row(
                 Some(modified),
             ]
         }
+        "post" => {
+            let author = row.text("author");
+            ctx.state.parent("user", "author", author)?;
+            vec![
+                s(&me),
+                Some(new_id("user", author.expect("checked")).to_string()),
+                Some(required(row.text("title"), 255, "title")?),
+                row.text("body").map(str::to_owned),
+                Some(created),
+                Some(modified),
+            ]
+        }
+        "comment" => {
+            let (post, author) = (row.text("post"), row.text("author"));
+            ctx.state.parent("post", "post", post)?;
+            ctx.state.parent("user", "author", author)?;
+            vec![
+                s(&me),
+                Some(new_id("post", post.expect("checked")).to_string()),
+                Some(new_id("user", author.expect("checked")).to_string()),
+                Some(required(row.text("body"), usize::MAX, "body")?),
+                Some(created),
+                Some(modified),
+            ]
+        }
+        "resource" => vec![
+            s(&me),
+            Some(required(row.text("title"), 255, "title")?),
+            max_chars(row.text("url"), 500, "url")?,
+            row.list("tags"),
+            Some(created),
+            Some(modified),
+        ],
         other => unreachable!("type `{other}` is not migrated"),
     })
 }
