@@ -92,6 +92,20 @@ fn months_premade(premake: u32) -> i64 {
     i64::from(until.year() - 2024) * 12 + i64::from(until.month())
 }
 
+/// `petri_observations_old` compared with `petri_observations` by id and content.
+async fn old_and_new_petri(c: &mut PgConnection) -> etl_sink_postgres::move_data::TableComparison {
+    let (old, new) = ("petri_observations_old", "petri_observations");
+    compare_tables(
+        c,
+        &TableName::new(old),
+        &TableName::new(new),
+        &["observation_id"],
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
 /// The details a step recorded in the run's report.
 fn details(r: &etl_core::RunReport, step: &str) -> serde_json::Value {
     let s = r.steps.iter().find(|s| s.name == step);
@@ -400,15 +414,7 @@ async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
         .await,
         18_000
     );
-    let cmp = compare_tables(
-        &mut c,
-        &TableName::new("petri_observations_old"),
-        &TableName::new("petri_observations"),
-        &["observation_id"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let cmp = old_and_new_petri(&mut c).await;
     assert!(cmp.equal(), "{cmp:?}");
 }
 
@@ -508,15 +514,7 @@ async fn online_move_under_concurrent_writes_equals_the_old_table_row_for_row() 
     assert!(replayed > 0, "no change was captured: {petri}");
     assert!(lock_ms < 1000.0, "the swap held its lock {lock_ms} ms");
     // The old table froze at the swap; the new one must equal it row for row.
-    let cmp = compare_tables(
-        &mut c,
-        &TableName::new("petri_observations_old"),
-        &TableName::new("petri_observations"),
-        &["observation_id"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let cmp = old_and_new_petri(&mut c).await;
     assert!(cmp.equal(), "{cmp:?}");
     assert!(
         one(
@@ -1139,15 +1137,7 @@ async fn a_batch_move_carries_updates_and_deletes_made_during_the_move() {
         1
     );
     // The new table equals the old one row for row.
-    let cmp = compare_tables(
-        &mut c,
-        &TableName::new("petri_observations_old"),
-        &TableName::new("petri_observations"),
-        &["observation_id"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let cmp = old_and_new_petri(&mut c).await;
     assert!(cmp.equal(), "{cmp:?}");
     assert_eq!(cmp.new_rows, 1800 - 2);
 }

@@ -247,6 +247,13 @@ async fn foreign_keys_of_other_tables_follow_the_swap_and_back() {
     );
 }
 
+async fn src_and_dst(conn: &mut PgConnection) -> etl_sink_postgres::move_data::TableComparison {
+    let (src, dst) = (TableName::new("src"), TableName::new("dst"));
+    compare_tables(conn, &src, &dst, &["id"], &[])
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn updates_and_deletes_between_batches_are_replayed_from_the_change_log() {
     let (db, mut conn) = super::db().await;
@@ -302,28 +309,12 @@ async fn updates_and_deletes_between_batches_are_replayed_from_the_change_log() 
         "the changes came during the move"
     );
     // Without the replay the copy is stale ...
-    let stale = compare_tables(
-        &mut conn,
-        &TableName::new("src"),
-        &TableName::new("dst"),
-        &["id"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let stale = src_and_dst(&mut conn).await;
     assert!(!stale.equal(), "{stale:?}");
     // ... with it, the same row for row.
     let r = o.replay(&mut conn, 0).await.unwrap();
     assert_eq!(r.keys, 6, "{r:?}");
-    let cmp = compare_tables(
-        &mut conn,
-        &TableName::new("src"),
-        &TableName::new("dst"),
-        &["id"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let cmp = src_and_dst(&mut conn).await;
     assert!(cmp.equal(), "{cmp:?}");
     assert_eq!(cmp.new_rows, 2000 - 3 + 1);
     assert_eq!(
