@@ -712,7 +712,7 @@ impl MoveSteps {
         .describe(if self.online {
             "online move: change capture, keyset backfill, replay, swap under a short lock"
         } else {
-            "keyset batches, each committed with its checkpoint"
+            "change capture, then keyset batches, each committed with its checkpoint"
         })
     }
 
@@ -799,7 +799,7 @@ impl MoveSteps {
             Box::pin(async move { me.swap_back(false).await })
         })
         .describe(format!(
-            "renames {} in one short-lock transaction per table (views re-created)",
+            "renames {} in one short-lock transaction per table (changes since the verification replayed under the lock, views re-created, other tables' foreign keys re-pointed NOT VALID and validated after)",
             renames.join("; ")
         ))
     }
