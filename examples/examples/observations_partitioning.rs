@@ -14,10 +14,16 @@ use etl_examples::partitioning::{PartitioningArgs, run, status};
 /// Partition the observation tables by month, as recorded, reversible steps.
 ///
 /// Steps (see --plan): preflight (sizes, foreign keys, locks; refuses to start when the
-/// tables cannot be locked within --lock-timeout), 001-003 report/dashboard/permission
-/// tables, partitioned_tables, move_data, verify (counts, anti-joins, hashes,
-/// per-partition counts, partition pruning), swap, 004 views, foreign_keys, indexes, 005
-/// deprecated columns, analyze, and cleanup (only with --cleanup or --only cleanup).
+/// tables cannot be locked within --lock-timeout), inbound_foreign_keys (refuses keys of
+/// other tables the partitioned tables cannot take), backup, 001-003
+/// report/dashboard/permission tables (RLS on the report tables), partitioned_tables
+/// (months of the data + --premake months ahead + DEFAULT), move_data (change capture and
+/// keyset batches, or --online), verify (the change log replayed; counts, anti-joins,
+/// hashes, per-partition counts, partition pruning), swap (the rest of the log replayed
+/// under the lock; views and other tables' foreign keys re-pointed), 004 views,
+/// foreign_keys, indexes, 005 deprecated columns, analyze (VACUUM ANALYZE), maintain
+/// (only with --maintain: the next months' partitions, DEFAULT strays moved into them),
+/// and cleanup (only with --cleanup or --only cleanup).
 #[derive(Parser, Debug)]
 #[command(name = "observations_partitioning", version, verbatim_doc_comment)]
 struct Args {

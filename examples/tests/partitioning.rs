@@ -82,6 +82,30 @@ impl Env {
     }
 }
 
+/// Monthly partitions from 2024-01 (the sample's first month) to `premake` months after the
+/// later of 2025-11 (its last) and the current month.
+fn months_premade(premake: u32) -> i64 {
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    let last = chrono::NaiveDate::from_ymd_opt(2025, 11, 1).unwrap();
+    let until = etl_sink_postgres::partition::premade_until(last, today, premake);
+    i64::from(until.year() - 2024) * 12 + i64::from(until.month())
+}
+
+/// `petri_observations_old` compared with `petri_observations` by id and content.
+async fn old_and_new_petri(c: &mut PgConnection) -> etl_sink_postgres::move_data::TableComparison {
+    let (old, new) = ("petri_observations_old", "petri_observations");
+    compare_tables(
+        c,
+        &TableName::new(old),
+        &TableName::new(new),
+        &["observation_id"],
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
 /// The details a step recorded in the run's report.
 fn details(r: &etl_core::RunReport, step: &str) -> serde_json::Value {
     let s = r.steps.iter().find(|s| s.name == step);
@@ -160,13 +184,14 @@ async fn full_run_partitions_moves_verifies_and_cleans_up() {
         one(&mut c, "SELECT count(*) FROM petri_observations_old").await,
         1800
     );
-    // Months 2024-01 .. 2025-11, a spare month, and DEFAULT; the strays are in DEFAULT.
+    // Months 2024-01 .. 2025-11, then --premake (3) months after the later of the data's
+    // last month and today, and DEFAULT; the strays are in DEFAULT.
     let parts = one(
         &mut c,
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'petri_observations'::regclass",
     )
     .await;
-    assert_eq!(parts, 23 + 1 + 1);
+    assert_eq!(parts, months_premade(3) + 1);
     assert_eq!(
         one(
             &mut c,
@@ -182,6 +207,10 @@ async fn full_run_partitions_moves_verifies_and_cleans_up() {
     assert!(
         strays(1800) > 0,
         "the sample has rows outside every expected month"
+    );
+    // VACUUM (ANALYZE) went over the new tables' partitions.
+    assert!(
+        one(&mut c, "SELECT count(*) FROM pg_stat_user_tables WHERE relname LIKE 'petri_observations_partitioned_y%' AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL").await > 0
     );
     // Views read the new tables, with names.
     assert_eq!(
@@ -254,9 +283,11 @@ async fn rollback_after_every_step_restores_the_original_database() {
         .iter()
         // The backups write nothing to the database (pg_dump files only).
         .filter(|s| !matches!(s.kind(), StepKind::Cleanup | StepKind::Backup))
+        // `maintain` is optional (--maintain): a plain run does not run it.
+        .filter(|s| s.name() != "maintain")
         .map(|s| s.name().to_owned())
         .collect();
-    assert_eq!(steps.len(), 13);
+    assert_eq!(steps.len(), 14);
     for (i, step) in steps.iter().enumerate() {
         // Alternate batch and online moves so both rollbacks are exercised.
         let mode: &[&str] = if i % 2 == 0 { &[] } else { &["--online"] };
@@ -383,15 +414,7 @@ async fn resume_after_a_real_kill_moves_every_row_exactly_once() {
         .await,
         18_000
     );
-    let cmp = compare_tables(
-        &mut c,
-        &TableName::new("petri_observations_old"),
-        &TableName::new("petri_observations"),
-        &["observation_id"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let cmp = old_and_new_petri(&mut c).await;
     assert!(cmp.equal(), "{cmp:?}");
 }
 
@@ -491,15 +514,7 @@ async fn online_move_under_concurrent_writes_equals_the_old_table_row_for_row() 
     assert!(replayed > 0, "no change was captured: {petri}");
     assert!(lock_ms < 1000.0, "the swap held its lock {lock_ms} ms");
     // The old table froze at the swap; the new one must equal it row for row.
-    let cmp = compare_tables(
-        &mut c,
-        &TableName::new("petri_observations_old"),
-        &TableName::new("petri_observations"),
-        &["observation_id"],
-        &[],
-    )
-    .await
-    .unwrap();
+    let cmp = old_and_new_petri(&mut c).await;
     assert!(cmp.equal(), "{cmp:?}");
     assert!(
         one(
@@ -657,9 +672,11 @@ async fn plan_lists_every_step_with_its_state_and_what_resume_does_next() {
     };
     for (i, s) in m.step_list().iter().enumerate() {
         let l = line(s.name());
-        let state = if i <= 6 {
+        let state = if i <= 7 {
             "done"
-        } else if s.kind() == StepKind::Cleanup || s.name() == "backup_before_cleanup" {
+        } else if s.kind() == StepKind::Cleanup
+            || ["backup_before_cleanup", "maintain"].contains(&s.name())
+        {
             "optional"
         } else {
             "pending"
@@ -672,7 +689,7 @@ async fn plan_lists_every_step_with_its_state_and_what_resume_does_next() {
     );
     assert!(
         text.contains(&format!(
-            "next: --resume continues run {} at step 8 `verify`",
+            "next: --resume continues run {} at step 9 `verify`",
             r.run_id
         )),
         "{text}"
@@ -784,7 +801,7 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     assert!(plan.contains("the run was interrupted"), "{plan}");
     assert!(
         plan.contains(&format!(
-            "--resume continues run {run_id} at step 7 `move_data` (it was running"
+            "--resume continues run {run_id} at step 8 `move_data` (it was running"
         )),
         "{plan}"
     );
@@ -935,4 +952,468 @@ async fn restore_of_the_backup_gives_back_the_tables_before_the_migration() {
         one(&mut c, "SELECT count(*) FROM pg_partitioned_table").await,
         0
     );
+}
+
+/// The name of the monthly partition of `parent_prefix` for the month `months` after the
+/// current one.
+fn month_ahead(months: u32) -> (chrono::NaiveDate, String) {
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    let m = etl_sink_postgres::partition::premade_until(today, today, months);
+    (
+        m,
+        format!(
+            "petri_observations_partitioned_y{:04}m{:02}",
+            m.year(),
+            m.month()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn premade_partitions_exist_and_maintain_moves_default_strays() {
+    let env = Env::new().await;
+    let r = env.run("full", &["--premake", "1"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let mut c = env.conn().await;
+    let parts = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'petri_observations'::regclass";
+    assert_eq!(one(&mut c, parts).await, months_premade(1) + 1);
+    // The next month is premade: a row written for it lands in its partition, not DEFAULT.
+    let (_, next) = month_ahead(1);
+    assert_eq!(
+        one(
+            &mut c,
+            &format!("SELECT count(*) FROM pg_class WHERE relname = '{next}'")
+        )
+        .await,
+        1
+    );
+    // Rows of months 2 and 3 ahead go to DEFAULT (no partition yet): 5 and 3 of them.
+    let default = "SELECT count(*) FROM petri_observations_partitioned_default";
+    let strays_before = one(&mut c, default).await;
+    assert_eq!(strays_before as u64, strays(1800));
+    for (ahead, n) in [(2, 5), (3, 3)] {
+        let (m, _) = month_ahead(ahead);
+        sqlx::query(
+            "INSERT INTO petri_observations (submission_id, site_id, program_id, petri_code, fungicide_used, created_at)
+             SELECT submission_id, site_id, program_id, 'ahead', 'No', $1::date + interval '9 days 3 hours'
+               FROM submissions ORDER BY submission_id LIMIT $2",
+        )
+        .bind(m)
+        .bind(n)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    assert_eq!(one(&mut c, default).await, strays_before + 8);
+    let total = one(&mut c, "SELECT count(*) FROM petri_observations").await;
+    async fn hash(c: &mut PgConnection) -> String {
+        let cols = ["observation_id", "created_at", "petri_code", "site_id"].map(String::from);
+        table_hash(c, &TableName::new("petri_observations"), &cols)
+            .await
+            .unwrap()
+    }
+    let content = hash(&mut c).await;
+
+    // --maintain (3 months ahead) adds months 2 and 3 and moves their rows out of DEFAULT.
+    let m = env.run("maintain", &["--maintain", "--premake", "3"]).await;
+    assert_eq!(m.status, RunStatus::Succeeded, "{:?}", m.error);
+    let step = m.steps.iter().find(|s| s.name == "maintain").unwrap();
+    assert_eq!(step.outcome.as_str(), "ran", "{step:?}");
+    assert_eq!(one(&mut c, parts).await, months_premade(1) + 1 + 2);
+    assert_eq!(one(&mut c, default).await, strays_before);
+    for (ahead, n) in [(2, 5), (3, 3)] {
+        let (_, name) = month_ahead(ahead);
+        let sql = format!("SELECT count(*) FROM ONLY {name}");
+        assert_eq!(one(&mut c, &sql).await, n, "{name}");
+        let attached = format!(
+            "SELECT count(*) FROM pg_inherits WHERE inhrelid = '{name}'::regclass AND inhparent = 'petri_observations'::regclass"
+        );
+        assert_eq!(one(&mut c, &attached).await, 1);
+    }
+    let added = &step.details["petri_observations"]["added"];
+    let moved: Vec<i64> = (added.as_array().unwrap().iter())
+        .map(|a| a["moved_rows"].as_i64().unwrap())
+        .collect();
+    assert_eq!(moved, [5, 3], "{added}");
+    // Every row is still there, once, with the same content; the new partitions have the
+    // parent's indexes and foreign keys.
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM petri_observations").await,
+        total
+    );
+    assert_eq!(hash(&mut c).await, content);
+    let (_, name) = month_ahead(3);
+    assert!(
+        one(
+            &mut c,
+            &format!("SELECT count(*) FROM pg_index WHERE indrelid = '{name}'::regclass")
+        )
+        .await
+            >= 4
+    );
+    assert_eq!(
+        one(&mut c, &format!("SELECT count(*) FROM pg_constraint WHERE conrelid = '{name}'::regclass AND contype = 'f'")).await,
+        3
+    );
+    // Maintenance again: nothing to add, nothing moved.
+    let again = env
+        .run("maintain2", &["--maintain", "--premake", "3"])
+        .await;
+    assert_eq!(again.status, RunStatus::Succeeded, "{:?}", again.error);
+    let s = again.steps.iter().find(|s| s.name == "maintain").unwrap();
+    assert!(s.message.contains("0 partition(s) added"), "{}", s.message);
+    assert_eq!(one(&mut c, parts).await, months_premade(1) + 1 + 2);
+}
+
+#[tokio::test]
+async fn a_batch_move_carries_updates_and_deletes_made_during_the_move() {
+    let env = Env::new().await;
+    let mut c = env.source(3000, 23).await;
+    let r = env.run("moved", &["--until", "move_data"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let ids: Vec<(uuid::Uuid,)> = sqlx::query_as(
+        "SELECT observation_id FROM petri_observations ORDER BY created_at, observation_id LIMIT 4",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let ids: Vec<uuid::Uuid> = ids.into_iter().map(|(i,)| i).collect();
+    let new = "petri_observations_partitioned";
+    // Moved already: the change happens behind the move.
+    assert_eq!(
+        one(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM {new} WHERE observation_id = '{}'",
+                ids[0]
+            )
+        )
+        .await,
+        1
+    );
+    async fn change(c: &mut PgConnection, upd: uuid::Uuid, del: uuid::Uuid, note: &str) {
+        sqlx::query("UPDATE petri_observations SET notes = $2, growth_index = 42.5 WHERE observation_id = $1")
+            .bind(upd)
+            .bind(note)
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM petri_observations WHERE observation_id = $1")
+            .bind(del)
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+    // After the move, before the verification (replayed by it) ...
+    change(&mut c, ids[0], ids[1], "changed after the move").await;
+    let r = env
+        .run("verified", &["--resume", "--until", "verify"])
+        .await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    assert!(r.validation.iter().all(|f| f.passed), "{:#?}", r.validation);
+    // ... and after the verification, before the swap (replayed under the swap's lock).
+    change(&mut c, ids[2], ids[3], "changed before the swap").await;
+    let r = env.run("swapped", &["--resume"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let note = |id: uuid::Uuid| {
+        format!(
+            "SELECT count(*) FROM petri_observations WHERE observation_id = '{id}' AND growth_index = 42.5 AND notes LIKE 'changed %'"
+        )
+    };
+    let row = |id: uuid::Uuid| {
+        format!("SELECT count(*) FROM petri_observations WHERE observation_id = '{id}'")
+    };
+    assert_eq!(one(&mut c, &note(ids[0])).await, 1, "update after the move");
+    assert_eq!(
+        one(&mut c, &note(ids[2])).await,
+        1,
+        "update before the swap"
+    );
+    assert_eq!(one(&mut c, &row(ids[1])).await, 0, "delete after the move");
+    assert_eq!(one(&mut c, &row(ids[3])).await, 0, "delete before the swap");
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = 'petri_observations'::regclass").await,
+        1
+    );
+    // The new table equals the old one row for row.
+    let cmp = old_and_new_petri(&mut c).await;
+    assert!(cmp.equal(), "{cmp:?}");
+    assert_eq!(cmp.new_rows, 1800 - 2);
+}
+
+const REVIEWS: &str = "
+CREATE UNIQUE INDEX petri_observations_id_created_key ON petri_observations (observation_id, created_at);
+CREATE TABLE petri_reviews (
+    review_id              serial PRIMARY KEY,
+    observation_id         uuid NOT NULL,
+    observation_created_at timestamptz NOT NULL,
+    verdict                text NOT NULL,
+    CONSTRAINT petri_reviews_observation_fkey FOREIGN KEY (observation_id, observation_created_at)
+        REFERENCES petri_observations (observation_id, created_at) ON DELETE CASCADE
+);
+INSERT INTO petri_reviews (observation_id, observation_created_at, verdict)
+SELECT observation_id, created_at, 'ok' FROM petri_observations ORDER BY observation_id LIMIT 50;
+";
+
+#[tokio::test]
+async fn foreign_keys_of_other_tables_follow_the_swap_and_the_rollback() {
+    foreign_keys_follow(&[], "swap").await;
+}
+
+#[tokio::test]
+async fn foreign_keys_of_other_tables_follow_the_online_swap_and_the_rollback() {
+    foreign_keys_follow(&["--online"], "move_data").await;
+}
+
+/// A table referencing petri_observations through (observation_id, created_at): the key
+/// follows the swap of a run with `extra` (done by step `swap_step`) and the rollback.
+async fn foreign_keys_follow(extra: &[&str], swap_step: &str) {
+    let env = Env::new().await;
+    let mut c = env.source(1500, 3).await;
+    sqlx::raw_sql(REVIEWS).execute(&mut c).await.unwrap();
+    let before = fingerprint(&mut c).await;
+    let r = env.run("full", extra).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let fk = "SELECT count(*) FROM pg_constraint WHERE conname = 'petri_reviews_observation_fkey' AND conrelid = 'petri_reviews'::regclass";
+    assert_eq!(
+        one(
+            &mut c,
+            &format!("{fk} AND confrelid = 'petri_observations'::regclass AND convalidated")
+        )
+        .await,
+        1,
+        "re-pointed at the partitioned table and validated"
+    );
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_class WHERE oid = 'petri_observations'::regclass AND relkind = 'p'").await,
+        1
+    );
+    let swap = details(&r, swap_step);
+    let fks = &swap["petri_observations"];
+    let fks = fks
+        .get("foreign_keys")
+        .unwrap_or(&fks["swap"]["foreign_keys"]);
+    assert_eq!(
+        *fks,
+        serde_json::json!(["petri_reviews.petri_reviews_observation_fkey"]),
+        "{swap}"
+    );
+    // Enforced against the new table: an observation written after the swap can be
+    // reviewed, a missing one cannot; the old table can go.
+    sqlx::raw_sql(
+        "INSERT INTO petri_observations (observation_id, submission_id, site_id, program_id, petri_code, fungicide_used, created_at)
+         SELECT '00000000-0000-4000-8000-00000000abcd', submission_id, site_id, program_id, 'new', 'No', '2024-02-03' FROM submissions LIMIT 1;
+         INSERT INTO petri_reviews (observation_id, observation_created_at, verdict) VALUES ('00000000-0000-4000-8000-00000000abcd', '2024-02-03', 'new');",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let bad = sqlx::query("INSERT INTO petri_reviews (observation_id, observation_created_at, verdict) VALUES (gen_random_uuid(), now(), 'x')")
+        .execute(&mut c)
+        .await;
+    assert!(bad.is_err(), "the re-pointed key is enforced");
+    sqlx::raw_sql("DELETE FROM petri_observations WHERE observation_id = '00000000-0000-4000-8000-00000000abcd'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM petri_reviews WHERE verdict = 'new'"
+        )
+        .await,
+        0,
+        "ON DELETE CASCADE followed too"
+    );
+    // The rollback points the key at the original table again, validated.
+    let rb = env.run("rollback", &["--rollback"]).await;
+    assert_eq!(rb.status, RunStatus::RolledBack, "{:?}", rb.error);
+    assert_eq!(fingerprint(&mut c).await, before);
+    assert_eq!(
+        one(
+            &mut c,
+            &format!("{fk} AND confrelid = 'petri_observations'::regclass AND convalidated")
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_key_the_partitioned_table_cannot_take_refuses_the_run() {
+    let env = Env::new().await;
+    let mut c = env.source(1500, 3).await;
+    sqlx::raw_sql(
+        "CREATE TABLE gasifier_alerts (alert_id serial PRIMARY KEY,
+           observation_id uuid NOT NULL REFERENCES gasifier_observations (observation_id))",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let before = fingerprint(&mut c).await;
+    let r = env.run("refused", &[]).await;
+    assert_eq!(r.status, RunStatus::Failed);
+    let step = r
+        .steps
+        .iter()
+        .find(|s| s.name == "inbound_foreign_keys")
+        .unwrap();
+    assert_eq!(step.outcome.as_str(), "failed", "{step:?}");
+    let f = r.validation.iter().find(|f| !f.passed).unwrap();
+    assert!(
+        f.message.contains(
+            "gasifier_alerts (observation_id) references gasifier_observations (observation_id)"
+        ) && f
+            .message
+            .contains("only unique key is (observation_id, created_at)"),
+        "{f:?}"
+    );
+    // Nothing was written.
+    assert_eq!(fingerprint(&mut c).await, before);
+}
+
+#[tokio::test]
+async fn report_tables_have_row_level_security_for_the_application_role() {
+    let env = Env::new().await;
+    let r = env.run("full", &["--until", "003_permissions"]).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let mut c = env.conn().await;
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM pg_class WHERE relname IN ('report_folders','report_folder_permissions','saved_reports','report_data_snapshots','report_version_history') AND relrowsecurity").await,
+        5
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_policies WHERE schemaname = 'public'"
+        )
+        .await,
+        14
+    );
+    let role = format!("ferry_app_{}", uuid::Uuid::new_v4().simple());
+    let (u1, u2) = (
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a2",
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} NOLOGIN;
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON report_folders, report_folder_permissions, saved_reports,
+               report_data_snapshots, report_version_history TO {role};
+         INSERT INTO report_folders (folder_id, name, owner_id) VALUES
+           ('00000000-0000-4000-8000-0000000000f1', 'mine', '{u1}'),
+           ('00000000-0000-4000-8000-0000000000f2', 'shared with me', '{u2}'),
+           ('00000000-0000-4000-8000-0000000000f3', 'not mine', '{u2}');
+         INSERT INTO report_folder_permissions (folder_id, user_id, permission) VALUES
+           ('00000000-0000-4000-8000-0000000000f2', '{u1}', 'view');
+         INSERT INTO saved_reports (report_id, folder_id, name, owner_id, report_type, data_source, is_public) VALUES
+           ('00000000-0000-4000-8000-0000000000b1', '00000000-0000-4000-8000-0000000000f3', 'private', '{u2}', 'table', 'submissions', false),
+           ('00000000-0000-4000-8000-0000000000b2', '00000000-0000-4000-8000-0000000000f3', 'public', '{u2}', 'table', 'submissions', true),
+           ('00000000-0000-4000-8000-0000000000b3', '00000000-0000-4000-8000-0000000000f2', 'in shared', '{u2}', 'chart', 'submissions', false),
+           ('00000000-0000-4000-8000-0000000000b4', NULL, 'own', '{u1}', 'map', 'submissions', false);
+         INSERT INTO report_data_snapshots (report_id, data) VALUES
+           ('00000000-0000-4000-8000-0000000000b1', '[]'), ('00000000-0000-4000-8000-0000000000b3', '[]');"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    // (folders, permission rows, reports, snapshots) seen as `user`.
+    async fn seen(c: &mut PgConnection, role: &str, user: Option<&str>) -> [i64; 4] {
+        let mut tx = c.begin().await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        if let Some(u) = user {
+            sqlx::query("SELECT set_config('app.user_id', $1, true)")
+                .bind(u)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let mut out = [0; 4];
+        for (i, t) in [
+            "report_folders",
+            "report_folder_permissions",
+            "saved_reports",
+            "report_data_snapshots",
+        ]
+        .iter()
+        .enumerate()
+        {
+            out[i] = one(&mut tx, &format!("SELECT count(*) FROM {t}")).await;
+        }
+        tx.rollback().await.unwrap();
+        out
+    }
+    assert_eq!(
+        seen(&mut c, &role, Some(u1)).await,
+        [2, 1, 3, 1],
+        "u1: own + shared folder"
+    );
+    assert_eq!(
+        seen(&mut c, &role, Some(u2)).await,
+        [2, 1, 3, 2],
+        "u2: owns f2, f3"
+    );
+    assert_eq!(
+        seen(&mut c, &role, None).await,
+        [0, 0, 1, 0],
+        "nobody: public reports only"
+    );
+    // A user cannot create a folder for someone else, nor change another's report.
+    let mut tx = c.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL ROLE {role}; SELECT set_config('app.user_id', '{u1}', true)"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let e = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO report_folders (name, owner_id) VALUES ('forged', '{u2}')"
+    )))
+    .execute(&mut *tx)
+    .await;
+    assert!(e.unwrap_err().to_string().contains("row-level security"));
+    tx.rollback().await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL ROLE {role}; SELECT set_config('app.user_id', '{u1}', true)"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let n = sqlx::query("UPDATE saved_reports SET name = 'taken' WHERE report_id = '00000000-0000-4000-8000-0000000000b3'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 0, "a report u1 may only see is not changed");
+    tx.rollback().await.unwrap();
+    // The down file removes them with the tables.
+    let rb = env.run("rollback", &["--rollback"]).await;
+    assert_eq!(rb.status, RunStatus::RolledBack, "{:?}", rb.error);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_policies WHERE schemaname = 'public'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_proc WHERE proname = 'report_folder_owner'"
+        )
+        .await,
+        0
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {role}; DROP ROLE {role}"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
 }

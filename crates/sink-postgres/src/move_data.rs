@@ -467,6 +467,8 @@ pub struct SwapStats {
     pub final_changes: u64,
     /// Views re-pointed at the new table.
     pub views: Vec<String>,
+    /// Foreign keys of other tables re-pointed at the new table (`NOT VALID`).
+    pub foreign_keys: Vec<String>,
     /// Lock attempts used.
     pub attempts: u32,
 }
@@ -724,9 +726,11 @@ END $ferry$",
         ))
         .execute(&mut *tx)
         .await?;
-        let views = rename_pair(&mut tx, src, &self.backfill.target, old_name).await?;
+        let (views, foreign_keys) =
+            rename_pair(&mut tx, src, &self.backfill.target, old_name).await?;
         tx.commit().await?;
         Ok(SwapStats {
+            foreign_keys,
             lock_wait_ms: (locked - t0).as_secs_f64() * 1e3,
             lock_held_ms: locked.elapsed().as_secs_f64() * 1e3,
             final_changes,
@@ -759,14 +763,16 @@ END $ferry$",
 /// Swap names in one transaction under `lock_timeout`: `live` becomes `old_name`, `new`
 /// takes `live`'s name, and the views reading `live` are re-created against `new`. Used
 /// by the batch switchover (after a catch-up) and, with the roles reversed, to undo one.
-/// Returns the views re-pointed and the milliseconds the lock was held.
+/// Foreign keys of other tables referencing `live` follow it `NOT VALID` (see
+/// [`crate::partition::validate_inbound_foreign_keys`]). Returns the views and foreign keys
+/// re-pointed and the milliseconds the lock was held.
 pub async fn swap_names(
     conn: &mut PgConnection,
     live: &TableName,
     new: &TableName,
     old_name: &str,
     lock_timeout: &str,
-) -> Result<(Vec<String>, f64)> {
+) -> Result<(Vec<String>, Vec<String>, f64)> {
     let mut tx = conn.begin().await?;
     catalog::set_lock_timeout(&mut tx, lock_timeout, Scope::Transaction).await?;
     sqlx::query(sqlf!(
@@ -777,19 +783,26 @@ pub async fn swap_names(
     .execute(&mut *tx)
     .await?;
     let t = Instant::now();
-    let views = rename_pair(&mut tx, live, new, old_name).await?;
+    let (views, fks) = rename_pair(&mut tx, live, new, old_name).await?;
     tx.commit().await?;
-    Ok((views, t.elapsed().as_secs_f64() * 1e3))
+    Ok((views, fks, t.elapsed().as_secs_f64() * 1e3))
 }
 
-/// `live` -> `old_name`, `new` -> `live`, views re-pointed; inside the caller's transaction.
+/// `live` -> `old_name`, `new` -> `live`, views re-pointed, and the foreign keys of other
+/// tables that referenced `live` re-pointed at the table now named `live` (`new`):
+/// dropped and added again `NOT VALID` (no scan; `ACCESS EXCLUSIVE` on the referencing
+/// table, `SHARE ROW EXCLUSIVE` on the referenced one, for the rest of the transaction),
+/// to be validated after the commit
+/// ([`validate_inbound_foreign_keys`](crate::partition::validate_inbound_foreign_keys)).
+/// Inside the caller's transaction. Returns the views and the foreign keys re-pointed.
 async fn rename_pair(
     conn: &mut PgConnection,
     live: &TableName,
     new: &TableName,
     old_name: &str,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<String>)> {
     let views = catalog::dependent_views(&mut *conn, live).await?;
+    let inbound = crate::partition::inbound_foreign_keys(&mut *conn, live).await?;
     sqlx::query(sqlf!(
         "ALTER TABLE {} RENAME TO {}",
         live.sql(),
@@ -805,7 +818,29 @@ async fn rename_pair(
     .execute(&mut *conn)
     .await?;
     catalog::recreate_views(&mut *conn, &views).await?;
-    Ok(views.into_iter().map(|(n, _)| n).collect())
+    let mut fks = Vec::new();
+    for fk in &inbound {
+        // The definition names `live`, which is the replacement now.
+        let def = fk.definition.trim_end_matches(" NOT VALID");
+        let name = quote_ident(&fk.name);
+        sqlx::query(sqlf!("ALTER TABLE {} DROP CONSTRAINT {name}", fk.table))
+            .execute(&mut *conn)
+            .await?;
+        let add = sqlx::query(sqlf!(
+            "ALTER TABLE {} ADD CONSTRAINT {name} {def} NOT VALID",
+            fk.table
+        ))
+        .execute(&mut *conn)
+        .await;
+        if let Err(e) = add {
+            return Err(Error::State(format!(
+                "cannot re-point foreign key {} of {} ({def}) at the new {live}: {e} — a partitioned table can be referenced only through a unique key that includes its partition key; nothing was swapped",
+                fk.name, fk.table
+            )));
+        }
+        fks.push(format!("{}.{}", fk.table, fk.name));
+    }
+    Ok((views.into_iter().map(|(n, _)| n).collect(), fks))
 }
 
 /// Two tables compared: counts, rows missing on either side (by key), content hashes.

@@ -518,6 +518,315 @@ pub async fn drop_foreign_key(
     Ok(())
 }
 
+/// The last month to have a partition when `ahead` months are premade: `ahead` months
+/// after the later of `last` (the data's last month) and `today`'s month.
+pub fn premade_until(last: NaiveDate, today: NaiveDate, ahead: u32) -> NaiveDate {
+    let mut m = month_floor(last.max(today));
+    for _ in 0..ahead {
+        m = next_month(m);
+    }
+    m
+}
+
+/// The first days of the months that have a partition of their own under `parent`
+/// (from the partition bounds; the DEFAULT partition is not one), ascending.
+pub async fn partitioned_months(
+    conn: &mut PgConnection,
+    parent: &TableName,
+) -> Result<Vec<NaiveDate>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = to_regclass($1) AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'",
+    )
+    .bind(parent.sql())
+    .fetch_all(conn)
+    .await?;
+    let mut out: Vec<NaiveDate> = rows
+        .iter()
+        .filter_map(|(b,)| {
+            // FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 00:00:00+00')
+            let from = b.split("FROM ('").nth(1)?;
+            NaiveDate::parse_from_str(from.get(..10)?, "%Y-%m-%d").ok()
+        })
+        .map(month_floor)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The DEFAULT partition of `parent`, if it has one.
+pub async fn default_partition_of(
+    conn: &mut PgConnection,
+    parent: &TableName,
+) -> Result<Option<TableName>> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text FROM pg_partitioned_table t
+           JOIN pg_class c ON c.oid = t.partdefid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE t.partrelid = to_regclass($1)",
+    )
+    .bind(parent.sql())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(s, n)| match parent.schema {
+        Some(_) => TableName::qualified(s, n),
+        None => TableName::new(n),
+    }))
+}
+
+/// One month [`maintain`] gave a partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MaintainedMonth {
+    /// First day of the month.
+    pub month: NaiveDate,
+    /// The new partition.
+    pub partition: String,
+    /// Rows moved out of the DEFAULT partition into it.
+    pub moved_rows: i64,
+}
+
+/// Partition maintenance (from cron, say): every month after the last partitioned month
+/// of `parent` up to `until` (inclusive) gets its partition, and the rows of that month
+/// waiting in the DEFAULT partition move into it — one transaction per month:
+///
+/// 1. `LOCK TABLE <default> IN ACCESS EXCLUSIVE MODE` (waits at most `lock_timeout`):
+///    until the commit, reads and writes that touch the DEFAULT partition wait (queries
+///    pruned to monthly partitions do not); the parent itself is not locked exclusively.
+/// 2. `CREATE TABLE <partition> (LIKE <parent> ...)` with a `CHECK` of the month's
+///    bounds, so the attach need not scan it.
+/// 3. `WITH moved AS (DELETE FROM ONLY <default> WHERE <month> RETURNING ...) INSERT INTO
+///    <partition> ...`: the strays, moved in one statement.
+/// 4. `ALTER TABLE <parent> ATTACH PARTITION <partition> FOR VALUES FROM .. TO ..`: a
+///    `SHARE UPDATE EXCLUSIVE` lock on the parent (writers and readers go on), a scan of
+///    the DEFAULT partition (it must hold no row of the month any more); the parent's
+///    indexes and foreign keys are built on the new partition under the lock (it holds
+///    only the strays). Then the `CHECK` is dropped.
+///
+/// A month whose strays are referenced by foreign keys of other tables is refused (the
+/// delete would fire their `ON DELETE` actions): nothing of that month changes. Months
+/// before the first partitioned month are left alone (their rows stay in DEFAULT).
+pub async fn maintain(
+    conn: &mut PgConnection,
+    parent: &TableName,
+    key: &str,
+    until: NaiveDate,
+    lock_timeout: &str,
+) -> Result<Vec<MaintainedMonth>> {
+    let default = default_partition_of(conn, parent).await?.ok_or_else(|| {
+        crate::Error::State(format!(
+            "{parent} is not a partitioned table with a DEFAULT partition: nothing to maintain (run the migration first)"
+        ))
+    })?;
+    let have = partitioned_months(conn, parent).await?;
+    let Some(&last) = have.last() else {
+        return Err(crate::Error::State(format!(
+            "{parent} has no monthly partition to continue from"
+        )));
+    };
+    // Partitions are named like the DEFAULT one: `<prefix>_default` -> `<prefix>_y2027m04`.
+    let prefix = default
+        .name
+        .strip_suffix("_default")
+        .unwrap_or(&parent.name)
+        .to_owned();
+    let naming = MonthlyPartitions {
+        parent: default.with_name(prefix),
+        key: key.to_owned(),
+        months: Vec::new(),
+    };
+    let cols: Vec<String> = crate::move_data::columns(conn, parent)
+        .await?
+        .into_iter()
+        .map(|(c, _)| quote_ident(&c))
+        .collect();
+    let cols = cols.join(", ");
+    let inbound = inbound_foreign_keys(conn, parent).await?;
+    let k = quote_ident(key);
+    let mut out = Vec::new();
+    let mut m = next_month(last);
+    while m <= month_floor(until) {
+        let part = naming.partition_name(m);
+        let (from, to) = (
+            quote_literal(&m.format("%Y-%m-%d").to_string()),
+            quote_literal(&next_month(m).format("%Y-%m-%d").to_string()),
+        );
+        let range = format!("{k} >= {from} AND {k} < {to}");
+        let mut tx = conn.begin().await?;
+        etl_postgres::catalog::set_lock_timeout(
+            &mut tx,
+            lock_timeout,
+            etl_postgres::catalog::Scope::Transaction,
+        )
+        .await?;
+        sqlx::query(sqlf!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            default.sql()
+        ))
+        .execute(&mut *tx)
+        .await?;
+        for fk in &inbound {
+            let on = (fk.columns.iter().zip(&fk.ref_columns))
+                .map(|(c, r)| format!("d.{} = c.{}", quote_ident(r), quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let (n,): (i64,) = sqlx::query_as(sqlf!(
+                "SELECT count(*) FROM {} c WHERE EXISTS (SELECT 1 FROM ONLY {} d WHERE {on} AND d.{range})",
+                fk.table,
+                default.sql()
+            ))
+            .fetch_one(&mut *tx)
+            .await?;
+            if n > 0 {
+                return Err(crate::Error::State(format!(
+                    "maintain {parent}: {n} row(s) of {} reference rows of {} in the DEFAULT partition (foreign key {}); moving them would fire its ON DELETE action, so month {m} keeps no partition of its own — move those rows by hand or drop the key for the maintenance",
+                    fk.table,
+                    m.format("%Y-%m"),
+                    fk.name
+                )));
+            }
+        }
+        for s in [
+            format!(
+                "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE)",
+                part.sql(),
+                parent.sql()
+            ),
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT ferry_month_bounds CHECK ({k} IS NOT NULL AND {range})",
+                part.sql()
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(s))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let moved = sqlx::query(sqlf!(
+            "WITH moved AS (DELETE FROM ONLY {d} WHERE {range} RETURNING {cols}) INSERT INTO {p} ({cols}) SELECT {cols} FROM moved",
+            d = default.sql(),
+            p = part.sql()
+        ))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+        for s in [
+            format!(
+                "ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({from}) TO ({to})",
+                parent.sql(),
+                part.sql()
+            ),
+            format!(
+                "ALTER TABLE {} DROP CONSTRAINT ferry_month_bounds",
+                part.sql()
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(s))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        out.push(MaintainedMonth {
+            month: m,
+            partition: part.to_string(),
+            moved_rows: moved,
+        });
+        m = next_month(m);
+    }
+    Ok(out)
+}
+
+/// A foreign key of another table referencing a table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InboundForeignKey {
+    /// The constraint's name.
+    pub name: String,
+    /// The referencing table (as `regclass` prints it: quoted as needed).
+    pub table: String,
+    /// Its columns.
+    pub columns: Vec<String>,
+    /// The referenced columns.
+    pub ref_columns: Vec<String>,
+    /// `pg_get_constraintdef` (`FOREIGN KEY (..) REFERENCES t(..) ...`).
+    pub definition: String,
+    /// Whether it is validated.
+    pub validated: bool,
+}
+
+impl InboundForeignKey {
+    /// Whether it can reference a table whose only unique key is `key_columns` (a
+    /// partitioned table's primary key: the partition key included): the referenced
+    /// columns must be exactly those.
+    pub fn fits(&self, key_columns: &[&str]) -> bool {
+        let mut a: Vec<&str> = self.ref_columns.iter().map(String::as_str).collect();
+        let mut b = key_columns.to_vec();
+        a.sort_unstable();
+        b.sort_unstable();
+        a == b
+    }
+}
+
+/// The foreign keys of other tables referencing `table` (top-level constraints; not the
+/// table's own self-references, nor the copies PostgreSQL keeps per partition).
+pub async fn inbound_foreign_keys(
+    conn: &mut PgConnection,
+    table: &TableName,
+) -> Result<Vec<InboundForeignKey>> {
+    // name, referencing table, its columns, referenced columns, definition, validated
+    type Row = (String, String, Vec<String>, Vec<String>, String, bool);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.conname::text, c.conrelid::regclass::text,
+                ARRAY(SELECT attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                ARRAY(SELECT attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
+                pg_get_constraintdef(c.oid), c.convalidated
+           FROM pg_constraint c
+          WHERE c.contype = 'f' AND c.confrelid = to_regclass($1) AND c.conrelid <> c.confrelid
+            AND c.conparentid = 0
+          ORDER BY 2, 1",
+    )
+    .bind(table.sql())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(name, table, columns, ref_columns, definition, validated)| InboundForeignKey {
+                name,
+                table,
+                columns,
+                ref_columns,
+                definition,
+                validated,
+            },
+        )
+        .collect())
+}
+
+/// `VALIDATE CONSTRAINT` every foreign key of other tables that references `table` and is
+/// not validated yet (after [`crate::move_data::swap_names`] re-pointed them `NOT VALID`):
+/// a scan of the referencing table under `SHARE UPDATE EXCLUSIVE` (its writers go on) and
+/// `ROW SHARE` on `table`. Returns the names validated.
+pub async fn validate_inbound_foreign_keys(
+    conn: &mut PgConnection,
+    table: &TableName,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for fk in inbound_foreign_keys(conn, table).await? {
+        if fk.validated {
+            continue;
+        }
+        sqlx::query(sqlf!(
+            "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+            fk.table,
+            quote_ident(&fk.name)
+        ))
+        .execute(&mut *conn)
+        .await?;
+        done.push(format!("{}.{}", fk.table, fk.name));
+    }
+    Ok(done)
+}
+
 /// The verification of a table moved into a partitioned one ([`verify_partitioned`]).
 #[derive(Debug, Clone)]
 pub struct TableVerification {

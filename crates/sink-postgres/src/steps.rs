@@ -35,6 +35,7 @@ use sqlx::{Connection, PgConnection};
 use crate::ident::TableName;
 use crate::ledger::LedgerTables;
 use crate::move_data::{self, KeysetMove, OnlineMove, swap_names};
+use crate::partition::validate_inbound_foreign_keys;
 use crate::preflight;
 use crate::sql_file::{MARKERS, SqlMigration, check_unchanged, split_statements};
 use crate::staging::{StagingTable, count_rows, exists};
@@ -587,8 +588,13 @@ impl MoveSteps {
         let mut msgs = Vec::new();
         for t in &self.tables {
             if t.swapped(&mut conn).await? {
-                swap_names(&mut conn, &t.live, &t.old, &t.new.name, &self.lock_timeout).await?;
+                let (_, fks, _) =
+                    swap_names(&mut conn, &t.live, &t.old, &t.new.name, &self.lock_timeout).await?;
+                validate_inbound_foreign_keys(&mut conn, &t.live).await?;
                 msgs.push(format!("{} is the previous table again", t.live));
+                if !fks.is_empty() {
+                    msgs.push(format!("{} re-pointed at it", fks.join(", ")));
+                }
             }
             if undo_move {
                 self.online_move(t)
@@ -611,9 +617,9 @@ impl MoveSteps {
         let mut mv = self.keyset(t);
         let cols = move_data::columns(conn, &t.live).await?;
         mv.columns = Some(cols.into_iter().map(|(n, _)| n).collect());
-        if self.online {
-            out.extend(self.online_move(t).capture_sql(conn).await?);
-        }
+        // Both modes capture changes: online replays them before its swap, batch mode before
+        // the verification and under the swap's lock.
+        out.extend(self.online_move(t).capture_sql(conn).await?);
         let b = mv.batch_sql(conn, false).await?;
         out.push(format!(
             "-- repeated until a window comes back short, each batch in its own transaction with its checkpoint:\n{};\n-- (the last window: {});\n{}",
@@ -658,13 +664,25 @@ impl MoveSteps {
                     st.replay.changes + st.swap.final_changes,
                     st.swap.lock_held_ms
                 ));
+                validate_inbound_foreign_keys(&mut conn, &t.live).await?;
                 details.insert(t.live.name.clone(), json!(st));
             } else {
+                // The change capture goes in before the first batch: updates and deletes of
+                // rows already moved are logged and replayed (verify, swap).
+                let o = self.online_move(t);
+                o.install_capture(&mut conn).await?;
                 let mv = self.keyset(t);
                 let st = mv.run(&mut conn, &progress, &cx.cancel, false).await?;
+                let replay = o.replay(&mut conn, 0).await?;
                 let (rows, batches) = (st.total_rows, st.batches);
-                msgs.push(format!("{}: {rows} rows in {batches} batches", t.live));
-                details.insert(t.live.name.clone(), json!({ "backfill": st }));
+                msgs.push(format!(
+                    "{}: {rows} rows in {batches} batches, {} changes made meanwhile replayed",
+                    t.live, replay.changes
+                ));
+                details.insert(
+                    t.live.name.clone(),
+                    json!({ "backfill": st, "replay": replay }),
+                );
             }
         }
         progress.finish();
@@ -694,8 +712,32 @@ impl MoveSteps {
         .describe(if self.online {
             "online move: change capture, keyset backfill, replay, swap under a short lock"
         } else {
-            "keyset batches, each committed with its checkpoint"
+            "change capture, then keyset batches, each committed with its checkpoint"
         })
+    }
+
+    /// Bring `t.new` up to date with `t.live` before the verification (batch mode): the
+    /// change log replayed (rows inserted, updated or deleted since the move began), or,
+    /// for a move begun without the capture, the rows after the move's last key copied.
+    /// Returns the changes replayed (or rows copied).
+    ///
+    /// # Errors
+    /// The database's.
+    pub async fn catch_up(
+        &self,
+        conn: &mut PgConnection,
+        t: &MoveTable,
+        cancel: &etl_core::CancellationToken,
+    ) -> crate::Result<u64> {
+        let o = self.online_move(t);
+        if exists(conn, &o.log).await? {
+            Ok(o.replay(conn, 0).await?.changes)
+        } else {
+            let st = (self.keyset(t))
+                .run(conn, &Progress::hidden(), cancel, true)
+                .await?;
+            Ok(st.rows)
+        }
     }
 
     async fn run_swap(&self, cx: &StepCx) -> Result<StepOutput, etl_core::BoxError> {
@@ -706,27 +748,43 @@ impl MoveSteps {
                 msgs.push(format!("{} already swapped in", t.live));
                 continue;
             }
-            let mv = self.keyset(t);
-            let catch_up = mv
-                .run(&mut conn, &Progress::hidden(), &cx.cancel, true)
-                .await?;
-            let lt = &self.lock_timeout;
-            let (views, held) = swap_names(&mut conn, &t.live, &t.new, &t.old.name, lt).await?;
+            let o = self.online_move(t);
+            let (views, fks, held, replayed) = if exists(&mut conn, &o.log).await? {
+                // The changes since the verification, replayed under the swap's lock.
+                o.replay(&mut conn, o.swap_backlog).await?;
+                let st = o.swap(&mut conn, &t.old.name).await?;
+                (st.views, st.foreign_keys, st.lock_held_ms, st.final_changes)
+            } else {
+                let caught = self.catch_up(&mut conn, t, &cx.cancel).await?;
+                let lt = &self.lock_timeout;
+                let (v, f, held) = swap_names(&mut conn, &t.live, &t.new, &t.old.name, lt).await?;
+                (v, f, held, caught)
+            };
+            let validated = validate_inbound_foreign_keys(&mut conn, &t.live).await?;
             msgs.push(format!(
                 "{} is the new table now (previous: {}), lock held {held:.1} ms",
                 t.live, t.old
             ));
+            if !fks.is_empty() {
+                msgs.push(format!(
+                    "foreign keys {} re-pointed at it (NOT VALID, then validated)",
+                    fks.join(", ")
+                ));
+            }
             details.insert(
                 t.live.name.clone(),
-                json!({ "catch_up_rows": catch_up.rows, "lock_held_ms": held, "views": views }),
+                json!({ "caught_up": replayed, "lock_held_ms": held, "views": views,
+                        "foreign_keys": fks, "validated": validated }),
             );
         }
         Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
     }
 
-    /// `swap` ([`StepKind::Switch`]): batch mode copies what arrived after the move's last
-    /// key, then swaps the names (and the views) in one transaction per table; after an
-    /// online move it only confirms the swap. Its undo swaps back.
+    /// `swap` ([`StepKind::Switch`]): batch mode takes the lock, replays the changes logged
+    /// since the verification (or, for a move begun without the capture, copies what
+    /// arrived after the move's last key) and swaps the names, the views and the foreign
+    /// keys of other tables (`NOT VALID`, validated after the commit) in one transaction
+    /// per table; after an online move it only confirms the swap. Its undo swaps back.
     pub fn swap<C: Send + Sync + 'static>(&self) -> Step<C> {
         let (me, me2) = (Arc::new(self.clone()), Arc::new(self.clone()));
         let renames: Vec<String> = (self.tables.iter())
@@ -741,7 +799,7 @@ impl MoveSteps {
             Box::pin(async move { me.swap_back(false).await })
         })
         .describe(format!(
-            "renames {} in one short-lock transaction per table (views re-created)",
+            "renames {} in one short-lock transaction per table (changes since the verification replayed under the lock, views re-created, other tables' foreign keys re-pointed NOT VALID and validated after)",
             renames.join("; ")
         ))
     }

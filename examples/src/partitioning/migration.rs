@@ -1,6 +1,7 @@
 //! Seed 002 as a migration of the run layer, recorded in the journal of the target
 //! (`ferry_journal_*`), with the flags every migration has (`--plan`, `--dry-run`,
-//! `--resume`, `--rollback`, `--only STEP`) and its own `--until`, `--online`, `--cleanup`.
+//! `--resume`, `--rollback`, `--only STEP`) and its own `--until`, `--online`, `--cleanup`,
+//! `--premake`, `--maintain`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,15 @@ pub struct PartitioningArgs {
     /// backup is what remains).
     #[arg(long)]
     pub cleanup: bool,
+    /// Partitions premade after the later of the data's last month and the current month
+    /// (rows of later months go to DEFAULT until `--maintain` adds their month).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub premake: u32,
+    /// Partition maintenance (e.g. from cron, after the migration): add the partitions up
+    /// to --premake months after the current month and move the rows of those months out
+    /// of DEFAULT, one short transaction per month (runs the `maintain` step only).
+    #[arg(long, conflicts_with_all = ["cleanup", "rollback", "resume", "dry_run"])]
+    pub maintain: bool,
     /// The longest any statement waits for a lock (PostgreSQL interval); the run refuses to
     /// start when the tables cannot be locked within it.
     #[arg(long, default_value = "5s", value_name = "INTERVAL")]
@@ -88,16 +98,11 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
     let opts = etl_sink_postgres::connect_options(url)?
         .options([("lock_timeout", args.lock_timeout.as_str())])
         .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
-    let ctx = Ctx {
-        opts: opts.clone(),
-        tables: tables(),
-        online: args.online,
-        min_month_share: args.min_month_share,
-    };
+    let specs = tables();
     let mut mv = MoveSteps::new(
         opts.clone(),
         NAME,
-        ctx.tables.iter().map(|s| s.t.clone()).collect(),
+        specs.iter().map(|s| s.t.clone()).collect(),
         &[KEY, PK],
         PK,
     );
@@ -106,6 +111,15 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
         Duration::from_millis(args.pause_ms),
     );
     (mv.lock_timeout, mv.online) = (args.lock_timeout.clone(), args.online);
+    let ctx = Ctx {
+        opts: opts.clone(),
+        tables: specs,
+        online: args.online,
+        min_month_share: args.min_month_share,
+        premake: args.premake,
+        lock_timeout: args.lock_timeout.clone(),
+        mv: mv.clone(),
+    };
     let sql = |i: usize| {
         let f = &files(args)[i];
         sql_migration(opts.clone(), f).with_context(|| format!("reading migration {}", f.display()))
@@ -116,6 +130,7 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
     let before_cleanup = live.iter().cloned().chain(old).collect();
     let m = Migration::new(NAME)
         .step(preflight(opts.clone(), live.clone(), &args.lock_timeout))
+        .step(steps::inbound_foreign_keys())
         .step(pg_dump_step("backup", url, live, dir.clone()))
         .steps([sql(0)?, sql(1)?, sql(2)?])
         .step(steps::partitioned_tables())
@@ -127,6 +142,7 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
         .step(steps::indexes())
         .step(sql(4)?)
         .step(steps::analyze())
+        .step(steps::maintain())
         .step(pg_dump_step("backup_before_cleanup", url, before_cleanup, dir).optional())
         .step(mv.cleanup());
     Ok((ctx, m))
@@ -184,6 +200,8 @@ pub async fn run(
     (opts.cancel, opts.target) = (cancel, Some(etl_core::config::redact_url(url)));
     if args.cleanup {
         opts.action = Action::Only(vec!["backup_before_cleanup".into(), "cleanup".into()]);
+    } else if args.maintain {
+        opts.action = Action::Only(vec!["maintain".into()]);
     }
     if opts.action != Action::Rollback {
         let sql: Vec<SqlMigration> = files(args)

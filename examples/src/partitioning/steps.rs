@@ -9,7 +9,7 @@ use etl_sink_postgres::Result;
 use etl_sink_postgres::ident::{TableName, quote_ident};
 use etl_sink_postgres::partition::{self, ForeignKey, MonthlyPartitions, verify_partitioned};
 use etl_sink_postgres::staging::{count_rows, exists};
-use etl_sink_postgres::steps::MoveTable;
+use etl_sink_postgres::steps::{MoveSteps, MoveTable};
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection};
 
@@ -81,6 +81,13 @@ pub struct Ctx {
     /// Months holding fewer than this share of a table's rows (outside the dense range)
     /// get no partition of their own (their rows go to DEFAULT).
     pub min_month_share: f64,
+    /// Months premade after the later of the data's last month and the current month
+    /// (`--premake`).
+    pub premake: u32,
+    /// The longest a statement waits for a lock (`--lock-timeout`).
+    pub lock_timeout: String,
+    /// The move (the verification replays its change log first).
+    pub mv: MoveSteps,
 }
 
 impl Ctx {
@@ -100,13 +107,13 @@ impl Ctx {
         let (first, last) = partition::dense_key_range(conn, &t.live, KEY, min_rows)
             .await?
             .unwrap_or((today, today));
-        // One spare month after the data; later rows go to DEFAULT until their month's
-        // partition is added.
+        // --premake months after the data and after today; later rows go to DEFAULT until
+        // `maintain` adds their month.
         Ok(MonthlyPartitions::new(
             t.new.clone(),
             KEY,
             first,
-            partition::next_month(last),
+            partition::premade_until(last, today, self.premake),
         ))
     }
 
@@ -184,7 +191,10 @@ async fn table_step(
                     )
                 })
                 .collect(),
-            What::Analyze => vec![format!("ANALYZE {}", t.live.sql())],
+            What::Analyze => vec![format!(
+                "VACUUM (ANALYZE) {} -- outside any transaction",
+                t.live.sql()
+            )],
         };
         return Ok((String::new(), json!({ "sql": sql })));
     }
@@ -223,8 +233,14 @@ async fn table_step(
             )
         }
         What::Analyze => {
-            etl_sink_postgres::staging::analyze(conn, &t.live).await?;
-            (format!("analyzed {}", t.live), Value::Null)
+            // VACUUM cannot run in a transaction: one simple-protocol statement on a
+            // connection with none open. On a partitioned table it covers every partition
+            // (visibility map, free space) and gathers the parent's statistics too.
+            let sql = format!("VACUUM (ANALYZE) {}", t.live.sql());
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(conn)
+                .await?;
+            (format!("vacuumed and analyzed {}", t.live), Value::Null)
         }
     })
 }
@@ -279,9 +295,92 @@ pub fn indexes() -> Step<Ctx> {
         .describe("indexes on the parent, built concurrently per partition")
 }
 
-/// `analyze`: statistics for the new tables.
+/// `analyze`: `VACUUM (ANALYZE)` of the new tables, a step of its own outside any
+/// transaction (seed 002 §5.2).
 pub fn analyze() -> Step<Ctx> {
-    per_table("analyze", StepKind::PostSwitch, What::Analyze).describe("ANALYZE the new tables")
+    per_table("analyze", StepKind::PostSwitch, What::Analyze)
+        .describe("VACUUM (ANALYZE) the new tables, outside any transaction")
+}
+
+/// `inbound_foreign_keys` (pre-flight, before any write): the foreign keys of other tables
+/// referencing the observation tables. The swap re-points them at the new tables (`NOT
+/// VALID`, then `VALIDATE CONSTRAINT`), and the rollback back; but a partitioned table can
+/// be referenced only through a unique key holding its partition key, and the new tables'
+/// only one is their primary key (`observation_id`, `created_at`). A key referencing
+/// anything else (the usual `observation_id` alone) refuses the run here, saying how to
+/// make it fit.
+pub fn inbound_foreign_keys() -> Step<Ctx> {
+    Step::new(
+        "inbound_foreign_keys",
+        StepKind::Preflight,
+        |c: &Ctx, _cx: &StepCx| {
+            Box::pin(async move {
+                let mut conn = c.conn().await?;
+                let (mut msgs, mut findings, mut all) = (Vec::new(), Vec::new(), Vec::new());
+                for s in &c.tables {
+                    // Before the swap the application's table is `live`; after it, `old`
+                    // holds no key any more (they followed the swap).
+                    let fks = partition::inbound_foreign_keys(&mut conn, &s.t.live).await?;
+                    for fk in &fks {
+                        let fits = fk.fits(&[PK, KEY]);
+                        findings.push(etl_core::Finding::check(
+                            format!("{}: foreign key {} of {} can follow", s.t.live, fk.name, fk.table),
+                            fits,
+                            format!(
+                                "{} ({}) references {} ({}); the partitioned table's only unique key is ({PK}, {KEY}):                                  add a column holding the observation's {KEY} to {}, a unique index ({PK}, {KEY}) on {}                                  and make the key ({}, <that column>) REFERENCES {} ({PK}, {KEY}) — or drop it — then run again",
+                                fk.table,
+                                fk.columns.join(", "),
+                                s.t.live,
+                                fk.ref_columns.join(", "),
+                                fk.table,
+                                s.t.live,
+                                fk.columns.join(", "),
+                                s.t.live,
+                            ),
+                        ));
+                    }
+                    msgs.push(format!("{}: {} referencing foreign key(s)", s.t.live, fks.len()));
+                    all.extend(fks);
+                }
+                Ok(StepOutput::message(msgs.join("; "))
+                    .with_details(json!({ "foreign_keys": all }))
+                    .with_findings(findings))
+            })
+        },
+    )
+    .always()
+    .in_dry_run()
+    .describe("foreign keys of other tables on the observation tables: re-pointable at the swap?")
+}
+
+/// `maintain` (optional: `--maintain`, e.g. from cron, or `--only maintain`): every month
+/// after the last partitioned one up to `--premake` months after the current month gets
+/// its partition, and the rows of those months waiting in DEFAULT move into them, one
+/// transaction per month (locks: [`partition::maintain`]). Nothing to undo: the new
+/// partitions belong to the partitioned tables (a rollback swaps those out).
+pub fn maintain() -> Step<Ctx> {
+    Step::new("maintain", StepKind::PostSwitch, |c: &Ctx, _cx: &StepCx| {
+        Box::pin(async move {
+            let mut conn = c.conn().await?;
+            let today = chrono::Utc::now().date_naive();
+            let until = partition::premade_until(today, today, c.premake);
+            let (mut msgs, mut details) = (Vec::new(), serde_json::Map::new());
+            for s in &c.tables {
+                let t = &s.t.live;
+                let done = partition::maintain(&mut conn, t, KEY, until, &c.lock_timeout).await?;
+                let moved: i64 = done.iter().map(|m| m.moved_rows).sum();
+                msgs.push(format!(
+                    "{t}: {} partition(s) added up to {}, {moved} row(s) moved out of DEFAULT",
+                    done.len(),
+                    until.format("%Y-%m")
+                ));
+                details.insert(t.name.clone(), json!({ "until": until, "added": done }));
+            }
+            Ok(StepOutput::message(msgs.join("; ")).with_details(Value::Object(details)))
+        })
+    })
+    .optional()
+    .describe("adds the next months' partitions and moves their rows out of DEFAULT (--maintain)")
 }
 
 /// `verify` (a gate): old and new tables compared (counts, anti-joins both ways, content
@@ -299,6 +398,11 @@ pub fn verify() -> Step<Ctx> {
                 let (old, new) = if swapped {
                     (t.old.clone(), t.live.clone())
                 } else if exists(&mut conn, &t.new).await? {
+                    if !cx.dry_run && !c.online {
+                        // Changes made during (or since) the batch move first.
+                        let n = c.mv.catch_up(&mut conn, t, &cx.cancel).await?;
+                        msgs.push(format!("{}: {n} change(s) replayed", t.live));
+                    }
                     (t.live.clone(), t.new.clone())
                 } else {
                     msgs.push(format!("{}: nothing to verify yet", t.live));

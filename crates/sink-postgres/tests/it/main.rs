@@ -5,6 +5,7 @@ mod compare;
 mod copy_roundtrip;
 mod journal;
 mod load_resume;
+mod partition;
 mod plan;
 mod switchover;
 mod upsert;

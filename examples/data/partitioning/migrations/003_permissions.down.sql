@@ -1,2 +1,20 @@
+-- The row-level security of the report tables first (their tables stay: 001's).
+DROP POLICY IF EXISTS report_version_history_write ON report_version_history;
+DROP POLICY IF EXISTS report_version_history_select ON report_version_history;
+DROP POLICY IF EXISTS report_data_snapshots_write ON report_data_snapshots;
+DROP POLICY IF EXISTS report_data_snapshots_select ON report_data_snapshots;
+DROP POLICY IF EXISTS saved_reports_delete ON saved_reports;
+DROP POLICY IF EXISTS saved_reports_update ON saved_reports;
+DROP POLICY IF EXISTS saved_reports_insert ON saved_reports;
+DROP POLICY IF EXISTS saved_reports_select ON saved_reports;
+DROP POLICY IF EXISTS report_folders_delete ON report_folders;
+DROP POLICY IF EXISTS report_folders_update ON report_folders;
+DROP POLICY IF EXISTS report_folders_insert ON report_folders;
+DROP POLICY IF EXISTS report_folders_select ON report_folders;
+ALTER TABLE report_version_history DISABLE ROW LEVEL SECURITY;
+ALTER TABLE report_data_snapshots DISABLE ROW LEVEL SECURITY;
+ALTER TABLE saved_reports DISABLE ROW LEVEL SECURITY;
+ALTER TABLE report_folders DISABLE ROW LEVEL SECURITY;
 DROP TABLE IF EXISTS dashboard_permissions;
 DROP TABLE IF EXISTS report_folder_permissions;
+DROP FUNCTION IF EXISTS report_folder_owner(uuid);
