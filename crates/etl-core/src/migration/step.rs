@@ -501,6 +501,21 @@ impl StepCx {
         }
     }
 
+    /// Write `value` as pretty JSON into `name` in the report directory (atomically) and
+    /// list it in `report.json` `files`: a migration's own report (`load_report.json`).
+    ///
+    /// # Errors
+    /// It cannot be serialized or written.
+    pub fn write_json(&self, name: &str, value: &impl Serialize) -> crate::Result<()> {
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| crate::Error::Config(format!("cannot serialize {name}: {e}")))?;
+        std::fs::create_dir_all(&self.report_dir)
+            .map_err(|e| crate::Error::io(self.report_dir.display(), e))?;
+        crate::report::write_atomic(&self.report_dir.join(name), &bytes)?;
+        self.add_file(name);
+        Ok(())
+    }
+
     /// The details an earlier step of this run recorded (also when it ran in an earlier
     /// invocation that was killed): how later steps read what earlier ones found.
     pub fn details_of(&self, step: &str) -> Option<serde_json::Value> {

@@ -537,3 +537,72 @@ async fn the_backup_step_pair_undoes_a_load_and_a_read_back_sample_shows_changes
     let left = count_items(&client, "missing_yet", None, 2).await.unwrap();
     assert_eq!(left, 0);
 }
+
+/// The run-layer steps: a migration whose backup step is [`steps::backup_step`] and whose
+/// load is undone by [`steps::undo_from_backups`]; `--rollback` brings the table back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_step_and_its_undo_in_a_migration_roll_a_load_back() {
+    use etl_core::migration::{Action, FileJournal, Migration, RunOptions, Step, StepKind};
+    use etl_sink_dynamodb::steps;
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "orders").await;
+    let w = ItemWriter::new(client.clone(), "orders", keys(), WriteOptions::default());
+    w.put_items(vec![item("A", "1", "before")]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let spec = TableSpec {
+        name: "orders".into(),
+        keys: keys(),
+        indexes: Vec::new(),
+    };
+    let m = Migration::new("orders")
+        .step(Step::new(
+            "backup",
+            StepKind::Backup,
+            move |c: &Ctx, _cx| {
+                let (spec, backups) = (spec.clone(), backups.clone());
+                Box::pin(async move { steps::backup_step(&c.0, &[spec], &backups).await })
+            },
+        ))
+        .step(
+            Step::new("load", StepKind::Load, |c: &Ctx, _cx| {
+                Box::pin(async move {
+                    let w = ItemWriter::new(c.0.clone(), "orders", keys(), WriteOptions::default());
+                    let items = (0..20).map(|i| item("A", &i.to_string(), "after"));
+                    w.put_items(items.collect()).await?;
+                    Ok(etl_core::migration::StepOutput::message("20 items"))
+                })
+            })
+            .undo(|c: &Ctx, cx| {
+                Box::pin(steps::undo_from_backups(
+                    &c.0,
+                    cx,
+                    "backup",
+                    WriteOptions::default(),
+                ))
+            }),
+        );
+    struct Ctx(aws_sdk_dynamodb::Client);
+    let ctx = Ctx(client.clone());
+    let journal = FileJournal::new(dir.path());
+    let opts = RunOptions::new(dir.path());
+    let r = m.execute(&ctx, &journal, &opts).await.unwrap();
+    assert!(r.succeeded(), "{:?}", r.error);
+    assert!(
+        r.steps[0].message.contains("orders: 1 items -> "),
+        "{}",
+        r.steps[0].message
+    );
+    assert_eq!(count_items(&client, "orders", None, 2).await.unwrap(), 20);
+    let opts = opts.with_action(Action::Rollback);
+    let r = m.execute(&ctx, &journal, &opts).await.unwrap();
+    assert_eq!(r.status, etl_core::RunStatus::RolledBack, "{:?}", r.error);
+    assert_eq!(r.steps[1].message, "orders: 1 items restored, 19 deleted");
+    let key = keys().key_of("orders", &item("A", "1", "")).unwrap();
+    let back = etl_sink_dynamodb::admin::get_item(&client, "orders", key)
+        .await
+        .unwrap();
+    assert_eq!(back, Some(item("A", "1", "before")));
+    assert_eq!(count_items(&client, "orders", None, 2).await.unwrap(), 1);
+}
