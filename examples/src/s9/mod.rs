@@ -54,11 +54,11 @@ use etl_core::migration::{
 };
 use etl_core::report::write_atomic;
 use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus, step_fn};
-use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, env_client, static_client};
+use etl_sink_dynamodb::admin::{TableSpec, ensure_table};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
 use etl_sink_dynamodb::backup::{RestoreMode, restore_table};
-use etl_sink_dynamodb::check::{ExcludeInvalid, Expected, Invalid, compare_sample, read_items};
-use etl_sink_dynamodb::dynalite::Dynalite;
+use etl_sink_dynamodb::check::{ExcludeInvalid, Invalid, read_items, verify_table};
+use etl_sink_dynamodb::dynalite::Target;
 use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json};
 use etl_sink_dynamodb::steps::{backup_step, recorded_backups, undo_from_backups};
 use etl_sink_dynamodb::{
@@ -305,7 +305,7 @@ struct S9 {
     data: PathBuf,
     checkpoint: PathBuf,
     source: OnceCell<Source>,
-    dynamo: OnceCell<(Client, Option<Dynalite>)>,
+    dynamo: Target,
     /// The transformed files the load reads, checked against the row groups it recorded.
     inputs: pq::InputGuard,
 }
@@ -318,6 +318,10 @@ impl S9 {
             None => Config::default(),
         };
         let data = args.data_dir.clone();
+        // AWS only with a config and credentials; else the endpoint or a throwaway dynalite.
+        let aws = std::env::var("AWS_ACCESS_KEY_ID").is_ok() && args.common.config.is_some();
+        let endpoint = (args.dynamodb_endpoint.clone()).or(config.target.endpoint.clone());
+        let dynamo = Target::new(endpoint, &config.target.region, aws);
         Ok(S9 {
             entities: match args.entity {
                 None => Entity::ALL.to_vec(),
@@ -331,7 +335,7 @@ impl S9 {
             config,
             args,
             source: OnceCell::new(),
-            dynamo: OnceCell::new(),
+            dynamo,
         })
     }
 
@@ -383,46 +387,9 @@ impl S9 {
         }
     }
 
-    fn endpoint(&self) -> Option<String> {
-        (self.args.dynamodb_endpoint.clone()).or(self.config.target.endpoint.clone())
-    }
-
-    /// What the run writes to, for the report.
-    fn target(&self) -> String {
-        let at = match self.endpoint() {
-            Some(ep) => ep,
-            None if self.use_aws() => format!("AWS {}", self.config.target.region),
-            None => {
-                return format!(
-                    "DynamoDB {} at a throwaway local dynalite, deleted at exit — nothing reached a real DynamoDB; pass --dynamodb-endpoint or configure AWS (config + credentials)",
-                    self.tables().join(", ")
-                );
-            }
-        };
-        format!("DynamoDB {} at {at}", self.tables().join(", "))
-    }
-
-    fn use_aws(&self) -> bool {
-        std::env::var("AWS_ACCESS_KEY_ID").is_ok() && self.args.common.config.is_some()
-    }
-
-    /// The DynamoDB client; a local dynalite is started when no endpoint is given.
+    /// The DynamoDB client; a throwaway dynalite is started when no endpoint is given.
     async fn client(&self) -> anyhow::Result<&Client> {
-        let (client, _) = (self.dynamo)
-            .get_or_try_init(|| async {
-                let region = &self.config.target.region;
-                anyhow::Ok(match self.endpoint() {
-                    Some(ep) => (static_client(&ep, region, None), None),
-                    None if self.use_aws() => (env_client(region), None),
-                    None => {
-                        let d = Dynalite::start().await.context("starting dynalite")?;
-                        tracing::info!(endpoint = %d.endpoint(), "started a local dynalite (no --dynamodb-endpoint given)");
-                        (d.client(None), Some(d))
-                    }
-                })
-            })
-            .await?;
-        Ok(client)
+        Ok(self.dynamo.client().await?)
     }
 
     /// The S9 source (one exported snapshot), connected on first use; a throwaway
@@ -505,7 +472,7 @@ impl S9 {
         };
         RunOptions {
             action,
-            target: Some(self.target()),
+            target: Some(self.dynamo.describe(&self.tables())),
             ..common.run_options()
         }
     }
@@ -658,8 +625,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     c.check_resume(&journal).await?;
-    if c.endpoint().is_none() && !c.use_aws() {
-        tracing::warn!("target: {}", c.target());
+    if c.dynamo.is_throwaway() {
+        tracing::warn!("target: {}", c.dynamo.describe(&c.tables()));
     }
     let report = (migration(&c).execute(&c, &journal, &c.run_options())).await?;
     let ok = report.status != RunStatus::Failed;
@@ -870,40 +837,37 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             .filter(|i| i.entity == e.name() && i.check != "duplicates")
             .map(|i| i.key.as_str())
             .collect();
-        // Streamed: the valid items expected in the table, and a sample of 100 of them.
+        // Streamed: the valid items expected in the table, and a sample of 100 read back.
         let skip = |k: &str| bad.contains(k);
-        let want = Expected::scan(&c.transformed(e)?, &keys(), skip, 100, &mut rng)?;
-        let (rows, expected, sample) = (want.rows, want.items, want.sample);
+        let (path, filter) = (c.transformed(e)?, Some(("EntityType", e.entity_type())));
+        let t = verify_table(client, &table, &path, &keys(), skip, filter, 100, &mut rng).await?;
         // Every source row is accounted for: transformed + rejected by the transform.
         let transform_rejected = transform["rejected"][e.name()].as_u64();
-        let accounted = transform_rejected.is_none_or(|r| rows + r == source);
-        let filter = Some(("EntityType", e.entity_type()));
-        let target = count_items(client, &table, filter, 4).await?;
-        let matched = target == expected && accounted;
+        let accounted = transform_rejected.is_none_or(|r| t.rows + r == source);
+        let matched = t.target == t.expected && accounted;
         counts.insert(
             e.name().into(),
             json!({
                 "source": source,
-                "target": target,
-                "rejected": source.saturating_sub(expected),
+                "target": t.target,
+                "rejected": source.saturating_sub(t.expected),
                 "rejected_by_transform": transform_rejected,
-                "rejected_by_validation": rows - expected,
+                "rejected_by_validation": t.rows - t.expected,
                 "match": matched,
             }),
         );
         if !matched {
-            mismatched.push(format!("{}: {target} items, {expected} expected", e.name()));
+            let (n, want) = (t.target, t.expected);
+            mismatched.push(format!("{}: {n} items, {want} expected", e.name()));
         }
-        // The sample read back and compared attribute by attribute.
-        let diffs = compare_sample(client, &table, &keys(), &sample).await?;
-        if let Some(d) = diffs.first() {
-            let n = diffs.len();
+        if let Some(d) = t.diffs.first() {
+            let n = t.diffs.len();
             mismatched.push(format!("{}: {n} sampled items differ, e.g. {d}", e.name()));
         }
-        let examples: Vec<&Value> = diffs.iter().take(10).collect();
+        let examples: Vec<&Value> = t.diffs.iter().take(10).collect();
         samples.insert(
             e.name().into(),
-            json!({"checked": sample.len(), "mismatched": diffs.len(), "examples": examples}),
+            json!({"checked": t.checked, "mismatched": t.diffs.len(), "examples": examples}),
         );
     }
     let ok = mismatched.is_empty();

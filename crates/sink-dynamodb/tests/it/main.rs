@@ -606,3 +606,33 @@ async fn the_backup_step_and_its_undo_in_a_migration_roll_a_load_back() {
     assert_eq!(back, Some(item("A", "1", "before")));
     assert_eq!(count_items(&client, "orders", None, 2).await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_is_an_endpoint_aws_or_a_throwaway_dynalite() {
+    use etl_sink_dynamodb::dynalite::Target;
+    let tables = ["a".to_owned(), "b".to_owned()];
+    let throwaway = Target::new(None, "us-east-1", false);
+    assert!(throwaway.is_throwaway());
+    assert!(
+        throwaway
+            .describe(&tables)
+            .starts_with("DynamoDB a, b at a throwaway local dynalite")
+    );
+    let client = throwaway.client().await.unwrap();
+    table(client, "things").await;
+    let again = throwaway.client().await.unwrap();
+    assert!(
+        etl_sink_dynamodb::admin::table_exists(again, "things")
+            .await
+            .unwrap(),
+        "one server"
+    );
+    let aws = Target::new(None, "eu-west-1", true);
+    assert_eq!(aws.describe(&tables), "DynamoDB a, b at AWS eu-west-1");
+    let ep = Target::new(Some("http://127.0.0.1:1".into()), "us-east-1", false);
+    assert!(!ep.is_throwaway());
+    assert_eq!(
+        ep.describe(&tables[..1]),
+        "DynamoDB a at http://127.0.0.1:1"
+    );
+}
