@@ -6,18 +6,24 @@
 //! load's undo:  undo_from_backups(client, cx, "backup", options)
 //!               reads those details (also from an earlier invocation, via the journal)
 //!               and restores every table exactly (items added since are deleted)
+//! load step:    load_items_file(unit, file, writer, checkpoint, invalid, ..)
+//!               a Parquet file of items, row group by row group (resumable)
 //! ```
 
 use std::path::Path;
 
 use aws_sdk_dynamodb::Client;
-use etl_core::BoxError;
+use etl_core::checkpoint::JsonCheckpoint;
 use etl_core::migration::{StepCx, StepOutput};
-use serde_json::json;
+use etl_core::{BoxError, Pipeline, PipelineOptions, RunInfo, RunReport};
+use serde_json::{Value, json};
 
 use crate::admin::TableSpec;
 use crate::backup::{BackupInfo, backup_tables, restore_backups};
-use crate::writer::WriteOptions;
+use crate::check::{ExcludeInvalid, Invalid, read_items};
+use crate::mapping::{MappingOptions, item_to_dynamo_json};
+use crate::writer::{ItemWriter, WriteOptions};
+use crate::{DynamoLoad, ItemCheck};
 
 /// The body of a backup step: every table of `specs` created if missing and scanned into
 /// `dir` ([`backup_tables`]); the output names each file and records them under
@@ -76,4 +82,43 @@ pub async fn undo_from_backups(
         })
         .collect();
     Ok(StepOutput::message(done.join("; ")))
+}
+
+/// Load the items of a Parquet file into the writer's table, row group by row group (each
+/// a unit named `<unit>#<i>` recorded in `checkpoint`: a resumed run skips those written),
+/// leaving out the items `invalid` names ([`ExcludeInvalid`]) and rejecting the rows that
+/// cannot be items ([`ItemCheck`]). In a dry run nothing is written: it says what it
+/// would write and prints the first two items. Returns the pipeline's report and the
+/// load's summary ([`DynamoLoad::summary`], with `dry_run`).
+///
+/// # Errors
+/// The file cannot be opened or read (a failed write fails the report instead).
+pub async fn load_items_file<'a>(
+    unit: &str,
+    path: &Path,
+    writer: ItemWriter,
+    checkpoint: JsonCheckpoint,
+    invalid: impl IntoIterator<Item = &'a Invalid>,
+    options: PipelineOptions,
+    run: &RunInfo,
+) -> etl_core::Result<(RunReport, Value)> {
+    let (keys, table) = (writer.keys().clone(), writer.table().to_owned());
+    let sink = DynamoLoad::new(writer, MappingOptions::default(), checkpoint);
+    let (stats, t) = (sink.clone(), std::time::Instant::now());
+    let report = Pipeline::new(etl_parquet::ParquetExtract::open(unit, path)?, sink)
+        .transform(ExcludeInvalid::new(keys.clone(), invalid))
+        .transform(ItemCheck::new(keys, MappingOptions::default()))
+        .options(options)
+        .run(run)
+        .await;
+    if run.dry_run {
+        let (n, rejected) = (report.totals.loaded, report.totals.rejected);
+        println!("[dry run] would write {n} items to {table} ({rejected} rejected); first items:");
+        for it in read_items(path)?.take(2) {
+            println!("  PutRequest {}", item_to_dynamo_json(&it?));
+        }
+    }
+    let mut summary = stats.summary(&report, t.elapsed().as_secs_f64());
+    summary["dry_run"] = json!(run.dry_run);
+    Ok((report, summary))
 }

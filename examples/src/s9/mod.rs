@@ -11,13 +11,16 @@
 //!                                                                   the backup)
 //! ```
 //!
-//! `--phase X` runs that phase's steps within the latest run (`--only`); `--full` (the
-//! default) runs them all; `--resume`, `--rollback`, `--plan`, `--dry-run` (every step but
-//! the writes to DynamoDB), `--only STEP`, `-q`/`-v`, `--config` come from the shared CLI
-//! ([`CommonArgs`]). The reports (`report.json`, `summary.txt`, `rejects.csv`) are the run
-//! layer's; the seed's own files (`validation_report.json`, `load_report.json`,
-//! `count_comparison.json`, `integrity_report.json`, `migration_errors.log`) are written
-//! by their steps next to them and listed in `report.json` `files`.
+//! Each phase is a group of steps: `--phase X` runs group X within the latest run
+//! ([`Action::Group`]; with `--resume`, the steps not done and the load again, which skips
+//! the row groups it wrote); `--full` (the default) runs them all; `--resume`,
+//! `--rollback`, `--plan`, `--dry-run` (every step but the writes to DynamoDB), `--only
+//! STEP|PHASE`, `-q`/`-v`, `--config` come from the shared CLI ([`CommonArgs`]). The run
+//! layer writes `report.json` (with each step's peak RSS), `summary.txt`, `rejects.csv`
+//! and `migration_errors.log` (step errors, failed checks, rejects, invalid items); the
+//! seed's own files (`validation_report.json`, `load_report.json`, `count_comparison.json`,
+//! `integrity_report.json`) are written by their steps next to them; `report.json`
+//! `files` lists them all.
 //!
 //! With no arguments: a throwaway PostgreSQL loaded with generated data (`--sales N`,
 //! default 100,000) and a dynalite, both stopped at exit. Separate phases (`--phase load`)
@@ -57,13 +60,10 @@ use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus, step_fn};
 use etl_sink_dynamodb::admin::{TableSpec, ensure_table};
 use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
 use etl_sink_dynamodb::backup::{RestoreMode, restore_table};
-use etl_sink_dynamodb::check::{ExcludeInvalid, Invalid, read_items, verify_table};
+use etl_sink_dynamodb::check::{Invalid, verify_table};
 use etl_sink_dynamodb::dynalite::Target;
-use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json};
-use etl_sink_dynamodb::steps::{backup_step, recorded_backups, undo_from_backups};
-use etl_sink_dynamodb::{
-    DynamoLoad, ItemCheck, ItemWriter, JsonCheckpoint, KeySchema, WriteOptions,
-};
+use etl_sink_dynamodb::steps::{backup_step, load_items_file, recorded_backups, undo_from_backups};
+use etl_sink_dynamodb::{ItemWriter, JsonCheckpoint, KeySchema, WriteOptions};
 use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -491,13 +491,9 @@ impl S9 {
             return Ok(());
         }
         for &e in &self.entities {
-            let units = JsonCheckpoint::new(&self.checkpoint, format!("load:{}", e.name()));
-            if let Ok(path) = self.transformed(e)
-                && !units.completed()?.is_empty()
-            {
-                self.inputs
-                    .check(&path, &format!("load:{}", e.name()), true)?;
-            }
+            let path = (self.data.join("transformed")).join(format!("{}.parquet", e.name()));
+            self.inputs
+                .check_recorded(&path, &format!("load:{}", e.name()))?;
         }
         Ok(())
     }
@@ -770,40 +766,18 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             let scope = format!("load:{}", e.name());
             c.inputs.check(&c.transformed(e)?, &scope, cx.resuming())?;
         }
-        let checked = c.inputs.checked();
-        inputs = json!({
-            "bytes": checked.values().map(|f| f.size).sum::<u64>(),
-            "seconds": t.elapsed().as_secs_f64(),
-            "files": checked,
-        });
+        inputs = c.inputs.report(t.elapsed().as_secs_f64());
     }
     let (mut per_entity, mut reports) = (serde_json::Map::new(), Vec::new());
     for &e in &c.entities {
-        let path = c.transformed(e)?;
-        let table = c.config.target.table(e).to_owned();
+        let table = c.config.target.table(e);
         let invalid = invalid.iter().filter(|i| i.entity == e.name());
-        let writer = ItemWriter::new(client.clone(), &table, keys(), wopts.clone());
-        let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("load:{}", e.name()));
-        let sink = DynamoLoad::new(writer, MappingOptions::default(), checkpoint);
-        let (stats, t) = (sink.clone(), std::time::Instant::now());
-        let unit = format!("load/{}", e.name());
-        let report = Pipeline::new(pq::ParquetExtract::open(&unit, &path)?, sink)
-            .transform(ExcludeInvalid::new(keys(), invalid))
-            .transform(ItemCheck::new(keys(), MappingOptions::default()))
-            .options(c.options(cx))
-            .run(&cx.run_info())
-            .await;
-        if cx.dry_run {
-            println!(
-                "[dry run] would write {} items to {table} ({} rejected); first items:",
-                report.totals.loaded, report.totals.rejected
-            );
-            for it in read_items(&path)?.take(2) {
-                println!("  PutRequest {}", item_to_dynamo_json(&it?));
-            }
-        }
-        let mut summary = stats.summary(&report, t.elapsed().as_secs_f64());
-        summary["dry_run"] = json!(cx.dry_run);
+        let writer = ItemWriter::new(client.clone(), table, keys(), wopts.clone());
+        let (unit, scope) = (format!("load/{}", e.name()), format!("load:{}", e.name()));
+        let checkpoint = JsonCheckpoint::new(&c.checkpoint, scope);
+        let (path, options, run) = (c.transformed(e)?, c.options(cx), cx.run_info());
+        let (report, summary) =
+            load_items_file(&unit, &path, writer, checkpoint, invalid, options, &run).await?;
         per_entity.insert(e.name().into(), summary);
         let failed = report.status == RunStatus::Failed;
         reports.push(report);

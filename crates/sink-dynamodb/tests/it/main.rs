@@ -636,3 +636,74 @@ async fn a_target_is_an_endpoint_aws_or_a_throwaway_dynalite() {
         "DynamoDB a at http://127.0.0.1:1"
     );
 }
+
+/// A Parquet file of items loaded row group by row group, the invalid ones left out; a
+/// resume skips the row groups written; `verify_table` finds the table as expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_items_loads_by_row_group_resumes_and_verifies() {
+    use etl_sink_dynamodb::check::{Invalid, verify_table};
+    use etl_sink_dynamodb::json_items::{Attr, item_schema, json_batch};
+    use etl_sink_dynamodb::steps::load_items_file;
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "items").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.parquet");
+    let schema = item_schema(
+        &keys(),
+        &[("PK", Attr::S), ("SK", Attr::S), ("Value", Attr::S)],
+    );
+    let mut w = etl_parquet::writer(&path, schema.clone()).unwrap();
+    for group in 0..2 {
+        let rows: Vec<_> = (0..10)
+            .map(|i| {
+                let v = serde_json::json!({"PK": "P", "SK": format!("{group}-{i}"), "Value": "v"});
+                v.as_object().unwrap().clone()
+            })
+            .collect();
+        w.write(&json_batch(&schema, &rows).unwrap()).unwrap();
+        w.flush().unwrap(); // one row group each
+    }
+    w.close().unwrap();
+    let invalid = [Invalid {
+        entity: "items".into(),
+        key: "P|1-3".into(),
+        check: "required".into(),
+        reason: "planted".into(),
+    }];
+    let checkpoint = dir.path().join("cp.json");
+    let load = |resume: bool| {
+        let (path, checkpoint, invalid, client) = (&path, &checkpoint, &invalid, &client);
+        async move {
+            let writer = ItemWriter::new(client.clone(), "items", keys(), WriteOptions::default());
+            let cp = etl_sink_dynamodb::JsonCheckpoint::new(checkpoint, "load:items");
+            let run = etl_core::RunInfo {
+                resume,
+                ..etl_core::RunInfo::new("items")
+            };
+            let opts = etl_core::PipelineOptions::default();
+            load_items_file("items", path, writer, cp, invalid, opts, &run)
+                .await
+                .unwrap()
+        }
+    };
+    let (report, summary) = load(false).await;
+    assert_eq!(
+        (report.totals.loaded, report.totals.rejected),
+        (19, 1),
+        "{summary}"
+    );
+    assert_eq!(
+        (summary["units"].as_u64(), summary["units_resumed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let (_, summary) = load(true).await;
+    assert_eq!(summary["units_resumed"], 2, "{summary}");
+    let skip = |k: &str| k == "P|1-3";
+    let mut rng = fastrand::Rng::with_seed(1);
+    let t = verify_table(&client, "items", &path, &keys(), skip, None, 5, &mut rng)
+        .await
+        .unwrap();
+    assert_eq!((t.rows, t.expected, t.target, t.checked), (20, 19, 19, 5));
+    assert!(t.diffs.is_empty(), "{:?}", t.diffs);
+}
