@@ -58,7 +58,6 @@ use etl_core::migration::{
 use etl_core::report::write_atomic;
 use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus, step_fn};
 use etl_sink_dynamodb::admin::{TableSpec, ensure_table};
-use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
 use etl_sink_dynamodb::backup::{RestoreMode, restore_table};
 use etl_sink_dynamodb::check::{Invalid, verify_table};
 use etl_sink_dynamodb::dynalite::Target;
@@ -387,11 +386,6 @@ impl S9 {
         }
     }
 
-    /// The DynamoDB client; a throwaway dynalite is started when no endpoint is given.
-    async fn client(&self) -> anyhow::Result<&Client> {
-        Ok(self.dynamo.client().await?)
-    }
-
     /// The S9 source (one exported snapshot), connected on first use; a throwaway
     /// cluster with generated data when no URL is given.
     async fn source(&self, cx: &StepCx) -> anyhow::Result<&PgSource> {
@@ -526,7 +520,7 @@ fn migration(c: &S9) -> Migration<S9> {
     let load = match c.config.migration.backup_before_load {
         true => load.undo(|c, cx| {
             Box::pin(async move {
-                let client = c.client().await?;
+                let client = c.dynamo.client().await?;
                 undo_from_backups(client, cx, "backup", c.write_options()).await
             })
         }),
@@ -600,7 +594,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         // A restore writes the tables: never while a run is live (the run lock; released
         // before the phases below take it again).
         let _lock = journal.lock(MIGRATION).await?;
-        let client = c.client().await?;
+        let client = c.dynamo.client().await?;
         let info =
             restore_table(client, backup, None, RestoreMode::Exact, c.write_options()).await?;
         println!(
@@ -749,12 +743,12 @@ async fn backup(c: &S9, _cx: &StepCx) -> Result<StepOutput, BoxError> {
         ));
     }
     let specs: Vec<TableSpec> = c.tables().iter().map(|t| table_spec(t)).collect();
-    backup_step(c.client().await?, &specs, &c.data.join("backups")).await
+    backup_step(c.dynamo.client().await?, &specs, &c.data.join("backups")).await
 }
 
 async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let invalid = invalid_items(c)?;
-    let (wopts, client) = (c.write_options(), c.client().await?);
+    let (wopts, client) = (c.write_options(), c.dynamo.client().await?);
     let mut inputs = Value::Null;
     if !cx.dry_run {
         for t in c.tables() {
@@ -799,7 +793,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
 
 async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let invalid = invalid_items(c)?;
-    let client = c.client().await?;
+    let client = c.dynamo.client().await?;
     let transform = cx.details_of("transform").unwrap_or(Value::Null);
     let (mut counts, mut samples) = (serde_json::Map::new(), serde_json::Map::new());
     let mut mismatched = Vec::new();
