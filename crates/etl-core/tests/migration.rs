@@ -451,3 +451,180 @@ async fn a_run_refused_at_its_preflight_does_not_block_the_next() {
     assert_eq!(r2.status, RunStatus::Succeeded, "{:?}", r2.error);
     assert_ne!(r2.run_id, r.run_id);
 }
+
+/// Steps `a1`, `a2` (group `a`), `b` (group `b`, resumes itself) and `c` (group `b`);
+/// each notes its name, `b` also whether it resumes.
+fn grouped() -> Migration<Ctx> {
+    let note = |name: &'static str, group: &'static str| {
+        Step::new(name, StepKind::Other, move |c: &Ctx, cx| {
+            Box::pin(async move {
+                c.note(&format!(
+                    "{name}{}",
+                    if cx.resuming() { "(resume)" } else { "" }
+                ));
+                cx.log_errors([format!("NOTE {name}")])?;
+                Ok(StepOutput::message("ok"))
+            })
+        })
+        .group(group)
+    };
+    Migration::new("grouped")
+        .errors_log("errors.log")
+        .step(note("a1", "a"))
+        .step(note("a2", "a"))
+        .step(note("b", "b").resumes_itself())
+        .step(note("c", "b"))
+}
+
+#[tokio::test]
+async fn groups_run_within_the_latest_run_afresh_or_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let m = grouped();
+    assert_eq!(m.groups(), ["a", "b"]);
+    let group = |g: &str, resume: bool| {
+        opts(
+            dir.path(),
+            Action::Group {
+                group: g.into(),
+                resume,
+            },
+        )
+    };
+    let r = m.execute(&ctx, &journal, &group("a", false)).await.unwrap();
+    assert!(r.succeeded(), "{:?}", r.error);
+    assert_eq!(ctx.take(), ["a1", "a2"]);
+    assert_eq!(
+        r.run_state.as_deref(),
+        Some("stopped"),
+        "b and c are not done"
+    );
+    let run_id = r.run_id.clone();
+
+    let r = m.execute(&ctx, &journal, &group("b", false)).await.unwrap();
+    assert_eq!(ctx.take(), ["b", "c"]);
+    assert_eq!(
+        (r.run_id.as_str(), r.run_state.as_deref()),
+        (run_id.as_str(), Some("done"))
+    );
+    assert_eq!(r.steps[0].outcome, "skipped");
+
+    // Resumed: the step that resumes itself runs again (resuming), the done one does not.
+    m.execute(&ctx, &journal, &group("b", true)).await.unwrap();
+    assert_eq!(ctx.take(), ["b(resume)"]);
+    // Afresh: every step of the group, none resuming (though they ran before).
+    m.execute(&ctx, &journal, &group("b", false)).await.unwrap();
+    assert_eq!(ctx.take(), ["b", "c"]);
+    // --only takes group names.
+    let r = (m.execute(
+        &ctx,
+        &journal,
+        &opts(dir.path(), Action::Only(vec!["a".into()])),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ctx.take(), ["a1(resume)", "a2(resume)"], "they ran before");
+    assert_eq!(r.run_id, run_id);
+    // An unknown group is refused before anything runs.
+    let e = m
+        .execute(&ctx, &journal, &group("z", false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Refused(m) if m.contains("its groups: a, b")),
+        "{e}"
+    );
+    assert!(ctx.take().is_empty());
+
+    // The errors log holds what the steps logged, and the report lists it.
+    let log = std::fs::read_to_string(dir.path().join("errors.log")).unwrap();
+    assert_eq!(log.matches("NOTE a1").count(), 2, "{log}");
+    assert!(r.files.contains(&"errors.log".to_owned()), "{:?}", r.files);
+}
+
+#[tokio::test]
+async fn the_runner_records_peak_memory_and_logs_errors_and_failed_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    ctx.fail_gate.store(true, Ordering::SeqCst);
+    let m = migration().errors_log("migration_errors.log");
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    if etl_core::mem::peak_rss_bytes().is_some() {
+        let load = r.steps.iter().find(|s| s.name == "load").unwrap();
+        assert!(load.peak_rss_mib.unwrap() > 0.0, "{load:?}");
+        assert!(
+            r.extra["peak_rss_mib"]["gates"].is_number(),
+            "{:?}",
+            r.extra
+        );
+        assert!(r.extra["peak_rss_mib"].get("switch").is_none(), "not run");
+    }
+    let log = std::fs::read_to_string(dir.path().join("migration_errors.log")).unwrap();
+    assert!(log.contains("ERROR gates: rows: 100 rows"), "{log}");
+    assert!(
+        log.contains("ERROR step `gates` failed"),
+        "the run's error: {log}"
+    );
+    assert!(r.files.contains(&"migration_errors.log".to_owned()));
+}
+
+#[tokio::test]
+async fn a_step_of_several_pipelines_reports_them_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::new(dir.path());
+    let ctx = Ctx::default();
+    let both = |fail: bool| {
+        Step::new("both", StepKind::Load, move |c: &Ctx, cx| {
+            Box::pin(async move {
+                let mut reports = Vec::new();
+                for (name, n) in [("x", 30), ("y", 20)] {
+                    let p = Pipeline::new(MemoryExtract::numbers(name, n, 10), c.load.clone());
+                    reports.push(p.run(&cx.run_info()).await);
+                }
+                if fail {
+                    let mut r = etl_core::RunReport::new(
+                        "z",
+                        "z",
+                        RunStatus::Failed,
+                        &[],
+                        chrono::Utc::now(),
+                    );
+                    r.error = Some("the third one failed".into());
+                    reports.push(r);
+                }
+                Ok(StepOutput::from_pipelines(reports))
+            })
+        })
+    };
+    let m = Migration::new("several").step(both(false));
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert!(r.succeeded(), "{:?}", r.error);
+    assert_eq!((r.totals.read, r.totals.loaded), (50, 50));
+    assert_eq!(r.units.len(), 2);
+    assert!(
+        r.steps[0].message.starts_with("read 50 = loaded 50"),
+        "{}",
+        r.steps[0].message
+    );
+    assert_eq!(
+        StepOutput::from_pipelines(Vec::new()).message,
+        "no pipeline ran"
+    );
+
+    let m = Migration::new("several2").step(both(true));
+    let r = m
+        .execute(&ctx, &journal, &opts(dir.path(), Action::Run))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(r.error.unwrap().contains("the third one failed"));
+}

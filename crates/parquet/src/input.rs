@@ -164,6 +164,31 @@ impl InputGuard {
     pub fn checked(&self) -> HashMap<PathBuf, Fingerprint> {
         self.checked.lock().expect("lock").clone()
     }
+
+    /// Before anything runs: when units of `scope` are recorded, refuse as
+    /// [`InputGuard::check`] resuming does if `path` changed since they were (nothing to
+    /// check when the file is missing or no unit is recorded).
+    ///
+    /// # Errors
+    /// The refusal; the file or the checkpoint cannot be read or written.
+    pub fn check_recorded(&self, path: &Path, scope: &str) -> etl_core::Result<()> {
+        let units = JsonCheckpoint::new(&self.checkpoint, scope);
+        if path.exists() && !units.completed()?.is_empty() {
+            self.check(path, scope, true)?;
+        }
+        Ok(())
+    }
+
+    /// What was checked, for a report: `bytes` (of every file), `seconds` (as given: the
+    /// time the checks took) and `files` (each fingerprint by path).
+    pub fn report(&self, seconds: f64) -> serde_json::Value {
+        let checked = self.checked();
+        serde_json::json!({
+            "bytes": checked.values().map(|f| f.size).sum::<u64>(),
+            "seconds": seconds,
+            "files": checked,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -197,7 +222,17 @@ mod tests {
         let unit = etl_core::UnitSummary::new("u1");
         JsonCheckpoint::new(&cp, "load:x").record(&unit).unwrap();
         InputGuard::new(&cp).check(&p, "load:x", true).unwrap();
+        InputGuard::new(&cp).check_recorded(&p, "load:x").unwrap();
+        let g = InputGuard::new(&cp);
+        g.check_recorded(&dir.path().join("missing"), "load:x")
+            .unwrap();
+        g.check_recorded(&p, "load:y").unwrap();
+        assert!(g.checked().is_empty(), "nothing recorded: nothing checked");
         std::fs::write(&p, b"two").unwrap();
+        let err = InputGuard::new(&cp)
+            .check_recorded(&p, "load:x")
+            .unwrap_err();
+        assert!(err.to_string().contains("changed since"), "{err}");
         let err = InputGuard::new(&cp)
             .check(&p, "load:x", true)
             .unwrap_err()
@@ -207,7 +242,13 @@ mod tests {
             "{err}"
         );
         // A fresh run forgets the units and records the new file.
-        InputGuard::new(&cp).check(&p, "load:x", false).unwrap();
+        let g = InputGuard::new(&cp);
+        g.check(&p, "load:x", false).unwrap();
+        let r = g.report(0.5);
+        assert_eq!(
+            (r["bytes"].as_u64(), r["seconds"].as_f64()),
+            (Some(3), Some(0.5))
+        );
         assert!(
             JsonCheckpoint::new(&cp, "load:x")
                 .completed()

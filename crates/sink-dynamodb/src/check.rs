@@ -498,6 +498,51 @@ pub async fn compare_sample(
     Ok(diffs)
 }
 
+/// A table checked against the file of items loaded into it ([`verify_table`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableCheck {
+    /// Items in the file.
+    pub rows: u64,
+    /// Distinct keys among the items not left out: what the table should hold.
+    pub expected: u64,
+    /// Items the table holds (those matching the filter), counted by `Scan`.
+    pub target: u64,
+    /// Sampled items read back.
+    pub checked: usize,
+    /// The sampled items that differ or are missing ([`compare_sample`]).
+    pub diffs: Vec<Value>,
+}
+
+/// Check `table` after loading the items of `path` into it: count what it holds (with
+/// `filter` `(attribute, value)`, e.g. an entity type in a single-table design) against
+/// the distinct keys of the file that `skip` does not leave out ([`Expected::scan`]), and
+/// read back a random sample of `sample` of them attribute by attribute.
+///
+/// # Errors
+/// The file cannot be read; a `Scan` or `GetItem` failed.
+#[allow(clippy::too_many_arguments)] // what to compare, and how much
+pub async fn verify_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    path: &Path,
+    keys: &KeySchema,
+    skip: impl Fn(&str) -> bool,
+    filter: Option<(&str, &str)>,
+    sample: usize,
+    rng: &mut fastrand::Rng,
+) -> etl_core::Result<TableCheck> {
+    let want = Expected::scan(path, keys, skip, sample, rng)?;
+    let target = crate::admin::count_items(client, table, filter, 4).await?;
+    let diffs = compare_sample(client, table, keys, &want.sample).await?;
+    Ok(TableCheck {
+        rows: want.rows,
+        expected: want.items,
+        target,
+        checked: want.sample.len(),
+        diffs,
+    })
+}
+
 /// Two items compared attribute by attribute: `Total: expected 10 found 12`, `X: missing
 /// in the target`, `Y: unexpected in the target`; empty when they are equal.
 pub fn diff_items(expected: &Item, actual: &Item) -> Vec<String> {

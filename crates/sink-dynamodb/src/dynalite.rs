@@ -202,3 +202,65 @@ impl Drop for Dynalite {
         let _ = self.child.start_kill();
     }
 }
+
+/// Where a migration writes: a given endpoint (a local server), AWS in a region with the
+/// environment's credentials ([`crate::admin::env_client`]), or else a throwaway dynalite
+/// started on first use and stopped when this is dropped.
+#[derive(Debug)]
+pub struct Target {
+    endpoint: Option<String>,
+    region: String,
+    aws: bool,
+    client: tokio::sync::OnceCell<(aws_sdk_dynamodb::Client, Option<Dynalite>)>,
+}
+
+impl Target {
+    /// `endpoint` if given, else AWS in `region` when `aws`, else a throwaway dynalite.
+    pub fn new(endpoint: Option<String>, region: impl Into<String>, aws: bool) -> Self {
+        Target {
+            endpoint,
+            region: region.into(),
+            aws,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Whether it is a throwaway dynalite (nothing written reaches a real DynamoDB).
+    pub fn is_throwaway(&self) -> bool {
+        self.endpoint.is_none() && !self.aws
+    }
+
+    /// What it is, for reports: `DynamoDB <tables> at <endpoint>` (or `at AWS <region>`),
+    /// or a warning that the dynalite is thrown away.
+    pub fn describe(&self, tables: &[String]) -> String {
+        let tables = tables.join(", ");
+        match &self.endpoint {
+            Some(ep) => format!("DynamoDB {tables} at {ep}"),
+            None if self.aws => format!("DynamoDB {tables} at AWS {}", self.region),
+            None => format!(
+                "DynamoDB {tables} at a throwaway local dynalite, deleted at exit — nothing reached a real DynamoDB; pass --dynamodb-endpoint or configure AWS (config + credentials)"
+            ),
+        }
+    }
+
+    /// The client, made (or the dynalite started) on first use.
+    ///
+    /// # Errors
+    /// The dynalite cannot be started.
+    pub async fn client(&self) -> Result<&aws_sdk_dynamodb::Client> {
+        let (client, _) = (self.client)
+            .get_or_try_init(|| async {
+                Ok(match &self.endpoint {
+                    Some(ep) => (crate::admin::static_client(ep, &self.region, None), None),
+                    None if self.aws => (crate::admin::env_client(&self.region), None),
+                    None => {
+                        let d = Dynalite::start().await?;
+                        tracing::info!(endpoint = %d.endpoint(), "started a throwaway dynalite");
+                        (d.client(None), Some(d))
+                    }
+                })
+            })
+            .await?;
+        Ok(client)
+    }
+}

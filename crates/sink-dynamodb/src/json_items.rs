@@ -211,6 +211,34 @@ pub fn map_rows(
     Ok(())
 }
 
+/// A reject of `column` (its `kind` and `reason`), for a row that cannot become an item.
+pub fn reject(column: &str, kind: &str, reason: impl Into<String>) -> Fate {
+    Fate::Reject {
+        column: Some(column.to_owned()),
+        kind: kind.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A value the item cannot do without; else a `missing_value` reject of `column`.
+pub fn need<T>(v: Option<T>, column: &str) -> Result<T, Fate> {
+    v.ok_or_else(|| reject(column, "missing_value", format!("{column} is null")))
+}
+
+/// A code table: source codes and their target values.
+pub type Codes = &'static [(&'static str, &'static str)];
+
+/// The target value of `code` (trimmed) in `codes`; else an `unknown_code` reject of
+/// `column`: `<what> "<code>" is not one of <codes>`.
+pub fn map_code(codes: Codes, code: &str, column: &str, what: &str) -> Result<&'static str, Fate> {
+    let found = codes.iter().find(|(c, _)| *c == code.trim());
+    found.map(|(_, v)| *v).ok_or_else(|| {
+        let known: Vec<&str> = codes.iter().map(|(c, _)| *c).collect();
+        let why = format!("{what} {code:?} is not one of {}", known.join("/"));
+        reject(column, "unknown_code", why)
+    })
+}
+
 /// One row of a source batch, read by column name; every reader is `None` for a null or
 /// a missing column.
 #[derive(Debug, Clone, Copy)]
@@ -312,6 +340,29 @@ impl<'a> Row<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn codes_map_or_reject_with_the_known_ones() {
+        const CODES: Codes = &[("A", "ACTIVE"), ("I", "INACTIVE")];
+        assert_eq!(map_code(CODES, "I ", "status", "status"), Ok("INACTIVE"));
+        let Err(Fate::Reject {
+            column,
+            kind,
+            reason,
+        }) = map_code(CODES, "X", "st", "status")
+        else {
+            panic!("not a reject")
+        };
+        assert_eq!(
+            (column.as_deref(), kind.as_str()),
+            (Some("st"), "unknown_code")
+        );
+        assert_eq!(reason, "status \"X\" is not one of A/I");
+        assert!(
+            matches!(need(None::<i64>, "id"), Err(Fate::Reject { kind, .. }) if kind == "missing_value")
+        );
+        assert_eq!(need(Some(1), "id"), Ok(1));
+    }
+
     use super::*;
     use crate::mapping::{MappingOptions, items_from_batch, to_plain_json};
 

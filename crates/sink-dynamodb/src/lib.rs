@@ -19,6 +19,7 @@
 //! * [`json_items`]: items built as JSON objects from source rows read by column name, as
 //!   Arrow batches of a declared item schema (a transform's output).
 //! * [`admin`]: tables, counts by `Scan` (`Select=COUNT`), static-credential clients.
+//! * [`steps`]: run-layer step bodies: a backup before the load and its undo.
 //! * `dynalite` (feature `dynalite`): a local server launcher for tests and examples.
 
 #![warn(missing_docs)]
@@ -32,6 +33,7 @@ mod error;
 pub mod json_items;
 mod load;
 pub mod mapping;
+pub mod steps;
 mod writer;
 
 pub use aws_sdk_dynamodb;

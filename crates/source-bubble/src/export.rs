@@ -314,7 +314,7 @@ pub async fn check_exports(
     let latest = match action {
         Action::Resume | Action::Continue(_) => journal.latest(migration).await?,
         Action::Run | Action::DryRun => None,
-        Action::Rollback | Action::Only(_) => return Ok(()),
+        Action::Rollback | Action::Only(_) | Action::Group { .. } => return Ok(()),
     };
     let mut reused: Vec<ExportRecord> = Vec::new();
     for ty in types {

@@ -224,6 +224,26 @@ impl std::fmt::Debug for PgSource {
 }
 
 impl PgSource {
+    /// [`PgSource::connect`] to the server at `url` through a pool of at most
+    /// `max_connections`; a failure to connect names the server (password redacted).
+    ///
+    /// # Errors
+    /// As [`PgSource::connect`]; the server cannot be reached.
+    pub async fn connect_url(
+        url: &str,
+        max_connections: u32,
+        entities: Vec<Entity>,
+        options: PgSourceOptions,
+    ) -> Result<Self> {
+        let at = etl_core::config::redact_url(url);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await
+            .map_err(|e| PgSourceError::query(format!("connecting to {at}"), e))?;
+        Self::connect(pool, entities, options).await
+    }
+
     /// Export a snapshot (unless disabled) and resolve the columns of every entity in it.
     ///
     /// # Errors

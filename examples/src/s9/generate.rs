@@ -473,3 +473,18 @@ pub async fn generate(pool: &PgPool, options: GenOptions) -> anyhow::Result<GenC
         certifications: cert_id as u64,
     })
 }
+
+/// A fresh S9 database at `url` (a throwaway cluster): the S9 tables dropped, then
+/// [`generate`]d again.
+pub async fn regenerate(url: &str, options: GenOptions) -> anyhow::Result<GenCounts> {
+    let pool = PgPool::connect(url).await?;
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS compradores, produtores, vendas, linhas_venda, certificacoes",
+    )
+    .execute(&pool)
+    .await?;
+    let counts = generate(&pool, options).await?;
+    tracing::info!(?counts, "generated S9 data");
+    pool.close().await;
+    Ok(counts)
+}

@@ -11,13 +11,16 @@
 //!                                                                   the backup)
 //! ```
 //!
-//! `--phase X` runs that phase's steps within the latest run (`--only`); `--full` (the
-//! default) runs them all; `--resume`, `--rollback`, `--plan`, `--dry-run` (every step but
-//! the writes to DynamoDB), `--only STEP`, `-q`/`-v`, `--config` come from the shared CLI
-//! ([`CommonArgs`]). The reports (`report.json`, `summary.txt`, `rejects.csv`) are the run
-//! layer's; the seed's own files (`validation_report.json`, `load_report.json`,
-//! `count_comparison.json`, `integrity_report.json`, `migration_errors.log`) are written
-//! by their steps next to them and listed in `report.json` `files`.
+//! Each phase is a group of steps: `--phase X` runs group X within the latest run
+//! ([`Action::Group`]; with `--resume`, the steps not done and the load again, which skips
+//! the row groups it wrote); `--full` (the default) runs them all; `--resume`,
+//! `--rollback`, `--plan`, `--dry-run` (every step but the writes to DynamoDB), `--only
+//! STEP|PHASE`, `-q`/`-v`, `--config` come from the shared CLI ([`CommonArgs`]). The run
+//! layer writes `report.json` (with each step's peak RSS), `summary.txt`, `rejects.csv`
+//! and `migration_errors.log` (step errors, failed checks, rejects, invalid items); the
+//! seed's own files (`validation_report.json`, `load_report.json`, `count_comparison.json`,
+//! `integrity_report.json`) are written by their steps next to them; `report.json`
+//! `files` lists them all.
 //!
 //! With no arguments: a throwaway PostgreSQL loaded with generated data (`--sales N`,
 //! default 100,000) and a dynalite, both stopped at exit. Separate phases (`--phase load`)
@@ -42,9 +45,8 @@ pub use etl_parquet as pq;
 pub mod transform;
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -54,23 +56,18 @@ use etl_core::migration::{
     StepState,
 };
 use etl_core::report::write_atomic;
-use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus};
-use etl_sink_dynamodb::admin::{TableSpec, count_items, ensure_table, env_client, static_client};
-use etl_sink_dynamodb::aws_sdk_dynamodb::Client;
-use etl_sink_dynamodb::backup::{
-    BackupInfo, RestoreMode, backup_tables, restore_backups, restore_table,
-};
-use etl_sink_dynamodb::dynalite::Dynalite;
-use etl_sink_dynamodb::mapping::{MappingOptions, item_to_dynamo_json};
-use etl_sink_dynamodb::{
-    DynamoLoad, ItemCheck, ItemWriter, JsonCheckpoint, KeySchema, WriteOptions,
-};
+use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus, step_fn};
+use etl_sink_dynamodb::admin::{TableSpec, ensure_table};
+use etl_sink_dynamodb::backup::{RestoreMode, restore_table};
+use etl_sink_dynamodb::check::{Invalid, verify_table};
+use etl_sink_dynamodb::dynalite::Target;
+use etl_sink_dynamodb::steps::{backup_step, load_items_file, recorded_backups, undo_from_backups};
+use etl_sink_dynamodb::{ItemWriter, JsonCheckpoint, KeySchema, WriteOptions};
 use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use etl_sink_dynamodb::check::{ExcludeInvalid, Expected, Invalid, compare_sample, read_items};
 use transform::{Entity, Lookups, S9Transform};
 
 /// The migration's name: the journal is `<data-dir>/s9_sales.journal.json`.
@@ -89,6 +86,13 @@ pub enum Phase {
     Load,
     /// DynamoDB vs source: counts and a sample.
     Verify,
+}
+
+impl Phase {
+    /// The group of its steps (`extract`, ...).
+    pub fn name(self) -> &'static str {
+        ["extract", "transform", "validate", "load", "verify"][self as usize]
+    }
 }
 
 /// What `--entity` selects.
@@ -298,11 +302,9 @@ struct S9 {
     config: Config,
     entities: Vec<Entity>,
     data: PathBuf,
-    reports: PathBuf,
     checkpoint: PathBuf,
     source: OnceCell<Source>,
-    dynamo: OnceCell<(Client, Option<Dynalite>)>,
-    rss: Mutex<serde_json::Map<String, Value>>,
+    dynamo: Target,
     /// The transformed files the load reads, checked against the row groups it recorded.
     inputs: pq::InputGuard,
 }
@@ -314,7 +316,11 @@ impl S9 {
                 .with_context(|| format!("reading config {}", p.display()))?,
             None => Config::default(),
         };
-        let (data, reports) = (args.data_dir.clone(), args.common.report_dir.clone());
+        let data = args.data_dir.clone();
+        // AWS only with a config and credentials; else the endpoint or a throwaway dynalite.
+        let aws = std::env::var("AWS_ACCESS_KEY_ID").is_ok() && args.common.config.is_some();
+        let endpoint = (args.dynamodb_endpoint.clone()).or(config.target.endpoint.clone());
+        let dynamo = Target::new(endpoint, &config.target.region, aws);
         Ok(S9 {
             entities: match args.entity {
                 None => Entity::ALL.to_vec(),
@@ -325,12 +331,10 @@ impl S9 {
             checkpoint: data.join(".checkpoint.json"),
             inputs: pq::InputGuard::new(data.join(".checkpoint.json")),
             data,
-            reports,
             config,
             args,
             source: OnceCell::new(),
-            dynamo: OnceCell::new(),
-            rss: Mutex::default(),
+            dynamo,
         })
     }
 
@@ -338,9 +342,13 @@ impl S9 {
         self.data.join("extracted").join(format!("{name}.parquet"))
     }
 
-    fn transformed(&self, e: Entity) -> PathBuf {
-        let name = format!("{}.parquet", e.name());
-        self.data.join("transformed").join(name)
+    /// A transformed file; missing: run the transform first.
+    fn transformed(&self, e: Entity) -> anyhow::Result<PathBuf> {
+        let path = (self.data.join("transformed")).join(format!("{}.parquet", e.name()));
+        match path.exists() {
+            true => Ok(path),
+            false => bail!("{} is missing: run --phase transform first", path.display()),
+        }
     }
 
     /// The extract units: the selected entities, and the certifications with the producers.
@@ -362,24 +370,8 @@ impl S9 {
         t
     }
 
-    /// Whether a pipeline skips the units it wrote before: with `--phase X --resume` as
-    /// the seed says, otherwise when the run layer runs the step again (`--resume` after a
-    /// kill or a failure).
-    fn resume_units(&self, cx: &StepCx) -> bool {
-        match self.args.phase {
-            Some(_) => self.args.common.resume,
-            None => cx.resuming(),
-        }
-    }
-
     fn options(&self, cx: &StepCx) -> etl_core::PipelineOptions {
         cx.pipeline_options(self.args.common.batch_size, 1)
-    }
-
-    fn run_info(&self, cx: &StepCx) -> etl_core::RunInfo {
-        let mut run = cx.run_info();
-        run.resume = self.resume_units(cx);
-        run
     }
 
     fn write_options(&self) -> WriteOptions {
@@ -392,48 +384,6 @@ impl S9 {
             exponential_backoff: m.exponential_backoff,
             ..Default::default()
         }
-    }
-
-    fn endpoint(&self) -> Option<String> {
-        (self.args.dynamodb_endpoint.clone()).or(self.config.target.endpoint.clone())
-    }
-
-    /// What the run writes to, for the report.
-    fn target(&self) -> String {
-        let at = match self.endpoint() {
-            Some(ep) => ep,
-            None if self.use_aws() => format!("AWS {}", self.config.target.region),
-            None => {
-                return format!(
-                    "DynamoDB {} at a throwaway local dynalite, deleted at exit — nothing reached a real DynamoDB; pass --dynamodb-endpoint or configure AWS (config + credentials)",
-                    self.tables().join(", ")
-                );
-            }
-        };
-        format!("DynamoDB {} at {at}", self.tables().join(", "))
-    }
-
-    fn use_aws(&self) -> bool {
-        std::env::var("AWS_ACCESS_KEY_ID").is_ok() && self.args.common.config.is_some()
-    }
-
-    /// The DynamoDB client; a local dynalite is started when no endpoint is given.
-    async fn client(&self) -> anyhow::Result<&Client> {
-        let (client, _) = (self.dynamo)
-            .get_or_try_init(|| async {
-                let region = &self.config.target.region;
-                anyhow::Ok(match self.endpoint() {
-                    Some(ep) => (static_client(&ep, region, None), None),
-                    None if self.use_aws() => (env_client(region), None),
-                    None => {
-                        let d = Dynalite::start().await.context("starting dynalite")?;
-                        tracing::info!(endpoint = %d.endpoint(), "started a local dynalite (no --dynamodb-endpoint given)");
-                        (d.client(None), Some(d))
-                    }
-                })
-            })
-            .await?;
-        Ok(client)
     }
 
     /// The S9 source (one exported snapshot), connected on first use; a throwaway
@@ -453,39 +403,23 @@ impl S9 {
             .or_else(|| self.config.source.as_ref().map(ServerConfig::url));
         let generate = given.is_none();
         let (url, local) = etl_testkit::database_url_or_start(given.as_deref(), "s9").await?;
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await
-            .context("connecting to the S9 database (check --database-url / DATABASE_URL)")?;
         let mut generated = None;
         if generate {
-            // Our own throwaway cluster: recreate the S9 schema with generated data.
-            sqlx::raw_sql(
-                "DROP TABLE IF EXISTS compradores, produtores, vendas, linhas_venda, certificacoes",
-            )
-            .execute(&pool)
-            .await?;
+            // Our own throwaway cluster: the S9 schema with generated data.
             let opts = generate::GenOptions {
                 sales: self.args.sales,
                 seed: self.args.seed,
             };
-            let counts = generate::generate(&pool, opts).await?;
-            tracing::info!(?counts, "generated S9 data");
-            generated = Some(serde_json::to_value(counts)?);
+            generated = Some(serde_json::to_value(
+                generate::regenerate(&url, opts).await?,
+            )?);
         }
         let options = PgSourceOptions {
             default_numeric_scale: 3,
             ..Default::default()
         };
-        let pg =
-            (PgSource::connect(pool, self.pg_entities()?, options).await).with_context(|| {
-                format!(
-                    "reading the S9 tables at {}: point --database-url / --source-url (or \
-                 DATABASE_URL) at the S9 database, or leave them unset to migrate generated data",
-                    etl_core::config::redact_url(&url)
-                )
-            })?;
+        let pg = (PgSource::connect_url(&url, 4, self.pg_entities()?, options).await)
+            .context("point --database-url / --source-url (or DATABASE_URL) at the S9 database, or leave them unset to migrate generated data")?;
         Ok(Source {
             pg,
             generated,
@@ -520,237 +454,101 @@ impl S9 {
         Ok(entities)
     }
 
-    /// What `--phase`, `--resume` and the shared flags ask the run layer to do.
-    async fn action(&self, journal: &FileJournal) -> anyhow::Result<Action> {
+    /// What `--phase` (a group of steps within the latest run) and the shared flags ask.
+    fn run_options(&self) -> RunOptions {
         let common = &self.args.common;
-        let Some(phase) = self.args.phase else {
-            return Ok(common.action());
+        let action = match self.args.phase {
+            Some(p) if !common.dry_run => Action::Group {
+                group: p.name().into(),
+                resume: common.resume,
+            },
+            _ => common.action(),
         };
-        if common.dry_run {
-            // The migration holds only the phase's steps (see `migration`).
-            return Ok(Action::DryRun);
+        RunOptions {
+            action,
+            target: Some(self.dynamo.describe(&self.tables())),
+            ..common.run_options()
         }
-        let latest = match common.resume {
-            true => journal.latest(MIGRATION).await?,
-            false => None,
-        };
-        // With --resume, the phase's steps not done yet; the load always runs (it skips
-        // the row groups it wrote).
-        let names = (steps(self).into_iter())
-            .filter(|(p, s)| {
-                *p == phase
-                    && (s.name() == "load"
-                        || latest
-                            .as_ref()
-                            .and_then(|r| r.step(s.name()))
-                            .is_none_or(|r| r.state != StepState::Done))
-            })
-            .map(|(_, s)| s.name().to_owned())
-            .collect();
-        Ok(Action::Only(names))
-    }
-
-    /// The load of `e` reads row groups of transformed/<e>.parquet and records those it
-    /// wrote; resuming over them is refused when the file changed since ([`pq::InputGuard`]).
-    fn load_input(&self, e: Entity, resume: bool) -> anyhow::Result<()> {
-        let path = self.transformed(e);
-        if !path.exists() {
-            bail!("{} is missing: run --phase transform first", path.display());
-        }
-        self.inputs
-            .check(&path, &format!("load:{}", e.name()), resume)?;
-        Ok(())
     }
 
     /// Before anything runs: refuse a `--resume` whose load would continue over a
-    /// transformed file that changed since (exit 2, see [`S9::load_input`]).
+    /// transformed file that changed since (exit 2; [`pq::InputGuard`]).
     async fn check_resume(&self, journal: &FileJournal) -> anyhow::Result<()> {
         let common = &self.args.common;
-        if !common.resume || common.dry_run {
-            return Ok(());
-        }
         let resumes_load = match self.args.phase {
             Some(p) => p == Phase::Load,
             None => (journal.latest(MIGRATION).await?)
                 .and_then(|r| r.step("load").cloned())
                 .is_some_and(|s| s.attempts > 0 && s.state != StepState::Done),
         };
-        if !resumes_load {
+        if !common.resume || common.dry_run || !resumes_load {
             return Ok(());
         }
         for &e in &self.entities {
-            let units = JsonCheckpoint::new(&self.checkpoint, format!("load:{}", e.name()));
-            if self.transformed(e).exists() && !units.completed()?.is_empty() {
-                self.load_input(e, true)?;
-            }
+            let path = (self.data.join("transformed")).join(format!("{}.parquet", e.name()));
+            self.inputs
+                .check_recorded(&path, &format!("load:{}", e.name()))?;
         }
         Ok(())
     }
-
-    /// Write one of the seed's reports into the report directory; `report.json` lists it.
-    fn write_report(
-        &self,
-        cx: &StepCx,
-        name: &str,
-        v: &impl serde::Serialize,
-    ) -> anyhow::Result<()> {
-        write_atomic(&self.reports.join(name), &serde_json::to_vec_pretty(v)?)?;
-        cx.add_file(name);
-        Ok(())
-    }
-
-    /// Append lines to `migration_errors.log` (it accumulates over runs).
-    fn log(&self, cx: &StepCx, lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
-        cx.add_file("migration_errors.log");
-        append_log(&self.reports, lines)
-    }
-
-    /// Log the rejects of the pipeline that just ran: its `rejects.csv` holds only its own
-    /// until the run layer writes the run's at the end.
-    fn log_rejects(&self, cx: &StepCx) -> anyhow::Result<()> {
-        let text = std::fs::read_to_string(self.reports.join("rejects.csv")).unwrap_or_default();
-        let lines = text
-            .lines()
-            .skip(1)
-            .map(|l| format!("REJECT {} {l}", cx.step));
-        self.log(cx, lines.collect::<Vec<_>>())
-    }
-}
-
-fn append_log(dir: &Path, lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let path = dir.join("migration_errors.log");
-    let mut f = (std::fs::OpenOptions::new().create(true).append(true))
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let now = chrono::Utc::now().to_rfc3339();
-    let text: String = lines.into_iter().map(|l| format!("{now} {l}\n")).collect();
-    f.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 // ----- the migration ----------------------------------------------------------------------
 
 type Step = etl_core::migration::Step<S9>;
 
-/// The steps of the selected entities, each with its phase.
-fn steps(c: &S9) -> Vec<(Phase, Step)> {
-    let mut v: Vec<(Phase, Step)> = (c.extract_names().into_iter())
-        .map(|name| {
-            let step = Step::new(format!("extract_{name}"), StepKind::Export, move |c, cx| {
-                Box::pin(measured(c, cx, extract(c, cx, name)))
-            });
-            (Phase::Extract, step.in_dry_run().describe(format!(
-                "reads {name} from S9 (one snapshot) into extracted/{name}.parquet, key range by key range"
-            )))
+/// The steps of the selected entities, each in its phase's group; a dry run of one phase
+/// (`--phase load --dry-run`) holds that phase only.
+fn migration(c: &S9) -> Migration<S9> {
+    let extract = (c.extract_names().into_iter()).map(|name| {
+        Step::new(format!("extract_{name}"), StepKind::Export, move |c, cx| {
+            Box::pin(async move { Ok(extract(c, cx, name).await?) })
         })
-        .collect();
-    v.push((Phase::Transform, Step::new("transform", StepKind::Prepare, |c, cx| {
-        Box::pin(measured(c, cx, transform_step(c, cx)))
-    })
-    .in_dry_run()
-    .describe("maps the extracted rows to DynamoDB items in transformed/*.parquet (unknown codes are rejected)")));
-    v.push((Phase::Validate, Step::new("validate", StepKind::Gate, |c, cx| {
-        Box::pin(measured(c, cx, validate(c, cx)))
-    })
-    .in_dry_run()
-    .describe("checks required fields, types, enums, keys, foreign keys, totals, duplicates (validation_report.json)")));
-    v.push((
-        Phase::Load,
-        Step::new("backup", StepKind::Backup, |c, cx| {
-            Box::pin(measured(c, cx, backup(c, cx)))
-        })
+        .group("extract")
+        .in_dry_run()
+        .describe(format!(
+            "reads {name} from S9 (one snapshot) into extracted/{name}.parquet, key range by key range"
+        ))
+    });
+    let load = Step::new("load", StepKind::Load, step_fn!(load))
+        .group("load")
+        .in_dry_run()
+        .resumes_itself()
         .describe(
-            "creates missing tables and scans each target table into backups/<table>-<ts>.parquet",
-        ),
-    ));
-    let load = Step::new("load", StepKind::Load, |c, cx| {
-        Box::pin(measured(c, cx, load(c, cx)))
-    })
-    .in_dry_run()
-    .describe(
-        "writes the valid items with BatchWriteItem, row group by row group (load_report.json)",
-    );
+            "writes the valid items with BatchWriteItem, row group by row group (load_report.json)",
+        );
     let load = match c.config.migration.backup_before_load {
-        true => load.undo(|c, cx| Box::pin(async move { Ok(undo_load(c, cx).await?) })),
+        true => load.undo(|c, cx| {
+            Box::pin(async move {
+                let client = c.dynamo.client().await?;
+                undo_from_backups(client, cx, "backup", c.write_options()).await
+            })
+        }),
         false => load.irreversible(
             "migration.backupBeforeLoad is false: no backup was taken before the load",
         ),
     };
-    v.push((Phase::Load, load));
-    v.push((Phase::Verify, Step::new("verify", StepKind::PostSwitch, |c, cx| {
-        Box::pin(measured(c, cx, verify(c, cx)))
-    })
-    .describe("compares counts by Scan and a random sample attribute by attribute (count_comparison.json, integrity_report.json)")));
-    v
-}
-
-/// The migration; a dry run of one phase (`--phase load --dry-run`) holds that phase only.
-fn migration(c: &S9) -> Migration<S9> {
     let dry_phase = c.args.phase.filter(|_| c.args.common.dry_run);
-    let steps = steps(c).into_iter();
-    let steps = steps.filter(|(p, _)| dry_phase.is_none_or(|d| d == *p));
     Migration::new(MIGRATION)
         .restart_unfinished()
-        .steps(steps.map(|(_, s)| s))
-}
-
-/// Run a step's body: its peak RSS goes into its details and `report.json`
-/// (`peak_rss_mib`), its errors and failed checks into `migration_errors.log`.
-async fn measured(
-    c: &S9,
-    cx: &StepCx,
-    body: impl Future<Output = anyhow::Result<StepOutput>>,
-) -> Result<StepOutput, BoxError> {
-    etl_core::mem::reset_peak_rss();
-    let out = body.await;
-    let peak = etl_core::mem::peak_rss_bytes().map(etl_core::mem::mib);
-    let rss = {
-        let mut rss = c.rss.lock().expect("rss lock");
-        rss.insert(cx.step.clone(), json!(peak));
-        rss.clone()
-    };
-    cx.set_extra("peak_rss_mib", Value::Object(rss));
-    let errors: Vec<String> = match &out {
-        Err(e) => vec![format!("ERROR {}: {e:#}", cx.step)],
-        Ok(o) => (o.pipeline.iter().filter_map(|p| p.error.clone()))
-            .chain(
-                o.findings
-                    .iter()
-                    .filter(|f| !f.passed)
-                    .map(|f| f.message.clone()),
-            )
-            .map(|e| format!("ERROR {}: {e}", cx.step))
-            .collect(),
-    };
-    c.log(cx, errors)?;
-    let mut out = out?;
-    match &mut out.details {
-        Value::Object(o) => {
-            o.insert("peak_rss_mib".into(), json!(peak));
-        }
-        d => *d = json!({ "peak_rss_mib": peak }),
-    }
-    Ok(out)
-}
-
-/// One step output for the pipelines a step ran (one per entity): their units, totals
-/// and checks together; failed when one failed.
-fn combined(reports: Vec<RunReport>, details: Value) -> StepOutput {
-    let mut it = reports.into_iter();
-    let Some(mut all) = it.next() else {
-        return StepOutput::message("nothing to do").with_details(details);
-    };
-    let mut units = std::mem::take(&mut all.units);
-    for r in it {
-        units.extend(r.units);
-        all.validation.extend(r.validation);
-        if r.status == RunStatus::Failed && all.status != RunStatus::Failed {
-            (all.status, all.error) = (r.status, r.error);
-        }
-    }
-    all.set_units(units);
-    StepOutput::from_pipeline(all).with_details(details)
+        .errors_log("migration_errors.log")
+        .steps(extract.chain([
+            Step::new("transform", StepKind::Prepare, step_fn!(transform))
+                .group("transform")
+                .in_dry_run()
+                .describe("maps the extracted rows to DynamoDB items in transformed/*.parquet (unknown codes are rejected)"),
+            Step::new("validate", StepKind::Gate, step_fn!(validate))
+                .group("validate")
+                .in_dry_run()
+                .describe("checks required fields, types, enums, keys, foreign keys, totals, duplicates (validation_report.json)"),
+            Step::new("backup", StepKind::Backup, step_fn!(backup))
+                .group("load")
+                .describe("creates missing tables and scans each target table into backups/<table>-<ts>.parquet"),
+            load,
+            Step::new("verify", StepKind::PostSwitch, step_fn!(verify))
+                .group("verify")
+                .describe("compares counts by Scan and a random sample attribute by attribute (count_comparison.json, integrity_report.json)"),
+        ]).filter(|s| dry_phase.is_none_or(|p| s.group_name() == Some(p.name()))))
 }
 
 /// Parse the process arguments and run; the exit code says whether it succeeded (2: an
@@ -787,7 +585,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome { report, ok: true });
     }
     let c = S9::new(args)?;
-    for d in [&c.data, &c.reports] {
+    let reports = &c.args.common.report_dir;
+    for d in [&c.data, reports] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let journal = FileJournal::new(&c.data);
@@ -795,7 +594,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         // A restore writes the tables: never while a run is live (the run lock; released
         // before the phases below take it again).
         let _lock = journal.lock(MIGRATION).await?;
-        let client = c.client().await?;
+        let client = c.dynamo.client().await?;
         let info =
             restore_table(client, backup, None, RestoreMode::Exact, c.write_options()).await?;
         println!(
@@ -811,28 +610,20 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             report
                 .extra
                 .insert("restore".into(), serde_json::to_value(&info)?);
-            report.write(&c.reports, None)?;
+            report.write(reports, None)?;
             return Ok(Outcome { report, ok: true });
         }
     }
     c.check_resume(&journal).await?;
-    if c.endpoint().is_none() && !c.use_aws() {
-        tracing::warn!("target: {}", c.target());
+    if c.dynamo.is_throwaway() {
+        tracing::warn!("target: {}", c.dynamo.describe(&c.tables()));
     }
-    let opts = RunOptions {
-        action: c.action(&journal).await?,
-        target: Some(c.target()),
-        ..c.args.common.run_options()
-    };
-    let report = migration(&c).execute(&c, &journal, &opts).await?;
-    if let Some(e) = &report.error {
-        append_log(&c.reports, [format!("ERROR {e}")])?;
-    }
+    let report = (migration(&c).execute(&c, &journal, &c.run_options())).await?;
     let ok = report.status != RunStatus::Failed;
     Ok(Outcome { report, ok })
 }
 
-// ----- extract ----------------------------------------------------------------------------
+// ----- the steps --------------------------------------------------------------------------
 
 /// One part file per key range, each recorded when written: a killed extract resumes at
 /// the first range not written; the parts are then joined into extracted/<name>.parquet.
@@ -840,42 +631,38 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 async fn extract(c: &S9, cx: &StepCx, name: &'static str) -> anyhow::Result<StepOutput> {
     let src = c.source(cx).await?.only(name)?;
     let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("extract-units:{name}"));
-    let mut run = c.run_info(cx);
+    let mut run = cx.run_info();
     run.dry_run = false;
     let out = c.extracted(name);
     let (report, rows) = pq::extract_to_file(src, &out, checkpoint, c.options(cx), &run).await?;
-    c.log_rejects(cx)?;
     let details = rows.map_or(Value::Null, |rows| json!({ "rows": rows, "file": out }));
     Ok(StepOutput::from_pipeline(report).with_details(details))
 }
 
-// ----- transform --------------------------------------------------------------------------
-
+/// The rows other entities' transforms look up (buyers, producers, certifications).
 fn lookups(c: &S9) -> anyhow::Result<Lookups> {
     let mut l = Lookups::default();
-    for (name, e) in [
-        ("buyers", Some(Entity::Buyers)),
-        ("producers", Some(Entity::Producers)),
-        ("certifications", None),
+    let sales = c.entities.contains(&Entity::Sales);
+    let producers = c.entities.contains(&Entity::Producers);
+    for (name, e, wanted) in [
+        ("buyers", Some(Entity::Buyers), sales),
+        ("producers", Some(Entity::Producers), sales),
+        ("certifications", None, producers),
     ] {
-        let wanted = match e {
-            Some(_) => c.entities.contains(&Entity::Sales),
-            None => c.entities.contains(&Entity::Producers),
-        };
         let path = c.extracted(name);
-        if wanted && !path.exists() {
+        if !wanted {
+            continue;
+        } else if !path.exists() {
             bail!("{} is missing: run --phase extract first", path.display());
         }
-        if wanted {
-            for b in pq::read_all(&path)? {
-                l.add(e, &b);
-            }
+        for b in pq::read_all(&path)? {
+            l.add(e, &b);
         }
     }
     Ok(l)
 }
 
-async fn transform_step(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn transform(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let lookups = Arc::new(lookups(c)?);
     let dir = c.data.join("transformed");
     let (mut reports, mut rejected) = (Vec::new(), serde_json::Map::new());
@@ -885,19 +672,17 @@ async fn transform_step(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             bail!("{} is missing: run --phase extract first", input.display());
         }
         let url = c.config.target.invoice_file_url.clone();
-        let t = S9Transform::new(e, lookups.clone(), url);
-        let unit = format!("transform/{}", e.name());
-        let mut run = c.run_info(cx);
+        let mut run = cx.run_info();
         (run.dry_run, run.resume) = (false, false);
+        let unit = format!("transform/{}", e.name());
         let report = Pipeline::new(
             pq::ParquetExtract::whole(&unit, &input)?,
             pq::ParquetLoad::new(&dir, e.name()),
         )
-        .transform(t)
+        .transform(S9Transform::new(e, lookups.clone(), url))
         .options(c.options(cx))
         .run(&run)
         .await;
-        c.log_rejects(cx)?;
         rejected.insert(e.name().into(), json!(report.totals.rejected));
         let failed = report.status == RunStatus::Failed;
         reports.push(report);
@@ -905,23 +690,17 @@ async fn transform_step(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             break;
         }
     }
-    Ok(combined(reports, json!({ "rejected": rejected })))
+    Ok(StepOutput::from_pipelines(reports).with_details(json!({ "rejected": rejected })))
 }
-
-// ----- validate ---------------------------------------------------------------------------
 
 async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut v = checks::validation();
     // FKs need every entity, so all are checked whatever --entity says.
     for e in Entity::ALL {
-        let path = c.transformed(e);
-        if !path.exists() {
-            bail!("{} is missing: run --phase transform first", path.display());
-        }
-        v.check_file(e.name(), &path)?;
+        v.check_file(e.name(), &c.transformed(e)?)?;
     }
     let report = v.report();
-    c.write_report(cx, "validation_report.json", &report)?;
+    cx.write_json("validation_report.json", &report)?;
     let invalid = c.data.join("transformed").join("invalid_items.json");
     write_atomic(&invalid, &serde_json::to_vec(&v.invalid)?)?;
     let (passed, n) = (v.passed(), v.invalid.len());
@@ -933,20 +712,16 @@ async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             i.entity, i.key, i.check, i.reason
         )
     });
-    c.log(cx, lines.collect::<Vec<_>>())?;
+    cx.log_errors(lines)?;
     let message = format!("{n} invalid items");
     let finding = if passed {
         Finding::pass("validation", "every item is valid")
     } else if c.config.migration.continue_on_error {
-        Finding::warn(
-            "validation",
-            format!("{message}: the load rejects them (migration.continueOnError)"),
-        )
+        let why = format!("{message}: the load rejects them (migration.continueOnError)");
+        Finding::warn("validation", why)
     } else {
-        Finding::fail(
-            "validation",
-            format!("{message} and migration.continueOnError is false: not loading"),
-        )
+        let why = format!("{message} and migration.continueOnError is false: not loading");
+        Finding::fail("validation", why)
     };
     Ok(StepOutput::message(message)
         .with_details(summary)
@@ -961,55 +736,19 @@ fn invalid_items(c: &S9) -> anyhow::Result<Vec<Invalid>> {
     Ok(serde_json::from_slice(&std::fs::read(&p)?)?)
 }
 
-// ----- backup, load, undo -----------------------------------------------------------------
-
-async fn backup(c: &S9, _cx: &StepCx) -> anyhow::Result<StepOutput> {
+async fn backup(c: &S9, _cx: &StepCx) -> Result<StepOutput, BoxError> {
     if !c.config.migration.backup_before_load {
         return Ok(StepOutput::message(
             "skipped: migration.backupBeforeLoad is false",
         ));
     }
     let specs: Vec<TableSpec> = c.tables().iter().map(|t| table_spec(t)).collect();
-    let backups = backup_tables(c.client().await?, &specs, &c.data.join("backups")).await?;
-    for b in &backups {
-        println!(
-            "backup of {}: {} items -> {}",
-            b.table,
-            b.items,
-            b.path.display()
-        );
-    }
-    let items: u64 = backups.iter().map(|b| b.items).sum();
-    Ok(
-        StepOutput::message(format!("{} tables, {items} items backed up", backups.len()))
-            .with_details(json!({ "backups": backups })),
-    )
-}
-
-/// The load's undo: every table back to its backup before the load (items added since
-/// are deleted).
-async fn undo_load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
-    let backups: Vec<BackupInfo> = (cx.details_of("backup"))
-        .and_then(|d| serde_json::from_value(d["backups"].clone()).ok())
-        .unwrap_or_default();
-    if backups.is_empty() {
-        bail!("the run recorded no backup before its load: restore the tables with --restore FILE");
-    }
-    let done = restore_backups(c.client().await?, &backups, c.write_options()).await?;
-    let done = done.iter().map(|r| {
-        format!(
-            "{}: {} items restored, {} deleted",
-            r.table, r.restored, r.deleted
-        )
-    });
-    let done: Vec<String> = done.collect();
-    Ok(StepOutput::message(done.join("; ")))
+    backup_step(c.dynamo.client().await?, &specs, &c.data.join("backups")).await
 }
 
 async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let invalid = invalid_items(c)?;
-    let wopts = c.write_options();
-    let client = c.client().await?;
+    let (wopts, client) = (c.write_options(), c.dynamo.client().await?);
     let mut inputs = Value::Null;
     if !cx.dry_run {
         for t in c.tables() {
@@ -1018,48 +757,21 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         // Every entity's input checked (resume) or recorded afresh before any is loaded.
         let t = std::time::Instant::now();
         for &e in &c.entities {
-            c.load_input(e, c.resume_units(cx))?;
+            let scope = format!("load:{}", e.name());
+            c.inputs.check(&c.transformed(e)?, &scope, cx.resuming())?;
         }
-        let checked = c.inputs.checked();
-        inputs = json!({
-            "bytes": checked.values().map(|f| f.size).sum::<u64>(),
-            "seconds": t.elapsed().as_secs_f64(),
-            "files": checked,
-        });
+        inputs = c.inputs.report(t.elapsed().as_secs_f64());
     }
     let (mut per_entity, mut reports) = (serde_json::Map::new(), Vec::new());
     for &e in &c.entities {
-        let path = c.transformed(e);
-        if !path.exists() {
-            bail!("{} is missing: run --phase transform first", path.display());
-        }
-        let table = c.config.target.table(e).to_owned();
+        let table = c.config.target.table(e);
         let invalid = invalid.iter().filter(|i| i.entity == e.name());
-        let writer = ItemWriter::new(client.clone(), &table, keys(), wopts.clone());
-        let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("load:{}", e.name()));
-        let sink = DynamoLoad::new(writer, MappingOptions::default(), checkpoint);
-        let stats = sink.clone();
-        let t = std::time::Instant::now();
-        let unit = format!("load/{}", e.name());
-        let report = Pipeline::new(pq::ParquetExtract::open(&unit, &path)?, sink)
-            .transform(ExcludeInvalid::new(keys(), invalid))
-            .transform(ItemCheck::new(keys(), MappingOptions::default()))
-            .options(c.options(cx))
-            .run(&c.run_info(cx))
-            .await;
-        c.log_rejects(cx)?;
-        let secs = t.elapsed().as_secs_f64();
-        if cx.dry_run {
-            println!(
-                "[dry run] would write {} items to {table} ({} rejected); first items:",
-                report.totals.loaded, report.totals.rejected
-            );
-            for it in read_items(&path)?.take(2) {
-                println!("  PutRequest {}", item_to_dynamo_json(&it?));
-            }
-        }
-        let mut summary = stats.summary(&report, secs);
-        summary["dry_run"] = json!(cx.dry_run);
+        let writer = ItemWriter::new(client.clone(), table, keys(), wopts.clone());
+        let (unit, scope) = (format!("load/{}", e.name()), format!("load:{}", e.name()));
+        let checkpoint = JsonCheckpoint::new(&c.checkpoint, scope);
+        let (path, options, run) = (c.transformed(e)?, c.options(cx), cx.run_info());
+        let (report, summary) =
+            load_items_file(&unit, &path, writer, checkpoint, invalid, options, &run).await?;
         per_entity.insert(e.name().into(), summary);
         let failed = report.status == RunStatus::Failed;
         reports.push(report);
@@ -1067,26 +779,21 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             break;
         }
     }
-    let backups = cx
-        .details_of("backup")
-        .map_or(Value::Null, |d| d["backups"].clone());
     let load_report = json!({
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "options": wopts,
-        "backups": backups,
+        "backups": recorded_backups(cx, "backup"),
         "inputs": inputs,
         "entities": per_entity,
     });
-    c.write_report(cx, "load_report.json", &load_report)?;
+    cx.write_json("load_report.json", &load_report)?;
     cx.set_extra("load", load_report["entities"].clone());
-    Ok(combined(reports, Value::Null))
+    Ok(StepOutput::from_pipelines(reports))
 }
-
-// ----- verify -----------------------------------------------------------------------------
 
 async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let invalid = invalid_items(c)?;
-    let client = c.client().await?;
+    let client = c.dynamo.client().await?;
     let transform = cx.details_of("transform").unwrap_or(Value::Null);
     let (mut counts, mut samples) = (serde_json::Map::new(), serde_json::Map::new());
     let mut mismatched = Vec::new();
@@ -1098,49 +805,42 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             .filter(|i| i.entity == e.name() && i.check != "duplicates")
             .map(|i| i.key.as_str())
             .collect();
-        // Streamed: the valid items expected in the table, and a sample of 100 of them.
+        // Streamed: the valid items expected in the table, and a sample of 100 read back.
         let skip = |k: &str| bad.contains(k);
-        let want = Expected::scan(&c.transformed(e), &keys(), skip, 100, &mut rng)?;
-        let (rows, expected, sample) = (want.rows, want.items, want.sample);
+        let (path, filter) = (c.transformed(e)?, Some(("EntityType", e.entity_type())));
+        let t = verify_table(client, &table, &path, &keys(), skip, filter, 100, &mut rng).await?;
         // Every source row is accounted for: transformed + rejected by the transform.
         let transform_rejected = transform["rejected"][e.name()].as_u64();
-        let accounted = transform_rejected.is_none_or(|r| rows + r == source);
-        let filter = Some(("EntityType", e.entity_type()));
-        let target = count_items(client, &table, filter, 4).await?;
-        let matched = target == expected && accounted;
+        let accounted = transform_rejected.is_none_or(|r| t.rows + r == source);
+        let matched = t.target == t.expected && accounted;
         counts.insert(
             e.name().into(),
             json!({
                 "source": source,
-                "target": target,
-                "rejected": source.saturating_sub(expected),
+                "target": t.target,
+                "rejected": source.saturating_sub(t.expected),
                 "rejected_by_transform": transform_rejected,
-                "rejected_by_validation": rows - expected,
+                "rejected_by_validation": t.rows - t.expected,
                 "match": matched,
             }),
         );
         if !matched {
-            mismatched.push(format!("{}: {target} items, {expected} expected", e.name()));
+            let (n, want) = (t.target, t.expected);
+            mismatched.push(format!("{}: {n} items, {want} expected", e.name()));
         }
-        // The sample read back and compared attribute by attribute.
-        let diffs = compare_sample(client, &table, &keys(), &sample).await?;
-        if !diffs.is_empty() {
-            mismatched.push(format!(
-                "{}: {} sampled items differ, e.g. {}",
-                e.name(),
-                diffs.len(),
-                diffs[0]
-            ));
+        if let Some(d) = t.diffs.first() {
+            let n = t.diffs.len();
+            mismatched.push(format!("{}: {n} sampled items differ, e.g. {d}", e.name()));
         }
-        let examples: Vec<&Value> = diffs.iter().take(10).collect();
+        let examples: Vec<&Value> = t.diffs.iter().take(10).collect();
         samples.insert(
             e.name().into(),
-            json!({"checked": sample.len(), "mismatched": diffs.len(), "examples": examples}),
+            json!({"checked": t.checked, "mismatched": t.diffs.len(), "examples": examples}),
         );
     }
     let ok = mismatched.is_empty();
-    c.write_report(cx, "count_comparison.json", &counts)?;
-    let validation: Value = std::fs::read(c.reports.join("validation_report.json"))
+    cx.write_json("count_comparison.json", &counts)?;
+    let validation: Value = std::fs::read(cx.report_dir.join("validation_report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
@@ -1155,13 +855,12 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "business_rules": {"enums": checks["enums"], "totals": checks["totals"], "duplicates": checks["duplicates"]},
         "sample_comparison": samples,
     });
-    c.write_report(cx, "integrity_report.json", &integrity)?;
+    cx.write_json("integrity_report.json", &integrity)?;
     cx.set_extra("count_comparison", Value::Object(counts.clone()));
     mismatched.push("see count_comparison.json and integrity_report.json".into());
-    let message = if ok {
-        "counts and sampled items match".into()
-    } else {
-        mismatched.join("; ")
+    let message = match ok {
+        true => "counts and sampled items match".into(),
+        false => mismatched.join("; "),
     };
     let finding = Finding::check("verify", ok, &message);
     let out = StepOutput::message(message).with_details(json!({ "counts": counts }));

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use etl_core::{Batch, Fate, Transform};
-use etl_sink_dynamodb::json_items::{Attr, Row, item_schema, map_rows};
+use etl_sink_dynamodb::json_items::{
+    Attr, Codes, Row, item_schema, map_code, map_rows, need, reject,
+};
 use serde_json::{Map, Value, json};
 
 /// The entities of the migration, in load order.
@@ -66,38 +68,24 @@ impl Entity {
     }
 }
 
-/// `RASCUNHO` -> `DRAFT`, ...; `None` for an unknown code.
-pub fn sale_status(code: &str) -> Option<&'static str> {
-    Some(match code.trim() {
-        "RASCUNHO" => "DRAFT",
-        "CONFIRMADO" => "CONFIRMED",
-        "FATURADO" => "INVOICED",
-        "ENVIADO" => "SHIPPED",
-        "ENTREGUE" => "DELIVERED",
-        "CANCELADO" => "CANCELLED",
-        _ => return None,
-    })
-}
-
-/// `A/I/B/S` -> `ACTIVE/INACTIVE/BLOCKED/SUSPENDED`.
-pub fn entity_status(code: &str) -> Option<&'static str> {
-    Some(match code.trim() {
-        "A" => "ACTIVE",
-        "I" => "INACTIVE",
-        "B" => "BLOCKED",
-        "S" => "SUSPENDED",
-        _ => return None,
-    })
-}
-
-/// `CC/CP` -> `CHECKING/SAVINGS`.
-pub fn account_type(code: &str) -> Option<&'static str> {
-    Some(match code.trim() {
-        "CC" => "CHECKING",
-        "CP" => "SAVINGS",
-        _ => return None,
-    })
-}
+/// Sale status codes.
+const SALE_STATUS: Codes = &[
+    ("RASCUNHO", "DRAFT"),
+    ("CONFIRMADO", "CONFIRMED"),
+    ("FATURADO", "INVOICED"),
+    ("ENVIADO", "SHIPPED"),
+    ("ENTREGUE", "DELIVERED"),
+    ("CANCELADO", "CANCELLED"),
+];
+/// Buyer and producer status codes.
+const ENTITY_STATUS: Codes = &[
+    ("A", "ACTIVE"),
+    ("I", "INACTIVE"),
+    ("B", "BLOCKED"),
+    ("S", "SUSPENDED"),
+];
+/// Bank account types.
+const ACCOUNT_TYPE: Codes = &[("CC", "CHECKING"), ("CP", "SAVINGS")];
 
 /// Payment terms in days -> `30_DAYS`; non-positive terms are unknown.
 pub fn payment_terms(days: i64) -> Option<String> {
@@ -342,29 +330,12 @@ fn put(m: &mut Map<String, Value>, k: &str, v: Option<impl Into<Value>>) {
     }
 }
 
-fn reject(column: &str, kind: &str, reason: String) -> Fate {
-    Fate::Reject {
-        column: Some(column.to_owned()),
-        kind: kind.to_owned(),
-        reason,
-    }
-}
-
-/// A value the item cannot do without.
-fn need<T>(v: Option<T>, column: &str) -> Result<T, Fate> {
-    v.ok_or_else(|| reject(column, "missing_value", format!("{column} is null")))
-}
-
-/// A code mapped to its target value, or an `unknown_code` reject.
-fn mapped<T>(v: Option<T>, column: &str, why: impl FnOnce() -> String) -> Result<T, Fate> {
-    v.ok_or_else(|| reject(column, "unknown_code", why()))
-}
-
 /// `PaymentTerms` from `prazo_pagamento` (days).
 fn terms(row: &Row<'_>, m: &mut Map<String, Value>) -> Result<(), Fate> {
     if let Some(days) = row.i("prazo_pagamento") {
-        let t = mapped(payment_terms(days), "prazo_pagamento", || {
-            format!("payment term {days} is not a positive number of days")
+        let t = payment_terms(days).ok_or_else(|| {
+            let why = format!("payment term {days} is not a positive number of days");
+            reject("prazo_pagamento", "unknown_code", why)
         })?;
         m.insert("PaymentTerms".into(), json!(t));
     }
@@ -417,9 +388,7 @@ impl S9Transform {
         row.copy_into(&mut addr, ADDRESS.iter().copied());
         m.insert("Address".into(), Value::Object(addr));
         let code = row.s("status").unwrap_or_default();
-        let status = mapped(entity_status(&code), "status", || {
-            format!("status {code:?} is not one of A/I/B/S")
-        })?;
+        let status = map_code(ENTITY_STATUS, &code, "status", "status")?;
         m.insert("Status".into(), json!(status));
         Ok(())
     }
@@ -452,9 +421,7 @@ impl S9Transform {
                 let mut bank = Map::new();
                 row.copy_into(&mut bank, BANK.iter().copied());
                 if let Some(t) = row.s("tipo_conta") {
-                    let mapped = mapped(account_type(&t), "tipo_conta", || {
-                        format!("account type {t:?} is not one of CC/CP")
-                    })?;
+                    let mapped = map_code(ACCOUNT_TYPE, &t, "tipo_conta", "account type")?;
                     bank.insert("AccountType".into(), json!(mapped));
                 }
                 if !bank.is_empty() {
@@ -487,11 +454,7 @@ impl S9Transform {
                 let sale_date = need(row.ts("data_venda"), "data_venda")?;
                 m.insert("SaleDate".into(), json!(sale_date));
                 let code_s = row.s("status").unwrap_or_default();
-                let status = mapped(sale_status(&code_s), "status", || {
-                    format!(
-                        "sale status {code_s:?} is not one of RASCUNHO/CONFIRMADO/FATURADO/ENVIADO/ENTREGUE/CANCELADO"
-                    )
-                })?;
+                let status = map_code(SALE_STATUS, &code_s, "status", "sale status")?;
                 m.insert("Status".into(), json!(status));
                 terms(row, &mut m)?;
                 if row.s("numero_nota").is_some() {

@@ -22,8 +22,13 @@
 //!   --plan     : the steps, their states and what --resume would do next (reads only)
 //!   --dry-run  : the steps that only read run (a pipeline reads, transforms and validates);
 //!                the others are listed with what they would do; nothing is written, not
-//!                even the journal
+//!                even the journal//!   groups     : steps tagged `Step::group("extract")` run together within the latest run
+//!                (`Action::Group`, a seed's `--phase extract`; `--only extract`)
 //! ```
+//!
+//! The runner records each step's peak memory (`peak_rss_mib` in its report line and in
+//! `report.json` `extra`) and, with [`Migration::errors_log`], appends every step error,
+//! failed check and reject to a run-wide errors log.
 //!
 //! The journal is a table when the target is PostgreSQL (`etl_sink_postgres::journal`),
 //! so a unit's commit and its journal row can share a transaction, and a file next to the

@@ -28,8 +28,21 @@ pub enum Action {
     /// Run the steps that only read (and pipelines in dry-run mode); list the others;
     /// write nothing, not even the journal.
     DryRun,
-    /// Run only these steps (optional ones such as a cleanup) within the latest run.
+    /// Run only these steps (optional ones such as a cleanup) within the latest run; a
+    /// group's name ([`Step::group`]) stands for its steps.
     Only(Vec<String>),
+    /// Run the steps of one group ([`Step::group`], a phase such as `extract`) within the
+    /// latest run (a new run when there is none or it was rolled back). Afresh
+    /// ([`StepCx::resuming`](super::StepCx::resuming) unset) without `resume`; with it,
+    /// only those not done yet, and those that resume themselves
+    /// ([`Step::resumes_itself`]) again. The run is then `done` when every step is,
+    /// `stopped` otherwise (`--resume` continues it).
+    Group {
+        /// The group.
+        group: String,
+        /// Continue the group rather than run it afresh.
+        resume: bool,
+    },
     /// Continue the latest run at this step, and only if it stopped right before it with
     /// every earlier step done (a run stopped by [`RunOptions::stop_before`], e.g. the
     /// switch after `--no-switchover`); refused otherwise.
@@ -45,6 +58,7 @@ impl Action {
             Action::Rollback => "rollback",
             Action::DryRun => "dry_run",
             Action::Only(_) => "only",
+            Action::Group { .. } => "group",
             Action::Continue(_) => "continue",
         }
     }
@@ -100,6 +114,7 @@ pub struct Migration<C> {
     name: String,
     steps: Vec<Step<C>>,
     restartable: bool,
+    errors_log: Option<String>,
 }
 
 impl<C> std::fmt::Debug for Migration<C> {
@@ -215,7 +230,18 @@ impl<C: Send + Sync> Migration<C> {
             name: name.into(),
             steps: Vec::new(),
             restartable: false,
+            errors_log: None,
         }
+    }
+
+    /// Keep a run-wide errors log `name` in the report directory (listed in
+    /// `report.json` `files`; it accumulates over runs): every step's error, its failed
+    /// or warning checks and its pipeline's rejects (`REJECT <step> <rejects.csv line>`),
+    /// the run's error, and what steps add with
+    /// [`StepCx::log_errors`](super::StepCx::log_errors).
+    pub fn errors_log(mut self, name: impl Into<String>) -> Self {
+        self.errors_log = Some(name.into());
+        self
     }
 
     /// Add a step at the end.
@@ -248,6 +274,17 @@ impl<C: Send + Sync> Migration<C> {
     pub fn restart_unfinished(mut self) -> Self {
         self.restartable = true;
         self
+    }
+
+    /// The groups of its steps ([`Step::group`]), in order of first appearance.
+    pub fn groups(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        for g in self.steps.iter().filter_map(|s| s.group.as_deref()) {
+            if !v.contains(&g) {
+                v.push(g);
+            }
+        }
+        v
     }
 
     /// The migration's name.
@@ -545,7 +582,13 @@ impl<C: Send + Sync> Migration<C> {
         opts: &RunOptions,
         shared: &Arc<Mutex<Shared>>,
     ) -> StepCx {
+        let resume = match &opts.action {
+            Action::Group { resume, .. } => *resume && attempt > 1,
+            _ => attempt > 1,
+        };
         StepCx {
+            resume,
+            errors_log: (self.errors_log.as_ref()).map(|n| opts.report_dir.join(n)),
             migration: self.name.clone(),
             run_id,
             step: step.name.clone(),
@@ -569,9 +612,22 @@ impl<C: Send + Sync> Migration<C> {
     ) -> Result<RunReport> {
         let dry = opts.action == Action::DryRun;
         let prev = journal.latest(&self.name).await?;
+        if let Action::Group { group, .. } = &opts.action
+            && !self.steps.iter().any(|s| s.group.as_ref() == Some(group))
+        {
+            return Err(Error::Refused(format!(
+                "migration `{}` has no step in group `{group}` (its groups: {})",
+                self.name,
+                self.groups().join(", ")
+            )));
+        }
         if let Action::Only(names) = &opts.action {
             for n in names {
-                if !self.steps.iter().any(|s| &s.name == n) {
+                if !self
+                    .steps
+                    .iter()
+                    .any(|s| &s.name == n || s.group.as_ref() == Some(n))
+                {
                     return Err(Error::Refused(format!(
                         "migration `{}` has no step `{n}` (its steps: {})",
                         self.name,
@@ -605,6 +661,7 @@ impl<C: Send + Sync> Migration<C> {
                 (p, true)
             }
             (Action::Only(_), Some(p)) => (p, true),
+            (Action::Group { .. }, Some(p)) if p.run.state != RunState::RolledBack => (p, true),
             (Action::Continue(at), p) => {
                 let ready =
                     p.as_ref().is_some_and(|p| {
@@ -642,7 +699,8 @@ impl<C: Send + Sync> Migration<C> {
         run.steps = self.records(Some(&run));
         // `Only` (a cleanup) leaves a run in the state it was in: a cleanup after a
         // rollback must not make the run resumable again.
-        let state_before = continuing.then_some(run.run.state);
+        let state_before =
+            (continuing && !matches!(opts.action, Action::Group { .. })).then_some(run.run.state);
         run.run.state = RunState::Running;
         run.run.host = host();
         run.run.pid = std::process::id();
@@ -659,6 +717,15 @@ impl<C: Send + Sync> Migration<C> {
         tracing::info!(migration = %self.name, run = %run_id, action = opts.action.as_str(), journal = %journal.location(), "migration started");
 
         let shared = Self::shared_from(&run.steps);
+        if let Some(log) = &self.errors_log {
+            let _ = std::fs::create_dir_all(&opts.report_dir);
+            super::step::append_lines(&opts.report_dir.join(log), [])?;
+            shared
+                .lock()
+                .expect("step context lock")
+                .files
+                .push(log.clone());
+        }
         let mut reports = Vec::new();
         let mut pipelines: Vec<RunReport> = Vec::new();
         let mut findings: Vec<Finding> = Vec::new();
@@ -667,9 +734,19 @@ impl<C: Send + Sync> Migration<C> {
         let n = self.steps.len();
         for (i, step) in self.steps.iter().enumerate() {
             let mut rec = run.steps[i].clone();
+            let in_group = |g: &String| step.group.as_ref() == Some(g);
             let skip = match &opts.action {
-                Action::Only(names) if !names.contains(&step.name) => Some("not asked for"),
+                Action::Only(names) if !names.iter().any(|n| *n == step.name || in_group(n)) => {
+                    Some("not asked for")
+                }
                 Action::Only(_) => None,
+                Action::Group { group, .. } if !in_group(group) => Some("not in the group"),
+                Action::Group { resume: true, .. }
+                    if rec.state == StepState::Done && !step.always && !step.resumes_itself =>
+                {
+                    Some("done earlier")
+                }
+                Action::Group { .. } => None,
                 _ if step.optional => Some("optional: not asked for"),
                 _ if rec.state == StepState::Done && !step.always => Some("done earlier"),
                 _ => None,
@@ -747,7 +824,9 @@ impl<C: Send + Sync> Migration<C> {
                 &format!("step {}/{} {}", i + 1, n, step.name),
             );
             let t0 = Instant::now();
+            crate::mem::reset_peak_rss();
             let result = (step.action)(ctx, &cx).await;
+            let peak = crate::mem::peak_rss_bytes().map(crate::mem::mib);
             let secs = t0.elapsed().as_secs_f64();
             ticker.finish();
             rec.finished_at = Some(Utc::now());
@@ -759,6 +838,9 @@ impl<C: Send + Sync> Migration<C> {
                 }
                 Err(e) => (StepOutput::default(), Some(error_chain(&*e))),
             };
+            if let Err(e) = log_step_errors(&cx, &out, failure.as_deref(), &opts.report_dir) {
+                tracing::warn!(error = %e, "cannot append to the errors log");
+            }
             rec.message = Some(out.message.clone());
             let mut details = out.details.clone();
             if let Some(p) = &out.pipeline {
@@ -808,7 +890,9 @@ impl<C: Send + Sync> Migration<C> {
             } else {
                 "failed"
             };
-            reports.push(step_report(&rec, outcome, &out.message));
+            let mut report = step_report(&rec, outcome, &out.message);
+            report.peak_rss_mib = peak;
+            reports.push(report);
             run.steps[i] = rec;
         }
         let all_done = self
@@ -820,12 +904,10 @@ impl<C: Send + Sync> Migration<C> {
             RunState::Failed
         } else if let (Action::Only(_), Some(before)) = (&opts.action, state_before) {
             before
-        } else if matches!(opts.action, Action::Only(_)) {
+        } else if matches!(opts.action, Action::Only(_)) || (all_done && !stopped) {
             RunState::Done
-        } else if stopped || !all_done {
-            RunState::Stopped
         } else {
-            RunState::Done
+            RunState::Stopped
         };
         run.run.finished_at = Some(Utc::now());
         run.run.message = error.clone();
@@ -839,6 +921,9 @@ impl<C: Send + Sync> Migration<C> {
         };
         if let Some(e) = journal_err {
             error.get_or_insert_with(|| format!("cannot record the run's end in the journal: {e}"));
+        }
+        if let (Some(e), Some(log)) = (&error, &self.errors_log) {
+            let _ = super::step::append_lines(&opts.report_dir.join(log), [format!("ERROR {e}")]);
         }
         if stopped && error.is_none() {
             let at = opts.stop_before.clone().unwrap_or_default();
@@ -1057,6 +1142,14 @@ impl<C: Send + Sync> Migration<C> {
         for (k, v) in &shared.extra {
             report.extra.insert(k.clone(), v.clone());
         }
+        let peaks: serde_json::Map<String, Value> = (steps.iter())
+            .filter_map(|s| Some((s.name.clone(), json!(s.peak_rss_mib?))))
+            .collect();
+        if !peaks.is_empty() {
+            report
+                .extra
+                .insert("peak_rss_mib".into(), Value::Object(peaks));
+        }
         report.steps = steps;
         report.action = Some(opts.action.as_str().to_owned());
         report.run_state = Some(state.as_str().to_owned());
@@ -1106,7 +1199,44 @@ fn step_report(rec: &StepRecord, outcome: &str, message: &str) -> StepReport {
         },
         error: rec.error.clone(),
         details,
+        peak_rss_mib: None,
     }
+}
+
+/// The errors log lines of a step that ran: its error (or its failure), its checks that
+/// did not pass, and the rejects of the units its pipeline wrote in this invocation.
+fn log_step_errors(
+    cx: &StepCx,
+    out: &StepOutput,
+    failure: Option<&str>,
+    report_dir: &std::path::Path,
+) -> Result<()> {
+    if cx.errors_log.is_none() {
+        return Ok(());
+    }
+    let step = &cx.step;
+    let findings = (out.findings.iter())
+        .chain(out.pipeline.iter().flat_map(|p| p.validation.iter()))
+        .filter(|f| !f.passed)
+        .map(|f| format!("ERROR {step}: {}: {}", f.check, f.message));
+    let mut lines: Vec<String> = findings.collect();
+    if let Some(f) = failure.filter(|_| lines.is_empty()) {
+        lines.push(format!("ERROR {step}: {f}"));
+    }
+    if let Some(p) = &out.pipeline {
+        let units: Vec<&str> = (p.units.iter())
+            .filter(|u| u.rejected > 0 && u.status != crate::UnitStatus::Resumed)
+            .map(|u| u.name.as_str())
+            .collect();
+        if !units.is_empty() {
+            let tmp = report_dir.join(format!(".{step}.rejects.tmp"));
+            RejectSpool::new(report_dir)?.merge_into(&tmp, &units)?;
+            let text = std::fs::read_to_string(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+            let _ = std::fs::remove_file(&tmp);
+            lines.extend(text.lines().skip(1).map(|l| format!("REJECT {step} {l}")));
+        }
+    }
+    cx.log_errors(lines)
 }
 
 /// An error and its causes on one line (`top: cause: cause`), without repeats.

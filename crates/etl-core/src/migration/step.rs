@@ -123,6 +123,8 @@ pub struct Step<C> {
     pub(crate) optional: bool,
     pub(crate) fingerprint: Option<String>,
     pub(crate) description: String,
+    pub(crate) group: Option<String>,
+    pub(crate) resumes_itself: bool,
 }
 
 impl<C> Clone for Step<C> {
@@ -137,6 +139,8 @@ impl<C> Clone for Step<C> {
             optional: self.optional,
             fingerprint: self.fingerprint.clone(),
             description: self.description.clone(),
+            group: self.group.clone(),
+            resumes_itself: self.resumes_itself,
         }
     }
 }
@@ -149,6 +153,7 @@ impl<C> std::fmt::Debug for Step<C> {
             .field("in_dry_run", &self.in_dry_run)
             .field("always", &self.always)
             .field("optional", &self.optional)
+            .field("group", &self.group)
             .finish()
     }
 }
@@ -177,6 +182,8 @@ impl<C> Step<C> {
             always: false,
             optional: false,
             fingerprint: None,
+            group: None,
+            resumes_itself: false,
         }
     }
 
@@ -255,6 +262,27 @@ impl<C> Step<C> {
         self
     }
 
+    /// The step belongs to the group (phase) `name`: [`super::Action::Group`] runs a
+    /// group's steps within the latest run (s9's `--phase extract`), and
+    /// [`super::Action::Only`] accepts group names.
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.group = Some(name.into());
+        self
+    }
+
+    /// The step resumes itself (a pipeline skipping the units it committed): a resume of
+    /// its group ([`super::Action::Group`] with `resume`) runs it again even when it is
+    /// done, with [`StepCx::resuming`] set, so it finishes or confirms what it wrote.
+    pub fn resumes_itself(mut self) -> Self {
+        self.resumes_itself = true;
+        self
+    }
+
+    /// The step's group, if any ([`Step::group`]).
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
     /// The step's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -322,6 +350,32 @@ impl StepOutput {
         }
     }
 
+    /// The output of a step that ran several pipelines (one per entity, one per file):
+    /// their units, totals, findings and figures (`extra`) merged into one report, which
+    /// failed (with the first failure's error) when one of them failed. No pipeline: a
+    /// message saying so.
+    pub fn from_pipelines(reports: impl IntoIterator<Item = RunReport>) -> Self {
+        let mut it = reports.into_iter();
+        let Some(mut all) = it.next() else {
+            return StepOutput::message("no pipeline ran");
+        };
+        let mut units = std::mem::take(&mut all.units);
+        for r in it {
+            units.extend(r.units);
+            all.validation.extend(r.validation);
+            for (k, v) in r.extra {
+                all.extra.entry(k).or_insert(v);
+            }
+            all.finished_at = all.finished_at.max(r.finished_at);
+            all.duration_s += r.duration_s;
+            if r.status == RunStatus::Failed && all.status != RunStatus::Failed {
+                (all.status, all.error) = (r.status, r.error);
+            }
+        }
+        all.set_units(units);
+        StepOutput::from_pipeline(all)
+    }
+
     /// Whether a finding vetoes or the pipeline failed; the reason if so.
     pub(crate) fn failure(&self) -> Option<String> {
         if let Some(p) = &self.pipeline
@@ -368,6 +422,8 @@ pub struct StepCx {
     pub report_dir: PathBuf,
     /// Retries of a pipeline unit that fails with a retryable error.
     pub unit_retries: u32,
+    pub(crate) resume: bool,
+    pub(crate) errors_log: Option<PathBuf>,
     pub(crate) shared: Arc<Mutex<Shared>>,
 }
 
@@ -380,10 +436,24 @@ pub(crate) struct Shared {
 }
 
 impl StepCx {
-    /// Whether the step ran before in this run (a resume after a kill or a failure): a
-    /// pipeline then resumes ([`StepCx::run_info`] sets `resume`).
+    /// Whether the step ran before in this run (a resume after a kill or a failure), or
+    /// its group is resumed ([`super::Action::Group`]): a pipeline then resumes
+    /// ([`StepCx::run_info`] sets `resume`). A group run without `resume` starts afresh.
     pub fn resuming(&self) -> bool {
-        self.attempt > 1
+        self.resume
+    }
+
+    /// Append lines (timestamped) to the migration's errors log
+    /// ([`Migration::errors_log`](super::Migration::errors_log)), e.g. the items a
+    /// validation found invalid; nothing when the migration keeps none.
+    ///
+    /// # Errors
+    /// The log cannot be written.
+    pub fn log_errors(&self, lines: impl IntoIterator<Item = String>) -> crate::Result<()> {
+        match &self.errors_log {
+            Some(path) => append_lines(path, lines),
+            None => Ok(()),
+        }
     }
 
     /// The [`RunInfo`] for a pipeline run by this step: the run's id, `resume` when the
@@ -429,6 +499,21 @@ impl StepCx {
         if !s.files.contains(&name) {
             s.files.push(name);
         }
+    }
+
+    /// Write `value` as pretty JSON into `name` in the report directory (atomically) and
+    /// list it in `report.json` `files`: a migration's own report (`load_report.json`).
+    ///
+    /// # Errors
+    /// It cannot be serialized or written.
+    pub fn write_json(&self, name: &str, value: &impl Serialize) -> crate::Result<()> {
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| crate::Error::Config(format!("cannot serialize {name}: {e}")))?;
+        std::fs::create_dir_all(&self.report_dir)
+            .map_err(|e| crate::Error::io(self.report_dir.display(), e))?;
+        crate::report::write_atomic(&self.report_dir.join(name), &bytes)?;
+        self.add_file(name);
+        Ok(())
     }
 
     /// The details an earlier step of this run recorded (also when it ran in an earlier
@@ -479,4 +564,24 @@ pub struct StepReport {
     /// Its figures.
     #[serde(default)]
     pub details: serde_json::Value,
+    /// Peak resident memory of the process while it ran, MiB (`VmHWM` reset at its
+    /// start; Linux only).
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Append `lines` to `path`, each prefixed with the UTC time.
+pub(crate) fn append_lines(
+    path: &std::path::Path,
+    lines: impl IntoIterator<Item = String>,
+) -> crate::Result<()> {
+    use std::io::Write as _;
+    let now = Utc::now().to_rfc3339();
+    let text: String = lines.into_iter().map(|l| format!("{now} {l}\n")).collect();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| crate::Error::io(path.display(), e))
 }

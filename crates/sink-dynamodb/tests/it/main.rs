@@ -537,3 +537,173 @@ async fn the_backup_step_pair_undoes_a_load_and_a_read_back_sample_shows_changes
     let left = count_items(&client, "missing_yet", None, 2).await.unwrap();
     assert_eq!(left, 0);
 }
+
+/// The run-layer steps: a migration whose backup step is [`steps::backup_step`] and whose
+/// load is undone by [`steps::undo_from_backups`]; `--rollback` brings the table back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_step_and_its_undo_in_a_migration_roll_a_load_back() {
+    use etl_core::migration::{Action, FileJournal, Migration, RunOptions, Step, StepKind};
+    use etl_sink_dynamodb::steps;
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "orders").await;
+    let w = ItemWriter::new(client.clone(), "orders", keys(), WriteOptions::default());
+    w.put_items(vec![item("A", "1", "before")]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let spec = TableSpec {
+        name: "orders".into(),
+        keys: keys(),
+        indexes: Vec::new(),
+    };
+    let m = Migration::new("orders")
+        .step(Step::new(
+            "backup",
+            StepKind::Backup,
+            move |c: &Ctx, _cx| {
+                let (spec, backups) = (spec.clone(), backups.clone());
+                Box::pin(async move { steps::backup_step(&c.0, &[spec], &backups).await })
+            },
+        ))
+        .step(
+            Step::new("load", StepKind::Load, |c: &Ctx, _cx| {
+                Box::pin(async move {
+                    let w = ItemWriter::new(c.0.clone(), "orders", keys(), WriteOptions::default());
+                    let items = (0..20).map(|i| item("A", &i.to_string(), "after"));
+                    w.put_items(items.collect()).await?;
+                    Ok(etl_core::migration::StepOutput::message("20 items"))
+                })
+            })
+            .undo(|c: &Ctx, cx| {
+                Box::pin(steps::undo_from_backups(
+                    &c.0,
+                    cx,
+                    "backup",
+                    WriteOptions::default(),
+                ))
+            }),
+        );
+    struct Ctx(aws_sdk_dynamodb::Client);
+    let ctx = Ctx(client.clone());
+    let journal = FileJournal::new(dir.path());
+    let opts = RunOptions::new(dir.path());
+    let r = m.execute(&ctx, &journal, &opts).await.unwrap();
+    assert!(r.succeeded(), "{:?}", r.error);
+    assert!(
+        r.steps[0].message.contains("orders: 1 items -> "),
+        "{}",
+        r.steps[0].message
+    );
+    assert_eq!(count_items(&client, "orders", None, 2).await.unwrap(), 20);
+    let opts = opts.with_action(Action::Rollback);
+    let r = m.execute(&ctx, &journal, &opts).await.unwrap();
+    assert_eq!(r.status, etl_core::RunStatus::RolledBack, "{:?}", r.error);
+    assert_eq!(r.steps[1].message, "orders: 1 items restored, 19 deleted");
+    let key = keys().key_of("orders", &item("A", "1", "")).unwrap();
+    let back = etl_sink_dynamodb::admin::get_item(&client, "orders", key)
+        .await
+        .unwrap();
+    assert_eq!(back, Some(item("A", "1", "before")));
+    assert_eq!(count_items(&client, "orders", None, 2).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_is_an_endpoint_aws_or_a_throwaway_dynalite() {
+    use etl_sink_dynamodb::dynalite::Target;
+    let tables = ["a".to_owned(), "b".to_owned()];
+    let throwaway = Target::new(None, "us-east-1", false);
+    assert!(throwaway.is_throwaway());
+    assert!(
+        throwaway
+            .describe(&tables)
+            .starts_with("DynamoDB a, b at a throwaway local dynalite")
+    );
+    let client = throwaway.client().await.unwrap();
+    table(client, "things").await;
+    let again = throwaway.client().await.unwrap();
+    assert!(
+        etl_sink_dynamodb::admin::table_exists(again, "things")
+            .await
+            .unwrap(),
+        "one server"
+    );
+    let aws = Target::new(None, "eu-west-1", true);
+    assert_eq!(aws.describe(&tables), "DynamoDB a, b at AWS eu-west-1");
+    let ep = Target::new(Some("http://127.0.0.1:1".into()), "us-east-1", false);
+    assert!(!ep.is_throwaway());
+    assert_eq!(
+        ep.describe(&tables[..1]),
+        "DynamoDB a at http://127.0.0.1:1"
+    );
+}
+
+/// A Parquet file of items loaded row group by row group, the invalid ones left out; a
+/// resume skips the row groups written; `verify_table` finds the table as expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_items_loads_by_row_group_resumes_and_verifies() {
+    use etl_sink_dynamodb::check::{Invalid, verify_table};
+    use etl_sink_dynamodb::json_items::{Attr, item_schema, json_batch};
+    use etl_sink_dynamodb::steps::load_items_file;
+    let dl = Dynalite::start().await.unwrap();
+    let client = dl.client(None);
+    table(&client, "items").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.parquet");
+    let schema = item_schema(
+        &keys(),
+        &[("PK", Attr::S), ("SK", Attr::S), ("Value", Attr::S)],
+    );
+    let mut w = etl_parquet::writer(&path, schema.clone()).unwrap();
+    for group in 0..2 {
+        let rows: Vec<_> = (0..10)
+            .map(|i| {
+                let v = serde_json::json!({"PK": "P", "SK": format!("{group}-{i}"), "Value": "v"});
+                v.as_object().unwrap().clone()
+            })
+            .collect();
+        w.write(&json_batch(&schema, &rows).unwrap()).unwrap();
+        w.flush().unwrap(); // one row group each
+    }
+    w.close().unwrap();
+    let invalid = [Invalid {
+        entity: "items".into(),
+        key: "P|1-3".into(),
+        check: "required".into(),
+        reason: "planted".into(),
+    }];
+    let checkpoint = dir.path().join("cp.json");
+    let load = |resume: bool| {
+        let (path, checkpoint, invalid, client) = (&path, &checkpoint, &invalid, &client);
+        async move {
+            let writer = ItemWriter::new(client.clone(), "items", keys(), WriteOptions::default());
+            let cp = etl_sink_dynamodb::JsonCheckpoint::new(checkpoint, "load:items");
+            let run = etl_core::RunInfo {
+                resume,
+                ..etl_core::RunInfo::new("items")
+            };
+            let opts = etl_core::PipelineOptions::default();
+            load_items_file("items", path, writer, cp, invalid, opts, &run)
+                .await
+                .unwrap()
+        }
+    };
+    let (report, summary) = load(false).await;
+    assert_eq!(
+        (report.totals.loaded, report.totals.rejected),
+        (19, 1),
+        "{summary}"
+    );
+    assert_eq!(
+        (summary["units"].as_u64(), summary["units_resumed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let (_, summary) = load(true).await;
+    assert_eq!(summary["units_resumed"], 2, "{summary}");
+    let skip = |k: &str| k == "P|1-3";
+    let mut rng = fastrand::Rng::with_seed(1);
+    let t = verify_table(&client, "items", &path, &keys(), skip, None, 5, &mut rng)
+        .await
+        .unwrap();
+    assert_eq!((t.rows, t.expected, t.target, t.checked), (20, 19, 19, 5));
+    assert!(t.diffs.is_empty(), "{:?}", t.diffs);
+}
