@@ -54,7 +54,8 @@ pub struct QueryTiming {
 
 /// Run every check on `live` and on `new` and veto where `new` is more than
 /// `max_slowdown` times slower, ignoring differences under `floor` (small timings are
-/// noise). Nothing to compare (no live table) passes. Returns one finding per check
+/// noise). Nothing to compare (no live table, or one with less than half the rows of the
+/// replacement: timings of such tables say nothing) passes. Returns one finding per check
 /// and the timings with both plans (for the report).
 ///
 /// # Errors
@@ -73,6 +74,26 @@ pub async fn compare_queries(
             findings.push(Finding::pass(
                 format!("query:{}", c.name),
                 format!("no {live} to compare with"),
+            ));
+        }
+        return Ok((findings, timings));
+    }
+    // Timings of tables of very different sizes say nothing (a first load into an empty
+    // live table would always look slower): compare only when live holds at least half as
+    // many rows as the replacement (planner estimates, kept by ANALYZE).
+    let (live_rows, new_rows): (f64, f64) = sqlx::query_as(
+        "SELECT greatest(coalesce((SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)), 0), 0)::float8,
+                greatest(coalesce((SELECT reltuples FROM pg_class WHERE oid = to_regclass($2)), 0), 0)::float8",
+    )
+    .bind(live.sql())
+    .bind(new.sql())
+    .fetch_one(&mut *conn)
+    .await?;
+    if live_rows < new_rows / 2.0 {
+        for c in checks {
+            findings.push(Finding::pass(
+                format!("query:{}", c.name),
+                format!("not compared: {live} holds about {live_rows:.0} rows, {new} about {new_rows:.0}"),
             ));
         }
         return Ok((findings, timings));
