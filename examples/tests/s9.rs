@@ -960,3 +960,48 @@ fn normalize(v: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+/// The seed's config keys are all honoured (`connectionTimeout`, `batchDelay` parse and
+/// apply), an unknown key is an error naming it, and `--filter` with an entity it cannot
+/// filter is refused instead of being ignored.
+#[test]
+fn config_keys_are_checked_and_filter_refuses_other_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    let run = |extra: &[&str]| {
+        let o = std::process::Command::new(support::example_binary("s9_sales"))
+            .args(["--plan", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let config = |source_extra: &str, migration_extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"source": {{"host": "127.0.0.1", "database": "s9", "username": "u"{source_extra}}},
+                   "target": {{"region": "us-east-1"}},
+                   "migration": {{"batchSize": 10{migration_extra}}}}}"#
+            ),
+        )
+        .unwrap();
+    };
+    let c = cfg.display().to_string();
+    config(r#", "connectionTimeout": 30000"#, r#", "batchDelay": 1000"#);
+    let (code, err) = run(&["--config", &c]);
+    assert_eq!(code, Some(0), "{err}");
+    config("", r#", "batchDelai": 1000"#);
+    let (code, err) = run(&["--config", &c]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("batchDelai"), "{err}");
+    let (code, err) = run(&["--entity", "buyers", "--filter", "status = 'A'"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--filter selects sales"), "{err}");
+}

@@ -38,6 +38,10 @@ pub struct WriteOptions {
     pub max_delay: Duration,
     /// Double the delay at every retry (always with full jitter).
     pub exponential_backoff: bool,
+    /// A pause after every call, holding its place among the `concurrency` calls (the
+    /// seed's `batchDelay`, against rate limits): at most `concurrency` calls per pause.
+    #[serde(with = "millis")]
+    pub batch_delay: Duration,
 }
 
 mod millis {
@@ -62,6 +66,7 @@ impl Default for WriteOptions {
             retry_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(5),
             exponential_backoff: true,
+            batch_delay: Duration::ZERO,
         }
     }
 }
@@ -315,11 +320,16 @@ impl ItemWriter {
             let sent = {
                 // Held for the call only, not while backing off.
                 let _permit = self.in_flight.acquire().await.expect("never closed");
-                self.client
+                let sent = self
+                    .client
                     .batch_write_item()
                     .request_items(self.table.clone(), pending.clone())
                     .send()
-                    .await
+                    .await;
+                if !self.options.batch_delay.is_zero() {
+                    tokio::time::sleep(self.options.batch_delay).await;
+                }
+                sent
             };
             let last = match sent {
                 Ok(out) => {

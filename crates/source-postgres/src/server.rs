@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 /// A PostgreSQL server, database and user; deserialized from camelCase keys.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerConfig {
     /// `postgresql` (or absent); informational.
     #[serde(rename = "type", default)]
@@ -27,6 +27,10 @@ pub struct ServerConfig {
     /// TLS required (`sslmode=require`).
     #[serde(default)]
     pub ssl: bool,
+    /// How long connecting may take, in milliseconds (`connectionTimeout`; 30 s when
+    /// absent): see [`ServerConfig::connect_timeout`].
+    #[serde(default)]
+    pub connection_timeout: Option<u64>,
 }
 
 fn default_port() -> u16 {
@@ -34,6 +38,13 @@ fn default_port() -> u16 {
 }
 
 impl ServerConfig {
+    /// The connect timeout of `connectionTimeout` (for
+    /// [`PgSourceOptions::connect_timeout`](crate::PgSourceOptions::connect_timeout)).
+    pub fn connect_timeout(&self) -> Option<std::time::Duration> {
+        self.connection_timeout
+            .map(std::time::Duration::from_millis)
+    }
+
     /// `postgres://user:password@host:port/database[?sslmode=require]`, the user, password
     /// and database percent-encoded.
     pub fn url(&self) -> String {

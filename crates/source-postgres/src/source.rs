@@ -105,6 +105,8 @@ pub struct PgSourceOptions {
     /// Read every entity from one exported snapshot (recommended). When false, each unit
     /// reads in its own read-only repeatable-read transaction.
     pub shared_snapshot: bool,
+    /// How long [`PgSource::connect_url`] may wait for a connection (30 s by default).
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl Default for PgSourceOptions {
@@ -112,6 +114,7 @@ impl Default for PgSourceOptions {
         PgSourceOptions {
             default_numeric_scale: 6,
             shared_snapshot: true,
+            connect_timeout: None,
         }
     }
 }
@@ -236,8 +239,12 @@ impl PgSource {
         options: PgSourceOptions,
     ) -> Result<Self> {
         let at = etl_core::config::redact_url(url);
+        let timeout = options
+            .connect_timeout
+            .unwrap_or(std::time::Duration::from_secs(30));
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(timeout)
             .connect(url)
             .await
             .map_err(|e| PgSourceError::query(format!("connecting to {at}"), e))?;

@@ -181,7 +181,7 @@ pub struct Args {
 
 /// The seed's config file.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The S9 database.
     pub source: Option<ServerConfig>,
@@ -193,7 +193,7 @@ pub struct Config {
 
 /// `target` of the config.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct TargetConfig {
     /// AWS region.
     pub region: String,
@@ -225,7 +225,7 @@ impl Default for TargetConfig {
 
 /// `migration` of the config.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct MigrationConfig {
     /// Items per BatchWriteItem (at most 25).
     pub batch_size: usize,
@@ -242,6 +242,9 @@ pub struct MigrationConfig {
     /// BatchWriteItem calls in flight in all (32: enough to hide a 20-50 ms round trip to
     /// DynamoDB; a throttled table is retried with backoff).
     pub concurrency: usize,
+    /// Pause after every BatchWriteItem call, milliseconds (`batchDelay`, against rate
+    /// limits).
+    pub batch_delay: u64,
 }
 
 impl Default for MigrationConfig {
@@ -254,6 +257,7 @@ impl Default for MigrationConfig {
             continue_on_error: true,
             backup_before_load: true,
             concurrency: 32,
+            batch_delay: 0,
         }
     }
 }
@@ -316,6 +320,12 @@ impl S9 {
                 .with_context(|| format!("reading config {}", p.display()))?,
             None => Config::default(),
         };
+        if args.filter.is_some() && args.entity.is_some_and(|e| !matches!(e, EntityArg::Sales)) {
+            anyhow::bail!(
+                "--filter selects sales (and their lines) only; it cannot filter --entity {:?}: drop --filter, or use --entity sales",
+                args.entity.expect("checked")
+            );
+        }
         let data = args.data_dir.clone();
         // AWS only with a config and credentials; else the endpoint or a throwaway dynalite.
         let aws = std::env::var("AWS_ACCESS_KEY_ID").is_ok() && args.common.config.is_some();
@@ -382,6 +392,7 @@ impl S9 {
             max_retries: m.max_retries,
             retry_delay: std::time::Duration::from_secs_f64(m.retry_delay.max(0.001)),
             exponential_backoff: m.exponential_backoff,
+            batch_delay: std::time::Duration::from_millis(m.batch_delay),
             ..Default::default()
         }
     }
@@ -416,6 +427,11 @@ impl S9 {
         }
         let options = PgSourceOptions {
             default_numeric_scale: 3,
+            connect_timeout: self
+                .config
+                .source
+                .as_ref()
+                .and_then(ServerConfig::connect_timeout),
             ..Default::default()
         };
         let pg = (PgSource::connect_url(&url, 4, self.pg_entities()?, options).await)
