@@ -210,7 +210,11 @@ pub fn init_logging(log: &Path, verbosity: i8) -> anyhow::Result<()> {
     if let Some(d) = log.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let file = std::fs::File::create(log)
+    // Appended: a migration run phase by phase keeps one log.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", log.display()))?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

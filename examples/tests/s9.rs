@@ -797,6 +797,12 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
     let report = read_json(&f.dir.path().join("resumed/report.json"));
     assert_eq!(report["run_id"], run_id.as_str());
     assert_eq!(report["run_state"], "done");
+    // The seed's migration.log: what the binary logged, beside the reports.
+    let log = std::fs::read_to_string(f.dir.path().join("resumed/migration.log")).unwrap();
+    assert!(
+        log.contains("migration started") && log.contains("step done"),
+        "{log}"
+    );
     let client = f.dl.client(None);
     for (t, want) in tables.iter().zip(&want) {
         let got = table_items(&client, t).await;

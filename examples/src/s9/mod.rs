@@ -572,12 +572,14 @@ fn migration(c: &S9) -> Migration<S9> {
 pub async fn main_entry() -> std::process::ExitCode {
     crate::common::run_main(async {
         let args: Args = etl_core::cli::parse_args();
-        etl_core::cli::init_tracing(args.common.verbosity());
         if args.common.plan {
+            etl_core::cli::init_tracing(args.common.verbosity());
             print!("{}", plan(args).await?);
             return Ok(std::process::ExitCode::SUCCESS);
         }
+        // The seed's `data/reports/migration.log`: everything logged, appended run after run.
         let dir = args.common.report_dir.clone();
+        crate::common::init_logging(&dir.join("migration.log"), args.common.verbosity())?;
         let o = run(args).await?;
         crate::common::print_report(&o.report, &dir);
         Ok(crate::common::exit_code(o.report.status))
