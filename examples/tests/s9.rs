@@ -1011,3 +1011,41 @@ fn config_keys_are_checked_and_filter_refuses_other_entities() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--filter selects sales"), "{err}");
 }
+
+/// With the seed's config file and no endpoint, the AWS credentials come from the standard
+/// chain: here a shared profile file (no key in the environment).
+#[tokio::test]
+async fn aws_credentials_come_from_a_shared_profile_file() {
+    use etl_sink_dynamodb::aws_sdk_dynamodb::config::ProvideCredentials as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (creds, conf) = (dir.path().join("credentials"), dir.path().join("config"));
+    std::fs::write(
+        &creds,
+        "[ferrytest]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = secret-from-profile\n",
+    )
+    .unwrap();
+    std::fs::write(&conf, "[profile ferrytest]\nregion = us-east-1\n").unwrap();
+    // nextest runs every test in a process of its own: this environment is this test's.
+    unsafe {
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            std::env::remove_var(k);
+        }
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &creds);
+        std::env::set_var("AWS_CONFIG_FILE", &conf);
+        std::env::set_var("AWS_PROFILE", "ferrytest");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let sdk = etl_examples::s9::aws_sdk_config("us-east-1").await;
+    let got = sdk
+        .credentials_provider()
+        .unwrap()
+        .provide_credentials()
+        .await
+        .unwrap();
+    assert_eq!(got.access_key_id(), "AKIDFROMPROFILE");
+    assert_eq!(got.secret_access_key(), "secret-from-profile");
+}

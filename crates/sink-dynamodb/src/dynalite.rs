@@ -211,6 +211,7 @@ pub struct Target {
     endpoint: Option<String>,
     region: String,
     aws: bool,
+    aws_client: Option<aws_sdk_dynamodb::Client>,
     client: tokio::sync::OnceCell<(aws_sdk_dynamodb::Client, Option<Dynalite>)>,
 }
 
@@ -221,8 +222,18 @@ impl Target {
             endpoint,
             region: region.into(),
             aws,
+            aws_client: None,
             client: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// AWS through `client` (built by the caller, e.g. with `aws-config`'s standard
+    /// credential chain: environment, shared profile, SSO, web identity, container and
+    /// instance credentials) instead of the environment's keys: the target is AWS.
+    pub fn with_aws_client(mut self, client: aws_sdk_dynamodb::Client) -> Self {
+        self.aws = true;
+        self.aws_client = Some(client);
+        self
     }
 
     /// Whether it is a throwaway dynalite (nothing written reaches a real DynamoDB).
@@ -252,7 +263,10 @@ impl Target {
             .get_or_try_init(|| async {
                 Ok(match &self.endpoint {
                     Some(ep) => (crate::admin::static_client(ep, &self.region, None), None),
-                    None if self.aws => (crate::admin::env_client(&self.region), None),
+                    None if self.aws => match &self.aws_client {
+                        Some(c) => (c.clone(), None),
+                        None => (crate::admin::env_client(&self.region), None),
+                    },
                     None => {
                         let d = Dynalite::start().await?;
                         tracing::info!(endpoint = %d.endpoint(), "started a throwaway dynalite");

@@ -314,7 +314,7 @@ struct S9 {
 }
 
 impl S9 {
-    fn new(args: Args) -> anyhow::Result<Self> {
+    async fn new(args: Args) -> anyhow::Result<Self> {
         let config: Config = match &args.common.config {
             Some(p) => etl_core::load_config(p)
                 .with_context(|| format!("reading config {}", p.display()))?,
@@ -327,10 +327,16 @@ impl S9 {
             );
         }
         let data = args.data_dir.clone();
-        // AWS only with a config and credentials; else the endpoint or a throwaway dynalite.
-        let aws = std::env::var("AWS_ACCESS_KEY_ID").is_ok() && args.common.config.is_some();
+        // An endpoint (a local server) when given; else, with the seed's config file, AWS
+        // with the standard credential chain (environment, shared profile, SSO, web
+        // identity, container, instance); else a throwaway dynalite.
         let endpoint = (args.dynamodb_endpoint.clone()).or(config.target.endpoint.clone());
-        let dynamo = Target::new(endpoint, &config.target.region, aws);
+        let mut dynamo = Target::new(endpoint.clone(), &config.target.region, false);
+        if endpoint.is_none() && args.common.config.is_some() {
+            let conf = aws_sdk_config(&config.target.region).await;
+            dynamo =
+                dynamo.with_aws_client(etl_sink_dynamodb::aws_sdk_dynamodb::Client::new(&conf));
+        }
         Ok(S9 {
             entities: match args.entity {
                 None => Entity::ALL.to_vec(),
@@ -587,9 +593,20 @@ pub async fn main_entry() -> std::process::ExitCode {
     .await
 }
 
+/// The AWS configuration of `region` from the standard chain (`aws-config`): credentials
+/// from the environment, the shared profile files (`AWS_PROFILE`), SSO, web identity,
+/// container or instance credentials, in that order. Instance metadata is asked for only
+/// when nothing before it answers (and never when `AWS_EC2_METADATA_DISABLED=true`).
+pub async fn aws_sdk_config(region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_owned()))
+        .load()
+        .await
+}
+
 /// The steps with their recorded states and what the next invocation would do (`--plan`).
 pub async fn plan(args: Args) -> anyhow::Result<Status> {
-    let c = S9::new(args)?;
+    let c = S9::new(args).await?;
     Ok(migration(&c).status(&FileJournal::new(&c.data)).await?)
 }
 
@@ -602,7 +619,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         report.extra.insert("bench".into(), Value::Array(lines));
         return Ok(Outcome { report, ok: true });
     }
-    let c = S9::new(args)?;
+    let c = S9::new(args).await?;
     let reports = &c.args.common.report_dir;
     for d in [&c.data, reports] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
