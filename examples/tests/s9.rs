@@ -803,6 +803,26 @@ async fn a_second_run_is_refused_while_one_runs_and_a_killed_run_is_finished_by_
         log.contains("migration started") && log.contains("step done"),
         "{log}"
     );
+    // --backup TABLE (the seed's utils/backup.py): a file --restore takes back.
+    let o = binary("backup", &["--backup", "BuyersTable-dev"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let file = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("backed up ")
+                .and_then(|l| l.split(" into ").nth(1))
+        })
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    assert!(out.contains("items of BuyersTable-dev"), "{out}");
+    let o = binary("restore", &["--restore", &file]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("items added since the backup deleted"));
     let client = f.dl.client(None);
     for (t, want) in tables.iter().zip(&want) {
         let got = table_items(&client, t).await;

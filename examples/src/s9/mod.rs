@@ -58,7 +58,7 @@ use etl_core::migration::{
 use etl_core::report::write_atomic;
 use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus, step_fn};
 use etl_sink_dynamodb::admin::{TableSpec, ensure_table};
-use etl_sink_dynamodb::backup::{RestoreMode, restore_table};
+use etl_sink_dynamodb::backup::{RestoreMode, backup_table, restore_table};
 use etl_sink_dynamodb::check::{Invalid, verify_table};
 use etl_sink_dynamodb::dynalite::Target;
 use etl_sink_dynamodb::steps::{backup_step, load_items_file, recorded_backups, undo_from_backups};
@@ -151,6 +151,10 @@ pub struct Args {
     /// unless --phase or --full is given.
     #[arg(long, value_name = "BACKUP")]
     pub restore: Option<PathBuf>,
+    /// Back up this DynamoDB table (repeatable; the seed's `utils/backup.py --table`) into
+    /// `<data-dir>/backups/<table>-<time>.parquet` (what --restore takes), then exit.
+    #[arg(long = "backup", value_name = "TABLE", conflicts_with_all = ["restore", "phase", "full"])]
+    pub backup_tables: Vec<String>,
     /// Sales to generate for the throwaway source.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub sales: u32,
@@ -625,6 +629,25 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let journal = FileJournal::new(&c.data);
+    if !c.args.backup_tables.is_empty() {
+        // Reads the tables only, but under the run lock: not while a load writes them.
+        let _lock = journal.lock(MIGRATION).await?;
+        let client = c.dynamo.client().await?;
+        let mut infos = Vec::new();
+        for t in &c.args.backup_tables {
+            let info = backup_table(client, t, &c.data.join("backups"), 4).await?;
+            println!(
+                "backed up {} items of {t} into {}",
+                info.items,
+                info.path.display()
+            );
+            infos.push(json!({ "table": t, "items": info.items, "file": info.path }));
+        }
+        let mut report = RunReport::new(MIGRATION, "backup", RunStatus::Succeeded, &[], started);
+        report.extra.insert("backups".into(), json!(infos));
+        report.write(reports, None)?;
+        return Ok(Outcome { report, ok: true });
+    }
     if let Some(backup) = &c.args.restore {
         // A restore writes the tables: never while a run is live (the run lock; released
         // before the phases below take it again).
