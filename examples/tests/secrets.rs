@@ -1,4 +1,4 @@
-//! No secret in any artifact: every migration runs against a database whose URL holds a real
+//! No secret in any artifact: every migration (S9 reading its source from it) runs against a database whose URL holds a real
 //! password (a role that must log in with it over TCP where the cluster's `pg_hba.conf` can
 //! be changed), with a Bubble API key and AWS keys set, and a failing invocation too; then
 //! every file the runs wrote (reports, logs, backups, exports, journals) and everything they
@@ -162,6 +162,16 @@ async fn no_artifact_log_or_error_of_any_migration_holds_a_secret() {
         "40",
     ];
     ok(run("culturebridge", &url, d, &cb, &mut out));
+    // S9: its source is the password database (with generated S9 tables), its target a
+    // throwaway dynalite; the AWS keys are in the environment.
+    let opts = etl_examples::s9::generate::GenOptions {
+        sales: 300,
+        seed: 3,
+    };
+    etl_examples::s9::generate::regenerate(&url, opts)
+        .await
+        .unwrap();
+    ok(run("s9_sales", &url, d, &[], &mut out));
     // Failures print errors: nothing to switch, a wrong password, an unreachable server.
     assert!(!run("cites_trade", &url, d, &["--switchover"], &mut out).0);
     let wrong = url.replace(PASSWORD_URL, &format!("{PASSWORD_URL}x"));
@@ -172,7 +182,7 @@ async fn no_artifact_log_or_error_of_any_migration_holds_a_secret() {
     let found = leaks(d, &out);
     assert!(found.is_empty(), "secrets found: {found:#?}");
     // Files holding personal data are owner-only: rejected rows, rollback scripts with
-    // before-images, backups.
+    // before-images, backups, Parquet artifacts and exports.
     let mut private = 0;
     let mut stack = vec![d.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -181,6 +191,7 @@ async fn no_artifact_log_or_error_of_any_migration_holds_a_secret() {
             if p.is_dir() {
                 stack.push(p);
             } else if name == "rejects.csv"
+                || name.ends_with(".parquet")
                 || name.starts_with("rollback_migration_")
                 || p.starts_with(d.join("backups"))
             {

@@ -97,13 +97,15 @@ pub fn read_all(path: &Path) -> etl_core::Result<Vec<RecordBatch>> {
     r.map(|b| b.map_err(|e| err(path, e))).collect()
 }
 
-/// A Parquet writer for `path` (snappy, row groups of [`ROW_GROUP`] rows).
+/// A Parquet writer for `path` (snappy, row groups of [`ROW_GROUP`] rows). The file is
+/// owner-only (mode 0600): artifacts, exports and backups hold the migrated data.
 pub fn writer(path: &Path, schema: SchemaRef) -> etl_core::Result<ArrowWriter<std::fs::File>> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP))
         .build();
-    let f = std::fs::File::create(path).map_err(|e| etl_core::Error::io(path.display(), e))?;
+    let f = etl_core::report::create_private(path)
+        .map_err(|e| etl_core::Error::io(path.display(), e))?;
     ArrowWriter::try_new(f, schema, Some(props)).map_err(|e| err(path, e))
 }
 
@@ -640,7 +642,8 @@ impl Load for ExportLoad {
         let parquet = writer(&pq, schema)?;
         let csv = if self.csv {
             let p = part_of(&csv_path(&self.dir, &self.name));
-            let f = std::fs::File::create(&p).map_err(|e| etl_core::Error::io(p.display(), e))?;
+            let f = etl_core::report::create_private(&p)
+                .map_err(|e| etl_core::Error::io(p.display(), e))?;
             Some(
                 arrow_csv::WriterBuilder::new()
                     .with_header(true)

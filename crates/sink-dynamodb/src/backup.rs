@@ -106,7 +106,7 @@ pub async fn backup_table(
         .set_compression(Compression::SNAPPY)
         .set_key_value_metadata(Some(meta))
         .build();
-    let file = std::fs::File::create(&tmp).map_err(|e| backup_err(&tmp, e))?;
+    let file = etl_core::report::create_private(&tmp).map_err(|e| backup_err(&tmp, e))?;
     let writer =
         ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| backup_err(&tmp, e))?;
     struct Sink {
