@@ -73,6 +73,11 @@ pub struct CommonArgs {
     /// backoff, before the run fails; each retry is in the report.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub unit_retries: u32,
+    /// In rejects.csv, write text fields a spreadsheet would run as formulas (starting
+    /// with = + - @) with a ' in front, so they show as text when the file is opened in a
+    /// spreadsheet (the raw lines are then no longer byte-exact).
+    #[arg(long)]
+    pub guard_formulas: bool,
     /// Units processed at once (files, tables, API types); each uses one connection.
     #[arg(long, value_name = "N", default_value_t = default_parallelism())]
     pub parallel: usize,
@@ -149,6 +154,7 @@ impl CommonArgs {
             cancel: cancel_on_ctrl_c(),
             target: None,
             unit_retries: self.unit_retries,
+            guard_formulas: self.guard_formulas,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct PipelineOptions {
     /// restart, a serialization failure) is run again, after a jittered backoff, before
     /// the run fails. Each retry is counted in the unit's report line.
     pub unit_retries: u32,
+    /// Guard `rejects.csv` against spreadsheet formulas
+    /// ([`RejectSpool::guard_formulas`](crate::RejectSpool::guard_formulas)).
+    pub guard_formulas: bool,
 }
 
 impl Default for PipelineOptions {
@@ -50,6 +53,7 @@ impl Default for PipelineOptions {
             progress: false,
             report_dir: None,
             unit_retries: 0,
+            guard_formulas: false,
         }
     }
 }
@@ -146,7 +150,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             .options
             .report_dir
             .as_ref()
-            .map(|d| RejectSpool::new(d))
+            .map(|d| RejectSpool::new(d).map(|s| s.guard_formulas(self.options.guard_formulas)))
             .transpose();
         let phases = Phases::default();
         let (status, error, validation) = match spool {

@@ -66,21 +66,58 @@ pub const REJECTS_CSV_HEADER: &str = "unit,record,column,reason,raw\n";
 
 /// Append `reject` as one `rejects.csv` line (`unit,record,column,reason,raw`).
 pub fn reject_csv_line(out: &mut String, reject: &Reject) {
-    write_csv_field(out, &reject.unit);
+    reject_csv_line_guarded(out, reject, false);
+}
+
+/// [`reject_csv_line`], with `guard`: a text field a spreadsheet would run as a formula
+/// (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) is written with a `'`
+/// in front, so it shows as text (OWASP's advice against CSV injection). The raw line is
+/// then no longer byte-exact: an option (`--guard-formulas`), off by default.
+pub fn reject_csv_line_guarded(out: &mut String, reject: &Reject, guard: bool) {
+    let field = |out: &mut String, v: &str| match guard
+        && v.starts_with(['=', '+', '-', '@', '\t', '\r'])
+    {
+        true => write_csv_field(out, &format!("'{v}")),
+        false => write_csv_field(out, v),
+    };
+    field(out, &reject.unit);
     out.push(',');
     out.push_str(&reject.record.to_string());
     out.push(',');
-    write_csv_field(out, reject.column.as_deref().unwrap_or(""));
+    field(out, reject.column.as_deref().unwrap_or(""));
     out.push(',');
-    write_csv_field(out, &reject.reason);
+    field(out, &reject.reason);
     out.push(',');
-    write_csv_field(out, &reject.raw);
+    field(out, &reject.raw);
     out.push('\n');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formulas_are_guarded_only_when_asked() {
+        let r = Reject::new(
+            "u.csv".into(),
+            3,
+            Some("Name"),
+            "bad",
+            "=HYPERLINK(\"x\")",
+            "@SUM(A1),-2",
+        );
+        let (mut plain, mut guarded) = (String::new(), String::new());
+        reject_csv_line(&mut plain, &r);
+        reject_csv_line_guarded(&mut guarded, &r, true);
+        assert_eq!(
+            plain,
+            "u.csv,3,Name,\"=HYPERLINK(\"\"x\"\")\",\"@SUM(A1),-2\"\n"
+        );
+        assert_eq!(
+            guarded,
+            "u.csv,3,Name,\"'=HYPERLINK(\"\"x\"\")\",\"'@SUM(A1),-2\"\n"
+        );
+    }
 
     #[test]
     fn csv_line_quotes_what_needs_it() {

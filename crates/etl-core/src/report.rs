@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::reject::{REJECTS_CSV_HEADER, reject_csv_line};
+use crate::reject::{REJECTS_CSV_HEADER, reject_csv_line_guarded};
 use crate::{Error, Finding, Reject, Result, RunTotals, UnitSummary};
 
 /// How a run ended.
@@ -383,6 +383,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct RejectSpool {
     dir: PathBuf,
+    guard_formulas: bool,
 }
 
 /// The open spool file of one unit.
@@ -391,6 +392,7 @@ pub struct UnitSpool {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
     buf: String,
+    guard_formulas: bool,
 }
 
 impl RejectSpool {
@@ -398,7 +400,17 @@ impl RejectSpool {
     pub fn new(report_dir: &Path) -> Result<Self> {
         let dir = report_dir.join("rejects");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        Ok(RejectSpool { dir })
+        Ok(RejectSpool {
+            dir,
+            guard_formulas: false,
+        })
+    }
+
+    /// Write text fields a spreadsheet would run as formulas with a `'` in front
+    /// ([`crate::reject::reject_csv_line_guarded`]).
+    pub fn guard_formulas(mut self, on: bool) -> Self {
+        self.guard_formulas = on;
+        self
     }
 
     fn file_name(unit: &str) -> String {
@@ -429,6 +441,7 @@ impl RejectSpool {
             path,
             file: std::io::BufWriter::new(file),
             buf: String::new(),
+            guard_formulas: self.guard_formulas,
         })
     }
 
@@ -484,7 +497,7 @@ impl UnitSpool {
     pub fn append(&mut self, rejects: &[Reject]) -> Result<()> {
         self.buf.clear();
         for r in rejects {
-            reject_csv_line(&mut self.buf, r);
+            reject_csv_line_guarded(&mut self.buf, r, self.guard_formulas);
         }
         self.file
             .write_all(self.buf.as_bytes())
@@ -497,5 +510,32 @@ impl UnitSpool {
             .flush()
             .and_then(|_| self.file.get_ref().sync_data())
             .map_err(|e| Error::io(self.path.display(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarded_spool_writes_formulas_as_text_and_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = RejectSpool::new(dir.path()).unwrap().guard_formulas(true);
+        let mut unit = spool.open("u.csv").unwrap();
+        let r = Reject::new("u.csv".into(), 2, None, "bad", "why", "=cmd|' /C calc'!A0");
+        unit.append(&[r]).unwrap();
+        unit.sync().unwrap();
+        drop(unit);
+        spool.seal("u.csv").unwrap();
+        let out = dir.path().join("rejects.csv");
+        spool.merge_into(&out, &["u.csv"]).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.ends_with(",'=cmd|' /C calc'!A0\n"), "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }

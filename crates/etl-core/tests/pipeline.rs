@@ -101,6 +101,7 @@ fn opts(dir: Option<&std::path::Path>) -> PipelineOptions {
         progress: false,
         report_dir: dir.map(|d| d.to_path_buf()),
         unit_retries: 0,
+        ..Default::default()
     }
 }
 

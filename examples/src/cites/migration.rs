@@ -232,6 +232,7 @@ impl CitesConfig {
             cancel,
             target: Some(target),
             unit_retries: common.unit_retries,
+            guard_formulas: common.guard_formulas,
         }
     }
 }

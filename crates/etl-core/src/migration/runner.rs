@@ -84,6 +84,8 @@ pub struct RunOptions {
     /// Times a pipeline unit failing with a retryable error is run again
     /// ([`StepCx::pipeline_options`](super::StepCx::pipeline_options)); 3 by default.
     pub unit_retries: u32,
+    /// Guard `rejects.csv` against spreadsheet formulas (`--guard-formulas`).
+    pub guard_formulas: bool,
 }
 
 impl RunOptions {
@@ -97,6 +99,7 @@ impl RunOptions {
             cancel: CancellationToken::new(),
             target: None,
             unit_retries: 3,
+            guard_formulas: false,
         }
     }
 
@@ -598,6 +601,7 @@ impl<C: Send + Sync> Migration<C> {
             progress: opts.progress,
             report_dir: opts.report_dir.clone(),
             unit_retries: opts.unit_retries,
+            guard_formulas: opts.guard_formulas,
             shared: shared.clone(),
         }
     }

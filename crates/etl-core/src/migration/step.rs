@@ -422,6 +422,7 @@ pub struct StepCx {
     pub report_dir: PathBuf,
     /// Retries of a pipeline unit that fails with a retryable error.
     pub unit_retries: u32,
+    pub(crate) guard_formulas: bool,
     pub(crate) resume: bool,
     pub(crate) errors_log: Option<PathBuf>,
     pub(crate) shared: Arc<Mutex<Shared>>,
@@ -477,6 +478,7 @@ impl StepCx {
             progress: self.progress,
             report_dir: Some(self.report_dir.clone()),
             unit_retries: self.unit_retries,
+            guard_formulas: self.guard_formulas,
             ..PipelineOptions::default()
         }
     }
