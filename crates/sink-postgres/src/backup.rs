@@ -27,6 +27,7 @@ use sqlx::{Connection as _, PgConnection};
 use crate::ident::TableName;
 use crate::staging::exists;
 use crate::{Error, Result};
+use etl_postgres::catalog;
 
 /// The manifest's file name in a backup directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -306,44 +307,40 @@ pub async fn restore(url: &str, dir: &Path) -> Result<Vec<TableSum>> {
 }
 
 /// SQL dropping (first) and creating again (second) what depends on `tables` from
-/// outside them: foreign keys of other tables, views. Names come out fully qualified
-/// (the restore script empties `search_path`).
+/// outside them: foreign keys of other tables, views ([`catalog::dependent_views`]). The
+/// definitions are read under the session's `search_path`, which the second part sets
+/// again (the restore script empties it).
 async fn outside_dependents(
     conn: &mut PgConnection,
     tables: &[TableName],
 ) -> Result<(String, String)> {
     let names: Vec<String> = tables.iter().map(|t| t.sql()).collect();
-    let (oids,): (Vec<i64>,) = sqlx::query_as(
-        "SELECT coalesce(array_agg(to_regclass(x)::oid::bigint), '{}') FROM unnest($1::text[]) x
-          WHERE to_regclass(x) IS NOT NULL",
-    )
-    .bind(&names)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query("SET search_path = ''")
-        .execute(&mut *conn)
+    let (path,): (String,) = sqlx::query_as("SELECT current_setting('search_path')")
+        .fetch_one(&mut *conn)
         .await?;
     let fks: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(k.conname), pg_get_constraintdef(k.oid)
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE k.contype = 'f' AND k.confrelid::bigint = ANY($1) AND NOT k.conrelid::bigint = ANY($1)",
+          WHERE k.contype = 'f'
+            AND k.confrelid IN (SELECT to_regclass(x) FROM unnest($1::text[]) x)
+            AND k.conrelid NOT IN (SELECT to_regclass(x) FROM unnest($1::text[]) x WHERE to_regclass(x) IS NOT NULL)",
     )
-    .bind(&oids)
+    .bind(&names)
     .fetch_all(&mut *conn)
     .await?;
-    let views: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT format('%I.%I', n.nspname, v.relname), pg_get_viewdef(v.oid)
-           FROM pg_depend d
-           JOIN pg_rewrite r ON r.oid = d.objid
-           JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
-           JOIN pg_namespace n ON n.oid = v.relnamespace
-          WHERE d.refobjid::bigint = ANY($1) AND d.classid = 'pg_rewrite'::regclass",
-    )
-    .bind(&oids)
-    .fetch_all(&mut *conn)
-    .await?;
-    sqlx::query("RESET search_path").execute(&mut *conn).await?;
-    let (mut before, mut after) = (String::new(), String::new());
+    let mut views: Vec<(String, String)> = Vec::new();
+    for t in tables {
+        for v in catalog::dependent_views(conn, t).await? {
+            if !views.contains(&v) {
+                views.push(v);
+            }
+        }
+    }
+    let mut before = String::new();
+    let mut after = format!(
+        "SELECT pg_catalog.set_config('search_path', '{}', false);\n",
+        path.replace('\'', "''")
+    );
     for (name, _) in &views {
         before.push_str(&format!("DROP VIEW IF EXISTS {name};\n"));
     }

@@ -110,12 +110,12 @@ impl CsvSource {
     /// Check the header of every file against the schema before anything is loaded (a
     /// pre-flight): the same rules as the read (columns by name, a missing, duplicate or
     /// undeclared column is an error naming the file). Reads only the headers. Returns the
-    /// number of files checked.
+    /// files checked (with their sizes, as [`CsvSource::list_units`]).
     ///
     /// # Errors
     /// The first file whose header does not fit, or that cannot be read; as
     /// [`CsvSource::list_units`].
-    pub fn check_headers(&self) -> Result<usize> {
+    pub fn check_headers(&self) -> Result<Vec<Unit>> {
         let units = self.list_units()?;
         for u in &units {
             let path = PathBuf::from(&u.locator);
@@ -137,7 +137,7 @@ impl CsvSource {
                 .options(self.options.clone())
                 .build(&h.names)?;
         }
-        Ok(units.len())
+        Ok(units)
     }
 
     /// The units, synchronously (what [`Extract::units`] runs on the blocking pool).

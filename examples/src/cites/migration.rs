@@ -344,8 +344,12 @@ async fn preflight(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     // The reference lists and every file's header, before anything is written.
     reference_lists(&c.cfg)?;
     let source = CsvSource::glob(cites_schema(), &c.cfg.input, &c.cfg.args.pattern);
-    let files = source.check_headers()?;
-    let disk = disk_check(c, &mut conn).await?;
+    let units = source.check_headers()?;
+    let input = units.iter().filter_map(|u| match u.size {
+        Some(etl_core::SizeHint::Bytes(b)) => Some(b),
+        _ => None,
+    });
+    let (files, disk) = (units.len(), disk_check(c, &mut conn, input.sum()).await?);
     Ok(
         StepOutput::message(format!("nothing in the way; {files} file headers fit"))
             .with_details(json!({ "pre_migration": pre, "files": files, "disk": disk })),
@@ -357,18 +361,11 @@ async fn preflight(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
 /// `cites_trade_records` with its indexes (1.77 x).
 const TABLE_PER_CSV_BYTE: f64 = 1.8;
 
-/// The space the run needs on the server (staging with its indexes: input x
+/// The space the run needs on the server (staging with its indexes: `input` bytes x
 /// [`TABLE_PER_CSV_BYTE`]; the in-database copies of the live table and the summary)
 /// against the free space of the data directory when it can be known; refuses with the
 /// figures when it does not fit.
-async fn disk_check(c: &Cites, conn: &mut PgConnection) -> anyhow::Result<Value> {
-    let input: u64 = std::fs::read_dir(&c.cfg.input)?
-        .flatten()
-        .filter(|e| {
-            etl_source_csv::glob_match(&c.cfg.args.pattern, &e.file_name().to_string_lossy())
-        })
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-        .sum();
+async fn disk_check(c: &Cites, conn: &mut PgConnection, input: u64) -> anyhow::Result<Value> {
     let (copies,): (i64,) = sqlx::query_as(
         "SELECT coalesce(pg_table_size(to_regclass($1)), 0) + coalesce(pg_table_size(to_regclass($2)), 0)",
     )
