@@ -171,6 +171,59 @@ async fn loads_exact_contents_and_switches() {
         annual[1]["terms_summary"][0]["quantity"],
         serde_json::json!(12.75)
     );
+    // Built from the load's rollups, and equal to a rebuild from a scan of the table.
+    let summary = &r
+        .steps
+        .iter()
+        .find(|s| s.name == "summary")
+        .unwrap()
+        .details;
+    assert_eq!(summary["from"], "rollups", "{summary}");
+    let both = "SELECT (SELECT count(*) || ':' || sum(hashtextextended((s.species_id, s.total_trade_records, s.overall_min_year, s.overall_max_year, s.overall_total_quantity, s.distinct_years, s.distinct_terms, s.distinct_importers, s.distinct_exporters, s.annual_summaries)::text, 0)) FROM species_trade_summary s)
+         || '/' || (SELECT count(*) || ':' || sum(hashtextextended(a::text, 0)) FROM species_trade_summary_annual a)";
+    let (rolled,): (String,) = sqlx::query_as(both).fetch_one(&mut conn).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; {} COMMIT;",
+        etl_examples::cites::summary::rebuild()
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (scanned,): (String,) = sqlx::query_as(both).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(rolled, scanned);
+    assert!(rolled.starts_with("2:"), "{rolled}");
+    // ... and in the seed's shape (000 §6.2): one row per species and year, its index.
+    let annual: Vec<(i32, i32, String, String)> = sqlx::query_as(
+        "SELECT a.year, a.total_records, a.total_quantity::text, a.summary_type
+           FROM species_trade_summary_annual a JOIN species sp ON sp.id = a.species_id
+          WHERE sp.scientific_name = 'Falco rusticolus' AND a.min_year = a.year AND a.max_year = a.year
+          ORDER BY a.year",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(annual.len(), 2, "{annual:?}");
+    assert_eq!((annual[1].0, annual[1].1), (2004, 1), "{annual:?}");
+    assert_eq!(annual[1].2, "12.75");
+    assert!(annual.iter().all(|a| a.3 == "annual"));
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT (SELECT sum(total_records) FROM species_trade_summary_annual)::bigint
+                  - (SELECT count(*) FROM cites_trade_records)"
+        )
+        .await,
+        0,
+        "the annual rows account for every live row"
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_summary_species_year'"
+        )
+        .await,
+        1
+    );
     // The ids are deterministic: a second full run gives the same ids.
     let ids1 = count(
         &mut conn,
@@ -1029,7 +1082,7 @@ async fn a_lost_commit_answer_is_checked_and_the_unit_is_not_loaded_twice() {
 }
 
 /// Backup → a new release → `--restore`: every table the run changed (trade records,
-/// summary, species) is back with the checksum it had before the run.
+/// both summaries, species) is back with the checksum it had before the run.
 #[tokio::test]
 async fn restore_gives_back_every_changed_table() {
     use etl_sink_postgres::backup::table_checksum;
@@ -1043,12 +1096,18 @@ async fn restore_gives_back_every_changed_table() {
     assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
     env.run("cleanup", &["--cleanup"]).await;
     let mut conn = env.conn().await;
-    let tables = ["cites_trade_records", "species_trade_summary", "species"].map(TableName::new);
+    let tables = [
+        "cites_trade_records",
+        "species_trade_summary",
+        "species_trade_summary_annual",
+        "species",
+    ]
+    .map(TableName::new);
     let mut before = Vec::new();
     for t in &tables {
         before.push(table_checksum(&mut conn, t).await.unwrap());
     }
-    // The next release changes all three (a new species, other rows).
+    // The next release changes all four (a new species, other rows).
     std::fs::write(
         env.dir.path().join("species.csv"),
         format!("{SPECIES}Vulpes lagopus,Arctic Fox\n"),

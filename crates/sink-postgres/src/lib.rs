@@ -10,6 +10,8 @@
 //! * [`ledger::LedgerTables`]: runs, per-unit migration log and import errors;
 //! * [`idmap`]: stable UUIDv5 ids for another system's things, with a mapping table;
 //!   [`compare`]: staged rows compared column by column with rows derived again;
+//! * [`rollup::Rollup`]: group-by counts and sums of the loaded rows, committed per unit,
+//!   so a summary after the load needs no second scan;
 //! * [`ident`], [`types`], [`catalog`], [`connect_options`]: re-exported from `etl-postgres`
 //!   (identifiers always quoted, the Arrow <-> PostgreSQL type map, catalog helpers,
 //!   connect options).
@@ -39,6 +41,7 @@ pub mod move_data;
 pub mod partition;
 pub mod preflight;
 pub mod proof;
+pub mod rollup;
 pub mod sql_file;
 pub mod staging;
 pub mod steps;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::copy::{COPY_HEADER, COPY_TRAILER, CopyEncoder};
 use crate::ident::TableName;
 use crate::ledger::LedgerTables;
+use crate::rollup::{Groups, Rollup};
 use crate::staging::StagingTable;
 use crate::{Error, Result};
 
@@ -32,6 +33,7 @@ pub struct PgLoad {
     table: TableName,
     ledger: LedgerTables,
     staging: Option<StagingTable>,
+    rollups: Vec<Arc<Rollup>>,
     state: Arc<Mutex<Option<RunState>>>,
 }
 
@@ -51,6 +53,7 @@ impl PgLoad {
             table,
             ledger: LedgerTables::default(),
             staging: None,
+            rollups: Vec::new(),
             state: Arc::new(Mutex::new(None)),
         }
     }
@@ -65,6 +68,13 @@ impl PgLoad {
     /// table's indexes and keys on it and `ANALYZE` it.
     pub fn with_staging(mut self, staging: StagingTable) -> Self {
         self.staging = Some(staging);
+        self
+    }
+
+    /// Also keep `rollup`'s group-by counts and sums of the written rows, per unit and in
+    /// the unit's transaction (see [`Rollup`]).
+    pub fn with_rollup(mut self, rollup: Rollup) -> Self {
+        self.rollups.push(Arc::new(rollup));
         self
     }
 
@@ -111,6 +121,10 @@ impl Load for PgLoad {
             self.table.sql(),
             encoder.column_list_sql()
         );
+        for r in &self.rollups {
+            r.begin_run(&mut conn, &self.table, run.run_id, run.resume)
+                .await?;
+        }
         let details = serde_json::json!({ "table": self.table.to_string() });
         self.ledger
             .start_run(&mut conn, run.run_id, &run.migration, &details)
@@ -139,6 +153,7 @@ impl Load for PgLoad {
         let task = tokio::spawn(async move { unit_task(conn, st, ledger, unit_name, rx).await });
         Ok(PgUnitWriter {
             encoder: state.encoder,
+            groups: self.rollups.iter().cloned().map(Groups::new).collect(),
             tx: Some(tx),
             task: Some(task),
         })
@@ -210,7 +225,7 @@ const COPY_MESSAGE_BYTES: usize = 1 << 20;
 enum Msg {
     Data(Bytes),
     Rejects(Vec<Reject>),
-    Commit(Box<UnitSummary>, oneshot::Sender<()>),
+    Commit(Box<UnitSummary>, Vec<Groups>, oneshot::Sender<()>),
 }
 
 /// Writes one unit through a connection task: `write` encodes on the blocking pool and
@@ -221,6 +236,7 @@ enum Msg {
 #[derive(Debug)]
 pub struct PgUnitWriter {
     encoder: Arc<CopyEncoder>,
+    groups: Vec<Groups>,
     tx: Option<mpsc::Sender<Msg>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -254,13 +270,18 @@ impl UnitWriter for PgUnitWriter {
     async fn write(&mut self, batch: RecordBatch) -> etl_core::Result<u64> {
         let n = batch.num_rows() as u64;
         let encoder = self.encoder.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Bytes> {
+        let mut groups = std::mem::take(&mut self.groups);
+        let (bytes, groups) = tokio::task::spawn_blocking(move || -> Result<(Bytes, _)> {
             let mut buf = BytesMut::with_capacity(encoder.encoded_size_hint(&batch) + 64);
             encoder.encode(&batch, &mut buf)?;
-            Ok(buf.freeze())
+            for g in &mut groups {
+                g.add(&batch)?;
+            }
+            Ok((buf.freeze(), groups))
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
+        self.groups = groups;
         self.send(Msg::Data(bytes)).await?;
         Ok(n)
     }
@@ -272,7 +293,8 @@ impl UnitWriter for PgUnitWriter {
 
     async fn commit(mut self, summary: &UnitSummary) -> etl_core::Result<()> {
         let (done_tx, done_rx) = oneshot::channel();
-        self.send(Msg::Commit(Box::new(summary.clone()), done_tx))
+        let groups = std::mem::take(&mut self.groups);
+        self.send(Msg::Commit(Box::new(summary.clone()), groups, done_tx))
             .await?;
         if done_rx.await.is_err() {
             return Err(self.task_error().await.into());
@@ -316,11 +338,11 @@ async fn unit_task(
                 }
             }
             Some(Msg::Rejects(r)) => rejects.extend(r),
-            Some(Msg::Commit(summary, reply)) => break Some((summary, reply)),
+            Some(Msg::Commit(summary, groups, reply)) => break Some((summary, groups, reply)),
             None => break None,
         }
     };
-    let Some((summary, reply)) = commit else {
+    let Some((summary, groups, reply)) = commit else {
         // Abort: dropping `copy` and the connection rolls back on the server.
         drop(copy);
         drop(conn);
@@ -335,6 +357,9 @@ async fn unit_task(
         )));
     }
     insert_rejects(&mut conn, &ledger, state.run_id, &rejects).await?;
+    for g in &groups {
+        g.write(&mut conn, state.run_id, &unit).await?;
+    }
     ledger
         .record_unit(
             &mut conn,

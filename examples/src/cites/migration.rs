@@ -33,7 +33,9 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use super::schema::{self, IMPORT_ERRORS, LIVE, MIGRATION_LOG, SUMMARY, cites_schema};
+use super::schema::{
+    self, IMPORT_ERRORS, LIVE, MIGRATION_LOG, SUMMARY, SUMMARY_ANNUAL, cites_schema,
+};
 use super::species::{Scope, SpeciesMap, SpeciesMapping, UNMATCHED};
 use super::summary;
 
@@ -264,7 +266,7 @@ pub fn migration(c: &Cites) -> anyhow::Result<Migration<Cites>> {
     let replace = ReplaceSteps::new(opts.clone(), cfg.staging())
         .lock_timeout(cfg.args.lock_timeout.clone())
         .ledger(cfg.ledger())
-        .after_rollback(format!("{}\nANALYZE {}", summary::REBUILD, live.sql()));
+        .after_rollback(format!("{}\nANALYZE {}", summary::rebuild(), live.sql()));
     let mut m = Migration::new(cfg.migration.clone())
         .restart_unfinished()
         .step(
@@ -314,8 +316,8 @@ pub fn migration(c: &Cites) -> anyhow::Result<Migration<Cites>> {
         m = m.step(sql_step("reindex", StepKind::PostSwitch, opts.clone(), sql));
     }
     Ok(m.step(
-        sql_step("summary", StepKind::PostSwitch, opts, summary::REBUILD)
-            .describe("rebuilds species_trade_summary from the live table (one transaction)"),
+        Step::new("summary", StepKind::PostSwitch, step_fn!(summary_step))
+            .describe("rebuilds species_trade_summary and the seed's per-year species_trade_summary_annual (one transaction) from the load's rollups, or from a scan of the live table"),
     )
     .step(
         Step::new("smoke", StepKind::PostSwitch, step_fn!(smoke))
@@ -397,6 +399,32 @@ async fn disk_check(c: &Cites, conn: &mut PgConnection, input: u64) -> anyhow::R
     )
 }
 
+/// Both summaries from the rollups the load of this run committed with its files, or,
+/// when they do not reconcile with the ledger's row count, from one scan of the table.
+async fn summary_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
+    let mut conn = c.conn().await?;
+    let ledger = c.cfg.ledger();
+    let [by_year, _] = summary::rollups();
+    let counts = by_year.reconcile(&mut conn, &ledger, cx.run_id).await;
+    let (sql, from) = match counts {
+        Ok((rolled, ledgered)) if rolled == ledgered => {
+            (summary::from_rollups(&ledger, cx.run_id), "rollups")
+        }
+        _ => (summary::rebuild(), "scan"),
+    };
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let rows = counts.map(|(r, l)| json!({ "rollup_rows": r, "ledger_rows": l }));
+    Ok(
+        StepOutput::message(format!("rebuilt from the {from}")).with_details(
+            json!({ "from": from, "counts": rows.unwrap_or_else(|e| json!(e.to_string())) }),
+        ),
+    )
+}
+
 async fn species(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     schema::ensure(&mut conn).await?;
@@ -426,9 +454,9 @@ fn reference_lists(cfg: &CitesConfig) -> anyhow::Result<(Pairs, Pairs)> {
     Ok((species, synonyms))
 }
 
-/// The tables a run changes: trade records and summary (replaced), species (added to),
-/// listings (kept with them).
-const CHANGED: [&str; 4] = [LIVE, SUMMARY, "species", "cites_listings"];
+/// The tables a run changes: trade records and the summaries (replaced), species (added
+/// to), listings (kept with them).
+const CHANGED: [&str; 5] = [LIVE, SUMMARY, SUMMARY_ANNUAL, "species", "cites_listings"];
 
 /// In-database copies (the instant rollback) of the live table and the summary, and the
 /// seed's `migration_stats_pre`.
@@ -593,6 +621,10 @@ async fn run_pipeline(
         PgLoad::new(connect_options(&c.url)?, st.staging.clone()).with_ledger(cfg.ledger());
     if inline {
         load = load.with_staging(st.clone());
+    } else {
+        for r in summary::rollups() {
+            load = load.with_rollup(r);
+        }
     }
     let match_gate = MatchRate {
         name: "species_match_rate".into(),

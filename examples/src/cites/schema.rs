@@ -16,6 +16,9 @@ pub const MIGRATION_LOG: &str = "cites_migration_log";
 pub const IMPORT_ERRORS: &str = "cites_trade_import_errors";
 /// Aggregated summaries, one row per species.
 pub const SUMMARY: &str = "species_trade_summary";
+/// The seed's summary shape (000 §6.2: one row per species and year, `summary_type =
+/// 'annual'`, index `idx_summary_species_year`), beside the application's table.
+pub const SUMMARY_ANNUAL: &str = "species_trade_summary_annual";
 
 /// Every statement is idempotent (`IF NOT EXISTS`), so it runs on every start.
 ///
@@ -24,7 +27,9 @@ pub const SUMMARY: &str = "species_trade_summary";
 /// (`record_id`, `reporter_type`, the three permit ids); `record_id` gets an index (the
 /// duplicate check and lookups by CITES id use it); the seed's `(species_id, year)` index
 /// (§4.3) is on the live table, so staging gets it too; `migration_stats_pre` (§1.2) keeps
-/// one row per run. `species.scientific_name` stays
+/// one row per run; the seed's per-year summary (§6.2) is its own table,
+/// `species_trade_summary_annual`, since `species_trade_summary` is keyed by species and
+/// the application reads its JSON shape. `species.scientific_name` stays
 /// non-unique as in production.
 pub const DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS species (
@@ -107,6 +112,17 @@ CREATE TABLE IF NOT EXISTS species_trade_summary (
     distinct_exporters jsonb,
     annual_summaries jsonb
 );
+CREATE TABLE IF NOT EXISTS species_trade_summary_annual (
+    species_id uuid NOT NULL REFERENCES species(id) ON DELETE CASCADE,
+    year integer NOT NULL,
+    total_records integer NOT NULL,
+    total_quantity numeric NOT NULL,
+    min_year integer NOT NULL,
+    max_year integer NOT NULL,
+    summary_type text NOT NULL DEFAULT 'annual'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_summary_species_year
+    ON species_trade_summary_annual (species_id, year);
 "#;
 
 /// Create every table the migration needs (idempotent).

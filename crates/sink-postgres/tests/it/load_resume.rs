@@ -108,3 +108,107 @@ async fn units_commit_with_their_checkpoint_and_resume_skips_exactly_those() {
         .unwrap();
     assert_eq!(status, "validated");
 }
+
+/// Adds `k` (`n % 3` as text) and `q` (`n / 10` as a decimal) to the numbers.
+struct KeyAndAmount;
+impl Transform for KeyAndAmount {
+    fn name(&self) -> &str {
+        "key_and_amount"
+    }
+    fn output_schema(&self, input: &SchemaRef) -> etl_core::Result<SchemaRef> {
+        let mut fields: Vec<_> = input.fields().iter().cloned().collect();
+        fields.push(arrow_schema::Field::new("k", arrow_schema::DataType::Utf8, false).into());
+        fields.push(
+            arrow_schema::Field::new("q", arrow_schema::DataType::Decimal128(10, 1), true).into(),
+        );
+        Ok(std::sync::Arc::new(arrow_schema::Schema::new(fields)))
+    }
+    fn transform(&self, batch: Batch) -> etl_core::Result<Batch> {
+        use arrow_array::cast::AsArray;
+        let n = batch
+            .data
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        let k: arrow_array::StringArray =
+            n.iter().map(|v| v.map(|v| (v % 3).to_string())).collect();
+        let q = n
+            .iter()
+            .map(|v| v.filter(|v| v % 5 != 0).map(i128::from))
+            .collect::<arrow_array::Decimal128Array>()
+            .with_precision_and_scale(10, 1)
+            .unwrap();
+        let schema = self.output_schema(&batch.data.schema())?;
+        let mut cols = batch.data.columns().to_vec();
+        cols.push(std::sync::Arc::new(k));
+        cols.push(std::sync::Arc::new(q));
+        let data = arrow_array::RecordBatch::try_new(schema, cols).unwrap();
+        Ok(Batch { data, ..batch })
+    }
+}
+
+/// A rollup's partial groups commit with their units: after a failed unit and a resume,
+/// the groups equal a `GROUP BY` of the table, and the ledger's row count reconciles.
+#[tokio::test]
+async fn rollup_groups_commit_with_their_units_and_match_a_group_by() {
+    use etl_sink_postgres::ledger::LedgerTables;
+    use etl_sink_postgres::rollup::Rollup;
+    let (db, mut conn) = super::db().await;
+    sqlx::query("CREATE TABLE sums (n bigint NOT NULL, k text NOT NULL, q numeric)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let extract = || MemoryExtract::units(&[("a", 20), ("b", 30), ("c", 40)]);
+    let rollup = Rollup::new(TableName::new("sums_by_k"), ["k"], ["q"]);
+    let load = || {
+        PgLoad::new(connect_options(db.url()).unwrap(), TableName::new("sums"))
+            .with_rollup(rollup.clone())
+    };
+    let mut run = RunInfo::new("sums");
+    let report = Pipeline::new(extract(), load())
+        .transform(KeyAndAmount)
+        .transform(FailOn("b"))
+        .options(options())
+        .run(&run)
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    run.resume = true;
+    let report = Pipeline::new(extract(), load())
+        .transform(KeyAndAmount)
+        .options(options())
+        .run(&run)
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let ledger = LedgerTables::default();
+    let groups: Vec<(String, i64, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT k, rows, q::text FROM ({}) g ORDER BY k",
+        rollup.groups_sql(&ledger)
+    )))
+    .bind(run.run_id)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let scanned: Vec<(String, i64, Option<String>)> =
+        sqlx::query_as("SELECT k, count(*), sum(q)::text FROM sums GROUP BY k ORDER BY k")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups, scanned);
+    let (rolled, ledgered) = rollup
+        .reconcile(&mut conn, &ledger, run.run_id)
+        .await
+        .unwrap();
+    assert_eq!((rolled, ledgered), (90, 90));
+    // A new run drops the partial groups of the old one.
+    let report = Pipeline::new(extract(), load())
+        .transform(KeyAndAmount)
+        .options(options())
+        .run(&RunInfo::new("sums"))
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let (runs,): (i64,) = sqlx::query_as("SELECT count(DISTINCT run_id) FROM sums_by_k")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+}
