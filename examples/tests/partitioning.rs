@@ -287,7 +287,7 @@ async fn rollback_after_every_step_restores_the_original_database() {
         .filter(|s| s.name() != "maintain")
         .map(|s| s.name().to_owned())
         .collect();
-    assert_eq!(steps.len(), 14);
+    assert_eq!(steps.len(), 15);
     for (i, step) in steps.iter().enumerate() {
         // Alternate batch and online moves so both rollbacks are exercised.
         let mode: &[&str] = if i % 2 == 0 { &[] } else { &["--online"] };
@@ -711,8 +711,26 @@ async fn plan_lists_every_step_with_its_state_and_what_resume_does_next() {
             .outcome
             .as_str()
     };
-    let seen = ["preflight", "move_data", "verify", "swap", "analyze"].map(outcome);
-    assert_eq!(seen, ["ran", "skipped", "ran", "ran", "ran"]);
+    let seen = [
+        "preflight",
+        "move_data",
+        "verify",
+        "swap",
+        "analyze",
+        "proof",
+    ]
+    .map(outcome);
+    assert_eq!(seen, ["ran", "skipped", "ran", "ran", "ran", "ran"]);
+    // The proof queries ran on each new table and the previous one, both plans kept.
+    let proof = &r.steps.iter().find(|s| s.name == "proof").unwrap().details;
+    for t in ["petri_observations", "gasifier_observations"] {
+        let timings = proof[t].as_array().unwrap_or_else(|| panic!("{proof}"));
+        assert_eq!(timings.len(), 2, "{proof}");
+        assert!(
+            timings[0]["new_plan"].as_str().unwrap().contains("Plan"),
+            "{proof}"
+        );
+    }
 }
 
 /// The columns of `table`, in order.

@@ -35,6 +35,92 @@ impl QueryCheck {
     }
 }
 
+/// The proof flags every PostgreSQL replacement shares (flatten into a `clap` parser):
+/// the named queries timed on the live table and its replacement before the switch, and
+/// run again on the new live table after it (the smoke queries).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProofArgs {
+    /// The proof queries (`NAME=SQL`, `{table}` for the table; repeatable), timed with
+    /// `EXPLAIN (ANALYZE, BUFFERS)` on the replacement and on the live table before the
+    /// switch, and run on the new live table after it. Default: the migration's own.
+    #[arg(long = "query", value_name = "NAME=SQL")]
+    pub queries: Vec<String>,
+    /// The switch is vetoed when a proof query is this many times slower on the
+    /// replacement than on the live table...
+    #[arg(long, default_value_t = 2.0, value_name = "X")]
+    pub max_query_slowdown: f64,
+    /// ...and slower by at least this many milliseconds (smaller gaps are noise).
+    #[arg(long, default_value_t = 5.0, value_name = "MS")]
+    pub query_floor_ms: f64,
+}
+
+impl ProofArgs {
+    /// The checks: `--query` when given, else `defaults`.
+    ///
+    /// # Errors
+    /// A `--query` without `=` (`Error::State`, naming it).
+    pub fn checks(&self, defaults: &[QueryCheck]) -> Result<Vec<QueryCheck>> {
+        if self.queries.is_empty() {
+            return Ok(defaults.to_vec());
+        }
+        self.queries
+            .iter()
+            .map(|q| match q.split_once('=') {
+                Some((name, sql)) => Ok(QueryCheck::new(name.trim(), sql.trim())),
+                None => Err(crate::Error::State(format!(
+                    "--query {q:?}: expected NAME=SQL"
+                ))),
+            })
+            .collect()
+    }
+
+    /// [`compare_queries`] of the checks on `live` and `new` with these limits: the
+    /// findings, and the timings with both plans as JSON for the report.
+    ///
+    /// # Errors
+    /// A bad `--query`, or a query fails.
+    pub async fn compare(
+        &self,
+        conn: &mut PgConnection,
+        live: &TableName,
+        new: &TableName,
+        defaults: &[QueryCheck],
+    ) -> Result<(Vec<Finding>, Value)> {
+        let floor = Duration::from_secs_f64(self.query_floor_ms.max(0.0) / 1000.0);
+        let checks = self.checks(defaults)?;
+        let (findings, timings) =
+            compare_queries(conn, live, new, &checks, self.max_query_slowdown, floor).await?;
+        Ok((findings, serde_json::to_value(timings).unwrap_or_default()))
+    }
+
+    /// The smoke queries on `table` after the switch: each must run; its rows and time
+    /// (`{"query", "rows", "ms"}`) are returned for the report.
+    ///
+    /// # Errors
+    /// A bad `--query`, or a query fails (the error names it).
+    pub async fn smoke(
+        &self,
+        conn: &mut PgConnection,
+        table: &TableName,
+        defaults: &[QueryCheck],
+    ) -> Result<Vec<Value>> {
+        let mut results = Vec::new();
+        for q in self.checks(defaults)? {
+            let sql = q.sql.replace("{table}", &table.sql());
+            let t0 = std::time::Instant::now();
+            let (rows,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM ({sql}) q"
+            )))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| crate::Error::State(format!("smoke query {}: {e}", q.name)))?;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            results.push(serde_json::json!({ "query": q.name, "rows": rows, "ms": ms }));
+        }
+        Ok(results)
+    }
+}
+
 /// How one [`QueryCheck`] ran on both tables.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryTiming {

@@ -22,7 +22,7 @@ use etl_core::{CancellationToken, Pipeline, RunReport, step_fn};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::ledger::LedgerTables;
-use etl_sink_postgres::proof::{self, QueryCheck};
+use etl_sink_postgres::proof::{self, ProofArgs, QueryCheck};
 use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, exists};
 use etl_sink_postgres::steps::{ReplaceSteps, pg_dump_step, sql_step};
 use etl_sink_postgres::{PgLoad, connect_options};
@@ -101,56 +101,30 @@ pub struct CitesArgs {
     /// gate); without it the dropped Ids are counted and sampled in the report only.
     #[arg(long, value_name = "N")]
     pub max_dropped_ids: Option<i64>,
-    /// The proof queries (`NAME=SQL`, `{table}` for the table; repeatable) timed on
-    /// staging and on live before the switch. Default: the seed's query by species and
-    /// `year >= 2020`, and the Polar Bear pipeline's summary query.
-    #[arg(long = "query", value_name = "NAME=SQL")]
-    pub queries: Vec<String>,
-    /// The switch is vetoed when a proof query is this many times slower on staging
-    /// than on live...
-    #[arg(long, default_value_t = 2.0, value_name = "X")]
-    pub max_query_slowdown: f64,
-    /// ...and slower by at least this many milliseconds (smaller gaps are noise).
-    #[arg(long, default_value_t = 5.0, value_name = "MS")]
-    pub query_floor_ms: f64,
+    /// The proof queries before and after the switch.
+    #[command(flatten)]
+    pub proof: ProofArgs,
 }
 
 /// The seed's proof queries (000 §4.3 and the Polar Bear pipeline test of §6.3).
 const POLAR_BEAR: &str =
     "(SELECT id FROM species WHERE scientific_name = 'Ursus maritimus' ORDER BY id LIMIT 1)";
 
-impl CitesArgs {
-    /// The proof queries: `--query` or the defaults.
-    ///
-    /// # Errors
-    /// A `--query` without `=`.
-    pub fn proof_queries(&self) -> anyhow::Result<Vec<QueryCheck>> {
-        if self.queries.is_empty() {
-            return Ok(vec![
-                QueryCheck::new(
-                    "species_recent_years",
-                    format!(
-                        "SELECT * FROM {{table}} WHERE species_id = {POLAR_BEAR} AND year >= 2020"
-                    ),
-                ),
-                QueryCheck::new(
-                    "polar_bear_summary",
-                    format!(
-                        "SELECT year, term, count(*), sum(quantity) FROM {{table}} WHERE species_id = {POLAR_BEAR} GROUP BY year, term"
-                    ),
-                ),
-            ]);
-        }
-        self.queries
-            .iter()
-            .map(|q| {
-                let (name, sql) = q
-                    .split_once('=')
-                    .with_context(|| format!("--query {q:?}: expected NAME=SQL"))?;
-                Ok(QueryCheck::new(name.trim(), sql.trim()))
-            })
-            .collect()
-    }
+/// The default proof queries: the seed's query by species and `year >= 2020`, and the
+/// Polar Bear pipeline's summary query.
+pub fn proof_queries() -> [QueryCheck; 2] {
+    [
+        QueryCheck::new(
+            "species_recent_years",
+            format!("SELECT * FROM {{table}} WHERE species_id = {POLAR_BEAR} AND year >= 2020"),
+        ),
+        QueryCheck::new(
+            "polar_bear_summary",
+            format!(
+                "SELECT year, term, count(*), sum(quantity) FROM {{table}} WHERE species_id = {POLAR_BEAR} GROUP BY year, term"
+            ),
+        ),
+    ]
 }
 
 /// A resolved CITES migration.
@@ -721,17 +695,9 @@ async fn gates(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
             None => etl_core::Finding::pass("dropped_ids", msg),
         });
     }
-    let floor = std::time::Duration::from_secs_f64(args.query_floor_ms / 1000.0);
-    let checks = args.proof_queries()?;
-    let (proofs, timings) = proof::compare_queries(
-        &mut conn,
-        &st.live,
-        &st.staging,
-        &checks,
-        args.max_query_slowdown,
-        floor,
-    )
-    .await?;
+    let (proofs, timings) = (args.proof)
+        .compare(&mut conn, &st.live, &st.staging, &proof_queries())
+        .await?;
     findings.extend(proofs);
     let failed = findings.iter().filter(|f| f.vetoes()).count();
     Ok(
@@ -745,19 +711,9 @@ async fn gates(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
 /// checks): each must run; its rows and time are recorded.
 async fn smoke(c: &Cites, _cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
-    let mut results = Vec::new();
-    for q in c.cfg.args.proof_queries()? {
-        let sql = q.sql.replace("{table}", &c.cfg.live().sql());
-        let t0 = std::time::Instant::now();
-        let (rows,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM ({sql}) q"
-        )))
-        .fetch_one(&mut conn)
-        .await
-        .with_context(|| format!("smoke query {}", q.name))?;
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        results.push(json!({ "query": q.name, "rows": rows, "ms": ms }));
-    }
+    let results = (c.cfg.args.proof)
+        .smoke(&mut conn, &c.cfg.live(), &proof_queries())
+        .await?;
     let line = results
         .iter()
         .map(|r| format!("{} {} rows", r["query"].as_str().unwrap_or(""), r["rows"]))

@@ -11,6 +11,7 @@ use etl_core::cli::{BackupArgs, CommonArgs};
 use etl_core::migration::{Action, Journal, Migration, RunState, Status, StepKind, StepState};
 use etl_core::{CancellationToken, RunReport};
 use etl_sink_postgres::journal::PgJournal;
+use etl_sink_postgres::proof::ProofArgs;
 use etl_sink_postgres::sql_file::{SqlMigration, check_unchanged};
 use etl_sink_postgres::steps::{MoveSteps, pg_dump_step, preflight, sql_migration};
 use sqlx::{ConnectOptions as _, Connection, PgConnection};
@@ -29,6 +30,10 @@ pub struct PartitioningArgs {
     /// Backups (`pg_dump` before the move and before `--cleanup`) and `--restore`.
     #[command(flatten)]
     pub backup: BackupArgs,
+    /// The proof queries, timed on the new tables and the previous ones after the indexes
+    /// are built (default: one site's and one program's last 90 days).
+    #[command(flatten)]
+    pub proof: ProofArgs,
     /// Move online: capture changes with triggers during the backfill, replay them, and
     /// swap in one short-lock transaction (writers keep writing). Default: batch move
     /// (writers should be stopped).
@@ -119,6 +124,7 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
         premake: args.premake,
         lock_timeout: args.lock_timeout.clone(),
         mv: mv.clone(),
+        proof: args.proof.clone(),
     };
     let sql = |i: usize| {
         let f = &files(args)[i];
@@ -142,6 +148,7 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
         .step(steps::indexes())
         .step(sql(4)?)
         .step(steps::analyze())
+        .step(steps::proof())
         .step(steps::maintain())
         .step(pg_dump_step("backup_before_cleanup", url, before_cleanup, dir).optional())
         .step(mv.cleanup());

@@ -8,6 +8,7 @@ use etl_core::{BoxError, RunReport, RunStatus, UnitStatus, UnitSummary};
 use etl_sink_postgres::Result;
 use etl_sink_postgres::ident::{TableName, quote_ident};
 use etl_sink_postgres::partition::{self, ForeignKey, MonthlyPartitions, verify_partitioned};
+use etl_sink_postgres::proof::{ProofArgs, QueryCheck};
 use etl_sink_postgres::staging::{count_rows, exists};
 use etl_sink_postgres::steps::{MoveSteps, MoveTable};
 use serde_json::{Value, json};
@@ -88,6 +89,8 @@ pub struct Ctx {
     pub lock_timeout: String,
     /// The move (the verification replays its change log first).
     pub mv: MoveSteps,
+    /// The proof queries and their limits.
+    pub proof: ProofArgs,
 }
 
 impl Ctx {
@@ -300,6 +303,58 @@ pub fn indexes() -> Step<Ctx> {
 pub fn analyze() -> Step<Ctx> {
     per_table("analyze", StepKind::PostSwitch, What::Analyze)
         .describe("VACUUM (ANALYZE) the new tables, outside any transaction")
+}
+
+/// The default proof queries (the dashboards' access paths the new indexes serve): one
+/// site's and one program's rows of the data's last 90 days.
+pub fn proof_queries() -> [QueryCheck; 2] {
+    let recent = "created_at >= (SELECT max(created_at) FROM submissions) - interval '90 days'";
+    [
+        QueryCheck::new(
+            "site_recent",
+            format!(
+                "SELECT * FROM {{table}} WHERE site_id = (SELECT site_id FROM sites ORDER BY site_id LIMIT 1) AND {recent}"
+            ),
+        ),
+        QueryCheck::new(
+            "program_recent",
+            format!(
+                "SELECT count(*) FROM {{table}} WHERE program_id = (SELECT program_id FROM pilot_programs ORDER BY program_id LIMIT 1) AND {recent}"
+            ),
+        ),
+    ]
+}
+
+/// `proof` (after the indexes and `ANALYZE`): the proof queries timed on each new table
+/// and on the previous one it replaced (seed 002: "query performance improved or same");
+/// a query more than `--max-query-slowdown` times slower fails the step, and `--rollback`
+/// swaps the previous tables back.
+pub fn proof() -> Step<Ctx> {
+    Step::new("proof", StepKind::PostSwitch, |c: &Ctx, _cx: &StepCx| {
+        Box::pin(async move {
+            let mut conn = c.conn().await?;
+            let (mut findings, mut details) = (Vec::new(), serde_json::Map::new());
+            for t in c.tables.iter().map(|s| &s.t) {
+                if !exists(&mut conn, &t.old).await? {
+                    continue;
+                }
+                let (found, timings) = (c.proof)
+                    .compare(&mut conn, &t.old, &t.live, &proof_queries())
+                    .await?;
+                findings.extend(found.into_iter().map(|f| etl_core::Finding {
+                    check: format!("{}:{}", t.live.name, f.check),
+                    ..f
+                }));
+                details.insert(t.live.name.clone(), timings);
+            }
+            let failed = findings.iter().filter(|f| f.vetoes()).count();
+            let msg = format!("{} queries compared, {failed} slower", findings.len());
+            Ok(StepOutput::message(msg)
+                .with_details(Value::Object(details))
+                .with_findings(findings))
+        })
+    })
+    .describe("times the proof queries on the new tables and the previous ones (--query, --max-query-slowdown)")
 }
 
 /// `inbound_foreign_keys` (pre-flight, before any write): the foreign keys of other tables
