@@ -34,6 +34,9 @@ pub struct PgLoad {
     ledger: LedgerTables,
     staging: Option<StagingTable>,
     rollups: Vec<Arc<Rollup>>,
+    /// The groups of the units committed in this process, and whether they are all of the
+    /// run's (no unit was committed by an earlier attempt).
+    run_groups: Arc<Mutex<(bool, Vec<Groups>)>>,
     state: Arc<Mutex<Option<RunState>>>,
 }
 
@@ -54,6 +57,7 @@ impl PgLoad {
             ledger: LedgerTables::default(),
             staging: None,
             rollups: Vec::new(),
+            run_groups: Arc::default(),
             state: Arc::new(Mutex::new(None)),
         }
     }
@@ -71,8 +75,8 @@ impl PgLoad {
         self
     }
 
-    /// Also keep `rollup`'s group-by counts and sums of the written rows, per unit and in
-    /// the unit's transaction (see [`Rollup`]).
+    /// Also compute `rollup`'s group-by counts and sums of the written rows, written to
+    /// its table at the end of the load (see [`Rollup`]).
     pub fn with_rollup(mut self, rollup: Rollup) -> Self {
         self.rollups.push(Arc::new(rollup));
         self
@@ -122,8 +126,7 @@ impl Load for PgLoad {
             encoder.column_list_sql()
         );
         for r in &self.rollups {
-            r.begin_run(&mut conn, &self.table, run.run_id, run.resume)
-                .await?;
+            r.begin_run(&mut conn, &self.table).await?;
         }
         let details = serde_json::json!({ "table": self.table.to_string() });
         self.ledger
@@ -134,6 +137,10 @@ impl Load for PgLoad {
         } else {
             Vec::new()
         };
+        *self.run_groups.lock().expect("groups lock") = (
+            done.is_empty(),
+            self.rollups.iter().cloned().map(Groups::new).collect(),
+        );
         *self.state.lock().expect("state lock") = Some(RunState {
             run_id: run.run_id,
             migration: run.migration.clone(),
@@ -154,6 +161,7 @@ impl Load for PgLoad {
         Ok(PgUnitWriter {
             encoder: state.encoder,
             groups: self.rollups.iter().cloned().map(Groups::new).collect(),
+            run_groups: self.run_groups.clone(),
             tx: Some(tx),
             task: Some(task),
         })
@@ -190,6 +198,13 @@ impl Load for PgLoad {
                 .map_err(Error::from)?;
             st.build_indexes(&mut conn).await?;
         }
+        // The run's groups, when this process committed every unit of the run.
+        let groups = std::mem::take(&mut *self.run_groups.lock().expect("groups lock"));
+        if groups.0 {
+            for g in &groups.1 {
+                g.write(&mut conn, state.run_id).await?;
+            }
+        }
         crate::staging::analyze(&mut conn, &self.table).await?;
         self.ledger
             .set_status(&mut conn, state.run_id, "loaded")
@@ -225,7 +240,7 @@ const COPY_MESSAGE_BYTES: usize = 1 << 20;
 enum Msg {
     Data(Bytes),
     Rejects(Vec<Reject>),
-    Commit(Box<UnitSummary>, Vec<Groups>, oneshot::Sender<()>),
+    Commit(Box<UnitSummary>, oneshot::Sender<()>),
 }
 
 /// Writes one unit through a connection task: `write` encodes on the blocking pool and
@@ -237,6 +252,7 @@ enum Msg {
 pub struct PgUnitWriter {
     encoder: Arc<CopyEncoder>,
     groups: Vec<Groups>,
+    run_groups: Arc<Mutex<(bool, Vec<Groups>)>>,
     tx: Option<mpsc::Sender<Msg>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -293,11 +309,20 @@ impl UnitWriter for PgUnitWriter {
 
     async fn commit(mut self, summary: &UnitSummary) -> etl_core::Result<()> {
         let (done_tx, done_rx) = oneshot::channel();
-        let groups = std::mem::take(&mut self.groups);
-        self.send(Msg::Commit(Box::new(summary.clone()), groups, done_tx))
+        self.send(Msg::Commit(Box::new(summary.clone()), done_tx))
             .await?;
         if done_rx.await.is_err() {
             return Err(self.task_error().await.into());
+        }
+        // Committed: the unit's groups join the run's (a group that cannot be merged
+        // leaves the run's groups incomplete, so the summary scans instead).
+        if !self.groups.is_empty() {
+            let mut run = self.run_groups.lock().expect("groups lock");
+            let merged = std::mem::take(&mut self.groups)
+                .into_iter()
+                .zip(run.1.iter_mut())
+                .try_for_each(|(unit, run)| run.merge(unit));
+            run.0 &= merged.is_ok();
         }
         self.tx = None;
         if let Some(h) = self.task.take() {
@@ -338,11 +363,11 @@ async fn unit_task(
                 }
             }
             Some(Msg::Rejects(r)) => rejects.extend(r),
-            Some(Msg::Commit(summary, groups, reply)) => break Some((summary, groups, reply)),
+            Some(Msg::Commit(summary, reply)) => break Some((summary, reply)),
             None => break None,
         }
     };
-    let Some((summary, groups, reply)) = commit else {
+    let Some((summary, reply)) = commit else {
         // Abort: dropping `copy` and the connection rolls back on the server.
         drop(copy);
         drop(conn);
@@ -357,9 +382,6 @@ async fn unit_task(
         )));
     }
     insert_rejects(&mut conn, &ledger, state.run_id, &rejects).await?;
-    for g in &groups {
-        g.write(&mut conn, state.run_id, &unit).await?;
-    }
     ledger
         .record_unit(
             &mut conn,

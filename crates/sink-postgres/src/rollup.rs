@@ -1,12 +1,15 @@
 //! [`Rollup`]: group-by counts and sums of the rows a [`PgLoad`](crate::PgLoad) writes,
-//! computed while the batches stream through the load and committed in each unit's own
-//! transaction, so a summary after the load needs no second scan of the table.
+//! computed while the batches stream through the load, so a summary after the load needs
+//! no second scan of the table.
 //!
-//! Each unit writes its partial groups (`run_id`, `unit`, the key columns, `rows`, one sum
-//! per summed column) into the rollup table in the transaction that commits the unit's
-//! rows and its ledger row: a unit retried or reloaded by `--resume` replaces its partial
-//! groups, a unit rolled back leaves none. [`Rollup::groups_sql`] sums the partials of the
-//! units the ledger records as completed, which is exactly what the load table holds.
+//! Each unit's writer groups its batches; when the unit has committed, its groups are
+//! merged into the run's (a unit that failed or was retried contributes only its committed
+//! attempt). At the end of the load the run's groups are written to the rollup table
+//! (`run_id`, the key columns, `rows`, one sum per summed column) — when this process
+//! loaded every unit of the run. A load resumed after a kill did not see the units
+//! committed before it, so it writes no groups: [`Rollup::reconcile`] then tells the
+//! summary to scan the table instead (its row count is compared with the ledger's, which
+//! commits with the units).
 //!
 //! ```no_run
 //! use etl_sink_postgres::{PgLoad, ident::TableName, rollup::Rollup};
@@ -67,63 +70,62 @@ impl Rollup {
         }
     }
 
-    /// A query of the groups of run `run_id` (`$1`): the key columns, `rows` and the sums,
-    /// summed over the units `ledger` records as completed in that run.
-    pub fn groups_sql(&self, ledger: &LedgerTables) -> String {
-        let keys: Vec<String> = self.keys.iter().map(|k| quote_ident(k)).collect();
-        let mut cols = keys.clone();
-        cols.push("sum(r.rows)::bigint AS rows".into());
-        for s in &self.sums {
-            let q = quote_ident(s);
-            cols.push(format!("sum(r.{q}) AS {q}"));
-        }
+    /// A query of the groups of run `run_id` (`$1`): the key columns, `rows` and the sums.
+    pub fn groups_sql(&self) -> String {
+        let mut cols: Vec<String> = self.keys.iter().map(|k| quote_ident(k)).collect();
+        cols.push("rows".into());
+        cols.extend(self.sums.iter().map(|s| quote_ident(s)));
         format!(
-            "SELECT {} FROM {} r JOIN {} u ON u.run_id = r.run_id AND u.file_name = r.unit AND u.status = 'completed'
-              WHERE r.run_id = $1 GROUP BY {}",
+            "SELECT {} FROM {} WHERE run_id = $1",
             cols.join(", "),
-            self.table.sql(),
-            ledger.units.sql(),
-            keys.join(", ")
+            self.table.sql()
         )
     }
 
-    /// The rows of run `run_id`'s completed units according to the rollup, and according
-    /// to the ledger: equal when every completed unit wrote its partial groups.
+    /// The rows of run `run_id` according to the rollup table (`None` when it holds no
+    /// groups of the run: a resumed load, or no rollup table), and according to `ledger`
+    /// (the rows its completed units loaded): the groups describe the loaded table exactly
+    /// when both are equal.
     ///
     /// # Errors
-    /// A query failed (the rollup table is missing, ...).
+    /// A query failed.
     pub async fn reconcile(
         &self,
         conn: &mut PgConnection,
         ledger: &LedgerTables,
         run_id: Uuid,
-    ) -> Result<(i64, i64)> {
-        let sql = sqlf!(
-            "SELECT (SELECT coalesce(sum(r.rows), 0)::bigint FROM {t} r JOIN {u} u
-                       ON u.run_id = r.run_id AND u.file_name = r.unit AND u.status = 'completed'
-                      WHERE r.run_id = $1),
-                    (SELECT coalesce(sum(records_inserted), 0)::bigint FROM {u}
-                      WHERE run_id = $1 AND status = 'completed')",
-            t = self.table.sql(),
-            u = ledger.units.sql()
-        );
-        Ok(sqlx::query_as(sql).bind(run_id).fetch_one(conn).await?)
+    ) -> Result<(Option<i64>, i64)> {
+        let rolled: Option<i64> = if crate::staging::exists(conn, &self.table).await? {
+            sqlx::query_scalar(sqlf!(
+                "SELECT sum(rows)::bigint FROM {} WHERE run_id = $1",
+                self.table.sql()
+            ))
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await?
+        } else {
+            None
+        };
+        let ledgered: i64 = sqlx::query_scalar(sqlf!(
+            "SELECT coalesce(sum(records_inserted), 0)::bigint FROM {}
+              WHERE run_id = $1 AND status = 'completed'",
+            ledger.units.sql()
+        ))
+        .bind(run_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok((rolled, ledgered))
     }
 
-    /// Create the rollup table when missing, typed like `target`'s key columns; on a new
-    /// run (not `resume`), drop the partial groups of every other run.
+    /// Create the rollup table when missing, typed like `target`'s key columns, and drop
+    /// its groups (of every run: this run's are written again at the end of its load).
     pub(crate) async fn begin_run(
         &self,
         conn: &mut PgConnection,
         target: &TableName,
-        run_id: Uuid,
-        resume: bool,
     ) -> Result<()> {
         let columns = crate::types::table_columns(conn, target).await?;
-        let mut defs = vec![
-            "run_id uuid NOT NULL".to_owned(),
-            "unit text NOT NULL".into(),
-        ];
+        let mut defs = vec!["run_id uuid NOT NULL".to_owned()];
         for k in &self.keys {
             let c = columns.iter().find(|c| &c.name == k).ok_or_else(|| {
                 Error::Mapping(format!("rollup key `{k}` is not a column of {target}"))
@@ -145,25 +147,23 @@ impl Rollup {
         let t = self.table.sql();
         sqlx::raw_sql(sqlf!(
             "CREATE TABLE IF NOT EXISTS {t} ({});
-             CREATE INDEX IF NOT EXISTS {} ON {t} (run_id, unit)",
+             CREATE INDEX IF NOT EXISTS {} ON {t} (run_id)",
             defs.join(", "),
-            quote_ident(&format!("{}_run_unit_idx", self.table.name))
+            quote_ident(&format!("{}_run_idx", self.table.name))
         ))
         .execute(&mut *conn)
         .await?;
-        if !resume {
-            sqlx::query(sqlf!("DELETE FROM {t} WHERE run_id <> $1"))
-                .bind(run_id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        sqlx::query(sqlf!("DELETE FROM {t}"))
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 }
 
-/// The groups of one unit for one [`Rollup`], filled batch by batch.
+/// The groups of one [`Rollup`]: of one unit's batches, or of the run's committed units.
 pub(crate) struct Groups {
     rollup: Arc<Rollup>,
+    fields: Vec<SortField>,
     converter: Option<RowConverter>,
     index: HashMap<Box<[u8]>, usize>,
     keys: Vec<Box<[u8]>>,
@@ -189,11 +189,29 @@ enum Sum {
     Float(f64),
 }
 
+impl Sum {
+    fn plus(self, other: Sum, name: &str) -> Result<Sum> {
+        Ok(match (self, other) {
+            (Sum::Null, x) | (x, Sum::Null) => x,
+            (Sum::Int(a), Sum::Int(b)) => Sum::Int(a.checked_add(b).ok_or_else(|| {
+                Error::Mapping(format!("rollup sum of `{name}` overflows 128 bits"))
+            })?),
+            (Sum::Float(a), Sum::Float(b)) => Sum::Float(a + b),
+            _ => {
+                return Err(Error::Mapping(format!(
+                    "rollup sum of `{name}`: mixed types"
+                )));
+            }
+        })
+    }
+}
+
 impl Groups {
     pub(crate) fn new(rollup: Arc<Rollup>) -> Self {
         let n = rollup.sums.len();
         Groups {
             rollup,
+            fields: Vec::new(),
             converter: None,
             index: HashMap::new(),
             keys: Vec::new(),
@@ -209,6 +227,21 @@ impl Groups {
             .ok_or_else(|| Error::Mapping(format!("rollup column `{name}` is not in the batch")))
     }
 
+    /// The group of the key `bytes` (row format), created when new.
+    fn slot(&mut self, bytes: &[u8]) -> usize {
+        if let Some(&g) = self.index.get(bytes) {
+            return g;
+        }
+        let g = self.keys.len();
+        self.index.insert(bytes.into(), g);
+        self.keys.push(bytes.into());
+        self.rows.push(0);
+        for s in &mut self.sums {
+            s.push(Sum::Null);
+        }
+        g
+    }
+
     /// Add the rows of `batch`.
     pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let keys = self
@@ -218,38 +251,22 @@ impl Groups {
             .map(|k| Self::column(batch, k).cloned())
             .collect::<Result<Vec<_>>>()?;
         if self.converter.is_none() {
-            let fields = keys
+            self.fields = keys
                 .iter()
                 .map(|a| SortField::new(a.data_type().clone()))
                 .collect();
-            self.converter = Some(RowConverter::new(fields).map_err(arrow)?);
+            self.converter = Some(RowConverter::new(self.fields.clone()).map_err(arrow)?);
         }
-        let rows = self
-            .converter
-            .as_ref()
-            .expect("set above")
+        let rows = (self.converter.as_ref().expect("set above"))
             .convert_columns(&keys)
             .map_err(arrow)?;
         let mut group = Vec::with_capacity(batch.num_rows());
         for row in rows.iter() {
-            let bytes = row.as_ref();
-            let g = match self.index.get(bytes) {
-                Some(&g) => g,
-                None => {
-                    let g = self.keys.len();
-                    self.index.insert(bytes.into(), g);
-                    self.keys.push(bytes.into());
-                    self.rows.push(0);
-                    for s in &mut self.sums {
-                        s.push(Sum::Null);
-                    }
-                    g
-                }
-            };
+            let g = self.slot(row.as_ref());
             self.rows[g] += 1;
             group.push(g);
         }
-        for (i, name) in self.rollup.sums.clone().iter().enumerate() {
+        for (i, name) in self.rollup.sums.iter().enumerate() {
             let col = Self::column(batch, name)?;
             if self.sum_types.len() <= i {
                 self.sum_types.push(col.data_type().clone());
@@ -259,8 +276,27 @@ impl Groups {
         Ok(())
     }
 
+    /// Add the groups of `other` (of the same rollup).
+    pub(crate) fn merge(&mut self, other: Groups) -> Result<()> {
+        if other.converter.is_none() {
+            return Ok(());
+        }
+        if self.converter.is_none() {
+            self.converter = Some(RowConverter::new(other.fields.clone()).map_err(arrow)?);
+            (self.fields, self.sum_types) = (other.fields.clone(), other.sum_types.clone());
+        }
+        for (i, key) in other.keys.iter().enumerate() {
+            let g = self.slot(key);
+            self.rows[g] += other.rows[i];
+            for (c, name) in self.rollup.sums.clone().iter().enumerate() {
+                self.sums[c][g] = self.sums[c][g].plus(other.sums[c][i], name)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The groups as a batch of the rollup table's columns.
-    fn batch(&self, run_id: Uuid, unit: &str) -> Result<Option<RecordBatch>> {
+    fn batch(&self, run_id: Uuid) -> Result<Option<RecordBatch>> {
         let Some(converter) = &self.converter else {
             return Ok(None);
         };
@@ -269,14 +305,9 @@ impl Groups {
             .convert_rows(self.keys.iter().map(|k| parser.parse(k)))
             .map_err(arrow)?;
         let n = self.keys.len();
-        let mut fields = vec![
-            Field::new("run_id", DataType::Utf8, false),
-            Field::new("unit", DataType::Utf8, false),
-        ];
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![run_id.to_string(); n])),
-            Arc::new(StringArray::from(vec![unit; n])),
-        ];
+        let mut fields = vec![Field::new("run_id", DataType::Utf8, false)];
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(StringArray::from(vec![run_id.to_string(); n]))];
         for (k, a) in self.rollup.keys.iter().zip(keys) {
             fields.push(Field::new(k, a.data_type().clone(), true));
             columns.push(a);
@@ -320,21 +351,14 @@ impl Groups {
         Ok(Some(RecordBatch::try_new(schema, columns).map_err(arrow)?))
     }
 
-    /// Replace the unit's partial groups in the rollup table (inside the unit's
-    /// transaction on `conn`).
-    pub(crate) async fn write(
-        &self,
-        conn: &mut PgConnection,
-        run_id: Uuid,
-        unit: &str,
-    ) -> Result<()> {
+    /// Write the groups as run `run_id`'s into the rollup table (replacing the run's).
+    pub(crate) async fn write(&self, conn: &mut PgConnection, run_id: Uuid) -> Result<()> {
         let t = self.rollup.table.sql();
-        sqlx::query(sqlf!("DELETE FROM {t} WHERE run_id = $1 AND unit = $2"))
+        sqlx::query(sqlf!("DELETE FROM {t} WHERE run_id = $1"))
             .bind(run_id)
-            .bind(unit)
             .execute(&mut *conn)
             .await?;
-        let Some(batch) = self.batch(run_id, unit)? else {
+        let Some(batch) = self.batch(run_id)? else {
             return Ok(());
         };
         let columns = crate::types::table_columns(conn, &self.rollup.table).await?;
@@ -368,14 +392,7 @@ fn add_sums(sums: &mut [Sum], group: &[usize], col: &dyn Array, name: &str) -> R
     ) -> Result<()> {
         for (g, v) in group.iter().zip(values) {
             if let Some(v) = v {
-                let s = match sums[*g] {
-                    Sum::Int(s) => s,
-                    _ => 0,
-                };
-                let s = s.checked_add(v.into()).ok_or_else(|| {
-                    Error::Mapping(format!("rollup sum of `{name}` overflows 128 bits"))
-                })?;
-                sums[*g] = Sum::Int(s);
+                sums[*g] = sums[*g].plus(Sum::Int(v.into()), name)?;
             }
         }
         Ok(())

@@ -378,11 +378,11 @@ async fn disk_check(c: &Cites, conn: &mut PgConnection, input: u64) -> anyhow::R
 async fn summary_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut conn = c.conn().await?;
     let ledger = c.cfg.ledger();
-    let [by_year, _] = summary::rollups();
+    let [by_year, ..] = summary::rollups();
     let counts = by_year.reconcile(&mut conn, &ledger, cx.run_id).await;
     let (sql, from) = match counts {
-        Ok((rolled, ledgered)) if rolled == ledgered => {
-            (summary::from_rollups(&ledger, cx.run_id), "rollups")
+        Ok((Some(rolled), ledgered)) if rolled == ledgered => {
+            (summary::from_rollups(cx.run_id), "rollups")
         }
         _ => (summary::rebuild(), "scan"),
     };

@@ -8,29 +8,34 @@
 //! application reads the JSON shape, so the seed's rows get their own table.
 //!
 //! Both come from one set of groups (`ferry_trade_groups`: per species, year and term, and
-//! per species and trading partner). After a load, the groups come from the load's
-//! rollups ([`ROLLUPS`]): partial groups each file committed with its rows, so no second
-//! scan of the table (measured: the grouping scan of 5 M rows took 13-15 s, most of the
-//! step). After a rollback, or when the rollups do not reconcile with the ledger, the
-//! groups come from one scan of the live table ([`rebuild`]).
+//! per species and importer, per species and exporter). After a load, they come from the
+//! load's [`rollups`] (computed while the rows streamed through it), so no second scan of
+//! the table (the grouping scan of 5 M rows takes 13-15 s, most of the step: see
+//! BENCHMARKS.md). After a rollback, or when the rollups do not reconcile with the ledger
+//! (a load resumed after a kill), they come from one scan of the live table ([`rebuild`]).
 
 use etl_sink_postgres::ident::TableName;
-use etl_sink_postgres::ledger::LedgerTables;
 use etl_sink_postgres::rollup::Rollup;
 use uuid::Uuid;
 
-/// The load's rollups: per species, year and term (rows and quantity), and per species
-/// and trading partners (rows).
-pub fn rollups() -> [Rollup; 2] {
+/// The load's rollups: per species, year and term (rows and quantity), per species and
+/// importer, per species and exporter (rows).
+pub fn rollups() -> [Rollup; 3] {
+    let table = |t: &str| TableName::new(format!("cites_rollup_{t}"));
     [
         Rollup::new(
-            TableName::new("cites_rollup_year_term"),
+            table("year_term"),
             ["species_id", "year", "term"],
             ["quantity"],
         ),
         Rollup::new(
-            TableName::new("cites_rollup_partners"),
-            ["species_id", "importer", "exporter"],
+            table("importer"),
+            ["species_id", "importer"],
+            [] as [&str; 0],
+        ),
+        Rollup::new(
+            table("exporter"),
+            ["species_id", "exporter"],
             [] as [&str; 0],
         ),
     ]
@@ -78,19 +83,15 @@ pub fn rebuild() -> String {
 const TRUNCATE: &str = "TRUNCATE species_trade_summary, species_trade_summary_annual;\n";
 
 /// The rebuild from the rollups of run `run_id` (statements for one transaction).
-pub fn from_rollups(ledger: &LedgerTables, run_id: Uuid) -> String {
-    let [by_year, partners] = rollups();
-    let run = format!("'{run_id}'::uuid");
-    let year = by_year.groups_sql(ledger).replace("$1", &run);
-    let partners = partners.groups_sql(ledger).replace("$1", &run);
+pub fn from_rollups(run_id: Uuid) -> String {
+    let [year, importer, exporter] =
+        rollups().map(|r| r.groups_sql().replace("$1", &format!("'{run_id}'::uuid")));
     format!(
         "{TRUNCATE}CREATE TEMP TABLE ferry_trade_groups ON COMMIT DROP AS
  SELECT species_id, year, term, NULL::text AS importer, NULL::text AS exporter, rows AS n, quantity AS q, 12 AS g
    FROM ({year}) y
- UNION ALL
- SELECT species_id, NULL, NULL, importer, NULL, sum(rows), NULL, 7 FROM ({partners}) p GROUP BY species_id, importer
- UNION ALL
- SELECT species_id, NULL, NULL, NULL, exporter, sum(rows), NULL, 11 FROM ({partners}) p GROUP BY species_id, exporter;
+ UNION ALL SELECT species_id, NULL, NULL, importer, NULL, rows, NULL, 7 FROM ({importer}) i
+ UNION ALL SELECT species_id, NULL, NULL, NULL, exporter, rows, NULL, 11 FROM ({exporter}) e;
 {FROM_GROUPS}"
     )
 }
