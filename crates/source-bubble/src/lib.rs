@@ -22,7 +22,8 @@
 //!   references between types checked (children of rejected parents rejected) and a
 //!   reject log; [`declared`]: the same mapping declared as data (TOML: per type, the
 //!   target columns with their field and conversion), plus a migration's own rules;
-//!   [`passwords`]: bcrypt for the passwords the Data API never returns.
+//!   [`passwords`]: bcrypt for the passwords the Data API never returns; [`sample`]: loaded
+//!   things fetched again and mapped again, for a check against what was loaded.
 //! * `test_server` (feature `test-server`): a Bubble-compatible server on 127.0.0.1.
 
 #![warn(missing_docs)]
@@ -34,6 +35,7 @@ pub mod export;
 mod extract;
 pub mod mapping;
 pub mod passwords;
+pub mod sample;
 pub mod schema;
 #[cfg(feature = "test-server")]
 pub mod test_server;
