@@ -15,8 +15,9 @@
 //!   files of one earlier real run (never a dry run's) and the report names it
 //!   (`export_from`).
 //! * **staging**, **load_&lt;type&gt;**: parents first, each type is read back from Parquet
-//!   and mapped ([`transform`] on [`etl_source_bubble::mapping`]: roles, statuses, JSON,
-//!   lists, decimals, dates, UUIDv5 ids, passwords) into `cb_staging.<table>` ([`TextLoad`]);
+//!   and mapped as `mapping.toml` declares ([`etl_source_bubble::declared`]: roles,
+//!   statuses, JSON, lists, decimals, ranges, dates, UUIDv5 ids, references) plus the rules
+//!   in [`transform`] (one e-mail per user, passwords) into `cb_staging.<table>` ([`TextLoad`]);
 //!   a child of a rejected parent is rejected with `parent rejected`.
 //! * **checks** (a gate): staged rows per table against the pipelines' counts, the seed's
 //!   checks (10.3) on the state the switch would produce (upserted and rolled back), and
@@ -51,7 +52,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arrow_array::cast::AsArray;
-use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use etl_core::cli::CommonArgs;
 use etl_core::migration::{Migration, Step, StepCx, StepKind, StepOutput};
@@ -618,14 +618,7 @@ async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxErr
     let report = match (&c.args.users_csv, table_of(t)) {
         (Some(csv), _) if t == "user" => {
             // the old system's users, with a `password` column hashed before anything else
-            let mut fields: Vec<Field> = spec
-                .raw_schema()
-                .fields()
-                .iter()
-                .map(|f| (**f).clone())
-                .collect();
-            fields.push(Field::new(passwords::PASSWORD, DataType::Utf8, true));
-            let e = etl_source_csv::CsvSource::files(Arc::new(Schema::new(fields)), [csv]);
+            let e = etl_source_csv::CsvSource::files(passwords::with_password(&spec), [csv]);
             let hash = passwords::PasswordTransform::new(c.args.bcrypt_cost);
             let p = Pipeline::new(e, stage).transform(hash);
             p.transform(map).options(opts).run(&run).await
