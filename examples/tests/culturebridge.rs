@@ -541,7 +541,7 @@ async fn sample_check_compares_every_type_and_names_type_id_column_and_values() 
         "client_profile {client}: staged, but no longer exists in Bubble"
     )));
     assert!(found.problems.contains(&format!(
-        "booking {booking}: staged, but the mapping now rejects the API's thing (duration: duration -5 is not a positive number of minutes)"
+        "booking {booking}: staged, but the mapping now rejects the API's thing (duration: duration -5 is outside 1-2147483647)"
     )));
     let mut compared = want.clone();
     for (t, n) in &mut compared {

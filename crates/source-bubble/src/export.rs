@@ -10,6 +10,7 @@
 //!   and `export_run`, the run whose file the later steps read ([`export_run_of`]);
 //! * [`own_export`]: a load refuses a file another run wrote since the export step (a dry
 //!   run, say, while this one was interrupted);
+//! * [`api_totals`]: a full export holds every thing the Data API counts;
 //! * [`check_exports`]: before anything runs, `--resume` continues only over the files its
 //!   own run wrote, and a reuse (`--skip-export`) never takes a dry run's export, the files
 //!   of several runs, or a file changed since it was written.
@@ -276,6 +277,33 @@ pub async fn export_step(
 pub fn export_run_of(cx: &StepCx, ty: &str) -> Option<Uuid> {
     cx.details_of(&format!("export_{ty}"))
         .and_then(|d| serde_json::from_value(d["export_run"].clone()).ok())
+}
+
+/// Findings `api_total_<type>`: the things of each type a full export read (`(type,
+/// read)`) against the things the Data API counts (`count + remaining` of a one-thing
+/// page). An incremental export holds only what changed: do not compare it.
+///
+/// # Errors
+/// A request that fails after the client's retries.
+pub async fn api_totals(
+    client: &BubbleClient,
+    exported: impl IntoIterator<Item = (&str, u64)>,
+) -> Result<Vec<etl_core::Finding>, BoxError> {
+    let one = crate::PageQuery {
+        limit: 1,
+        ..Default::default()
+    };
+    let mut findings = Vec::new();
+    for (ty, read) in exported {
+        let p = client.fetch_page(ty, &one, 0).await?;
+        let n = p.count + p.remaining;
+        findings.push(etl_core::Finding::check(
+            format!("api_total_{ty}"),
+            read == n,
+            format!("{read} `{ty}` things exported; the Data API counts {n}"),
+        ));
+    }
+    Ok(findings)
 }
 
 /// Refuse to read an export file another run wrote since this run's step `export_<ty>`.

@@ -20,17 +20,22 @@
 //!   a reuse never reads another run's (or a dry run's, or a changed) export.
 //! * [`mapping`]: things of a type mapped to the text rows of a SQL target table, with the
 //!   references between types checked (children of rejected parents rejected) and a
-//!   reject log; [`passwords`]: bcrypt for the passwords the Data API never returns.
+//!   reject log; [`declared`]: the same mapping declared as data (TOML: per type, the
+//!   target columns with their field and conversion), plus a migration's own rules;
+//!   [`passwords`]: bcrypt for the passwords the Data API never returns; [`sample`]: loaded
+//!   things fetched again and mapped again, for a check against what was loaded.
 //! * `test_server` (feature `test-server`): a Bubble-compatible server on 127.0.0.1.
 
 #![warn(missing_docs)]
 
 mod client;
+pub mod declared;
 mod error;
 pub mod export;
 mod extract;
 pub mod mapping;
 pub mod passwords;
+pub mod sample;
 pub mod schema;
 #[cfg(feature = "test-server")]
 pub mod test_server;

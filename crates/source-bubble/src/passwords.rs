@@ -23,6 +23,15 @@ pub fn is_bcrypt_hash(s: &str) -> bool {
     s.len() == 60 && (s.starts_with("$2a$") || s.starts_with("$2b$") || s.starts_with("$2y$"))
 }
 
+/// The shape of the old system's export of a type's things: the type's raw (export)
+/// columns and [`PASSWORD`], all text.
+pub fn with_password(spec: &crate::TypeSchema) -> SchemaRef {
+    let raw = spec.raw_schema();
+    let mut fields: Vec<Field> = raw.fields().iter().map(|f| (**f).clone()).collect();
+    fields.push(Field::new(PASSWORD, DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
 /// Replaces `password` by `password_hash`: bcrypt at `cost` for plaintext (on all cores),
 /// kept as is for existing bcrypt hashes, null (reset required) when empty or longer than
 /// bcrypt's 72 bytes (never truncated).
@@ -170,6 +179,19 @@ pub fn bcrypt_rate(cost: u32, threads: usize, n: usize) -> f64 {
 mod tests {
     use super::*;
     use arrow_array::StringArray;
+
+    #[test]
+    fn the_old_systems_export_has_the_raw_columns_and_a_password() {
+        let spec = crate::TypeSchema::new("user", crate::KeyMode::DisplayNames)
+            .field(crate::FieldSpec::new("active", crate::FieldKind::Bool));
+        let s = with_password(&spec);
+        let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["_id", "created_date", "modified_date", "active", "password"]
+        );
+        assert!(s.fields().iter().all(|f| f.data_type() == &DataType::Utf8));
+    }
 
     #[test]
     fn plaintext_is_hashed_hashes_are_kept_and_too_long_is_reset() {

@@ -15,8 +15,9 @@
 //!   files of one earlier real run (never a dry run's) and the report names it
 //!   (`export_from`).
 //! * **staging**, **load_&lt;type&gt;**: parents first, each type is read back from Parquet
-//!   and mapped ([`transform`] on [`etl_source_bubble::mapping`]: roles, statuses, JSON,
-//!   lists, decimals, dates, UUIDv5 ids, passwords) into `cb_staging.<table>` ([`TextLoad`]);
+//!   and mapped as `mapping.toml` declares ([`etl_source_bubble::declared`]: roles,
+//!   statuses, JSON, lists, decimals, ranges, dates, UUIDv5 ids, references) plus the rules
+//!   in [`transform`] (one e-mail per user, passwords) into `cb_staging.<table>` ([`TextLoad`]);
 //!   a child of a rejected parent is rejected with `parent rejected`.
 //! * **checks** (a gate): staged rows per table against the pipelines' counts, the seed's
 //!   checks (10.3) on the state the switch would produce (upserted and rolled back), and
@@ -51,7 +52,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arrow_array::cast::AsArray;
-use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use etl_core::cli::CommonArgs;
 use etl_core::migration::{Migration, Step, StepCx, StepKind, StepOutput};
@@ -416,17 +416,10 @@ fn upsert(opts: PgConnectOptions) -> Upsert {
     ])
 }
 
+const DROP_STAGING: &str = "DROP SCHEMA IF EXISTS cb_staging CASCADE";
+
 /// The migration's steps.
 pub fn migration(c: &Cb) -> Migration<Cb> {
-    let drop_staging = |c: &Cb| {
-        let pool = c.pool.clone();
-        Box::pin(async move {
-            sqlx::raw_sql("DROP SCHEMA IF EXISTS cb_staging CASCADE")
-                .execute(&pool)
-                .await?;
-            Ok(StepOutput::message("cb_staging dropped"))
-        }) as etl_core::migration::StepFuture<'_>
-    };
     let mut m = Migration::new("culturebridge")
         .restart_unfinished()
         .step(
@@ -458,7 +451,13 @@ pub fn migration(c: &Cb) -> Migration<Cb> {
         Step::new("staging", StepKind::Prepare, |c: &Cb, cx| {
             Box::pin(staging(c, cx))
         })
-        .undo(move |c: &Cb, _cx| drop_staging(c))
+        .undo(|c: &Cb, _cx| {
+            let pool = c.pool.clone();
+            Box::pin(async move {
+                sqlx::raw_sql(DROP_STAGING).execute(&pool).await?;
+                Ok(StepOutput::message("cb_staging dropped"))
+            })
+        })
         .describe(
             "(re)creates the scratch schema cb_staging: a table per target table, the id map view",
         ),
@@ -513,7 +512,7 @@ pub fn migration(c: &Cb) -> Migration<Cb> {
         "ANALYZE users, client_profiles, coach_profiles, bookings, payments, bubble_id_map",
     ))
     .step(
-        Step::new("cleanup", StepKind::Cleanup, move |c: &Cb, _cx| drop_staging(c))
+        sql_step("cleanup", StepKind::Cleanup, c.opts.clone(), DROP_STAGING)
             .optional()
             .describe("drops the scratch schema cb_staging (asked for by name; --rollback still works)"),
     )
@@ -619,14 +618,7 @@ async fn load(c: &Cb, cx: &StepCx, t: &'static str) -> Result<StepOutput, BoxErr
     let report = match (&c.args.users_csv, table_of(t)) {
         (Some(csv), _) if t == "user" => {
             // the old system's users, with a `password` column hashed before anything else
-            let mut fields: Vec<Field> = spec
-                .raw_schema()
-                .fields()
-                .iter()
-                .map(|f| (**f).clone())
-                .collect();
-            fields.push(Field::new(passwords::PASSWORD, DataType::Utf8, true));
-            let e = etl_source_csv::CsvSource::files(Arc::new(Schema::new(fields)), [csv]);
+            let e = etl_source_csv::CsvSource::files(passwords::with_password(&spec), [csv]);
             let hash = passwords::PasswordTransform::new(c.args.bcrypt_cost);
             let p = Pipeline::new(e, stage).transform(hash);
             p.transform(map).options(opts).run(&run).await
@@ -672,29 +664,15 @@ async fn checks(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         ));
     }
     findings.extend(preview.findings);
-    // A full export must hold every thing the Data API counts (count + remaining of a
-    // one-thing page); an incremental one only what changed, so it is not compared.
+    // A full export must hold every thing the Data API counts (what the loads read, also
+    // when `--skip-export` reused the files); an incremental one only what changed.
     if since_of(cx).is_none() {
-        let client = c.client()?;
-        let one = etl_source_bubble::PageQuery {
-            limit: 1,
-            ..Default::default()
+        let read = |t: &str| {
+            cx.pipeline_of(&format!("load_{t}"))
+                .map_or(0, |p| p.totals.read)
         };
-        for ty in all_types() {
-            let p = client.fetch_page(ty, &one, 0).await?;
-            // What the load read from the export file (also when `--skip-export` reused it).
-            let exported = cx
-                .pipeline_of(&format!("load_{ty}"))
-                .map_or(0, |p| p.totals.read);
-            findings.push(Finding::check(
-                format!("api_total_{ty}"),
-                exported == p.count + p.remaining,
-                format!(
-                    "{exported} `{ty}` things exported; the Data API counts {}",
-                    p.count + p.remaining
-                ),
-            ));
-        }
+        let read: Vec<(&str, u64)> = all_types().map(|t| (t, read(t))).collect();
+        findings.extend(etl_source_bubble::export::api_totals(c.client()?, read).await?);
     }
     findings.extend(
         sample_check(

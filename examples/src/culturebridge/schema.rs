@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use etl_source_bubble::{FieldKind, FieldSpec, KeyMode, TypeSchema};
+use etl_source_bubble::{KeyMode, TypeSchema};
+
+use super::transform::declared;
 
 /// Migrated types in dependency order (parents first): the coaching data, then the
 /// community data (posts by users, comments on posts, resources).
@@ -22,127 +24,23 @@ pub const MIGRATED: [&str; 8] = [
 /// extra types can be exported without a target.
 pub const NOT_MIGRATED: [&str; 0] = [];
 
-/// Target table of a migrated type.
+/// Target table of a type (`""`: not migrated), as `mapping.toml` declares it.
 pub fn table_of(bubble_type: &str) -> &'static str {
-    match bubble_type {
-        "user" => "users",
-        "client_profile" => "client_profiles",
-        "coach_profile" => "coach_profiles",
-        "booking" => "bookings",
-        "payment" => "payments",
-        "post" => "posts",
-        "comment" => "comments",
-        "resource" => "resources",
-        _ => "",
-    }
+    let t = declared().get(bubble_type);
+    t.and_then(|t| t.table.as_deref()).unwrap_or("")
 }
 
-const DEC_10_2: FieldKind = FieldKind::Decimal {
-    precision: 10,
-    scale: 2,
-};
-
-fn text(c: &str) -> FieldSpec {
-    FieldSpec::new(c, FieldKind::Text)
-}
-
-fn reference(c: &str, to: &str) -> FieldSpec {
-    let id = if to == "user" {
-        format!("{c}_user")
-    } else {
-        format!("{c}_custom_{to}")
-    };
-    FieldSpec::new(c, FieldKind::Text).id_key(&id)
-}
-
-/// The declared schema of `bubble_type` with the original app's keys, in `mode`, with
-/// `overrides` (`column -> key` of the current mode) applied.
+/// The declared schema of `bubble_type` with the original app's keys (from `mapping.toml`),
+/// in `mode`, with `overrides` (`column -> key` of the current mode) applied.
 pub fn type_schema(
     bubble_type: &str,
     mode: KeyMode,
     overrides: &HashMap<String, String>,
 ) -> TypeSchema {
-    let fields: Vec<FieldSpec> = match bubble_type {
-        "user" => vec![
-            text("email"),
-            text("type"),
-            FieldSpec::new("active", FieldKind::Bool),
-            FieldSpec::new("verified", FieldKind::Bool),
-        ],
-        "client_profile" => vec![
-            reference("user", "user"),
-            text("first_name"),
-            text("last_name"),
-            FieldSpec::new("photo", FieldKind::Text).id_key("photo_image"),
-            text("phone_number"),
-            text("time_zone"),
-            FieldSpec::new("quiz_responses", FieldKind::Json),
-            FieldSpec::new("user_preferences", FieldKind::Json),
-        ],
-        "coach_profile" => vec![
-            reference("user", "user"),
-            text("first_name"),
-            text("last_name"),
-            FieldSpec::new("photo", FieldKind::Text).id_key("photo_image"),
-            text("biography"),
-            text("video_url"),
-            FieldSpec::new("expertise_areas", FieldKind::TextList),
-            FieldSpec::new("languages_spoken", FieldKind::TextList),
-            FieldSpec::new("countries_experience", FieldKind::TextList),
-            FieldSpec::new("rate", DEC_10_2).key("rate"),
-            text("currency_code"),
-            FieldSpec::new("availability_data", FieldKind::Json),
-            FieldSpec::new(
-                "average_rating",
-                FieldKind::Decimal {
-                    precision: 3,
-                    scale: 2,
-                },
-            ),
-            FieldSpec::new("session_count", FieldKind::Int),
-            FieldSpec::new("verified", FieldKind::Bool),
-        ],
-        "booking" => vec![
-            reference("client", "user"),
-            reference("coach", "user"),
-            FieldSpec::new("session_date", FieldKind::Date),
-            FieldSpec::new("duration", FieldKind::Int),
-            text("booking_status"),
-            text("meeting_url"),
-            text("session_notes"),
-        ],
-        "payment" => vec![
-            reference("booking", "booking"),
-            FieldSpec::new("payment_amount", DEC_10_2),
-            text("currency_code"),
-            text("payment_status"),
-            text("stripe_session"),
-            text("stripe_intent"),
-        ],
-        "post" => vec![reference("author", "user"), text("title"), text("body")],
-        "comment" => vec![
-            reference("post", "post"),
-            reference("author", "user"),
-            text("body"),
-        ],
-        "resource" => vec![
-            text("title"),
-            text("url"),
-            FieldSpec::new("tags", FieldKind::TextList),
-        ],
-        _ => vec![],
-    };
-    let mut s = TypeSchema::new(bubble_type, mode);
-    for mut f in fields {
-        if let Some(k) = overrides.get(&f.column) {
-            match mode {
-                KeyMode::DisplayNames => f.key.clone_from(k),
-                KeyMode::GeneratedIds => f.id_key.clone_from(k),
-            }
-        }
-        s = s.field(f);
+    match declared().get(bubble_type) {
+        Some(t) => t.schema(mode, overrides),
+        None => TypeSchema::new(bubble_type, mode),
     }
-    s
 }
 
 /// Display-key -> generated-id map of a type (what the test server sends in id mode).
@@ -156,23 +54,6 @@ pub fn id_keys(bubble_type: &str) -> HashMap<String, String> {
 
 /// Field-key overrides from a JSON file: `{"user": {"email": "Email Address"}, ...}`.
 pub type KeyOverrides = BTreeMap<String, HashMap<String, String>>;
-
-/// Target columns of a table, in table order (the mapping produces them in this order),
-/// read from its `CREATE TABLE` in [`DDL`]; PostgreSQL casts each text value to its type.
-pub fn columns(table: &str) -> &'static [&'static str] {
-    static COLUMNS: std::sync::OnceLock<HashMap<&str, Vec<&str>>> = std::sync::OnceLock::new();
-    let all = COLUMNS.get_or_init(|| {
-        let mut all = HashMap::new();
-        for def in DDL.split("CREATE TABLE IF NOT EXISTS ").skip(1) {
-            let (name, body) = def.split_once(" (").expect("CREATE TABLE name (");
-            let body = &body[..body.find("\n);").expect("a table ends with );")];
-            let cols = body.lines().filter_map(|l| l.split_whitespace().next());
-            all.insert(name, cols.filter(|c| *c != "PRIMARY").collect());
-        }
-        all
-    });
-    all.get(table).map_or(&[], Vec::as_slice)
-}
 
 /// The target schema (idempotent), the id map, the run log and the staging schema.
 pub const DDL: &str = r#"
@@ -304,15 +185,28 @@ CREATE SCHEMA IF NOT EXISTS cb_staging;
 
 #[cfg(test)]
 mod tests {
+    use super::{DDL, MIGRATED, declared};
+
     #[test]
-    fn columns_come_from_the_ddl() {
-        let users = super::columns("users");
-        assert_eq!(users[..3], ["id", "email", "password_hash"]);
-        assert_eq!(users.len(), 9);
-        assert_eq!(super::columns("coach_profiles").len(), 18);
-        assert_eq!(
-            super::columns("bubble_id_map"),
-            ["bubble_type", "bubble_id", "new_id", "run_id"]
-        );
+    fn the_declared_mapping_fits_the_ddl_in_dependency_order() {
+        let types: Vec<&str> = declared()
+            .types
+            .iter()
+            .map(|t| t.bubble_type.as_str())
+            .collect();
+        assert_eq!(types, MIGRATED);
+        for def in DDL.split("CREATE TABLE IF NOT EXISTS ").skip(1) {
+            let (name, body) = def.split_once(" (").expect("CREATE TABLE name (");
+            let body = &body[..body.find("\n);").expect("a table ends with );")];
+            let cols = body.lines().filter_map(|l| l.split_whitespace().next());
+            let cols: Vec<&str> = cols.filter(|c| *c != "PRIMARY").collect();
+            if let Some(t) = declared()
+                .types
+                .iter()
+                .find(|t| t.table.as_deref() == Some(name))
+            {
+                assert_eq!(t.column_names(), cols, "{name}");
+            }
+        }
     }
 }
