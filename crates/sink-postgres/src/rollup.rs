@@ -433,3 +433,71 @@ fn add_sums(sums: &mut [Sum], group: &[usize], col: &dyn Array, name: &str) -> R
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{FixedSizeBinaryArray, Int32Array, StringViewArray};
+
+    /// `cargo test --release -p etl-sink-postgres rollup_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn rollup_speed() {
+        let n = 8192;
+        let species: Vec<[u8; 16]> = (0..278u128).map(|i| (i * 7919).to_be_bytes()).collect();
+        let terms: Vec<String> = (0..20).map(|i| format!("term {i}")).collect();
+        let countries: Vec<String> = (0..200).map(|i| format!("C{i:02}")).collect();
+        let mut batches = Vec::new();
+        for b in 0..61 {
+            let r = |i: usize, m: usize| {
+                let x = ((i + b * n) as u64 ^ (m as u64) << 40).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                ((x >> 29) ^ x) as usize % m
+            };
+            let sp =
+                FixedSizeBinaryArray::try_from_iter((0..n).map(|i| species[r(i, 278)])).unwrap();
+            let year = Int32Array::from_iter_values((0..n).map(|i| 1975 + (r(i, 51) % 50) as i32));
+            let term = StringViewArray::from_iter_values((0..n).map(|i| &terms[r(i, 21) % 20]));
+            let imp =
+                StringViewArray::from_iter_values((0..n).map(|i| &countries[r(i, 201) % 200]));
+            let qty = Decimal128Array::from_iter_values((0..n).map(|i| i as i128))
+                .with_precision_and_scale(38, 10)
+                .unwrap();
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("species_id", DataType::FixedSizeBinary(16), false),
+                Field::new("year", DataType::Int32, false),
+                Field::new("term", DataType::Utf8View, false),
+                Field::new("importer", DataType::Utf8View, false),
+                Field::new("quantity", DataType::Decimal128(38, 10), false),
+            ]));
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(sp),
+                Arc::new(year),
+                Arc::new(term),
+                Arc::new(imp),
+                Arc::new(qty),
+            ];
+            batches.push(RecordBatch::try_new(schema, cols).unwrap());
+        }
+        let t = TableName::new("x");
+        let rollups = [
+            Rollup::new(t.clone(), ["species_id", "year", "term"], ["quantity"]),
+            Rollup::new(t.clone(), ["species_id", "importer"], [] as [&str; 0]),
+        ];
+        for r in rollups {
+            let mut g = Groups::new(Arc::new(r));
+            let t0 = std::time::Instant::now();
+            for b in &batches {
+                g.add(b).unwrap();
+            }
+            let el = t0.elapsed();
+            println!(
+                "{:?}: {} rows in {:?} = {:.0} ns/row, {} groups",
+                g.rollup.keys,
+                n * batches.len(),
+                el,
+                el.as_nanos() as f64 / (n * batches.len()) as f64,
+                g.keys.len()
+            );
+        }
+    }
+}

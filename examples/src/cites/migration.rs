@@ -104,6 +104,10 @@ pub struct CitesArgs {
     /// The proof queries before and after the switch.
     #[command(flatten)]
     pub proof: ProofArgs,
+    /// Build the summaries from one scan of the new table after the switch instead of
+    /// the groups the load computes while the rows stream through it.
+    #[arg(long)]
+    pub summary_scan: bool,
 }
 
 /// The seed's proof queries (000 §4.3 and the Polar Bear pipeline test of §6.3).
@@ -595,7 +599,7 @@ async fn run_pipeline(
         PgLoad::new(connect_options(&c.url)?, st.staging.clone()).with_ledger(cfg.ledger());
     if inline {
         load = load.with_staging(st.clone());
-    } else {
+    } else if !args.summary_scan {
         for r in summary::rollups() {
             load = load.with_rollup(r);
         }
