@@ -22,6 +22,14 @@
 //! `integrity_report.json`) are written by their steps next to them; `report.json`
 //! `files` lists them all.
 //!
+//! Windows (the seed's incremental migration, `--entity buyers --batch-size 100 --offset
+//! 100`): `--offset N --limit M` (M defaults to `--batch-size`) selects rows N..N+M of the
+//! entity in key order, resolved once per run to key bounds and read keyset by keyset;
+//! the window has its own artifacts and checkpoints (`buyers.rows-100-200`), is every
+//! step's fingerprint (a `--resume` with another window is refused) and is named in the
+//! reports. Sales windows look their buyers and producers up in the whole entity's files,
+//! else in every window of it.
+//!
 //! With no arguments: a throwaway PostgreSQL loaded with generated data (`--sales N`,
 //! default 100,000) and a dynalite, both stopped at exit. Separate phases (`--phase load`)
 //! need persistent servers (`--database-url`/`--source-url`/`DATABASE_URL`,
@@ -63,7 +71,9 @@ use etl_sink_dynamodb::check::{Invalid, verify_table};
 use etl_sink_dynamodb::dynalite::Target;
 use etl_sink_dynamodb::steps::{backup_step, load_items_file, recorded_backups, undo_from_backups};
 use etl_sink_dynamodb::{ItemWriter, JsonCheckpoint, KeySchema, WriteOptions};
-use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig};
+use etl_source_postgres::{
+    Entity as PgEntity, Filter, Key, PgSource, PgSourceOptions, ServerConfig,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -167,6 +177,14 @@ pub struct Args {
     /// Incremental: only sales (and their lines) updated after this timestamp.
     #[arg(long, value_name = "TIMESTAMP")]
     pub since: Option<String>,
+    /// A window of the --entity (the seed's `--entity buyers --batch-size 100 --offset
+    /// 100`): skip the first N rows in key order (after --filter and --since). Its
+    /// artifacts, checkpoints and reports are the window's own (`buyers.rows-100-200`).
+    #[arg(long, value_name = "N", requires = "entity")]
+    pub offset: Option<u64>,
+    /// The window's length in rows (default with --offset: --batch-size, as in the seed).
+    #[arg(long, value_name = "M", requires = "entity")]
+    pub limit: Option<u64>,
     /// BatchWriteItem calls in flight in all (default: the config's `migration.concurrency`, 32).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
@@ -358,16 +376,88 @@ impl S9 {
         })
     }
 
-    fn extracted(&self, name: &str) -> PathBuf {
-        self.data.join("extracted").join(format!("{name}.parquet"))
+    /// `--offset N --limit M` as `(N, M)`; M defaults to `--batch-size` (the seed's
+    /// `--batch-size 100 --offset 100`).
+    fn window(&self) -> Option<(u64, u64)> {
+        let a = &self.args;
+        (a.offset.is_some() || a.limit.is_some()).then(|| {
+            let limit = a.limit.unwrap_or(a.common.batch_size as u64);
+            (a.offset.unwrap_or(0), limit)
+        })
     }
 
-    /// A transformed file; missing: run the transform first.
+    /// What names an artifact of `name` (files, checkpoint scopes): `buyers`, or for a
+    /// window `buyers.rows-100-200` (rows 100..200 in key order).
+    fn stem(&self, name: &str) -> String {
+        match self.window() {
+            Some((o, l)) => format!("{name}.rows-{o}-{}", o.saturating_add(l)),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The rows this run selects (every step's fingerprint: `--resume` goes on only with
+    /// the same window, filter and since).
+    fn selection(&self) -> String {
+        let a = &self.args;
+        let rows = self.window().map_or("all rows".into(), |(o, l)| {
+            format!("rows {o}..{} in key order", o.saturating_add(l))
+        });
+        let (f, since) = (a.filter.as_deref(), a.since.as_deref());
+        format!(
+            "{rows}; filter {}; since {}",
+            f.unwrap_or("-"),
+            since.unwrap_or("-")
+        )
+    }
+
+    /// The window for the reports (`null` without one).
+    fn window_report(&self) -> Value {
+        let entity = self.entities.first().map(|e| e.name());
+        self.window().map_or(Value::Null, |(offset, limit)| {
+            json!({"entity": entity, "offset": offset, "limit": limit,
+                   "rows": format!("{offset}..{}", offset.saturating_add(limit)),
+                   "order": entity.map(|_| self.entities[0].key())})
+        })
+    }
+
+    fn extracted(&self, name: &str) -> PathBuf {
+        (self.data.join("extracted")).join(format!("{}.parquet", self.stem(name)))
+    }
+
+    /// A transformed file of this run; missing: run the transform first.
     fn transformed(&self, e: Entity) -> anyhow::Result<PathBuf> {
-        let path = (self.data.join("transformed")).join(format!("{}.parquet", e.name()));
+        let path = (self.data.join("transformed")).join(format!("{}.parquet", self.stem(e.name())));
         match path.exists() {
             true => Ok(path),
             false => bail!("{} is missing: run --phase transform first", path.display()),
+        }
+    }
+
+    /// The files of `name` in `dir` (`extracted`, `transformed`) for an entity this run
+    /// does not select but needs (the buyers of sales): this run's, else the whole
+    /// entity's, else every window of it.
+    fn files_of(&self, dir: &str, name: &str, selected: bool) -> anyhow::Result<Vec<PathBuf>> {
+        let dir = self.data.join(dir);
+        let (this, whole) = (self.stem(name), dir.join(format!("{name}.parquet")));
+        let prefix = format!("{name}.rows-");
+        let mut files: Vec<PathBuf> = match (selected, whole.exists()) {
+            (true, _) => vec![dir.join(format!("{this}.parquet"))],
+            (false, true) => vec![whole],
+            (false, false) => (std::fs::read_dir(&dir).into_iter().flatten().flatten())
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    n.starts_with(&prefix) && n.ends_with(".parquet")
+                })
+                .collect(),
+        };
+        files.sort();
+        match files.iter().all(|f| f.exists()) && !files.is_empty() {
+            true => Ok(files),
+            false => bail!(
+                "{} is missing: run --entity {name} (its earlier phases) first",
+                dir.join(this).display()
+            ),
         }
     }
 
@@ -410,14 +500,14 @@ impl S9 {
     /// The S9 source (one exported snapshot), connected on first use; a throwaway
     /// cluster with generated data when no URL is given.
     async fn source(&self, cx: &StepCx) -> anyhow::Result<&PgSource> {
-        let s = self.source.get_or_try_init(|| self.connect()).await?;
+        let s = self.source.get_or_try_init(|| self.connect(cx)).await?;
         if let Some(g) = &s.generated {
             cx.set_extra("generated", g.clone());
         }
         Ok(&s.pg)
     }
 
-    async fn connect(&self) -> anyhow::Result<Source> {
+    async fn connect(&self, cx: &StepCx) -> anyhow::Result<Source> {
         let given = (self.args.common.database_url.as_ref())
             .map(|s| s.expose().to_owned())
             .filter(|s| !s.trim().is_empty())
@@ -444,8 +534,26 @@ impl S9 {
                 .and_then(ServerConfig::connect_timeout),
             ..Default::default()
         };
-        let pg = (PgSource::connect_url(&url, 4, self.pg_entities()?, options).await)
+        let mut pg = (PgSource::connect_url(&url, 4, self.pg_entities(None)?, options).await)
             .context("point --database-url / --source-url (or DATABASE_URL) at the S9 database, or leave them unset to migrate generated data")?;
+        if let Some((offset, limit)) = self.window() {
+            // The window's key bounds, found once per run (in its first snapshot) and
+            // recorded: a resumed run reads exactly the rows it started with.
+            let root = self.entities[0].name();
+            let cp = JsonCheckpoint::new(&self.checkpoint, format!("window:{}", self.stem(root)));
+            let run = cx.run_id.to_string();
+            let recorded = (cp.get("bounds")?).filter(|b| b["run_id"] == json!(run));
+            let bounds = match recorded {
+                Some(b) => serde_json::from_value(b["keys"].clone())?,
+                None => {
+                    let keys = pg.key_window(root, offset, limit).await?;
+                    cp.set("bounds", json!({"run_id": run, "keys": keys}))?;
+                    keys
+                }
+            };
+            cx.set_extra("window_keys", json!({"after": bounds.0, "upto": bounds.1}));
+            pg = pg.with_entities(self.pg_entities(Some(bounds))?).await?;
+        }
         Ok(Source {
             pg,
             generated,
@@ -453,9 +561,20 @@ impl S9 {
         })
     }
 
-    /// The S9 tables and queries of the selected entities, split into key ranges.
-    fn pg_entities(&self) -> anyhow::Result<Vec<PgEntity>> {
-        let table = |e: Entity| PgEntity::table(e.name(), e.table(), e.key());
+    /// The S9 tables and queries of the selected entities, split into key ranges; with a
+    /// window's key bounds, the first entity holds the window's rows and the others
+    /// (lines, certifications) follow it.
+    fn pg_entities(
+        &self,
+        window: Option<(Option<Key>, Option<Key>)>,
+    ) -> anyhow::Result<Vec<PgEntity>> {
+        let table = |e: Entity| {
+            let t = PgEntity::table(e.name(), e.table(), e.key());
+            match (&window, Some(&e) == self.entities.first()) {
+                (Some((after, upto)), true) => t.key_range(after.clone(), upto.clone()),
+                _ => t,
+            }
+        };
         let mut sales = table(Entity::Sales);
         if let Some(f) = &self.args.filter {
             sales = sales.filter(f.parse::<Filter>()?);
@@ -475,6 +594,7 @@ impl S9 {
         }
         if self.entities.contains(&Entity::Producers) {
             let c = PgEntity::table("certifications", "certificacoes", "id_certificacao");
+            let c = c.following(&table(Entity::Producers), "id_produtor");
             entities.push(c.split_every(self.args.extract_unit_keys));
         }
         Ok(entities)
@@ -501,19 +621,38 @@ impl S9 {
     /// transformed file that changed since (exit 2; [`pq::InputGuard`]).
     async fn check_resume(&self, journal: &FileJournal) -> anyhow::Result<()> {
         let common = &self.args.common;
-        let resumes_load = match self.args.phase {
-            Some(p) => p == Phase::Load,
-            None => (journal.latest(MIGRATION).await?)
-                .and_then(|r| r.step("load").cloned())
-                .is_some_and(|s| s.attempts > 0 && s.state != StepState::Done),
-        };
-        if !common.resume || common.dry_run || !resumes_load {
+        let latest = journal.latest(MIGRATION).await?;
+        if !common.resume || common.dry_run {
             return Ok(());
         }
-        for &e in &self.entities {
-            let path = (self.data.join("transformed")).join(format!("{}.parquet", e.name()));
-            self.inputs
-                .check_recorded(&path, &format!("load:{}", e.name()))?;
+        // A resume goes on with the rows the run started with (window, filter, since).
+        let now = self.selection();
+        let touched = latest
+            .iter()
+            .flat_map(|r| &r.steps)
+            .filter(|s| s.attempts > 0);
+        if let Some(then) = touched
+            .filter_map(|s| s.fingerprint.as_ref())
+            .find(|f| **f != now)
+        {
+            let run = latest
+                .as_ref()
+                .map(|r| r.run.run_id.to_string())
+                .unwrap_or_default();
+            return Err(etl_core::Error::Refused(format!(
+                "--resume: the unfinished run {run} selected {then}; this invocation selects {now}: give it the same --entity, --offset/--limit, --filter and --since"
+            ))
+            .into());
+        }
+        let resumes_load = match self.args.phase {
+            Some(p) => p == Phase::Load,
+            None => (latest.and_then(|r| r.step("load").cloned()))
+                .is_some_and(|s| s.attempts > 0 && s.state != StepState::Done),
+        };
+        for e in self.entities.iter().filter(|_| resumes_load) {
+            let stem = self.stem(e.name());
+            let path = (self.data.join("transformed")).join(format!("{stem}.parquet"));
+            self.inputs.check_recorded(&path, &format!("load:{stem}"))?;
         }
         Ok(())
     }
@@ -574,7 +713,8 @@ fn migration(c: &S9) -> Migration<S9> {
             Step::new("verify", StepKind::PostSwitch, step_fn!(verify))
                 .group("verify")
                 .describe("compares counts by Scan and a random sample attribute by attribute (count_comparison.json, integrity_report.json)"),
-        ]).filter(|s| dry_phase.is_none_or(|p| s.group_name() == Some(p.name()))))
+        ]).filter(|s| dry_phase.is_none_or(|p| s.group_name() == Some(p.name())))
+        .map(|s| s.fingerprint(c.selection())))
 }
 
 /// Parse the process arguments and run; the exit code says whether it succeeded (2: an
@@ -688,7 +828,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 /// In a dry run too: the artifacts are local (the dry run spares DynamoDB).
 async fn extract(c: &S9, cx: &StepCx, name: &'static str) -> anyhow::Result<StepOutput> {
     let src = c.source(cx).await?.only(name)?;
-    let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("extract-units:{name}"));
+    cx.set_extra("window", c.window_report());
+    let scope = format!("extract-units:{}", c.stem(name));
+    let checkpoint = JsonCheckpoint::new(&c.checkpoint, scope);
     let mut run = cx.run_info();
     run.dry_run = false;
     let out = c.extracted(name);
@@ -707,14 +849,14 @@ fn lookups(c: &S9) -> anyhow::Result<Lookups> {
         ("producers", Some(Entity::Producers), sales),
         ("certifications", None, producers),
     ] {
-        let path = c.extracted(name);
         if !wanted {
             continue;
-        } else if !path.exists() {
-            bail!("{} is missing: run --phase extract first", path.display());
         }
-        for b in pq::read_all(&path)? {
-            l.add(e, &b);
+        let selected = c.entities.contains(&e.unwrap_or(Entity::Producers));
+        for path in &c.files_of("extracted", name, selected)? {
+            for b in pq::read_all(path)? {
+                l.add(e, &b);
+            }
         }
     }
     Ok(l)
@@ -732,10 +874,10 @@ async fn transform(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         let url = c.config.target.invoice_file_url.clone();
         let mut run = cx.run_info();
         (run.dry_run, run.resume) = (false, false);
-        let unit = format!("transform/{}", e.name());
+        let unit = format!("transform/{}", c.stem(e.name()));
         let report = Pipeline::new(
             pq::ParquetExtract::whole(&unit, &input)?,
-            pq::ParquetLoad::new(&dir, e.name()),
+            pq::ParquetLoad::new(&dir, &c.stem(e.name())),
         )
         .transform(S9Transform::new(e, lookups.clone(), url))
         .options(c.options(cx))
@@ -753,16 +895,23 @@ async fn transform(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
 
 async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut v = checks::validation();
-    // FKs need every entity, so all are checked whatever --entity says.
+    // The selected entities and their parents (foreign keys need them), parents first.
     for e in Entity::ALL {
-        v.check_file(e.name(), &c.transformed(e)?)?;
+        let selected = c.entities.contains(&e);
+        if selected || c.entities.iter().any(|s| s.parents().contains(&e)) {
+            for path in c.files_of("transformed", e.name(), selected)? {
+                v.check_file(e.name(), &path)?;
+            }
+        }
     }
-    let report = v.report();
+    let mut report = v.report();
+    report["window"] = c.window_report();
     cx.write_json("validation_report.json", &report)?;
     let invalid = c.data.join("transformed").join("invalid_items.json");
     write_atomic(&invalid, &serde_json::to_vec(&v.invalid)?)?;
     let (passed, n) = (v.passed(), v.invalid.len());
     let summary = json!({"passed": passed, "invalid_items": n, "entities": report["entities"]});
+    cx.set_extra("window", c.window_report());
     cx.set_extra("validation", summary.clone());
     let lines = (v.invalid.iter().take(1000)).map(|i| {
         format!(
@@ -815,7 +964,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         // Every entity's input checked (resume) or recorded afresh before any is loaded.
         let t = std::time::Instant::now();
         for &e in &c.entities {
-            let scope = format!("load:{}", e.name());
+            let scope = format!("load:{}", c.stem(e.name()));
             c.inputs.check(&c.transformed(e)?, &scope, cx.resuming())?;
         }
         inputs = c.inputs.report(t.elapsed().as_secs_f64());
@@ -825,7 +974,8 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         let table = c.config.target.table(e);
         let invalid = invalid.iter().filter(|i| i.entity == e.name());
         let writer = ItemWriter::new(client.clone(), table, keys(), wopts.clone());
-        let (unit, scope) = (format!("load/{}", e.name()), format!("load:{}", e.name()));
+        let stem = c.stem(e.name());
+        let (unit, scope) = (format!("load/{stem}"), format!("load:{stem}"));
         let checkpoint = JsonCheckpoint::new(&c.checkpoint, scope);
         let (path, options, run) = (c.transformed(e)?, c.options(cx), cx.run_info());
         let (report, summary) =
@@ -840,12 +990,14 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let load_report = json!({
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "options": wopts,
+        "window": c.window_report(),
         "backups": recorded_backups(cx, "backup"),
         "inputs": inputs,
         "entities": per_entity,
     });
     cx.write_json("load_report.json", &load_report)?;
     cx.set_extra("load", load_report["entities"].clone());
+    cx.set_extra("window", c.window_report());
     Ok(StepOutput::from_pipelines(reports))
 }
 
@@ -866,7 +1018,18 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         // Streamed: the valid items expected in the table, and a sample of 100 read back.
         let skip = |k: &str| bad.contains(k);
         let (path, filter) = (c.transformed(e)?, Some(("EntityType", e.entity_type())));
-        let t = verify_table(client, &table, &path, &keys(), skip, filter, 100, &mut rng).await?;
+        // A window is checked item by item (each read back): other windows share the table.
+        let n = if c.window().is_some() {
+            usize::MAX
+        } else {
+            100
+        };
+        let mut t = verify_table(client, &table, &path, &keys(), skip, filter, n, &mut rng).await?;
+        let table_items = t.target;
+        if c.window().is_some() {
+            let missing = json!(["missing in the target"]);
+            t.target = t.expected - t.diffs.iter().filter(|d| d["diff"] == missing).count() as u64;
+        }
         // Every source row is accounted for: transformed + rejected by the transform.
         let transform_rejected = transform["rejected"][e.name()].as_u64();
         let accounted = transform_rejected.is_none_or(|r| t.rows + r == source);
@@ -880,6 +1043,8 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
                 "rejected_by_transform": transform_rejected,
                 "rejected_by_validation": t.rows - t.expected,
                 "match": matched,
+                "table_items": table_items,
+                "window": c.window_report(),
             }),
         );
         if !matched {
@@ -912,9 +1077,11 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "types": checks["types"],
         "business_rules": {"enums": checks["enums"], "totals": checks["totals"], "duplicates": checks["duplicates"]},
         "sample_comparison": samples,
+        "window": c.window_report(),
     });
     cx.write_json("integrity_report.json", &integrity)?;
     cx.set_extra("count_comparison", Value::Object(counts.clone()));
+    cx.set_extra("window", c.window_report());
     mismatched.push("see count_comparison.json and integrity_report.json".into());
     let message = match ok {
         true => "counts and sampled items match".into(),

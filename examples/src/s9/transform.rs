@@ -62,6 +62,15 @@ impl Entity {
         self.info()[2]
     }
 
+    /// The entities its items reference (foreign keys).
+    pub fn parents(self) -> &'static [Entity] {
+        match self {
+            Entity::Sales => &[Entity::Buyers, Entity::Producers],
+            Entity::SaleLines => &[Entity::Sales],
+            _ => &[],
+        }
+    }
+
     /// `EntityType` of its items.
     pub fn entity_type(self) -> &'static str {
         self.info()[3]
