@@ -1069,3 +1069,158 @@ async fn aws_credentials_come_from_a_shared_profile_file() {
     assert_eq!(got.access_key_id(), "AKIDFROMPROFILE");
     assert_eq!(got.secret_access_key(), "secret-from-profile");
 }
+
+/// The seed's incremental migration: `--entity buyers --batch-size K --offset 0`, then
+/// `--offset K`: each window extracts, loads and verifies only its rows, under its own
+/// artifacts and checkpoints, and the two leave the table equal to one full run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_windows_of_an_entity_load_what_one_full_run_loads() {
+    let f = Fixture::new(300, 21).await;
+    let buyers = f.generated.buyers;
+    let k = buyers.div_ceil(2);
+    let ks = k.to_string();
+    let client = f.dl.client(None);
+    for (offset, rows) in [(0, k), (k, buyers - k), (2 * k, 0)] {
+        let off = offset.to_string();
+        let o = run(f.args(&["--entity", "buyers", "--batch-size", &ks, "--offset", &off]))
+            .await
+            .unwrap();
+        assert!(o.ok, "window {offset}: {:?}", o.report.error);
+        let stem = format!("buyers.rows-{offset}-{}", offset + k);
+        let file = f.d.join(format!("extracted/{stem}.parquet"));
+        assert_eq!(etl_examples::s9::pq::file_rows(&file).unwrap(), rows);
+        let window = &o.report.extra["window"];
+        assert_eq!(
+            window["rows"],
+            format!("{offset}..{}", offset + k),
+            "{window}"
+        );
+        let counts = read_json(&f.r.join("count_comparison.json"));
+        let b = &counts["buyers"];
+        assert_eq!(
+            (b["source"].as_u64(), b["match"].as_bool()),
+            (Some(rows), Some(true)),
+            "{b}"
+        );
+        assert_eq!(b["window"]["offset"], offset, "{b}");
+        let load = read_json(&f.r.join("load_report.json"));
+        assert_eq!(load["window"]["limit"], k, "{load}");
+    }
+    let windows = table_items(&client, "BuyersTable-dev").await;
+    assert!(
+        windows.len() as u64 + 2 >= buyers,
+        "{} items",
+        windows.len()
+    );
+
+    // One full run of the entity into another DynamoDB.
+    let dl = Dynalite::start().await.unwrap();
+    let (ep, d) = (dl.endpoint(), f.dir.path().join("full"));
+    let mut a = f.args(&["--entity", "buyers"]);
+    (a.dynamodb_endpoint, a.data_dir) = (Some(ep), d);
+    let o = run(a).await.unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    assert!(o.report.extra["window"].is_null());
+    let full = table_items(&dl.client(None), "BuyersTable-dev").await;
+    assert_eq!(windows.len(), full.len());
+    assert!(
+        windows == full,
+        "the windows' items differ from the full run's"
+    );
+}
+
+/// A window killed mid-extract: `--resume` with other window options is refused, with
+/// the same ones it finishes exactly that window (its recorded key bounds, its own
+/// checkpoint), and the load writes only its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_window_is_finished_by_resume_and_loads_only_its_rows() {
+    let f = Fixture::new(4_000, 5).await;
+    let pool = f.db.pool().await.unwrap();
+    // The parents the sales' transform and checks look up: extracted and transformed whole.
+    for phase in ["extract", "transform"] {
+        let o = run(f.args(&["--phase", phase])).await.unwrap();
+        assert!(o.ok, "{phase}: {:?}", o.report.error);
+    }
+    let window = [
+        "--entity",
+        "sales",
+        "--offset",
+        "500",
+        "--limit",
+        "3000",
+        "--extract-unit-keys",
+        "50",
+        "--batch-size",
+        "25",
+    ];
+    let parts = f.d.join("extracted/sales.rows-500-3500.parts");
+    let written = || std::fs::read_dir(&parts).map_or(0, |it| it.count());
+    let argv: Vec<&str> = window.iter().chain(&f.common()).copied().collect();
+    kill_when(&argv, "no range of the window was written", || {
+        written() >= 4
+    })
+    .await;
+    assert!(!f.d.join("extracted/sales.rows-500-3500.parquet").exists());
+
+    let mut other = window;
+    other[3] = "600";
+    let err = run(f.args(&[&["--resume"][..], &other].concat()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rows 500..3500") && err.contains("rows 600..3600"),
+        "{err}"
+    );
+
+    let o = run(f.args(&[&["--resume"][..], &window].concat()))
+        .await
+        .unwrap();
+    assert!(o.ok, "{:?}", o.report.error);
+    assert_eq!(o.report.run_state.as_deref(), Some("done"));
+    let resumed = (o.report.units.iter())
+        .filter(|u| u.status == etl_core::UnitStatus::Resumed && u.name.contains("sales["))
+        .count();
+    assert!(resumed >= 2, "{resumed} ranges resumed");
+    let want: Vec<i64> = sqlx::query_scalar(
+        "SELECT id_venda::int8 FROM vendas ORDER BY id_venda OFFSET 500 LIMIT 3000",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let (rows, got) = keys_in(
+        &f.d.join("extracted/sales.rows-500-3500.parquet"),
+        "id_venda",
+    );
+    assert_eq!(rows, 3000, "no duplicates");
+    assert_eq!(
+        got,
+        want.iter().copied().collect(),
+        "exactly the window's sales"
+    );
+    let lines: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM linhas_venda WHERE id_venda IN \
+         (SELECT id_venda FROM vendas ORDER BY id_venda OFFSET 500 LIMIT 3000)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (line_rows, _) = keys_in(
+        &f.d.join("extracted/sale_lines.rows-500-3500.parquet"),
+        "id_linha",
+    );
+    assert_eq!(line_rows as i64, lines, "the lines of the window's sales");
+    let counts = read_json(&f.r.join("count_comparison.json"));
+    assert_eq!(counts["sales"]["match"], true, "{counts}");
+    assert_eq!(counts["sale_lines"]["match"], true, "{counts}");
+    let client = f.dl.client(None);
+    let sales = count_items(&client, "SalesTable-dev", Some(("EntityType", "Sale")), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        Some(sales),
+        counts["sales"]["target"].as_u64(),
+        "only the window is loaded"
+    );
+    assert!(sales > 2_900 && sales <= 3_000, "{sales}");
+}

@@ -160,6 +160,24 @@ impl InputGuard {
         Ok(now)
     }
 
+    /// [`InputGuard::check`] of every `(path, scope)` before any is read (a resume is
+    /// refused over any input that changed), then [`InputGuard::report`] with the time
+    /// the checks took.
+    ///
+    /// # Errors
+    /// As [`InputGuard::check`].
+    pub fn check_all(
+        &self,
+        inputs: impl IntoIterator<Item = (PathBuf, String)>,
+        resume: bool,
+    ) -> etl_core::Result<serde_json::Value> {
+        let t = std::time::Instant::now();
+        for (path, scope) in inputs {
+            self.check(&path, &scope, resume)?;
+        }
+        Ok(self.report(t.elapsed().as_secs_f64()))
+    }
+
     /// The fingerprints this guard checked, by path.
     pub fn checked(&self) -> HashMap<PathBuf, Fingerprint> {
         self.checked.lock().expect("lock").clone()

@@ -16,7 +16,8 @@
 //!   names renamed when the run commits: a file that exists is a complete export.
 //! * [`Fingerprint`], [`InputGuard`]: a resumed step continues only over the input file
 //!   its units were recorded from.
-//! * [`writer`], [`read_all`], [`file_rows`], [`file_schema`]: the small helpers around them.
+//! * [`writer`], [`read_all`], [`file_rows`], [`file_schema`], [`files_of`]: the small
+//!   helpers around them.
 //!
 //! Memory stays flat: files are read and written one batch at a time, and a writer holds at
 //! most one row group ([`ROW_GROUP`] rows) before flushing it.
@@ -528,6 +529,26 @@ pub fn merge_parts(
     Ok(rows)
 }
 
+/// The Parquet files of `name` in `dir`: `<name>.parquet`, else those of its windows of
+/// rows (`<name>.rows-<from>-<to>.parquet`, as `etl_source_postgres::RowWindow::stem`
+/// names them), sorted; empty when there is none.
+pub fn files_of(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let whole = parquet_path(dir, name);
+    if whole.exists() {
+        return vec![whole];
+    }
+    let prefix = format!("{name}.rows-");
+    let mut files: Vec<PathBuf> = (std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with(&prefix) && n.ends_with(".parquet")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// `<dir>/<name>.csv`.
 pub fn csv_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.csv"))
@@ -724,5 +745,36 @@ impl UnitWriter for ExportUnitWriter {
 
     async fn abort(self) -> etl_core::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn files_of_a_name_are_the_whole_file_else_its_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |n: &str| std::fs::write(dir.path().join(n), b"").unwrap();
+        assert!(super::files_of(dir.path(), "buyers").is_empty());
+        for n in [
+            "buyers.rows-100-200.parquet",
+            "buyers.rows-0-100.parquet",
+            "buyersx.parquet",
+        ] {
+            touch(n);
+        }
+        let names = |v: Vec<std::path::PathBuf>| -> Vec<String> {
+            v.iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(super::files_of(dir.path(), "buyers")),
+            ["buyers.rows-0-100.parquet", "buyers.rows-100-200.parquet"]
+        );
+        touch("buyers.parquet");
+        assert_eq!(
+            names(super::files_of(dir.path(), "buyers")),
+            ["buyers.parquet"]
+        );
     }
 }

@@ -513,6 +513,63 @@ pub struct TableCheck {
     pub diffs: Vec<Value>,
 }
 
+impl TableCheck {
+    /// The items of the file found in the table, when every one was read back (a
+    /// `sample` of all of them): those expected minus those missing.
+    pub fn found(&self) -> u64 {
+        let missing = json!(["missing in the target"]);
+        self.expected - self.diffs.iter().filter(|d| d["diff"] == missing).count() as u64
+    }
+
+    /// The comparison of entity `name`, loaded from `source` rows of which
+    /// `rejected_before` (by a transform; `None`: unknown) never became items: the count
+    /// entry (`source`, `target`, `rejected`, `rejected_by_transform`,
+    /// `rejected_by_validation`, `match`, `table_items`), the sample entry (`checked`,
+    /// `mismatched`, `examples`) and what does not match (empty when all does). With
+    /// `read_back_all` (every item was read back: other loads share the table), `target`
+    /// is [`TableCheck::found`] instead of the table's count.
+    pub fn comparison(
+        &self,
+        name: &str,
+        source: u64,
+        rejected_before: Option<u64>,
+        read_back_all: bool,
+    ) -> (Value, Value, Vec<String>) {
+        let target = if read_back_all {
+            self.found()
+        } else {
+            self.target
+        };
+        // Every source row is accounted for: items + rejected before.
+        let accounted = rejected_before.is_none_or(|r| self.rows + r == source);
+        let matched = target == self.expected && accounted;
+        let count = json!({
+            "source": source,
+            "target": target,
+            "rejected": source.saturating_sub(self.expected),
+            "rejected_by_transform": rejected_before,
+            "rejected_by_validation": self.rows - self.expected,
+            "match": matched,
+            "table_items": self.target,
+        });
+        let mut problems = Vec::new();
+        if !matched {
+            problems.push(format!(
+                "{name}: {target} items, {} expected",
+                self.expected
+            ));
+        }
+        if let Some(d) = self.diffs.first() {
+            let n = self.diffs.len();
+            problems.push(format!("{name}: {n} sampled items differ, e.g. {d}"));
+        }
+        let examples: Vec<&Value> = self.diffs.iter().take(10).collect();
+        let sample =
+            json!({"checked": self.checked, "mismatched": self.diffs.len(), "examples": examples});
+        (count, sample, problems)
+    }
+}
+
 /// Check `table` after loading the items of `path` into it: count what it holds (with
 /// `filter` `(attribute, value)`, e.g. an entity type in a single-table design) against
 /// the distinct keys of the file that `skip` does not leave out ([`Expected::scan`]), and

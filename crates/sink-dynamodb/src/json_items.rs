@@ -8,7 +8,8 @@
 //! * [`Attr`] and [`item_schema`]: the Arrow schema of the items (strings, integers,
 //!   decimals, maps of strings, lists of strings or of such maps);
 //! * [`json_batch`]: JSON objects -> a batch of that schema; [`map_rows`]: a whole
-//!   transform step (one object or one reject per row).
+//!   transform step (one object or one reject per row); [`ItemTransform`]: the
+//!   [`etl_core::Transform`] of a function of a row.
 //!
 //! ```
 //! use etl_sink_dynamodb::KeySchema;
@@ -211,6 +212,58 @@ pub fn map_rows(
     Ok(())
 }
 
+/// A transform from a function of a source row ([`map_rows`]): every row becomes the
+/// item `item` returns, as a batch of `schema`, or the reject it returns.
+///
+/// ```
+/// use etl_core::Transform;
+/// use etl_sink_dynamodb::KeySchema;
+/// use etl_sink_dynamodb::json_items::{Attr, ItemTransform, item_schema, need};
+/// let schema = item_schema(&KeySchema::new("PK", None), &[("PK", Attr::S)]);
+/// let t = ItemTransform::new("orders", schema, |row| {
+///     let id = need(row.i("id"), "id")?;
+///     Ok(serde_json::json!({"PK": format!("ORDER#{id}")}).as_object().unwrap().clone())
+/// });
+/// assert_eq!(t.name(), "orders");
+/// ```
+pub struct ItemTransform<F> {
+    name: String,
+    schema: SchemaRef,
+    item: F,
+}
+
+impl<F> ItemTransform<F>
+where
+    F: Fn(&Row<'_>) -> Result<Map<String, Value>, Fate> + Send + Sync + 'static,
+{
+    /// The transform `name` making items of `schema` with `item`.
+    pub fn new(name: impl Into<String>, schema: SchemaRef, item: F) -> Self {
+        ItemTransform {
+            name: name.into(),
+            schema,
+            item,
+        }
+    }
+}
+
+impl<F> etl_core::Transform for ItemTransform<F>
+where
+    F: Fn(&Row<'_>) -> Result<Map<String, Value>, Fate> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn output_schema(&self, _input: &SchemaRef) -> etl_core::Result<SchemaRef> {
+        Ok(self.schema.clone())
+    }
+
+    fn transform(&self, mut batch: Batch) -> etl_core::Result<Batch> {
+        map_rows(&self.name, &mut batch, &self.schema, &self.item)?;
+        Ok(batch)
+    }
+}
+
 /// A reject of `column` (its `kind` and `reason`), for a row that cannot become an item.
 pub fn reject(column: &str, kind: &str, reason: impl Into<String>) -> Fate {
     Fate::Reject {
@@ -230,7 +283,12 @@ pub type Codes = &'static [(&'static str, &'static str)];
 
 /// The target value of `code` (trimmed) in `codes`; else an `unknown_code` reject of
 /// `column`: `<what> "<code>" is not one of <codes>`.
-pub fn map_code(codes: Codes, code: &str, column: &str, what: &str) -> Result<&'static str, Fate> {
+pub fn map_code<'a>(
+    codes: &[(&'a str, &'a str)],
+    code: &str,
+    column: &str,
+    what: &str,
+) -> Result<&'a str, Fate> {
     let found = codes.iter().find(|(c, _)| *c == code.trim());
     found.map(|(_, v)| *v).ok_or_else(|| {
         let known: Vec<&str> = codes.iter().map(|(c, _)| *c).collect();

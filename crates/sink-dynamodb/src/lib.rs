@@ -18,6 +18,8 @@
 //!   references between entities) and compared after it.
 //! * [`json_items`]: items built as JSON objects from source rows read by column name, as
 //!   Arrow batches of a declared item schema (a transform's output).
+//! * [`spec`]: a mapping file (entities, attributes and their source columns, code
+//!   tables, checks) that a transform and a [`check::Validation`] are built from.
 //! * [`admin`]: tables, counts by `Scan` (`Select=COUNT`), static-credential clients.
 //! * [`steps`]: run-layer step bodies: a backup before the load and its undo.
 //! * `dynalite` (feature `dynalite`): a local server launcher for tests and examples.
@@ -33,6 +35,7 @@ mod error;
 pub mod json_items;
 mod load;
 pub mod mapping;
+pub mod spec;
 pub mod steps;
 mod writer;
 

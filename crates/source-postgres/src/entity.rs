@@ -117,6 +117,27 @@ impl Entity {
         self
     }
 
+    /// Only the rows whose key is `> after` (when given) and `<= upto` (when given): a
+    /// window of rows in key order as [`PgSource::key_window`](crate::PgSource::key_window)
+    /// resolves it. The bounds are filters on the key, so [`Entity::following`] carries
+    /// them to child rows.
+    ///
+    /// ```
+    /// use etl_source_postgres::{Entity, Key};
+    /// let w = Entity::table("buyers", "compradores", "id_comprador")
+    ///     .key_range(Some(Key::Int(100)), Some(Key::Int(250)));
+    /// assert_eq!(w.filters.len(), 2);
+    /// ```
+    pub fn key_range(mut self, after: Option<Key>, upto: Option<Key>) -> Self {
+        for (op, k) in [(Op::Gt, after), (Op::Le, upto)] {
+            if let Some(k) = k {
+                self.filters
+                    .push(Filter::new(self.key.clone(), op, k.to_string()));
+            }
+        }
+        self
+    }
+
     /// Child rows follow their parent: this table entity keeps only the rows whose parent
     /// row (`parent`'s table, joined on `fk` = `parent`'s key) meets `parent`'s filters and
     /// `since` (sale lines of the sales extracted). The parent's columns those name are

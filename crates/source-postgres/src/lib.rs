@@ -12,6 +12,9 @@
 //! * **safe**: filter values and `since` checkpoints are bound as parameters and cast
 //!   server-side to the column's type; identifiers are quoted.
 //!
+//! [`RowWindow`]: rows `offset..offset + limit` in key order (a migration in batches),
+//! resolved once per run to key bounds and read keyset by keyset.
+//!
 //! [`ServerConfig`] is a server as config files describe it (host, port, database, user,
 //! password, ssl) and its URL.
 //!
@@ -25,9 +28,11 @@ mod error;
 mod server;
 mod source;
 pub mod types;
+mod window;
 
 pub use entity::{Entity, Filter, Key, Op, Relation};
 pub use error::{PgSourceError, Result};
 pub use server::ServerConfig;
 pub use source::{BEGIN_SNAPSHOT, PgSource, PgSourceOptions, ResolvedEntity, Snapshot};
 pub use types::{PgColumn, PgType, quote_ident};
+pub use window::RowWindow;

@@ -336,6 +336,77 @@ impl PgSource {
         Ok(n.max(0) as u64)
     }
 
+    /// Rows `offset..offset + limit` of entity `name` (those its filters select) in key
+    /// order, as key bounds for [`Entity::key_range`]: `(after, upto)`, the largest key of
+    /// the first `offset` rows (`None` when `offset` is 0) and of the first `offset +
+    /// limit` rows (`None` when the entity has no rows). Both are found by `ORDER BY key
+    /// LIMIT n` on the key (an index scan of `n` entries, once per window; the pages are
+    /// then read keyset by keyset). A window past the end is empty (`after == upto`).
+    ///
+    /// # Errors
+    /// An unknown entity; the query fails.
+    pub async fn key_window(
+        &self,
+        name: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Option<Key>, Option<Key>)> {
+        let e = self
+            .entity(name)
+            .ok_or_else(|| PgSourceError::Config(format!("no entity named `{name}`")))?;
+        let mut tx = self.begin().await?;
+        let mut bound = async |n: u64| -> Result<Option<Key>> {
+            if n == 0 {
+                return Ok(None);
+            }
+            let mut params = Vec::new();
+            let wh = where_clause(e, None, None, &mut params)?;
+            let key = format!("r.{}", quote_ident(&e.entity.key));
+            let sql = format!(
+                "SELECT max(k)::text FROM (SELECT {key} AS k FROM {} {wh} ORDER BY {key} LIMIT {}) w",
+                e.from_sql,
+                n.min(i64::MAX as u64)
+            );
+            let mut q = sqlx::query_scalar::<_, Option<String>>(AssertSqlSafe(sql));
+            for p in params {
+                q = match p {
+                    Param::Int(v) => q.bind(v),
+                    Param::Text(v) => q.bind(v),
+                };
+            }
+            let k = q.fetch_one(&mut *tx).await.map_err(|err| {
+                PgSourceError::query(format!("finding the key window of `{name}`"), err)
+            })?;
+            Ok(k.map(|k| match (e.key_kind().is_integer(), k.parse()) {
+                (true, Ok(v)) => Key::Int(v),
+                _ => Key::Text(k),
+            }))
+        };
+        let after = bound(offset).await?;
+        let upto = bound(offset.saturating_add(limit)).await?;
+        Ok((after, upto))
+    }
+
+    /// A source over `entities`, resolved in this source's snapshot and sharing its pool
+    /// (e.g. the same entities narrowed by [`Entity::key_range`] after
+    /// [`PgSource::key_window`]).
+    ///
+    /// # Errors
+    /// As [`PgSource::connect`].
+    pub async fn with_entities(&self, entities: Vec<Entity>) -> Result<PgSource> {
+        let mut tx = self.begin().await?;
+        let mut resolved = Vec::new();
+        for entity in entities {
+            resolved.push(Arc::new(resolve(&mut tx, entity, &self.options).await?));
+        }
+        Ok(PgSource {
+            pool: self.pool.clone(),
+            entities: resolved,
+            snapshot: self.snapshot.clone(),
+            options: self.options.clone(),
+        })
+    }
+
     async fn units_of(&self, e: &ResolvedEntity, index: usize) -> Result<Vec<Unit>> {
         let whole = || Unit {
             name: e.entity.name.clone(),

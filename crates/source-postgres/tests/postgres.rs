@@ -318,3 +318,39 @@ async fn child_rows_follow_the_filter_and_since_of_their_parent() {
         .following(&Entity::table("orders", "orders", "id"), "order_id");
     assert_eq!(all, plain);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_windows_split_the_filtered_rows_in_key_order() {
+    let (_db, pool) = fixture().await;
+    // Even ids only: 500 rows (2..=1000) and the odd 1001 left out.
+    let even = Entity::table("all", "all types", "id")
+        .columns(["id"])
+        .filter("b = true".parse::<Filter>().unwrap())
+        .split_every(64);
+    let source = PgSource::connect(pool, vec![even.clone()], PgSourceOptions::default())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for offset in (0..600).step_by(150) {
+        let (after, upto) = source.key_window("all", offset, 150).await.unwrap();
+        if offset == 0 {
+            assert_eq!((after.clone(), upto.clone()), (None, Some(Key::Int(300))));
+        }
+        let w = source
+            .with_entities(vec![even.clone().key_range(after, upto)])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = read_all(&w, 40)
+            .await
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            150.min(500 - offset.min(500)) as usize,
+            "{offset}"
+        );
+        seen.extend(ids);
+    }
+    assert_eq!(seen, (1..=500).map(|i| i * 2).collect::<Vec<i64>>());
+}

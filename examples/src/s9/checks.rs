@@ -16,6 +16,8 @@ pub fn validation() -> Validation {
     Validation::new(super::keys(), Entity::ALL.map(rules).into())
 }
 
+/// Whether an item's key has its entity's format (`BUYER#BUYER001`, `#METADATA#buyer`;
+/// lines `SALE#SALE001`, `LINE#001`).
 fn key_format_ok(entity: Entity, item: &Item) -> bool {
     let digits = |t: &str, prefix: &str| {
         (t.strip_prefix(prefix))
@@ -25,62 +27,18 @@ fn key_format_ok(entity: Entity, item: &Item) -> bool {
         text(item, "PK").unwrap_or(""),
         text(item, "SK").unwrap_or(""),
     );
-    match entity {
-        Entity::Buyers => digits(pk, "BUYER#BUYER") && sk == "#METADATA#buyer",
-        Entity::Producers => digits(pk, "PRODUCER#PRODUCER") && sk == "#METADATA#producer",
-        Entity::Sales => digits(pk, "SALE#SALE") && sk == "#METADATA#sale",
-        Entity::SaleLines => digits(pk, "SALE#SALE") && digits(sk, "LINE#"),
-    }
+    let p = entity.prefix();
+    digits(pk, &format!("{p}#{p}"))
+        && match entity {
+            Entity::SaleLines => digits(sk, "LINE#"),
+            _ => sk == format!("#METADATA#{}", p.to_lowercase()),
+        }
 }
 
+/// The checks of `mapping.toml` (required, numbers, enums), the key format, payment
+/// terms, the foreign keys to its parents and the totals.
 fn rules(e: Entity) -> ItemRules {
-    const BASE: [&str; 3] = ["PK", "SK", "EntityType"];
-    const PARTY: [&str; 4] = ["Name", "Document", "Status", "CreatedAt"];
-    const MONEY: [&str; 6] = [
-        "Quantity",
-        "UnitPrice",
-        "Subtotal",
-        "Discount",
-        "Tax",
-        "Total",
-    ];
-    let r = ItemRules::new(e.name()).required(&BASE);
-    let r = match e {
-        Entity::Buyers => r
-            .required(&["BuyerId"])
-            .required(&PARTY)
-            .numbers(&["CreditLimit"]),
-        Entity::Producers => r.required(&["ProducerId"]).required(&PARTY),
-        Entity::Sales => r
-            .required(&[
-                "SaleId",
-                "BuyerId",
-                "ProducerId",
-                "SaleDate",
-                "Status",
-                "Total",
-            ])
-            .required(&["Currency", "CreatedAt"])
-            .numbers(&MONEY),
-        Entity::SaleLines => r
-            .required(&["SaleId", "LineNumber", "ProductCode", "Quantity", "Total"])
-            .numbers(&MONEY),
-    };
-    let r = match e {
-        Entity::SaleLines => r,
-        Entity::Sales => r.one_of(
-            "Status",
-            &[
-                "DRAFT",
-                "CONFIRMED",
-                "INVOICED",
-                "SHIPPED",
-                "DELIVERED",
-                "CANCELLED",
-            ],
-        ),
-        _ => r.one_of("Status", &["ACTIVE", "INACTIVE", "BLOCKED", "SUSPENDED"]),
-    };
+    let r = (super::transform::MAPPING.rules(e.name())).expect("every entity is in mapping.toml");
     let r = r
         .rule("enums", Severity::Error, |i| {
             let t = text(i, "PaymentTerms")?;
@@ -88,7 +46,6 @@ fn rules(e: Entity) -> ItemRules {
             days.is_none_or(|d| d.is_err())
                 .then(|| format!("PaymentTerms {t} is not N_DAYS"))
         })
-        .one_of("DocumentType", &["CNPJ", "CPF"])
         .rule("key_format", Severity::Error, move |i| {
             let why = || {
                 format!(
@@ -99,23 +56,17 @@ fn rules(e: Entity) -> ItemRules {
             };
             (!key_format_ok(e, i)).then(why)
         });
-    let fk = |to: Entity, prefix: &'static str| {
-        let sk = format!("#METADATA#{}", to.entity_type().to_lowercase());
-        move |id: &str| format!("{prefix}{id}|{sk}")
-    };
+    let with_parents = e.parents().into_iter().fold(r, |r, to| {
+        let (p, sk) = (
+            to.prefix(),
+            format!("#METADATA#{}", to.prefix().to_lowercase()),
+        );
+        let attr = format!("{}{}Id", &p[..1], p[1..].to_lowercase());
+        r.references(&attr, to.name(), move |id: &str| format!("{p}#{id}|{sk}"))
+    });
     match e {
-        Entity::Buyers | Entity::Producers => r,
-        Entity::Sales => r
-            .references("BuyerId", "buyers", fk(Entity::Buyers, "BUYER#"))
-            .references(
-                "ProducerId",
-                "producers",
-                fk(Entity::Producers, "PRODUCER#"),
-            )
-            .rule("totals", Severity::Warning, totals),
-        Entity::SaleLines => r
-            .references("SaleId", "sales", fk(Entity::Sales, "SALE#"))
-            .rule("totals", Severity::Warning, totals),
+        Entity::Sales | Entity::SaleLines => with_parents.rule("totals", Severity::Warning, totals),
+        _ => with_parents,
     }
 }
 

@@ -22,10 +22,17 @@
 //! `integrity_report.json`) are written by their steps next to them; `report.json`
 //! `files` lists them all.
 //!
+//! `--entity buyers --offset N --limit M` (the seed's `--batch-size 100 --offset 100`):
+//! rows N..N+M in key order ([`RowWindow`]), with their own artifacts and checkpoints
+//! (`buyers.rows-100-200`), named in every report and in every step's fingerprint.
+//!
 //! With no arguments: a throwaway PostgreSQL loaded with generated data (`--sales N`,
 //! default 100,000) and a dynalite, both stopped at exit. Separate phases (`--phase load`)
 //! need persistent servers (`--database-url`/`--source-url`/`DATABASE_URL`,
 //! `--dynamodb-endpoint` or the config file) to be meaningful.
+//!
+//! The entities, their items' attributes and the S9 columns copied into them, the code
+//! tables and the item checks are `s9/mapping.toml` ([`transform::MAPPING`]).
 //!
 //! Tables: `salesTable` holds sales and their lines, `buyersTable` buyers, `producersTable`
 //! producers (they may all be one table). Each has `PK`/`SK` and GSI1..GSI3 (`GSI<n>PK`,
@@ -55,15 +62,18 @@ use etl_core::migration::{
     Action, FileJournal, Journal, Migration, RunOptions, Status, StepCx, StepKind, StepOutput,
     StepState,
 };
-use etl_core::report::write_atomic;
 use etl_core::{BoxError, Finding, Pipeline, RunReport, RunStatus, step_fn};
 use etl_sink_dynamodb::admin::{TableSpec, ensure_table};
-use etl_sink_dynamodb::backup::{RestoreMode, backup_table, restore_table};
 use etl_sink_dynamodb::check::{Invalid, verify_table};
 use etl_sink_dynamodb::dynalite::Target;
-use etl_sink_dynamodb::steps::{backup_step, load_items_file, recorded_backups, undo_from_backups};
+use etl_sink_dynamodb::steps::{
+    LoadConfig, backup_by_hand, backup_step, load_items_file, read_invalid, recorded_backups,
+    restore_by_hand, undo_from_backups, validation_output,
+};
 use etl_sink_dynamodb::{ItemWriter, JsonCheckpoint, KeySchema, WriteOptions};
-use etl_source_postgres::{Entity as PgEntity, Filter, PgSource, PgSourceOptions, ServerConfig};
+use etl_source_postgres::{
+    Entity as PgEntity, Filter, Key, PgSource, PgSourceOptions, RowWindow, ServerConfig,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -72,39 +82,6 @@ use transform::{Entity, Lookups, S9Transform};
 
 /// The migration's name: the journal is `<data-dir>/s9_sales.journal.json`.
 pub const MIGRATION: &str = "s9_sales";
-
-/// A phase of the migration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Phase {
-    /// S9 -> data/extracted/*.parquet (steps `extract_<entity>`).
-    Extract,
-    /// extracted -> data/transformed/*.parquet.
-    Transform,
-    /// transformed -> validation_report.json.
-    Validate,
-    /// transformed -> DynamoDB (steps `backup` and `load`).
-    Load,
-    /// DynamoDB vs source: counts and a sample.
-    Verify,
-}
-
-impl Phase {
-    /// The group of its steps (`extract`, ...).
-    pub fn name(self) -> &'static str {
-        ["extract", "transform", "validate", "load", "verify"][self as usize]
-    }
-}
-
-/// What `--entity` selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EntityArg {
-    /// compradores.
-    Buyers,
-    /// produtores and their certifications.
-    Producers,
-    /// vendas and their lines.
-    Sales,
-}
 
 /// `cargo run --example s9_sales -- [OPTIONS]`.
 #[derive(Parser, Debug, Clone)]
@@ -130,16 +107,20 @@ pub struct Args {
     /// Options every ferry binary takes.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Run one phase's steps within the latest run (with --resume: those not done yet; the
-    /// load then skips the row groups it wrote).
-    #[arg(long, value_enum, conflicts_with_all = ["full", "rollback", "only", "plan"])]
-    pub phase: Option<Phase>,
+    /// Run one phase's steps (a group) within the latest run (with --resume: those not
+    /// done yet; the load then skips the row groups it wrote): extract (S9 ->
+    /// extracted/*.parquet), transform (-> transformed/*.parquet), validate
+    /// (validation_report.json), load (backup and load into DynamoDB), verify (counts and
+    /// a sample).
+    #[arg(long, value_parser = ["extract", "transform", "validate", "load", "verify"],
+          conflicts_with_all = ["full", "rollback", "only", "plan"])]
+    pub phase: Option<String>,
     /// Run every phase (the default when neither --phase nor --restore is given).
     #[arg(long)]
     pub full: bool,
     /// Only this entity (sales include their lines, producers their certifications).
     #[arg(long, value_enum)]
-    pub entity: Option<EntityArg>,
+    pub entity: Option<Entity>,
     /// DynamoDB endpoint (else the config's `target.endpoint`, else a local dynalite).
     #[arg(long, value_name = "URL")]
     pub dynamodb_endpoint: Option<String>,
@@ -167,6 +148,14 @@ pub struct Args {
     /// Incremental: only sales (and their lines) updated after this timestamp.
     #[arg(long, value_name = "TIMESTAMP")]
     pub since: Option<String>,
+    /// A window of the --entity (the seed's `--entity buyers --batch-size 100 --offset
+    /// 100`): skip the first N rows in key order (after --filter and --since). Its
+    /// artifacts, checkpoints and reports are the window's own (`buyers.rows-100-200`).
+    #[arg(long, value_name = "N", requires = "entity")]
+    pub offset: Option<u64>,
+    /// The window's length in rows (default with --offset: --batch-size, as in the seed).
+    #[arg(long, value_name = "M", requires = "entity")]
+    pub limit: Option<u64>,
     /// BatchWriteItem calls in flight in all (default: the config's `migration.concurrency`, 32).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
@@ -191,8 +180,8 @@ pub struct Config {
     pub source: Option<ServerConfig>,
     /// DynamoDB.
     pub target: TargetConfig,
-    /// Batching and retries.
-    pub migration: MigrationConfig,
+    /// Batching, retries, backup and errors of the load.
+    pub migration: LoadConfig,
 }
 
 /// `target` of the config.
@@ -223,45 +212,6 @@ impl Default for TargetConfig {
             endpoint: None,
             invoice_file_url:
                 "s3://sale-module-invoices-production/{year}/{month}/{sale_id}-invoice.pdf".into(),
-        }
-    }
-}
-
-/// `migration` of the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
-pub struct MigrationConfig {
-    /// Items per BatchWriteItem (at most 25).
-    pub batch_size: usize,
-    /// Retries of a throttled call.
-    pub max_retries: u32,
-    /// First retry delay, seconds.
-    pub retry_delay: f64,
-    /// Double the delay per retry.
-    pub exponential_backoff: bool,
-    /// Load the valid items even when validation found invalid ones (they are rejected).
-    pub continue_on_error: bool,
-    /// Back up every target table before loading.
-    pub backup_before_load: bool,
-    /// BatchWriteItem calls in flight in all (32: enough to hide a 20-50 ms round trip to
-    /// DynamoDB; a throttled table is retried with backoff).
-    pub concurrency: usize,
-    /// Pause after every BatchWriteItem call, milliseconds (`batchDelay`, against rate
-    /// limits).
-    pub batch_delay: u64,
-}
-
-impl Default for MigrationConfig {
-    fn default() -> Self {
-        MigrationConfig {
-            batch_size: 25,
-            max_retries: 8,
-            retry_delay: 0.05,
-            exponential_backoff: true,
-            continue_on_error: true,
-            backup_before_load: true,
-            concurrency: 32,
-            batch_delay: 0,
         }
     }
 }
@@ -309,6 +259,8 @@ struct S9 {
     args: Args,
     config: Config,
     entities: Vec<Entity>,
+    /// `--offset`/`--limit` (the limit defaults to `--batch-size`, as in the seed).
+    window: Option<RowWindow>,
     data: PathBuf,
     checkpoint: PathBuf,
     source: OnceCell<Source>,
@@ -324,7 +276,7 @@ impl S9 {
                 .with_context(|| format!("reading config {}", p.display()))?,
             None => Config::default(),
         };
-        if args.filter.is_some() && args.entity.is_some_and(|e| !matches!(e, EntityArg::Sales)) {
+        if args.filter.is_some() && args.entity.is_some_and(|e| e != Entity::Sales) {
             anyhow::bail!(
                 "--filter selects sales (and their lines) only; it cannot filter --entity {:?}: drop --filter, or use --entity sales",
                 args.entity.expect("checked")
@@ -344,10 +296,10 @@ impl S9 {
         Ok(S9 {
             entities: match args.entity {
                 None => Entity::ALL.to_vec(),
-                Some(EntityArg::Buyers) => vec![Entity::Buyers],
-                Some(EntityArg::Producers) => vec![Entity::Producers],
-                Some(EntityArg::Sales) => vec![Entity::Sales, Entity::SaleLines],
+                Some(Entity::Sales) => vec![Entity::Sales, Entity::SaleLines],
+                Some(e) => vec![e],
             },
+            window: RowWindow::new(args.offset, args.limit, args.common.batch_size as u64),
             checkpoint: data.join(".checkpoint.json"),
             inputs: pq::InputGuard::new(data.join(".checkpoint.json")),
             data,
@@ -358,17 +310,66 @@ impl S9 {
         })
     }
 
-    fn extracted(&self, name: &str) -> PathBuf {
-        self.data.join("extracted").join(format!("{name}.parquet"))
+    /// What names an artifact of `name` (files, checkpoint scopes): `buyers`, or for a
+    /// window `buyers.rows-100-200`.
+    fn stem(&self, name: &str) -> String {
+        self.window
+            .map_or_else(|| name.to_owned(), |w| w.stem(name))
     }
 
-    /// A transformed file; missing: run the transform first.
+    /// The rows this run selects (every step's fingerprint: `--resume` goes on only with
+    /// the same window, filter and since).
+    fn selection(&self) -> String {
+        let (a, w) = (&self.args, self.window.map(|w| w.to_string()));
+        let (f, since) = (a.filter.as_deref(), a.since.as_deref());
+        let (f, since) = (f.unwrap_or("-"), since.unwrap_or("-"));
+        format!(
+            "{}; filter {f}; since {since}",
+            w.as_deref().unwrap_or("all rows")
+        )
+    }
+
+    /// The window for the reports (`null` without one), also in `report.json`.
+    fn window_report(&self, cx: &StepCx) -> Value {
+        let w = self.window_json();
+        cx.set_extra("window", w.clone());
+        w
+    }
+
+    fn window_json(&self) -> Value {
+        let e = self.entities[0];
+        self.window
+            .map_or(Value::Null, |w| w.report(e.name(), e.key()))
+    }
+
+    fn extracted(&self, name: &str) -> PathBuf {
+        pq::parquet_path(&self.data.join("extracted"), &self.stem(name))
+    }
+
+    /// A transformed file of this run; missing: run the transform first.
     fn transformed(&self, e: Entity) -> anyhow::Result<PathBuf> {
-        let path = (self.data.join("transformed")).join(format!("{}.parquet", e.name()));
-        match path.exists() {
-            true => Ok(path),
-            false => bail!("{} is missing: run --phase transform first", path.display()),
+        Ok(self.files_of("transformed", e.name(), true)?.remove(0))
+    }
+
+    /// The files of `name` in `dir` (`extracted`, `transformed`) for an entity this run
+    /// does not select but needs (the buyers of sales): this run's, else the whole
+    /// entity's, else every window of it.
+    fn files_of(&self, dir: &str, name: &str, selected: bool) -> anyhow::Result<Vec<PathBuf>> {
+        let (dir, this) = (self.data.join(dir), self.stem(name));
+        let files = match selected {
+            true => Some(pq::parquet_path(&dir, &this))
+                .filter(|p| p.exists())
+                .into_iter()
+                .collect(),
+            false => pq::files_of(&dir, name),
+        };
+        if files.is_empty() {
+            bail!(
+                "{} is missing: run --entity {name} (its earlier phases) first",
+                dir.join(this).display()
+            );
         }
+        Ok(files)
     }
 
     /// The extract units: the selected entities, and the certifications with the producers.
@@ -395,29 +396,20 @@ impl S9 {
     }
 
     fn write_options(&self) -> WriteOptions {
-        let m = &self.config.migration;
-        WriteOptions {
-            concurrency: self.args.concurrency.unwrap_or(m.concurrency).max(1),
-            batch_size: m.batch_size.clamp(1, 25),
-            max_retries: m.max_retries,
-            retry_delay: std::time::Duration::from_secs_f64(m.retry_delay.max(0.001)),
-            exponential_backoff: m.exponential_backoff,
-            batch_delay: std::time::Duration::from_millis(m.batch_delay),
-            ..Default::default()
-        }
+        self.config.migration.write_options(self.args.concurrency)
     }
 
     /// The S9 source (one exported snapshot), connected on first use; a throwaway
     /// cluster with generated data when no URL is given.
     async fn source(&self, cx: &StepCx) -> anyhow::Result<&PgSource> {
-        let s = self.source.get_or_try_init(|| self.connect()).await?;
+        let s = self.source.get_or_try_init(|| self.connect(cx)).await?;
         if let Some(g) = &s.generated {
             cx.set_extra("generated", g.clone());
         }
         Ok(&s.pg)
     }
 
-    async fn connect(&self) -> anyhow::Result<Source> {
+    async fn connect(&self, cx: &StepCx) -> anyhow::Result<Source> {
         let given = (self.args.common.database_url.as_ref())
             .map(|s| s.expose().to_owned())
             .filter(|s| !s.trim().is_empty())
@@ -444,8 +436,15 @@ impl S9 {
                 .and_then(ServerConfig::connect_timeout),
             ..Default::default()
         };
-        let pg = (PgSource::connect_url(&url, 4, self.pg_entities()?, options).await)
+        let mut pg = (PgSource::connect_url(&url, 4, self.pg_entities(None)?, options).await)
             .context("point --database-url / --source-url (or DATABASE_URL) at the S9 database, or leave them unset to migrate generated data")?;
+        if let Some(w) = self.window {
+            let root = self.entities[0].name();
+            let cp = JsonCheckpoint::new(&self.checkpoint, format!("window:{}", self.stem(root)));
+            let bounds = w.bounds(&pg, root, &cp, &cx.run_id.to_string()).await?;
+            cx.set_extra("window_keys", json!({"after": bounds.0, "upto": bounds.1}));
+            pg = pg.with_entities(self.pg_entities(Some(bounds))?).await?;
+        }
         Ok(Source {
             pg,
             generated,
@@ -453,9 +452,20 @@ impl S9 {
         })
     }
 
-    /// The S9 tables and queries of the selected entities, split into key ranges.
-    fn pg_entities(&self) -> anyhow::Result<Vec<PgEntity>> {
-        let table = |e: Entity| PgEntity::table(e.name(), e.table(), e.key());
+    /// The S9 tables and queries of the selected entities, split into key ranges; with a
+    /// window's key bounds, the first entity holds the window's rows and the others
+    /// (lines, certifications) follow it.
+    fn pg_entities(
+        &self,
+        window: Option<(Option<Key>, Option<Key>)>,
+    ) -> anyhow::Result<Vec<PgEntity>> {
+        let table = |e: Entity| {
+            let t = PgEntity::table(e.name(), e.table(), e.key());
+            match (&window, Some(&e) == self.entities.first()) {
+                (Some((after, upto)), true) => t.key_range(after.clone(), upto.clone()),
+                _ => t,
+            }
+        };
         let mut sales = table(Entity::Sales);
         if let Some(f) = &self.args.filter {
             sales = sales.filter(f.parse::<Filter>()?);
@@ -475,6 +485,7 @@ impl S9 {
         }
         if self.entities.contains(&Entity::Producers) {
             let c = PgEntity::table("certifications", "certificacoes", "id_certificacao");
+            let c = c.following(&table(Entity::Producers), "id_produtor");
             entities.push(c.split_every(self.args.extract_unit_keys));
         }
         Ok(entities)
@@ -483,9 +494,9 @@ impl S9 {
     /// What `--phase` (a group of steps within the latest run) and the shared flags ask.
     fn run_options(&self) -> RunOptions {
         let common = &self.args.common;
-        let action = match self.args.phase {
+        let action = match &self.args.phase {
             Some(p) if !common.dry_run => Action::Group {
-                group: p.name().into(),
+                group: p.clone(),
                 resume: common.resume,
             },
             _ => common.action(),
@@ -501,19 +512,36 @@ impl S9 {
     /// transformed file that changed since (exit 2; [`pq::InputGuard`]).
     async fn check_resume(&self, journal: &FileJournal) -> anyhow::Result<()> {
         let common = &self.args.common;
-        let resumes_load = match self.args.phase {
-            Some(p) => p == Phase::Load,
-            None => (journal.latest(MIGRATION).await?)
-                .and_then(|r| r.step("load").cloned())
-                .is_some_and(|s| s.attempts > 0 && s.state != StepState::Done),
-        };
-        if !common.resume || common.dry_run || !resumes_load {
+        let latest = journal.latest(MIGRATION).await?;
+        if !common.resume || common.dry_run {
             return Ok(());
         }
-        for &e in &self.entities {
-            let path = (self.data.join("transformed")).join(format!("{}.parquet", e.name()));
-            self.inputs
-                .check_recorded(&path, &format!("load:{}", e.name()))?;
+        // A resume goes on with the rows the run started with (window, filter, since): the
+        // fingerprint of every step it touched, a killed one too.
+        let (now, run) = (self.selection(), latest.as_ref().map(|r| r.run.run_id));
+        let touched = latest
+            .iter()
+            .flat_map(|r| &r.steps)
+            .filter(|s| s.attempts > 0);
+        if let Some(then) = touched
+            .filter_map(|s| s.fingerprint.as_ref())
+            .find(|f| **f != now)
+        {
+            let run = run.map(|r| r.to_string()).unwrap_or_default();
+            let why = format!(
+                "--resume: the unfinished run {run} selected {then}; this invocation selects {now}: give it the same --entity, --offset/--limit, --filter and --since"
+            );
+            return Err(etl_core::Error::Refused(why).into());
+        }
+        let resumes_load = match self.args.phase.as_deref() {
+            Some(p) => p == "load",
+            None => (latest.and_then(|r| r.step("load").cloned()))
+                .is_some_and(|s| s.attempts > 0 && s.state != StepState::Done),
+        };
+        for e in self.entities.iter().filter(|_| resumes_load) {
+            let stem = self.stem(e.name());
+            let path = (self.data.join("transformed")).join(format!("{stem}.parquet"));
+            self.inputs.check_recorded(&path, &format!("load:{stem}"))?;
         }
         Ok(())
     }
@@ -554,7 +582,7 @@ fn migration(c: &S9) -> Migration<S9> {
             "migration.backupBeforeLoad is false: no backup was taken before the load",
         ),
     };
-    let dry_phase = c.args.phase.filter(|_| c.args.common.dry_run);
+    let dry_phase = c.args.phase.as_deref().filter(|_| c.args.common.dry_run);
     Migration::new(MIGRATION)
         .restart_unfinished()
         .errors_log("migration_errors.log")
@@ -574,7 +602,8 @@ fn migration(c: &S9) -> Migration<S9> {
             Step::new("verify", StepKind::PostSwitch, step_fn!(verify))
                 .group("verify")
                 .describe("compares counts by Scan and a random sample attribute by attribute (count_comparison.json, integrity_report.json)"),
-        ]).filter(|s| dry_phase.is_none_or(|p| s.group_name() == Some(p.name()))))
+        ]).filter(|s| dry_phase.is_none_or(|p| s.group_name() == Some(p)))
+        .map(|s| s.fingerprint(c.selection())))
 }
 
 /// Parse the process arguments and run; the exit code says whether it succeeded (2: an
@@ -629,47 +658,23 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let journal = FileJournal::new(&c.data);
-    if !c.args.backup_tables.is_empty() {
-        // Reads the tables only, but under the run lock: not while a load writes them.
-        let _lock = journal.lock(MIGRATION).await?;
-        let client = c.dynamo.client().await?;
-        let mut infos = Vec::new();
-        for t in &c.args.backup_tables {
-            let info = backup_table(client, t, &c.data.join("backups"), 4).await?;
-            println!(
-                "backed up {} items of {t} into {}",
-                info.items,
-                info.path.display()
-            );
-            infos.push(json!({ "table": t, "items": info.items, "file": info.path }));
-        }
-        let mut report = RunReport::new(MIGRATION, "backup", RunStatus::Succeeded, &[], started);
-        report.extra.insert("backups".into(), json!(infos));
+    let done = |action: &str, key: &str, details: Value| -> anyhow::Result<Outcome> {
+        let mut report = RunReport::new(MIGRATION, action, RunStatus::Succeeded, &[], started);
+        report.extra.insert(key.into(), details);
         report.write(reports, None)?;
-        return Ok(Outcome { report, ok: true });
+        Ok(Outcome { report, ok: true })
+    };
+    let (tables, backups) = (&c.args.backup_tables, c.data.join("backups"));
+    if !tables.is_empty() {
+        let client = c.dynamo.client().await?;
+        let infos = backup_by_hand(client, &journal, MIGRATION, tables, &backups).await?;
+        return done("backup", "backups", infos);
     }
     if let Some(backup) = &c.args.restore {
-        // A restore writes the tables: never while a run is live (the run lock; released
-        // before the phases below take it again).
-        let _lock = journal.lock(MIGRATION).await?;
-        let client = c.dynamo.client().await?;
-        let info =
-            restore_table(client, backup, None, RestoreMode::Exact, c.write_options()).await?;
-        println!(
-            "restored {} items into {} from {} ({} items added since the backup deleted)",
-            info.restored,
-            info.table,
-            backup.display(),
-            info.deleted
-        );
+        let (client, wopts) = (c.dynamo.client().await?, c.write_options());
+        let info = restore_by_hand(client, &journal, MIGRATION, backup, wopts).await?;
         if c.args.phase.is_none() && !c.args.full {
-            let mut report =
-                RunReport::new(MIGRATION, "restore", RunStatus::Succeeded, &[], started);
-            report
-                .extra
-                .insert("restore".into(), serde_json::to_value(&info)?);
-            report.write(reports, None)?;
-            return Ok(Outcome { report, ok: true });
+            return done("restore", "restore", serde_json::to_value(&info)?);
         }
     }
     c.check_resume(&journal).await?;
@@ -688,7 +693,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 /// In a dry run too: the artifacts are local (the dry run spares DynamoDB).
 async fn extract(c: &S9, cx: &StepCx, name: &'static str) -> anyhow::Result<StepOutput> {
     let src = c.source(cx).await?.only(name)?;
-    let checkpoint = JsonCheckpoint::new(&c.checkpoint, format!("extract-units:{name}"));
+    c.window_report(cx);
+    let scope = format!("extract-units:{}", c.stem(name));
+    let checkpoint = JsonCheckpoint::new(&c.checkpoint, scope);
     let mut run = cx.run_info();
     run.dry_run = false;
     let out = c.extracted(name);
@@ -700,21 +707,18 @@ async fn extract(c: &S9, cx: &StepCx, name: &'static str) -> anyhow::Result<Step
 /// The rows other entities' transforms look up (buyers, producers, certifications).
 fn lookups(c: &S9) -> anyhow::Result<Lookups> {
     let mut l = Lookups::default();
-    let sales = c.entities.contains(&Entity::Sales);
-    let producers = c.entities.contains(&Entity::Producers);
-    for (name, e, wanted) in [
-        ("buyers", Some(Entity::Buyers), sales),
-        ("producers", Some(Entity::Producers), sales),
-        ("certifications", None, producers),
-    ] {
-        let path = c.extracted(name);
-        if !wanted {
-            continue;
-        } else if !path.exists() {
-            bail!("{} is missing: run --phase extract first", path.display());
-        }
-        for b in pq::read_all(&path)? {
-            l.add(e, &b);
+    let has = |e| c.entities.contains(&e);
+    let (sales, producers) = (has(Entity::Sales), has(Entity::Producers));
+    for (name, e) in [
+        ("buyers", Some(Entity::Buyers)),
+        ("producers", Some(Entity::Producers)),
+    ]
+    .into_iter()
+    .filter(|_| sales)
+    .chain(Some(("certifications", None)).filter(|_| producers))
+    {
+        for path in &c.files_of("extracted", name, has(e.unwrap_or(Entity::Producers)))? {
+            pq::read_all(path)?.iter().for_each(|b| l.add(e, b));
         }
     }
     Ok(l)
@@ -725,19 +729,16 @@ async fn transform(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let dir = c.data.join("transformed");
     let (mut reports, mut rejected) = (Vec::new(), serde_json::Map::new());
     for &e in &c.entities {
-        let input = c.extracted(e.name());
-        if !input.exists() {
-            bail!("{} is missing: run --phase extract first", input.display());
-        }
+        let input = c.files_of("extracted", e.name(), true)?.remove(0);
         let url = c.config.target.invoice_file_url.clone();
         let mut run = cx.run_info();
         (run.dry_run, run.resume) = (false, false);
-        let unit = format!("transform/{}", e.name());
+        let unit = format!("transform/{}", c.stem(e.name()));
         let report = Pipeline::new(
             pq::ParquetExtract::whole(&unit, &input)?,
-            pq::ParquetLoad::new(&dir, e.name()),
+            pq::ParquetLoad::new(&dir, &c.stem(e.name())),
         )
-        .transform(S9Transform::new(e, lookups.clone(), url))
+        .transform(S9Transform::new(e, lookups.clone(), url).into_transform())
         .options(c.options(cx))
         .run(&run)
         .await;
@@ -753,45 +754,25 @@ async fn transform(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
 
 async fn validate(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let mut v = checks::validation();
-    // FKs need every entity, so all are checked whatever --entity says.
+    // The selected entities and their parents (foreign keys need them), parents first.
     for e in Entity::ALL {
-        v.check_file(e.name(), &c.transformed(e)?)?;
+        let selected = c.entities.contains(&e);
+        if selected || c.entities.iter().any(|s| s.parents().contains(&e)) {
+            for path in c.files_of("transformed", e.name(), selected)? {
+                v.check_file(e.name(), &path)?;
+            }
+        }
     }
-    let report = v.report();
+    let mut report = v.report();
+    report["window"] = c.window_report(cx);
     cx.write_json("validation_report.json", &report)?;
     let invalid = c.data.join("transformed").join("invalid_items.json");
-    write_atomic(&invalid, &serde_json::to_vec(&v.invalid)?)?;
-    let (passed, n) = (v.passed(), v.invalid.len());
-    let summary = json!({"passed": passed, "invalid_items": n, "entities": report["entities"]});
-    cx.set_extra("validation", summary.clone());
-    let lines = (v.invalid.iter().take(1000)).map(|i| {
-        format!(
-            "ERROR validate {}: {} {}: {}",
-            i.entity, i.key, i.check, i.reason
-        )
-    });
-    cx.log_errors(lines)?;
-    let message = format!("{n} invalid items");
-    let finding = if passed {
-        Finding::pass("validation", "every item is valid")
-    } else if c.config.migration.continue_on_error {
-        let why = format!("{message}: the load rejects them (migration.continueOnError)");
-        Finding::warn("validation", why)
-    } else {
-        let why = format!("{message} and migration.continueOnError is false: not loading");
-        Finding::fail("validation", why)
-    };
-    Ok(StepOutput::message(message)
-        .with_details(summary)
-        .with_findings(vec![finding]))
+    let continue_on_error = c.config.migration.continue_on_error;
+    Ok(validation_output(cx, &v, &invalid, continue_on_error)?)
 }
 
-fn invalid_items(c: &S9) -> anyhow::Result<Vec<Invalid>> {
-    let p = c.data.join("transformed").join("invalid_items.json");
-    if !p.exists() {
-        bail!("{} is missing: run --phase validate first", p.display());
-    }
-    Ok(serde_json::from_slice(&std::fs::read(&p)?)?)
+fn invalid_items(c: &S9) -> etl_core::Result<Vec<Invalid>> {
+    read_invalid(&c.data.join("transformed").join("invalid_items.json"))
 }
 
 async fn backup(c: &S9, _cx: &StepCx) -> Result<StepOutput, BoxError> {
@@ -813,19 +794,21 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             ensure_table(client, &table_spec(&t)).await?;
         }
         // Every entity's input checked (resume) or recorded afresh before any is loaded.
-        let t = std::time::Instant::now();
-        for &e in &c.entities {
-            let scope = format!("load:{}", e.name());
-            c.inputs.check(&c.transformed(e)?, &scope, cx.resuming())?;
-        }
-        inputs = c.inputs.report(t.elapsed().as_secs_f64());
+        let scopes = c
+            .entities
+            .iter()
+            .map(|e| (e, format!("load:{}", c.stem(e.name()))));
+        let inputs_of = scopes.map(|(e, s)| Ok((c.transformed(*e)?, s)));
+        let all = inputs_of.collect::<anyhow::Result<Vec<_>>>()?;
+        inputs = c.inputs.check_all(all, cx.resuming())?;
     }
     let (mut per_entity, mut reports) = (serde_json::Map::new(), Vec::new());
     for &e in &c.entities {
         let table = c.config.target.table(e);
         let invalid = invalid.iter().filter(|i| i.entity == e.name());
         let writer = ItemWriter::new(client.clone(), table, keys(), wopts.clone());
-        let (unit, scope) = (format!("load/{}", e.name()), format!("load:{}", e.name()));
+        let stem = c.stem(e.name());
+        let (unit, scope) = (format!("load/{stem}"), format!("load:{stem}"));
         let checkpoint = JsonCheckpoint::new(&c.checkpoint, scope);
         let (path, options, run) = (c.transformed(e)?, c.options(cx), cx.run_info());
         let (report, summary) =
@@ -840,6 +823,7 @@ async fn load(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
     let load_report = json!({
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "options": wopts,
+        "window": c.window_report(cx),
         "backups": recorded_backups(cx, "backup"),
         "inputs": inputs,
         "entities": per_entity,
@@ -863,38 +847,19 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
             .filter(|i| i.entity == e.name() && i.check != "duplicates")
             .map(|i| i.key.as_str())
             .collect();
-        // Streamed: the valid items expected in the table, and a sample of 100 read back.
+        // Streamed: the valid items expected in the table, and a sample of 100 read back;
+        // a window's items all (other windows share the table).
         let skip = |k: &str| bad.contains(k);
         let (path, filter) = (c.transformed(e)?, Some(("EntityType", e.entity_type())));
-        let t = verify_table(client, &table, &path, &keys(), skip, filter, 100, &mut rng).await?;
-        // Every source row is accounted for: transformed + rejected by the transform.
-        let transform_rejected = transform["rejected"][e.name()].as_u64();
-        let accounted = transform_rejected.is_none_or(|r| t.rows + r == source);
-        let matched = t.target == t.expected && accounted;
-        counts.insert(
-            e.name().into(),
-            json!({
-                "source": source,
-                "target": t.target,
-                "rejected": source.saturating_sub(t.expected),
-                "rejected_by_transform": transform_rejected,
-                "rejected_by_validation": t.rows - t.expected,
-                "match": matched,
-            }),
-        );
-        if !matched {
-            let (n, want) = (t.target, t.expected);
-            mismatched.push(format!("{}: {n} items, {want} expected", e.name()));
-        }
-        if let Some(d) = t.diffs.first() {
-            let n = t.diffs.len();
-            mismatched.push(format!("{}: {n} sampled items differ, e.g. {d}", e.name()));
-        }
-        let examples: Vec<&Value> = t.diffs.iter().take(10).collect();
-        samples.insert(
-            e.name().into(),
-            json!({"checked": t.checked, "mismatched": t.diffs.len(), "examples": examples}),
-        );
+        let n = if c.window.is_some() { usize::MAX } else { 100 };
+        let t = verify_table(client, &table, &path, &keys(), skip, filter, n, &mut rng).await?;
+        let rejected = transform["rejected"][e.name()].as_u64();
+        let (mut count, sample, problems) =
+            t.comparison(e.name(), source, rejected, c.window.is_some());
+        count["window"] = c.window_json();
+        counts.insert(e.name().into(), count);
+        samples.insert(e.name().into(), sample);
+        mismatched.extend(problems);
     }
     let ok = mismatched.is_empty();
     cx.write_json("count_comparison.json", &counts)?;
@@ -912,6 +877,7 @@ async fn verify(c: &S9, cx: &StepCx) -> anyhow::Result<StepOutput> {
         "types": checks["types"],
         "business_rules": {"enums": checks["enums"], "totals": checks["totals"], "duplicates": checks["duplicates"]},
         "sample_comparison": samples,
+        "window": c.window_report(cx),
     });
     cx.write_json("integrity_report.json", &integrity)?;
     cx.set_extra("count_comparison", Value::Object(counts.clone()));

@@ -2,20 +2,25 @@
 //! ISO-8601 `Z` timestamps, money as numbers, split addresses, nested certifications.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use etl_core::{Batch, Fate, Transform};
-use etl_sink_dynamodb::json_items::{
-    Attr, Codes, Row, item_schema, map_code, map_rows, need, reject,
-};
+use clap::ValueEnum;
+use etl_core::{Fate, Transform};
+use etl_sink_dynamodb::json_items::{ItemTransform, Row, map_code, need, reject};
+use etl_sink_dynamodb::spec::MappingSpec;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-/// The entities of the migration, in load order.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+/// The entities, their items' attributes with the S9 columns copied into them, the code
+/// tables and the checks ([`MappingSpec`], from `mapping.toml`).
+pub static MAPPING: LazyLock<MappingSpec> = LazyLock::new(|| {
+    toml::from_str(include_str!("mapping.toml")).expect("s9/mapping.toml is a valid mapping")
+});
+
+/// The entities of the migration, in load order (`mapping.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Entity {
     /// compradores -> `BUYER#...`.
@@ -24,7 +29,8 @@ pub enum Entity {
     Producers,
     /// vendas -> `SALE#... / #METADATA#sale`.
     Sales,
-    /// linhas_venda -> `SALE#... / LINE#...`.
+    /// linhas_venda -> `SALE#... / LINE#...` (with `--entity sales`).
+    #[value(skip)]
     SaleLines,
 }
 
@@ -37,55 +43,66 @@ impl Entity {
         Entity::SaleLines,
     ];
 
-    /// Its name in files and reports, S9 table, S9 key column and `EntityType`.
-    fn info(self) -> [&'static str; 4] {
-        match self {
-            Entity::Buyers => ["buyers", "compradores", "id_comprador", "Buyer"],
-            Entity::Producers => ["producers", "produtores", "id_produtor", "Producer"],
-            Entity::Sales => ["sales", "vendas", "id_venda", "Sale"],
-            Entity::SaleLines => ["sale_lines", "linhas_venda", "id_linha", "SaleLine"],
-        }
-    }
-
     /// Name used in files and reports.
     pub fn name(self) -> &'static str {
-        self.info()[0]
+        ["buyers", "producers", "sales", "sale_lines"][self as usize]
+    }
+
+    /// A value of its entry in `mapping.toml`.
+    fn info(self, what: &str) -> &'static Value {
+        let e = MAPPING
+            .entity(self.name())
+            .expect("every entity is in mapping.toml");
+        &e.extra[what]
     }
 
     /// The S9 table.
     pub fn table(self) -> &'static str {
-        self.info()[1]
+        self.info("table").as_str().unwrap_or_default()
     }
 
     /// The S9 key column.
     pub fn key(self) -> &'static str {
-        self.info()[2]
+        self.info("key").as_str().unwrap_or_default()
     }
 
     /// `EntityType` of its items.
     pub fn entity_type(self) -> &'static str {
-        self.info()[3]
+        self.info("type").as_str().unwrap_or_default()
+    }
+
+    /// The prefix of its items' keys (`BUYER`: `BUYER#BUYER001`).
+    pub fn prefix(self) -> &'static str {
+        self.info("prefix").as_str().unwrap_or_default()
+    }
+
+    /// The entities its items reference (foreign keys).
+    pub fn parents(self) -> Vec<Entity> {
+        let names = self.info("parents");
+        (Entity::ALL.into_iter())
+            .filter(|p| {
+                names
+                    .as_array()
+                    .is_some_and(|n| n.contains(&json!(p.name())))
+            })
+            .collect()
+    }
+
+    /// `code` mapped by the code table `table` of `mapping.toml`, else a reject of `column`.
+    fn map(table: &str, code: &str, column: &str, what: &str) -> Result<&'static str, Fate> {
+        map_code(Self::codes(table), code, column, what)
+    }
+
+    fn codes(name: &str) -> &'static [(&'static str, &'static str)] {
+        static CODES: LazyLock<HashMap<&str, Vec<(&str, &str)>>> = LazyLock::new(|| {
+            let codes = MAPPING.codes.keys().map(|k| (k.as_str(), MAPPING.codes(k)));
+            codes
+                .map(|(k, v)| (k, v.expect("valid code tables")))
+                .collect()
+        });
+        &CODES[name]
     }
 }
-
-/// Sale status codes.
-const SALE_STATUS: Codes = &[
-    ("RASCUNHO", "DRAFT"),
-    ("CONFIRMADO", "CONFIRMED"),
-    ("FATURADO", "INVOICED"),
-    ("ENVIADO", "SHIPPED"),
-    ("ENTREGUE", "DELIVERED"),
-    ("CANCELADO", "CANCELLED"),
-];
-/// Buyer and producer status codes.
-const ENTITY_STATUS: Codes = &[
-    ("A", "ACTIVE"),
-    ("I", "INACTIVE"),
-    ("B", "BLOCKED"),
-    ("S", "SUSPENDED"),
-];
-/// Bank account types.
-const ACCOUNT_TYPE: Codes = &[("CC", "CHECKING"), ("CP", "SAVINGS")];
 
 /// Payment terms in days -> `30_DAYS`; non-positive terms are unknown.
 pub fn payment_terms(days: i64) -> Option<String> {
@@ -115,161 +132,22 @@ pub fn code(prefix: &str, id: i64) -> String {
     format!("{prefix}{id:03}")
 }
 
-// ----- the target schemas -------------------------------------------------------------
-
-use Attr::{Dec, Int, Map as M, MapList, S, StrList};
-
-/// The attributes of a map, each with the S9 column it is copied from (`""`: computed).
-type Fields = &'static [(&'static str, &'static str)];
-
-const ADDRESS: Fields = &[
-    ("Street", ""),
-    ("Number", ""),
-    ("Complement", ""),
-    ("Neighborhood", "bairro"),
-    ("City", "cidade"),
-    ("State", "estado"),
-    ("PostalCode", "cep"),
-    ("Country", "pais"),
-];
-const BANK: Fields = &[
-    ("Bank", "banco"),
-    ("BankName", "banco_nome"),
-    ("Agency", "agencia"),
-    ("Account", "conta"),
-    ("AccountType", ""),
-];
-const CERT: Fields = &[
-    ("Type", "tipo"),
-    ("Number", "numero"),
-    ("Issuer", "emissor"),
-    ("ValidUntil", "validade"),
-];
-const fn names<const N: usize>(f: Fields) -> [&'static str; N] {
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = f[i].0;
-        i += 1;
-    }
-    out
-}
-const ADDRESS_NAMES: &[&str] = &names::<8>(ADDRESS);
-const BANK_NAMES: &[&str] = &names::<5>(BANK);
-const CERT_NAMES: &[&str] = &names::<4>(CERT);
-
-const MONEY: Attr = Dec(18, 2);
-const QTY: Attr = Dec(18, 3);
-
-/// An attribute: its type and the S9 column it is copied from as it is (text, decimal,
-/// ISO timestamp: [`Row::value`]), or `""` when the transform computes it.
-type Spec = (&'static str, Attr, &'static str);
-
-/// Every item's key and type.
-const KEY: &[Spec] = &[("PK", S, ""), ("SK", S, ""), ("EntityType", S, "")];
-/// What sales and their lines share.
-const AMOUNTS: &[Spec] = &[
-    ("UnitPrice", MONEY, "preco_unitario"),
-    ("Subtotal", MONEY, "subtotal"),
-    ("Discount", MONEY, "desconto"),
-    ("Tax", MONEY, "imposto"),
-];
-/// What buyers and producers share.
-const PARTY: &[Spec] = &[
-    ("Name", S, "nome"),
-    ("TradeName", S, "nome_fantasia"),
-    ("Document", S, "cnpj"),
-    ("DocumentType", S, ""),
-    ("Email", S, "email"),
-    ("Phone", S, "telefone"),
-    ("Mobile", S, "celular"),
-    ("Address", M(ADDRESS_NAMES), ""),
-    ("Status", S, ""),
-    ("ContactPerson", S, "contato_nome"),
-    ("ContactEmail", S, "contato_email"),
-    ("ContactPhone", S, "contato_telefone"),
-    ("TaxId", S, "cnpj"),
-    ("StateRegistration", S, "inscricao_estadual"),
-    ("Notes", S, "observacoes"),
-    ("GSI1PK", S, ""),
-    ("GSI1SK", S, ""),
-];
-const AUDIT: &[Spec] = &[
-    ("CreatedAt", S, "data_cadastro"),
-    ("CreatedBy", S, "usuario_cadastro"),
-    ("UpdatedAt", S, "data_atualizacao"),
-    ("UpdatedBy", S, "usuario_atualizacao"),
-];
-const BUYER: &[Spec] = &[
-    ("BuyerId", S, ""),
-    ("BillingAddress", M(ADDRESS_NAMES), ""),
-    ("CreditLimit", MONEY, "limite_credito"),
-    ("PaymentTerms", S, ""),
-];
-const PRODUCER: &[Spec] = &[
-    ("ProducerId", S, ""),
-    ("ProductCategories", StrList, ""),
-    ("BankAccount", M(BANK_NAMES), ""),
-    ("Certifications", MapList(CERT_NAMES), ""),
-];
-const SALE: &[Spec] = &[
-    ("SaleId", S, ""),
-    ("BuyerId", S, ""),
-    ("BuyerName", S, ""),
-    ("BuyerDocument", S, ""),
-    ("ProducerId", S, ""),
-    ("ProducerName", S, ""),
-    ("ProducerDocument", S, ""),
-    ("SaleDate", S, ""),
-    ("DeliveryDate", S, "data_entrega"),
-    ("InvoiceDate", S, "data_nota"),
-    ("Status", S, ""),
-    ("PaymentTerms", S, ""),
-    ("Quantity", QTY, "quantidade_total"),
-    ("Total", MONEY, "valor_total"),
-    ("Currency", S, "moeda"),
-    ("Notes", S, "observacoes"),
-    ("InvoiceNumber", S, "numero_nota"),
-    ("InvoiceKey", S, "chave_nota"),
-    ("InvoiceFileUrl", S, ""),
-    ("GSI1PK", S, ""),
-    ("GSI1SK", S, ""),
-    ("GSI2PK", S, ""),
-    ("GSI2SK", S, ""),
-    ("GSI3PK", S, ""),
-    ("GSI3SK", S, ""),
-];
-const LINE: &[Spec] = &[
-    ("SaleId", S, ""),
-    ("LineNumber", Int, ""),
-    ("ProductCode", S, "codigo_produto"),
-    ("ProductName", S, "nome_produto"),
-    ("ProductDescription", S, "descricao_produto"),
-    ("Quantity", QTY, "quantidade"),
-    ("Unit", S, "unidade"),
-    ("Total", MONEY, "total"),
-    ("DiscountPercentage", Dec(7, 2), "percentual_desconto"),
-    ("TaxPercentage", Dec(7, 2), "percentual_imposto"),
-    ("Notes", S, "observacoes"),
-    ("CreatedAt", S, "data_cadastro"),
-    ("UpdatedAt", S, "data_atualizacao"),
-];
-
-/// The attributes of an entity's items, in column order.
-fn specs(entity: Entity) -> Vec<Spec> {
-    let parts: &[&[Spec]] = match entity {
-        Entity::Buyers => &[KEY, PARTY, BUYER, AUDIT],
-        Entity::Producers => &[KEY, PARTY, PRODUCER, AUDIT],
-        Entity::Sales => &[KEY, SALE, AMOUNTS, AUDIT],
-        Entity::SaleLines => &[KEY, LINE, AMOUNTS],
-    };
-    parts.concat()
-}
-
 /// The Arrow schema of an entity's items (`data/transformed/<entity>.parquet`).
 pub fn target_schema(entity: Entity) -> SchemaRef {
-    let attrs: Vec<(&str, Attr)> = specs(entity).iter().map(|(n, a, _)| (*n, *a)).collect();
-    item_schema(&super::keys(), &attrs)
+    (MAPPING.schema(entity.name(), &super::keys()))
+        .expect("the attributes in mapping.toml are valid")
+}
+
+/// The `(attribute, column)` fields of the map attributes `name` of `mapping.toml`.
+fn fields(name: &str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    static FIELDS: LazyLock<HashMap<&str, Vec<(&str, &str)>>> = LazyLock::new(|| {
+        let f = MAPPING
+            .fields
+            .keys()
+            .map(|k| (k.as_str(), MAPPING.fields(k)));
+        f.map(|(k, v)| (k, v.expect("valid map fields"))).collect()
+    });
+    FIELDS[name].iter().copied()
 }
 
 // ----- the transform ----------------------------------------------------------------------
@@ -301,7 +179,7 @@ impl Lookups {
                 Some(_) => {}
                 None => {
                     let mut c = Map::new();
-                    row.copy_into(&mut c, CERT.iter().copied());
+                    row.copy_into(&mut c, fields("Cert"));
                     let certs = self.certifications.entry(id).or_default();
                     certs.push(Value::Object(c));
                 }
@@ -349,22 +227,23 @@ pub struct S9Transform {
     lookups: Arc<Lookups>,
     invoice_url: String,
     schema: SchemaRef,
-    copies: Vec<(&'static str, &'static str)>,
+    copies: Vec<(String, String)>,
 }
 
 impl S9Transform {
     /// The transform of `entity`. `invoice_url` is the `InvoiceFileUrl` template with
     /// `{year}`, `{month}` (of the invoice date) and `{sale_id}`.
     pub fn new(entity: Entity, lookups: Arc<Lookups>, invoice_url: impl Into<String>) -> Self {
-        let specs = specs(entity).into_iter();
+        let attrs = MAPPING
+            .attributes(entity.name())
+            .expect("valid mapping.toml");
         S9Transform {
             entity,
             lookups,
             invoice_url: invoice_url.into(),
             schema: target_schema(entity),
-            copies: specs
-                .filter(|s| !s.2.is_empty())
-                .map(|(a, _, c)| (a, c))
+            copies: (attrs.into_iter())
+                .filter_map(|a| Some((a.name, a.column?)))
                 .collect(),
         }
     }
@@ -385,12 +264,18 @@ impl S9Transform {
             put(&mut addr, "Number", number);
             put(&mut addr, "Complement", complement);
         }
-        row.copy_into(&mut addr, ADDRESS.iter().copied());
+        row.copy_into(&mut addr, fields("Address"));
         m.insert("Address".into(), Value::Object(addr));
         let code = row.s("status").unwrap_or_default();
-        let status = map_code(ENTITY_STATUS, &code, "status", "status")?;
+        let status = Entity::map("entity_status", &code, "status", "status")?;
         m.insert("Status".into(), json!(status));
         Ok(())
+    }
+
+    /// As a pipeline's transform ([`ItemTransform`]).
+    pub fn into_transform(self) -> impl Transform {
+        let schema = self.schema.clone();
+        ItemTransform::new("s9_to_dynamodb", schema, move |row| self.item(row))
     }
 
     /// The item of one S9 row, or its fate.
@@ -400,7 +285,10 @@ impl S9Transform {
             .i(key)
             .ok_or_else(|| reject(key, "missing_key", format!("{key} is null")))?;
         let mut m = Map::new();
-        row.copy_into(&mut m, self.copies.iter().copied());
+        row.copy_into(
+            &mut m,
+            self.copies.iter().map(|(a, c)| (a.as_str(), c.as_str())),
+        );
         m.insert("EntityType".into(), json!(self.entity.entity_type()));
         match self.entity {
             Entity::Buyers => {
@@ -419,9 +307,9 @@ impl S9Transform {
                     m.insert("ProductCategories".into(), cats.collect());
                 }
                 let mut bank = Map::new();
-                row.copy_into(&mut bank, BANK.iter().copied());
+                row.copy_into(&mut bank, fields("Bank"));
                 if let Some(t) = row.s("tipo_conta") {
-                    let mapped = map_code(ACCOUNT_TYPE, &t, "tipo_conta", "account type")?;
+                    let mapped = Entity::map("account_type", &t, "tipo_conta", "account type")?;
                     bank.insert("AccountType".into(), json!(mapped));
                 }
                 if !bank.is_empty() {
@@ -434,10 +322,9 @@ impl S9Transform {
                 );
             }
             Entity::Sales => {
+                // GSI1 of sales is by buyer (set below).
+                party_keys(&mut m, "SALE", "SaleId", id);
                 let sid = code("SALE", id);
-                m.insert("PK".into(), json!(format!("SALE#{sid}")));
-                m.insert("SK".into(), json!("#METADATA#sale"));
-                m.insert("SaleId".into(), json!(sid));
                 let buyer = need(row.i("id_comprador"), "id_comprador")?;
                 let producer = need(row.i("id_produtor"), "id_produtor")?;
                 let (bid, pid) = (code("BUYER", buyer), code("PRODUCER", producer));
@@ -454,7 +341,7 @@ impl S9Transform {
                 let sale_date = need(row.ts("data_venda"), "data_venda")?;
                 m.insert("SaleDate".into(), json!(sale_date));
                 let code_s = row.s("status").unwrap_or_default();
-                let status = map_code(SALE_STATUS, &code_s, "status", "sale status")?;
+                let status = Entity::map("sale_status", &code_s, "status", "sale status")?;
                 m.insert("Status".into(), json!(status));
                 terms(row, &mut m)?;
                 if row.s("numero_nota").is_some() {
@@ -488,22 +375,5 @@ impl S9Transform {
             }
         }
         Ok(m)
-    }
-}
-
-impl Transform for S9Transform {
-    fn name(&self) -> &str {
-        "s9_to_dynamodb"
-    }
-
-    fn output_schema(&self, _input: &SchemaRef) -> etl_core::Result<SchemaRef> {
-        Ok(self.schema.clone())
-    }
-
-    fn transform(&self, mut batch: Batch) -> etl_core::Result<Batch> {
-        map_rows("s9_to_dynamodb", &mut batch, &self.schema, |row| {
-            self.item(row)
-        })?;
-        Ok(batch)
     }
 }
