@@ -1,7 +1,8 @@
 //! [`PgFaultProxy`]: a loopback proxy in front of a PostgreSQL server that injects the
 //! faults a migration must survive: a `COMMIT` that reaches the server and commits but
 //! whose answer never comes back (the connection drops), a connection cut after some
-//! bytes, a link that goes silent (a stall).
+//! bytes or at a given statement (an index build, a switch's rename), a link that goes
+//! silent (a stall), a statement held while the server restarts.
 //!
 //! It reads the frontend protocol (startup message, then typed messages) to recognise a
 //! simple-query `COMMIT` sent on a connection that carried `COPY` data. Connect through it
@@ -34,6 +35,45 @@ pub enum PgFault {
     /// but keep the sockets open: a link that went silent (what keepalives and timeouts
     /// are for).
     StallAfterBytes(u64),
+    /// The first statement (a simple query or a parse, on any connection) whose text
+    /// contains `pattern` (ASCII case-insensitive) cuts its connection: before it reaches
+    /// the server (`forward: false`), or after (`forward: true`: the server runs it and
+    /// what the client sends in the next 500 ms, but every answer is lost; an open
+    /// transaction is rolled back when the connection closes). Fires once.
+    CutOnQuery {
+        /// Text the statement contains, e.g. `CREATE INDEX`, `RENAME TO`.
+        pattern: &'static str,
+        /// Whether the statement reaches the server.
+        forward: bool,
+    },
+    /// The first statement whose text contains `pattern` is held: from then on nothing is
+    /// forwarded on its connection either way, until the server closes its side (a
+    /// restart, a terminated backend), which closes the client's. Fires once; for
+    /// injecting a server restart at a precise moment ([`PgFaultProxy::fired`] says when).
+    StallOnQuery {
+        /// Text the statement contains.
+        pattern: &'static str,
+    },
+    /// On the first connection that sends a statement containing `pattern`, the next
+    /// simple-query `COMMIT` is forwarded and commits, and its answer is lost (the
+    /// connection closes): a switch that committed without the client hearing it. Fires
+    /// once.
+    LoseCommitAfter {
+        /// Text of a statement of the transaction.
+        pattern: &'static str,
+    },
+}
+
+/// The SQL text of a simple query (`Q`) or parse (`P`) message, upper-cased.
+fn statement_text(kind: u8, msg: &[u8]) -> Option<String> {
+    let body = msg.get(5..)?;
+    let text = match kind {
+        b'Q' => body,
+        // statement name, then the query
+        b'P' => &body[body.iter().position(|&b| b == 0)? + 1..],
+        _ => return None,
+    };
+    Some(String::from_utf8_lossy(text).to_ascii_uppercase())
 }
 
 /// A running proxy; stops when dropped.
@@ -98,6 +138,15 @@ impl PgFaultProxy {
         self.port
     }
 
+    /// `url` (a `postgres://` URL of the upstream server) through the proxy: its port
+    /// replaced, `sslmode=disable` added.
+    pub fn url_for(&self, url: &str) -> String {
+        let (head, tail) = url.split_at(url.rfind(':').map_or(url.len(), |i| i + 1));
+        let rest = tail.find(['/', '?']).map_or("", |i| &tail[i..]);
+        let sep = if rest.contains('?') { '&' } else { '?' };
+        format!("{head}{}{rest}{sep}sslmode=disable", self.port)
+    }
+
     /// Change the fault for what follows.
     pub fn set_fault(&self, fault: PgFault) {
         let _ = self.fault.send(fault);
@@ -138,6 +187,7 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
     let mut sent: u64 = 0;
     let mut typed = false;
     let mut copied = false;
+    let mut armed = false;
     loop {
         let (kind, msg) = match read_message(&mut cr, typed).await {
             Ok(m) => m,
@@ -170,12 +220,68 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
         if kind == b'd' {
             copied = true;
         }
+        let current = *shared.fault.borrow();
+        if let PgFault::LoseCommitAfter { pattern } = current
+            && statement_text(kind, &msg).is_some_and(|t| t.contains(&pattern.to_ascii_uppercase()))
+        {
+            armed = true;
+        }
+        if let PgFault::CutOnQuery { pattern, .. } | PgFault::StallOnQuery { pattern } = current
+            && statement_text(kind, &msg).is_some_and(|t| t.contains(&pattern.to_ascii_uppercase()))
+            && shared
+                .fired
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            let _ = swallow_tx.send(true);
+            match current {
+                PgFault::CutOnQuery { forward: true, .. } => {
+                    sw.write_all(&msg).await?;
+                    // What follows (bind, execute, sync) reaches the server too.
+                    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+                    while let Ok(Ok((_, m))) =
+                        tokio::time::timeout_at(until, read_message(&mut cr, true)).await
+                    {
+                        sw.write_all(&m).await?;
+                    }
+                    tokio::time::sleep_until(until).await;
+                }
+                PgFault::StallOnQuery { .. } => {
+                    // Until the server closes its side (which closes the client's) or the
+                    // client gives up.
+                    let mut sink = vec![0u8; 64 * 1024];
+                    let mut down = down;
+                    tokio::select! {
+                        _ = &mut down => {}
+                        _ = async { while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {} } => {}
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+            break;
+        }
         let is_commit = kind == b'Q'
             && copied
             && String::from_utf8_lossy(&msg[5..])
                 .trim_start()
                 .to_ascii_uppercase()
                 .starts_with("COMMIT");
+        let is_plain_commit = kind == b'Q'
+            && statement_text(kind, &msg).is_some_and(|t| t.trim_start().starts_with("COMMIT"));
+        if armed
+            && is_plain_commit
+            && shared
+                .fired
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            let _ = swallow_tx.send(true);
+            sw.write_all(&msg).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            down.abort();
+            return Ok(());
+        }
         if is_commit {
             copied = false;
             let n = shared.commits.fetch_add(1, Ordering::SeqCst) + 1;
