@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use etl_examples::cites::generate::{GenOptions, generate, write_species_csv};
+use etl_examples::culturebridge::fixtures::{self, Expected};
+use etl_examples::culturebridge::schema::{MIGRATED, table_of};
+use etl_source_bubble::test_server::{Drift, Fault, Faults, ServerConfig, TestServer};
 use etl_testkit::{PgFault, PgFaultProxy};
 use sqlx::{Connection, PgConnection};
 
@@ -287,4 +290,195 @@ async fn cites_server_restart_during_index_builds_then_resume_exactly() {
     drop(proxy);
     data.ok(&url, "r2", &["--resume"]).await;
     assert_eq!(cites_checksum(&url).await, r2, "exact after --resume");
+}
+
+/// Users of the CultureBridge fixtures (bookings 3x, and the other types).
+const CB_USERS: usize = 250;
+
+/// The Bubble-compatible server on the CultureBridge fixtures, and what they must give.
+async fn cb_server(config: ServerConfig) -> (TestServer, Expected) {
+    let (fx, exp) = fixtures::generate(fixtures::Sizes {
+        users: CB_USERS,
+        ..Default::default()
+    });
+    (TestServer::start(fx, config).await.unwrap(), exp)
+}
+
+/// A database with the CultureBridge target tables.
+async fn cb_db() -> etl_testkit::TestDb {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    sqlx::raw_sql(etl_examples::culturebridge::schema::DDL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    db
+}
+
+/// The `culturebridge` command reading `server`, writing into `url`, files under `dir`.
+fn culturebridge(
+    server: &TestServer,
+    url: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(example_binary("culturebridge"));
+    cmd.args([
+        "--users",
+        &CB_USERS.to_string(),
+        "--windows",
+        "3",
+        "--requests-per-minute",
+        "60000",
+        "--sample",
+        "5",
+    ])
+    .arg("--export-dir")
+    .arg(dir.join("export"))
+    .arg("--report-dir")
+    .arg(dir.join("reports"))
+    .args(extra)
+    .env("BUBBLE_API_URL", server.base_url())
+    .env("BUBBLE_API_KEY", server.token())
+    .env("DATABASE_URL", url)
+    .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
+async fn output(cmd: std::process::Command) -> Output {
+    tokio::process::Command::from(cmd).output().await.unwrap()
+}
+
+/// Rows and an MD5 of the rows of every migrated table, in a stable order.
+async fn cb_checksums(url: &str) -> Vec<String> {
+    let mut c = PgConnection::connect(url).await.unwrap();
+    let mut out = Vec::new();
+    for t in MIGRATED.iter().map(|t| table_of(t)) {
+        let q = format!(
+            "SELECT '{t} ' || count(*) || ' ' || md5(coalesce(string_agg(to_jsonb(t)::text, '|' ORDER BY to_jsonb(t)::text), '')) FROM {t} t"
+        );
+        out.push(
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q))
+                .fetch_one(&mut c)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+/// Rows of each migrated table: what the fixtures say must be loaded.
+fn cb_expected_rows(exp: &Expected, sums: &[String]) {
+    for (t, line) in MIGRATED.iter().zip(sums) {
+        let n: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(n, exp.loaded[*t], "{line}");
+    }
+}
+
+/// A clean CultureBridge run's checksums (its own database and directory).
+async fn cb_reference() -> Vec<String> {
+    let (server, exp) = cb_server(ServerConfig::default()).await;
+    let db = cb_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = output(culturebridge(&server, db.url(), dir.path(), &[])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sums = cb_checksums(db.url()).await;
+    cb_expected_rows(&exp, &sums);
+    sums
+}
+
+/// 429, 500, 502, 503, bodies cut short and bodies that are not JSON on 20 % of the Data
+/// API's answers: the CultureBridge run retries them and completes with exactly the rows
+/// and content of a run without faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn culturebridge_with_bubble_faults_on_a_fifth_of_the_requests_is_exact() {
+    let reference = cb_reference().await;
+    let faults = Faults::new(
+        0.2,
+        &[
+            Fault::Status(429),
+            Fault::Status(500),
+            Fault::Status(502),
+            Fault::Status(503),
+            Fault::Truncated,
+            Fault::Malformed,
+        ],
+    );
+    let (server, _) = cb_server(ServerConfig {
+        faults,
+        ..ServerConfig::default()
+    })
+    .await;
+    let db = cb_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = output(culturebridge(&server, db.url(), dir.path(), &[])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        server.injected() >= 10,
+        "faults were injected: {}",
+        server.injected()
+    );
+    assert_eq!(cb_checksums(db.url()).await, reference);
+}
+
+/// A field of a type renamed in the app while the run exports (`post.title` sent as
+/// `headline` by the time `post` is read): the run fails loudly naming the type, the field
+/// and the new name, before anything is written to the target (every table as it was);
+/// once the app is fixed, `--resume` reads only what was not exported and completes
+/// exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn culturebridge_a_renamed_bubble_field_fails_naming_it_and_resume_is_exact() {
+    let reference = cb_reference().await;
+    let (drifted, _) = cb_server(ServerConfig::default()).await;
+    drifted.drift_after(
+        0,
+        "post",
+        Drift::Rename {
+            from: "title".into(),
+            to: "headline".into(),
+        },
+    );
+    let db = cb_db().await;
+    let before = cb_checksums(db.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = output(culturebridge(&drifted, db.url(), dir.path(), &[])).await;
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "Bubble type `post`: schema drift on the declared field `title` (key `title`)"
+        ) && err.contains("its fields not declared: `headline`"),
+        "{err}"
+    );
+    assert_eq!(cb_checksums(db.url()).await, before, "nothing written");
+    let (fixed, _) = cb_server(ServerConfig::default()).await;
+    let o = output(culturebridge(&fixed, db.url(), dir.path(), &["--resume"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(cb_checksums(db.url()).await, reference);
+}
+
+/// The disk fills while CultureBridge writes its export (every file limited to 16 KiB by
+/// `RLIMIT_FSIZE`): the run fails loudly naming the file it could not write, the target
+/// is untouched, and a run without the limit completes exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn culturebridge_disk_full_while_exporting_fails_naming_the_file_then_reruns_exactly() {
+    let reference = cb_reference().await;
+    let (server, _) = cb_server(ServerConfig::default()).await;
+    let db = cb_db().await;
+    let before = cb_checksums(db.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = culturebridge(&server, db.url(), dir.path(), &[]);
+    etl_testkit::limit_file_size(&mut cmd, 16 * 1024);
+    let o = output(cmd).await;
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        err.contains(&dir.path().join("export").display().to_string()),
+        "names the file: {err}"
+    );
+    assert_eq!(cb_checksums(db.url()).await, before, "nothing written");
+    let o = output(culturebridge(&server, db.url(), dir.path(), &["--resume"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(cb_checksums(db.url()).await, reference);
 }

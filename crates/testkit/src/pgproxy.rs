@@ -119,6 +119,10 @@ impl PgFaultProxy {
                 };
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                        // Messages are forwarded one by one: Nagle's algorithm would hold
+                        // each small one for the peer's delayed ACK.
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
                         let _ = relay(client, server, shared).await;
                     }
                 });
