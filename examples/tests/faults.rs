@@ -23,7 +23,7 @@
 mod support;
 use support::example_binary;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use etl_examples::cites::generate::{GenOptions, generate, write_species_csv};
