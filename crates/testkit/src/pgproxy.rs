@@ -54,6 +54,12 @@ pub enum PgFault {
         /// Text the statement contains.
         pattern: &'static str,
     },
+    /// The first connection whose `COPY` data passes this many bytes is cut (both ways,
+    /// the data never completes): a load's connection lost mid-COPY. Fires once.
+    CutMidCopy {
+        /// `COPY` data bytes (message bodies) forwarded before the cut.
+        after: u64,
+    },
     /// On the first connection that sends a statement containing `pattern`, the next
     /// simple-query `COMMIT` is forwarded and commits, and its answer is lost (the
     /// connection closes): a switch that committed without the client hearing it. Fires
@@ -192,6 +198,7 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
     let mut typed = false;
     let mut copied = false;
     let mut armed = false;
+    let mut copy_bytes: u64 = 0;
     loop {
         let (kind, msg) = match read_message(&mut cr, typed).await {
             Ok(m) => m,
@@ -221,10 +228,20 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
             while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
             break;
         }
+        let current = *shared.fault.borrow();
         if kind == b'd' {
             copied = true;
+            copy_bytes += msg.len() as u64 - 5;
+            if let PgFault::CutMidCopy { after } = current
+                && copy_bytes > after
+                && shared
+                    .fired
+                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                break;
+            }
         }
-        let current = *shared.fault.borrow();
         if let PgFault::LoseCommitAfter { pattern } = current
             && statement_text(kind, &msg).is_some_and(|t| t.contains(&pattern.to_ascii_uppercase()))
         {
