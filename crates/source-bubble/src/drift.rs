@@ -6,8 +6,10 @@
 //!
 //! 1. **Up front** ([`check_meta`], from [`crate::BubbleExtract`]'s `units`): when the app
 //!    serves `/meta`, every declared field must be one of the type's fields there (by its key
-//!    in the app's key mode), and a declared list must be a `list.*` field and a declared
-//!    scalar not one. Otherwise the extract fails before reading a thing.
+//!    in the app's key mode, case, spaces and punctuation aside), and a declared list must
+//!    be a `list.*` field and a declared scalar not one. Otherwise the extract fails before
+//!    reading a thing. (When `/meta` matches none of the declared fields, it is taken to
+//!    describe the type in another form and the pages are judged without it.)
 //! 2. **On every page of at least [`DRIFT_MIN_THINGS`] things** ([`DriftGuard::check`]),
 //!    before the page is decoded:
 //!    * a declared field whose present values (at least [`SHAPE_MIN_VALUES`]) all have
@@ -69,24 +71,50 @@ fn shape(v: &Value) -> &'static str {
     }
 }
 
+/// A key as compared with `/meta`: the Data API sends a sanitized form of a display name,
+/// so case, spaces and punctuation are ignored.
+fn normalized(k: &str) -> String {
+    k.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
 /// The declared schema against the app's `/meta`: every declared field listed for the type
-/// (by its key in the app's key mode), lists declared as lists.
+/// (by its key in the app's key mode, case, spaces and punctuation aside), lists declared
+/// as lists. Returns whether `/meta` could judge the type: it cannot when it does not
+/// describe the type, or when none of the declared fields matches one of its fields (a
+/// description in another form than expected, more likely than every field renamed at
+/// once); the pages are then judged without it.
 ///
 /// # Errors
 /// [`BubbleError::SchemaDrift`] naming the type and the first field that is not there (with
 /// the type's undeclared fields, among which a renamed one is) or has another shape.
-pub fn check_meta(spec: &TypeSchema, meta: &AppMeta) -> Result<()> {
+pub fn check_meta(spec: &TypeSchema, meta: &AppMeta) -> Result<bool> {
     let Some(ty) = meta.types.get(&spec.bubble_type) else {
         tracing::warn!(bubble_type = %spec.bubble_type, "the app's /meta does not describe this type: its declared schema is checked against the things only");
-        return Ok(());
+        return Ok(false);
     };
     let key_of = |m: &crate::client::MetaField| match spec.key_mode {
         KeyMode::DisplayNames => m.display.clone(),
         KeyMode::GeneratedIds => m.id.clone(),
     };
+    let find = |key: &str| {
+        let n = normalized(key);
+        ty.fields.iter().find(|m| normalized(&key_of(m)) == n)
+    };
+    if !spec.fields.is_empty()
+        && spec
+            .fields
+            .iter()
+            .all(|f| find(f.key_for(spec.key_mode)).is_none())
+    {
+        tracing::warn!(bubble_type = %spec.bubble_type, "none of the declared fields is in the app's /meta description of the type: its declared schema is checked against the things only");
+        return Ok(false);
+    }
     for f in &spec.fields {
         let key = f.key_for(spec.key_mode);
-        let Some(m) = ty.fields.iter().find(|m| key_of(m) == key) else {
+        let Some(m) = find(key) else {
             let declared: HashSet<&str> = spec
                 .fields
                 .iter()
@@ -131,7 +159,7 @@ pub fn check_meta(spec: &TypeSchema, meta: &AppMeta) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Watches the pages of one unit for schema drift (rule 2 of the module docs).
@@ -217,10 +245,16 @@ impl DriftGuard {
                     k.sort();
                     k
                 };
-                if self.meta
-                    && let Some(m) = self.client.meta().await?
-                {
-                    check_meta(&spec, &m)?;
+                let meta = if self.meta {
+                    self.client.meta().await?
+                } else {
+                    None
+                };
+                let judged = match meta {
+                    Some(m) => check_meta(&spec, &m)?,
+                    None => false,
+                };
+                if judged {
                     self.confirmed
                         .extend(absent.iter().map(|f| f.key_for(mode).to_owned()));
                 } else {
@@ -268,5 +302,49 @@ mod tests {
         assert!(!fits(FieldKind::TextList, &Value::from(3)));
         assert!(fits(FieldKind::Json, &serde_json::json!({"a": 1})));
         assert!(!fits(FieldKind::Number, &serde_json::json!({"a": 1})));
+    }
+
+    fn meta(fields: &[(&str, &str, &str)]) -> AppMeta {
+        let fields: Vec<Value> = fields
+            .iter()
+            .map(|(d, i, t)| serde_json::json!({"display": d, "id": i, "type": t}))
+            .collect();
+        serde_json::from_value(
+            serde_json::json!({"types": {"coach": {"display": "Coach", "fields": fields}}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn meta_keys_match_sanitized_and_a_foreign_form_is_not_judged() {
+        let spec = TypeSchema::new("coach", KeyMode::DisplayNames)
+            .field(
+                FieldSpec::new("rate", FieldKind::Number)
+                    .key("Hourly Rate")
+                    .id_key("hourly_rate_number"),
+            )
+            .field(FieldSpec::new("bio", FieldKind::Text));
+        let m = meta(&[
+            ("hourly rate", "hourly_rate_number", "number"),
+            ("Bio", "bio_text", "text"),
+        ]);
+        assert!(check_meta(&spec, &m).unwrap());
+        let renamed = meta(&[
+            ("hourly rate", "hourly_rate_number", "number"),
+            ("About", "bio_text", "text"),
+        ]);
+        let err = check_meta(&spec, &renamed).unwrap_err().to_string();
+        assert!(
+            err.contains("field `bio` (key `bio`)") && err.contains("`About`"),
+            "{err}"
+        );
+        // Nothing matches: a description in another form, not judged.
+        let foreign = meta(&[("x", "y", "text")]);
+        assert!(!check_meta(&spec, &foreign).unwrap());
+        let generated = TypeSchema {
+            key_mode: KeyMode::GeneratedIds,
+            ..spec
+        };
+        assert!(check_meta(&generated, &m).unwrap());
     }
 }

@@ -41,7 +41,7 @@ pub struct BubbleExtract {
     windows: usize,
     constraints: Vec<Constraint>,
     name: String,
-    /// The app served `/meta` when the units were listed.
+    /// The app's `/meta` judged the declared schema when the units were listed.
     meta: Arc<AtomicBool>,
 }
 
@@ -101,11 +101,11 @@ impl Extract for BubbleExtract {
 
     async fn units(&self) -> etl_core::Result<Vec<Unit>> {
         let t = &self.spec.bubble_type;
-        let meta = self.client.meta().await?;
-        if let Some(m) = &meta {
-            check_meta(&self.spec, m)?;
-        }
-        self.meta.store(meta.is_some(), Ordering::Relaxed);
+        let judged = match self.client.meta().await? {
+            Some(m) => check_meta(&self.spec, &m)?,
+            None => false,
+        };
+        self.meta.store(judged, Ordering::Relaxed);
         let (windows, total) = self
             .client
             .windows(t, self.windows, &self.constraints)
