@@ -37,9 +37,10 @@ pub enum PgFault {
     StallAfterBytes(u64),
     /// The first statement (a simple query or a parse, on any connection) whose text
     /// contains `pattern` (ASCII case-insensitive) cuts its connection: before it reaches
-    /// the server (`forward: false`), or after (`forward: true`: the server runs it and
-    /// what the client sends in the next 500 ms, but every answer is lost; an open
-    /// transaction is rolled back when the connection closes). Fires once.
+    /// the server (`forward: false`), or once it runs (`forward: true`: the server runs it,
+    /// at its `Execute` for a parsed statement, and what the client sends in the next
+    /// 500 ms, but every answer from then on is lost; an open transaction is rolled back
+    /// when the connection closes, an autocommit statement commits). Fires once.
     CutOnQuery {
         /// Text the statement contains, e.g. `CREATE INDEX`, `RENAME TO`.
         pattern: &'static str,
@@ -199,6 +200,7 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
     let mut copied = false;
     let mut armed = false;
     let mut copy_bytes: u64 = 0;
+    let mut cut_at_execute = false;
     loop {
         let (kind, msg) = match read_message(&mut cr, typed).await {
             Ok(m) => m,
@@ -247,40 +249,51 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
         {
             armed = true;
         }
-        if let PgFault::CutOnQuery { pattern, .. } | PgFault::StallOnQuery { pattern } = current
-            && statement_text(kind, &msg).is_some_and(|t| t.contains(&pattern.to_ascii_uppercase()))
+        let matched = matches!(current, PgFault::CutOnQuery { pattern, .. } | PgFault::StallOnQuery { pattern }
+            if statement_text(kind, &msg).is_some_and(|t| t.contains(&pattern.to_ascii_uppercase())))
             && shared
                 .fired
                 .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            let _ = swallow_tx.send(true);
-            match current {
-                PgFault::CutOnQuery { forward: true, .. } => {
-                    sw.write_all(&msg).await?;
-                    // What follows (bind, execute, sync) reaches the server too.
-                    let until = tokio::time::Instant::now() + Duration::from_millis(500);
-                    while let Ok(Ok((_, m))) =
-                        tokio::time::timeout_at(until, read_message(&mut cr, true)).await
-                    {
-                        sw.write_all(&m).await?;
-                    }
-                    tokio::time::sleep_until(until).await;
-                }
-                PgFault::StallOnQuery { .. } => {
-                    // Until the server closes its side (which closes the client's) or the
-                    // client gives up.
-                    let mut sink = vec![0u8; 64 * 1024];
-                    let mut down = down;
-                    tokio::select! {
-                        _ = &mut down => {}
-                        _ = async { while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {} } => {}
-                    }
-                    return Ok(());
-                }
-                _ => {}
+                .is_ok();
+        // A forwarded statement is cut once it executes: at once for a simple query, at
+        // its `Execute` for a parsed one (its parse and describe are answered normally).
+        let execute_now = match current {
+            PgFault::CutOnQuery { forward: true, .. } if matched && kind == b'P' => {
+                cut_at_execute = true;
+                false
             }
+            PgFault::CutOnQuery { forward: true, .. } => {
+                matched || (cut_at_execute && kind == b'E')
+            }
+            _ => false,
+        };
+        if execute_now {
+            let _ = swallow_tx.send(true);
+            sw.write_all(&msg).await?;
+            // What follows (sync, more statements) reaches the server too, unanswered.
+            let until = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Ok(Ok((_, m))) =
+                tokio::time::timeout_at(until, read_message(&mut cr, true)).await
+            {
+                sw.write_all(&m).await?;
+            }
+            tokio::time::sleep_until(until).await;
             break;
+        }
+        if matched && matches!(current, PgFault::CutOnQuery { forward: false, .. }) {
+            break;
+        }
+        if matched && matches!(current, PgFault::StallOnQuery { .. }) {
+            let _ = swallow_tx.send(true);
+            // Until the server closes its side (which closes the client's) or the client
+            // gives up.
+            let mut sink = vec![0u8; 64 * 1024];
+            let mut down = down;
+            tokio::select! {
+                _ = &mut down => {}
+                _ = async { while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {} } => {}
+            }
+            return Ok(());
         }
         let is_commit = kind == b'Q'
             && copied
