@@ -12,8 +12,10 @@
 //!   naming the type and the field, nothing is written to the target; the next run
 //!   against the fixed schema completes exactly).
 //! * Disk full (`RLIMIT_FSIZE` on the child, `SIGXFSZ` ignored so `write` fails with
-//!   `EFBIG`) while CultureBridge writes its Parquet export: a loud failure naming the
-//!   file, the target untouched, then a run without the limit completes exactly.
+//!   `EFBIG`) while CultureBridge writes its Parquet export or its rollback script, and
+//!   while S9 writes its Parquet artifacts: a loud failure naming the file, the target
+//!   untouched (but see the rollback-script test), then a run without the limit completes
+//!   exactly.
 //!
 //! The faults of the other layers are tested where they live: DynamoDB throttling,
 //! `UnprocessedItems`, 5xx and slow calls in `crates/sink-dynamodb/tests/it`, Bubble
@@ -574,4 +576,88 @@ async fn culturebridge_disk_full_at_the_rollback_script_fails_naming_it_and_resu
     let o = output(culturebridge(&server, db.url(), dir.path(), &["--resume"])).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(cb_checksums(db.url()).await, reference);
+}
+
+/// Every item of a DynamoDB table as plain JSON, sorted.
+async fn table_items(
+    client: &etl_sink_dynamodb::aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<serde_json::Value> {
+    let items = std::sync::Mutex::new(Vec::new());
+    etl_sink_dynamodb::admin::scan_items(client, table, None, 2, |page| {
+        items.lock().unwrap().extend(
+            page.iter()
+                .map(etl_sink_dynamodb::mapping::item_to_plain_json),
+        );
+    })
+    .await
+    .unwrap();
+    let mut items = items.into_inner().unwrap();
+    items.sort_by_key(|v| v.to_string());
+    items
+}
+
+/// The disk fills while S9 writes its Parquet artifacts (every file limited to 32 KiB):
+/// the run fails loudly naming the artifact, no DynamoDB table was written, and a rerun
+/// without the limit (`--resume`) writes exactly the items of a clean run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s9_disk_full_while_writing_artifacts_fails_naming_the_file_then_resumes_exactly() {
+    use etl_sink_dynamodb::dynalite::Dynalite;
+    const TABLES: [&str; 3] = ["SalesTable-dev", "BuyersTable-dev", "ProducersTable-dev"];
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let pool = db.pool().await.unwrap();
+    let opts = etl_examples::s9::generate::GenOptions {
+        sales: 600,
+        seed: 14,
+    };
+    etl_examples::s9::generate::generate(&pool, opts)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s9 = |endpoint: &str, name: &str, extra: &[&str]| {
+        let mut cmd = std::process::Command::new(example_binary("s9_sales"));
+        cmd.args(["--source-url", db.url(), "--dynamodb-endpoint", endpoint])
+            .arg("--data-dir")
+            .arg(dir.path().join(name).join("data"))
+            .arg("--report-dir")
+            .arg(dir.path().join(name).join("reports"))
+            .args(extra)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
+    };
+    // What a clean run writes, into a dynalite of its own.
+    let clean = Dynalite::start().await.unwrap();
+    let o = output(s9(&clean.endpoint(), "clean", &[])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut want = Vec::new();
+    for t in TABLES {
+        want.push(table_items(&clean.client(None), t).await);
+    }
+    assert!(want.iter().all(|w| !w.is_empty()));
+    drop(clean);
+
+    let dl = Dynalite::start().await.unwrap();
+    let mut cmd = s9(&dl.endpoint(), "full", &[]);
+    etl_testkit::limit_file_size(&mut cmd, 32 * 1024);
+    let o = output(cmd).await;
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    let data = dir.path().join("full").join("data");
+    assert!(
+        err.contains(&data.display().to_string()),
+        "names the file: {err}"
+    );
+    let client = dl.client(None);
+    for t in TABLES {
+        let n = etl_sink_dynamodb::admin::count_items(&client, t, None, 1)
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{t} untouched");
+    }
+    let o = output(s9(&dl.endpoint(), "full", &["--resume"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (t, w) in TABLES.iter().zip(&want) {
+        assert_eq!(&table_items(&client, t).await, w, "{t}");
+    }
 }
