@@ -31,7 +31,7 @@ use std::process::Output;
 use etl_examples::cites::generate::{GenOptions, generate, write_species_csv};
 use etl_examples::culturebridge::fixtures::{self, Expected};
 use etl_examples::culturebridge::schema::{MIGRATED, table_of};
-use etl_source_bubble::test_server::{Drift, Fault, Faults, ServerConfig, TestServer};
+use etl_source_bubble::test_server::{Drift, Faults, ServerConfig, TestServer};
 use etl_testkit::{PgFault, PgFaultProxy};
 use sqlx::{Connection, PgConnection};
 
@@ -121,6 +121,17 @@ impl CitesData {
         );
     }
 
+    /// The references ([`CitesData::reference`]) and a database whose production is
+    /// release `r1` (loaded and cleaned up): `(database, r1, r2)`.
+    async fn production(&self) -> (etl_testkit::TestDb, String, String) {
+        let (r1, r2) = self.reference().await;
+        let db = etl_testkit::TestDb::create().await.unwrap();
+        self.ok(db.url(), "r1", &[]).await;
+        self.ok(db.url(), "r1", &["--cleanup"]).await;
+        assert_eq!(cites_checksum(db.url()).await, r1);
+        (db, r1, r2)
+    }
+
     /// The checksum of each release loaded by a clean run into a database of its own.
     async fn reference(&self) -> (String, String) {
         let db = etl_testkit::TestDb::create().await.unwrap();
@@ -152,21 +163,8 @@ fn stderr(o: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cites_cut_during_indexes_and_switch_then_resume_exactly() {
     let data = CitesData::new();
-    let (r1, r2) = data.reference().await;
-    let db = etl_testkit::TestDb::create().await.unwrap();
+    let (db, r1, r2) = data.production().await;
     let url = db.url();
-    data.ok(url, "r1", &[]).await;
-    data.ok(url, "r1", &["--cleanup"]).await;
-    assert_eq!(cites_checksum(url).await, r1);
-    let port: u16 = url
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .split(['/', '?'])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
 
     // (release loaded, fault, the step that fails, production after the failure, after --resume)
     let cases = [
@@ -211,7 +209,7 @@ async fn cites_cut_during_indexes_and_switch_then_resume_exactly() {
         ),
     ];
     for (release, fault, step, after_failure, after_resume) in cases {
-        let proxy = PgFaultProxy::start(port, fault).await.unwrap();
+        let proxy = PgFaultProxy::in_front_of(url, fault).await.unwrap();
         let o = data.run(&proxy.url_for(url), release, &[]).await;
         let err = stderr(&o);
         assert_eq!(proxy.fired(), 1, "{fault:?} fired: {err}");
@@ -264,8 +262,8 @@ async fn cites_server_restart_during_index_builds_then_resume_exactly() {
     let url = pg.url().to_owned();
     data.ok(&url, "r1", &[]).await;
     data.ok(&url, "r1", &["--cleanup"]).await;
-    let proxy = PgFaultProxy::start(
-        pg.port(),
+    let proxy = PgFaultProxy::in_front_of(
+        &url,
         PgFault::StallOnQuery {
             pattern: "_IDX_STG",
         },
@@ -300,22 +298,9 @@ async fn cites_server_restart_during_index_builds_then_resume_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cites_cut_mid_copy_is_retried_to_exact_content() {
     let data = CitesData::new();
-    let (r1, r2) = data.reference().await;
-    let db = etl_testkit::TestDb::create().await.unwrap();
+    let (db, _, r2) = data.production().await;
     let url = db.url();
-    data.ok(url, "r1", &[]).await;
-    data.ok(url, "r1", &["--cleanup"]).await;
-    assert_eq!(cites_checksum(url).await, r1);
-    let port: u16 = url
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .split(['/', '?'])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let proxy = PgFaultProxy::start(port, PgFault::CutMidCopy { after: 50_000 })
+    let proxy = PgFaultProxy::in_front_of(url, PgFault::CutMidCopy { after: 50_000 })
         .await
         .unwrap();
     data.ok(&proxy.url_for(url), "r2", &[]).await;
@@ -454,17 +439,7 @@ async fn cb_reference_files() -> (Vec<String>, u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn culturebridge_with_bubble_faults_on_a_fifth_of_the_requests_is_exact() {
     let reference = cb_reference().await;
-    let faults = Faults::new(
-        0.2,
-        &[
-            Fault::Status(429),
-            Fault::Status(500),
-            Fault::Status(502),
-            Fault::Status(503),
-            Fault::Truncated,
-            Fault::Malformed,
-        ],
-    );
+    let faults = Faults::transient(0.2);
     let (server, _) = cb_server(ServerConfig {
         faults,
         ..ServerConfig::default()

@@ -76,6 +76,22 @@ impl Faults {
             seed: 14,
         }
     }
+
+    /// `rate` of the requests get a transient failure a client must retry: 429, 500, 502,
+    /// 503, a body cut short or a body that is not JSON.
+    pub fn transient(rate: f64) -> Self {
+        Self::new(
+            rate,
+            &[
+                Fault::Status(429),
+                Fault::Status(500),
+                Fault::Status(502),
+                Fault::Status(503),
+                Fault::Truncated,
+                Fault::Malformed,
+            ],
+        )
+    }
 }
 
 /// One injected fault.

@@ -98,6 +98,16 @@ async fn extract_ids(e: &BubbleExtract) -> etl_core::Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The first batch (up to 1,000 things) of the first unit of `e`.
+async fn first_batch(e: &BubbleExtract) -> etl_core::Batch {
+    let unit = e.units().await.unwrap().remove(0);
+    let opts = ExtractOptions {
+        batch_size: 1000,
+        buffer: 1,
+    };
+    e.open(&unit, opts).unwrap().next().await.unwrap().unwrap()
+}
+
 fn assert_exactly_once(ids: &[String], want: &[Map<String, Value>]) {
     let set: HashSet<&String> = ids.iter().collect();
     assert_eq!(set.len(), ids.len(), "duplicates returned");
@@ -165,17 +175,7 @@ async fn both_key_modes_give_the_same_batches() {
         };
         let s = server(150, 1, cfg).await;
         let e = BubbleExtract::new(client(&s, |_| {}), spec(mode));
-        let unit = e.units().await.unwrap().remove(0);
-        let mut st = e
-            .open(
-                &unit,
-                ExtractOptions {
-                    batch_size: 1000,
-                    buffer: 1,
-                },
-            )
-            .unwrap();
-        let b = st.next().await.unwrap().unwrap();
+        let b = first_batch(&e).await;
         assert_eq!(b.num_rows(), 150);
         assert_eq!(b.data.column(3).null_count(), 0, "rate decoded in {mode:?}");
         assert_eq!(b.data.column(5).null_count(), 0, "tags decoded in {mode:?}");
@@ -409,20 +409,11 @@ async fn drain(e: &BubbleExtract) -> (Vec<arrow_array::RecordBatch>, Option<etl_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_on_a_fifth_of_the_requests_are_retried_to_exact_results() {
     use etl_source_bubble::test_server::{Fault, Faults};
+    let mut faults = Faults::transient(0.2);
+    faults.kinds.push(Fault::Slow(Duration::from_millis(800)));
     let cfg = ServerConfig {
         offset_cap: 500,
-        faults: Faults::new(
-            0.2,
-            &[
-                Fault::Status(429),
-                Fault::Status(500),
-                Fault::Status(502),
-                Fault::Status(503),
-                Fault::Truncated,
-                Fault::Malformed,
-                Fault::Slow(Duration::from_millis(800)),
-            ],
-        ),
+        faults,
         ..ServerConfig::default()
     };
     let s = server(4000, 3, cfg).await;
@@ -601,17 +592,7 @@ async fn an_empty_field_is_not_drift_and_one_odd_value_is_a_row_reject() {
     .await
     .unwrap();
     let e = BubbleExtract::new(client(&s, |_| {}), spec(KeyMode::DisplayNames));
-    let unit = e.units().await.unwrap().remove(0);
-    let mut st = e
-        .open(
-            &unit,
-            ExtractOptions {
-                batch_size: 1000,
-                buffer: 1,
-            },
-        )
-        .unwrap();
-    let b = st.next().await.unwrap().unwrap();
+    let b = first_batch(&e).await;
     assert_eq!(b.num_rows(), 299);
     assert_eq!(
         b.data.column(3).null_count(),

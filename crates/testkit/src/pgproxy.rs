@@ -144,6 +144,27 @@ impl PgFaultProxy {
         })
     }
 
+    /// [`PgFaultProxy::start`] in front of the server of `url` (a `postgres://` URL of a
+    /// server on 127.0.0.1): connect through it with [`PgFaultProxy::url_for`].
+    ///
+    /// # Errors
+    /// `url` names no port, or the listening socket cannot be bound.
+    pub async fn in_front_of(url: &str, fault: PgFault) -> std::io::Result<PgFaultProxy> {
+        let authority = url.split_once("//").map_or(url, |(_, r)| r);
+        let authority = authority.split(['/', '?']).next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let port = host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("no port in the server's URL (host `{host}`)"),
+                )
+            })?;
+        Self::start(port, fault).await
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port

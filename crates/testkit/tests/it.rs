@@ -199,15 +199,6 @@ async fn the_pg_fault_proxy_cuts_at_statements_and_loses_a_commit_answer() {
     use sqlx::Connection as _;
     let db = TestDb::create().await.unwrap();
     let url = db.url();
-    let port: u16 = url
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .split(['/', '?'])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
     let mut direct = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::raw_sql("CREATE TABLE t (x int)")
         .execute(&mut direct)
@@ -225,8 +216,8 @@ async fn the_pg_fault_proxy_cuts_at_statements_and_loses_a_commit_answer() {
             .execute(&mut direct)
             .await
             .unwrap();
-        let proxy = PgFaultProxy::start(
-            port,
+        let proxy = PgFaultProxy::in_front_of(
+            url,
             PgFault::CutOnQuery {
                 pattern: "insert into t",
                 forward,
@@ -264,8 +255,8 @@ async fn the_pg_fault_proxy_cuts_at_statements_and_loses_a_commit_answer() {
         .execute(&mut direct)
         .await
         .unwrap();
-    let proxy = PgFaultProxy::start(
-        port,
+    let proxy = PgFaultProxy::in_front_of(
+        url,
         PgFault::LoseCommitAfter {
             pattern: "INSERT INTO T",
         },
@@ -291,10 +282,19 @@ async fn the_pg_fault_proxy_cuts_at_statements_and_loses_a_commit_answer() {
 
 #[tokio::test]
 async fn the_pg_fault_proxy_rewrites_urls_to_itself() {
-    let proxy = etl_testkit::PgFaultProxy::start(1, etl_testkit::PgFault::None)
-        .await
-        .unwrap();
+    let proxy = etl_testkit::PgFaultProxy::in_front_of(
+        "postgres://u:pw@127.0.0.1:5432/db",
+        etl_testkit::PgFault::None,
+    )
+    .await
+    .unwrap();
     let p = proxy.port();
+    assert!(
+        etl_testkit::PgFaultProxy::in_front_of("postgres://u@h/db", etl_testkit::PgFault::None)
+            .await
+            .is_err(),
+        "no port"
+    );
     assert_eq!(
         proxy.url_for("postgres://u:pw@127.0.0.1:5432/db"),
         format!("postgres://u:pw@127.0.0.1:{p}/db?sslmode=disable")
