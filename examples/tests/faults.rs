@@ -636,3 +636,38 @@ async fn s9_disk_full_while_writing_artifacts_fails_naming_the_file_then_resumes
         assert_eq!(&table_items(&client, t).await, w, "{t}");
     }
 }
+
+/// A field renamed while its type is being paged (`booking.booking_status` sent as
+/// `status` from the type's sixth request on: after the two edge requests of its windows
+/// and some pages): the check of each page stops the export before the renamed pages are
+/// decoded, naming the type and the field; nothing is written to the target, and
+/// `--resume` against the fixed app completes exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn culturebridge_a_field_renamed_while_paging_its_type_fails_before_a_null_is_written() {
+    let reference = cb_reference().await;
+    let (drifted, _) = cb_server(ServerConfig::default()).await;
+    let rename = Drift::Rename {
+        from: "booking_status".into(),
+        to: "status".into(),
+    };
+    drifted.drift_after_type_requests(6, "booking", rename);
+    let db = cb_db().await;
+    let before = cb_checksums(db.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = output(culturebridge(&drifted, db.url(), dir.path(), &[])).await;
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("step `export_booking` failed")
+            && err.contains(
+                "Bubble type `booking`: schema drift on the declared field `booking_status`"
+            )
+            && err.contains("its fields not declared: `status`"),
+        "{err}"
+    );
+    assert_eq!(cb_checksums(db.url()).await, before, "nothing written");
+    let (fixed, _) = cb_server(ServerConfig::default()).await;
+    let o = output(culturebridge(&fixed, db.url(), dir.path(), &["--resume"])).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(cb_checksums(db.url()).await, reference);
+}

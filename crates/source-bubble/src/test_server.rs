@@ -11,7 +11,8 @@
 //! [`Fault`]s (429/5xx, bodies cut short, bodies that are not JSON, answers slower than the
 //! client's timeout: [`ServerConfig::faults`]). `GET /meta` describes the types and their
 //! fields as the Data API's `/meta` does, and the schema can drift while the server runs
-//! ([`TestServer::drift_after`]: a field renamed, removed, or changing shape).
+//! ([`TestServer::drift_after`], [`TestServer::drift_after_type_requests`]: a field
+//! renamed, removed, or changing shape).
 //!
 //! A tiny HTTP/1.1 server on tokio (keep-alive, GET only): no web framework needed.
 
@@ -204,6 +205,8 @@ struct TypeData {
     from_id_key: HashMap<String, String>,
     /// Field keys (display names) with their `/meta` type, from the things.
     fields: BTreeMap<String, &'static str>,
+    /// Requests for things of the type so far.
+    requests: AtomicU64,
 }
 
 /// The `/meta` type of a JSON value.
@@ -226,7 +229,7 @@ struct State {
     fail: Mutex<(u32, u16)>,
     rng: Mutex<fastrand::Rng>,
     /// Drifts waiting for the request count, and the ones in effect, per type.
-    drifts: Mutex<Vec<(u64, String, Drift)>>,
+    drifts: Mutex<Vec<(DriftAfter, String, Drift)>>,
     stats: ServerStats,
 }
 
@@ -300,6 +303,7 @@ impl TestServer {
                     to_id_key,
                     from_id_key,
                     fields,
+                    requests: AtomicU64::new(0),
                 },
             );
         }
@@ -372,22 +376,52 @@ impl TestServer {
     /// From the `requests`-th request on (counted from the server's start; 0 = now), the
     /// things of `bubble_type` (and `/meta`) show `drift`.
     pub fn drift_after(&self, requests: u64, bubble_type: &str, drift: Drift) {
-        self.state
-            .drifts
-            .lock()
-            .expect("lock")
-            .push((requests, bubble_type.to_owned(), drift));
+        self.state.drifts.lock().expect("lock").push((
+            DriftAfter::Requests(requests),
+            bubble_type.to_owned(),
+            drift,
+        ));
     }
+
+    /// From the `requests`-th request for things of `bubble_type` on (counted from the
+    /// server's start), they (and `/meta`) show `drift`: a drift in the middle of paging
+    /// the type, whatever the other types' requests.
+    pub fn drift_after_type_requests(&self, requests: u64, bubble_type: &str, drift: Drift) {
+        self.state.drifts.lock().expect("lock").push((
+            DriftAfter::TypeRequests(requests),
+            bubble_type.to_owned(),
+            drift,
+        ));
+    }
+}
+
+/// When a drift starts.
+#[derive(Debug, Clone, Copy)]
+enum DriftAfter {
+    /// At this request number of the server.
+    Requests(u64),
+    /// At this request number for things of the type.
+    TypeRequests(u64),
 }
 
 impl State {
     /// The drifts of `ty` in effect at request number `n`.
     fn drifts_of(&self, ty: &str, n: u64) -> Vec<Drift> {
+        let of_type = self
+            .types
+            .get(ty)
+            .map_or(0, |d| d.requests.load(Ordering::Relaxed));
         self.drifts
             .lock()
             .expect("lock")
             .iter()
-            .filter(|(after, t, _)| *after <= n && t == ty)
+            .filter(|(after, t, _)| {
+                t == ty
+                    && match after {
+                        DriftAfter::Requests(a) => *a <= n,
+                        DriftAfter::TypeRequests(a) => *a <= of_type,
+                    }
+            })
             .map(|(_, _, d)| d.clone())
             .collect()
     }
@@ -684,6 +718,7 @@ async fn answer(st: &State, target: &str, auth: Option<&str>, n: u64) -> Answer 
             error_body(404, "NOT_FOUND", &format!("type {ty} not found")),
         );
     };
+    data.requests.fetch_add(1, Ordering::Relaxed);
     let drifts = st.drifts_of(ty, n);
     let body = match id {
         Some(id) => match data.by_id.get(&id) {
