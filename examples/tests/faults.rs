@@ -464,28 +464,34 @@ async fn culturebridge_with_bubble_faults_on_a_fifth_of_the_requests_is_exact() 
 /// exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn culturebridge_a_renamed_bubble_field_fails_naming_it_and_resume_is_exact() {
-    let reference = cb_reference().await;
     let (drifted, _) = cb_server(ServerConfig::default()).await;
-    drifted.drift_after(
-        0,
-        "post",
-        Drift::Rename {
-            from: "title".into(),
-            to: "headline".into(),
-        },
-    );
+    let rename = Drift::Rename {
+        from: "title".into(),
+        to: "headline".into(),
+    };
+    drifted.drift_after(0, "post", rename);
+    cb_drift_fails_then_resume_is_exact(
+        &drifted,
+        &[
+            "Bubble type `post`: schema drift on the declared field `title` (key `title`)",
+            "its fields not declared: `headline`",
+        ],
+    )
+    .await;
+}
+
+/// CultureBridge against `drifted` fails with an error holding every one of `want`,
+/// writes nothing to the target, and `--resume` against the fixed app completes with
+/// exactly a clean run's content.
+async fn cb_drift_fails_then_resume_is_exact(drifted: &TestServer, want: &[&str]) {
+    let reference = cb_reference().await;
     let db = cb_db().await;
     let before = cb_checksums(db.url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let o = output(culturebridge(&drifted, db.url(), dir.path(), &[])).await;
+    let o = output(culturebridge(drifted, db.url(), dir.path(), &[])).await;
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
-    assert!(
-        err.contains(
-            "Bubble type `post`: schema drift on the declared field `title` (key `title`)"
-        ) && err.contains("its fields not declared: `headline`"),
-        "{err}"
-    );
+    assert!(want.iter().all(|w| err.contains(w)), "{want:?}: {err}");
     assert_eq!(cb_checksums(db.url()).await, before, "nothing written");
     let (fixed, _) = cb_server(ServerConfig::default()).await;
     let o = output(culturebridge(&fixed, db.url(), dir.path(), &["--resume"])).await;
@@ -644,30 +650,19 @@ async fn s9_disk_full_while_writing_artifacts_fails_naming_the_file_then_resumes
 /// `--resume` against the fixed app completes exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn culturebridge_a_field_renamed_while_paging_its_type_fails_before_a_null_is_written() {
-    let reference = cb_reference().await;
     let (drifted, _) = cb_server(ServerConfig::default()).await;
     let rename = Drift::Rename {
         from: "booking_status".into(),
         to: "status".into(),
     };
     drifted.drift_after_type_requests(6, "booking", rename);
-    let db = cb_db().await;
-    let before = cb_checksums(db.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = output(culturebridge(&drifted, db.url(), dir.path(), &[])).await;
-    let err = stderr(&o);
-    assert!(!o.status.success(), "{err}");
-    assert!(
-        err.contains("step `export_booking` failed")
-            && err.contains(
-                "Bubble type `booking`: schema drift on the declared field `booking_status`"
-            )
-            && err.contains("its fields not declared: `status`"),
-        "{err}"
-    );
-    assert_eq!(cb_checksums(db.url()).await, before, "nothing written");
-    let (fixed, _) = cb_server(ServerConfig::default()).await;
-    let o = output(culturebridge(&fixed, db.url(), dir.path(), &["--resume"])).await;
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(cb_checksums(db.url()).await, reference);
+    cb_drift_fails_then_resume_is_exact(
+        &drifted,
+        &[
+            "step `export_booking` failed",
+            "Bubble type `booking`: schema drift on the declared field `booking_status`",
+            "its fields not declared: `status`",
+        ],
+    )
+    .await;
 }

@@ -211,23 +211,24 @@ async fn the_pg_fault_proxy_cuts_at_statements_and_loses_a_commit_answer() {
             .await
             .unwrap()
     };
+    // A proxy with `fault` and a connection through it.
+    let through = |fault| async move {
+        let proxy = PgFaultProxy::in_front_of(url, fault).await.unwrap();
+        let c = sqlx::PgConnection::connect(&proxy.url_for(url))
+            .await
+            .unwrap();
+        (proxy, c)
+    };
     for (forward, want) in [(false, 0), (true, 1)] {
         sqlx::raw_sql("TRUNCATE t")
             .execute(&mut direct)
             .await
             .unwrap();
-        let proxy = PgFaultProxy::in_front_of(
-            url,
-            PgFault::CutOnQuery {
-                pattern: "insert into t",
-                forward,
-            },
-        )
-        .await
-        .unwrap();
-        let mut c = sqlx::PgConnection::connect(&proxy.url_for(url))
-            .await
-            .unwrap();
+        let cut = PgFault::CutOnQuery {
+            pattern: "insert into t",
+            forward,
+        };
+        let (proxy, mut c) = through(cut).await;
         assert!(
             sqlx::query("INSERT INTO t VALUES ($1)")
                 .bind(1)
@@ -251,21 +252,10 @@ async fn the_pg_fault_proxy_cuts_at_statements_and_loses_a_commit_answer() {
             .unwrap();
     }
 
-    sqlx::raw_sql("TRUNCATE t")
-        .execute(&mut direct)
-        .await
-        .unwrap();
-    let proxy = PgFaultProxy::in_front_of(
-        url,
-        PgFault::LoseCommitAfter {
-            pattern: "INSERT INTO T",
-        },
-    )
-    .await
-    .unwrap();
-    let mut c = sqlx::PgConnection::connect(&proxy.url_for(url))
-        .await
-        .unwrap();
+    let (proxy, mut c) = through(PgFault::LoseCommitAfter {
+        pattern: "INSERT INTO T",
+    })
+    .await;
     let mut tx = sqlx::Connection::begin(&mut c).await.unwrap();
     sqlx::query("INSERT INTO t VALUES (3)")
         .execute(&mut *tx)
