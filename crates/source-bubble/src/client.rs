@@ -143,6 +143,40 @@ pub struct Page {
     pub remaining: u64,
 }
 
+/// The app's description of its types, `GET /meta` of the Data API: each type with its
+/// fields (display name, generated id, type such as `text`, `number`, `list.text`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AppMeta {
+    /// Types by name.
+    #[serde(default)]
+    pub types: std::collections::HashMap<String, MetaType>,
+}
+
+/// One type of [`AppMeta`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MetaType {
+    /// Its display name.
+    #[serde(default)]
+    pub display: String,
+    /// Its fields.
+    #[serde(default)]
+    pub fields: Vec<MetaField>,
+}
+
+/// One field of a [`MetaType`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MetaField {
+    /// The display name (the key in display-name mode).
+    #[serde(default)]
+    pub display: String,
+    /// The generated id (the key in generated-id mode).
+    #[serde(default)]
+    pub id: String,
+    /// The Bubble type: `text`, `number`, `boolean`, `date`, `list.text`, a type name...
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
 #[derive(Deserialize)]
 struct Envelope<T> {
     response: T,
@@ -478,6 +512,35 @@ impl BubbleClient {
             .things
             .fetch_add(env.response.results.len() as u64, Ordering::Relaxed);
         Ok(env.response)
+    }
+
+    /// `GET /meta`: the app's types and fields; `None` when the app does not serve it (404,
+    /// or an answer that is not the Data API's description).
+    ///
+    /// # Errors
+    /// 401/403 at once; [`BubbleError::RetriesExhausted`] when 429/5xx/connection failures
+    /// outlast the retries.
+    pub async fn meta(&self) -> Result<Option<AppMeta>> {
+        let base = self.config.base_url.trim_end_matches('/');
+        let url = reqwest::Url::parse(&format!("{base}/meta"))
+            .map_err(|e| BubbleError::Config(format!("invalid base_url `{base}`: {e}")))?;
+        let v = match self
+            .get_json("(meta)", url, 0, &|| "GET /meta".to_owned())
+            .await
+        {
+            Ok(Some(v)) => v,
+            Ok(None) | Err(BubbleError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_value::<AppMeta>(v) {
+            Ok(m) if !m.types.is_empty() => Ok(Some(m)),
+            Ok(_) | Err(_) => {
+                tracing::warn!(
+                    "the app's /meta answer describes no types: the declared schemas are checked against the things only"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// `GET /obj/{type}/{id}`: one thing, `None` when it does not exist.

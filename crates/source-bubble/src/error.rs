@@ -67,6 +67,22 @@ pub enum BubbleError {
         /// What is wrong.
         detail: String,
     },
+    /// The app's schema no longer matches the declared one: a declared field is gone
+    /// (renamed or removed) or its values changed shape. Raised before the things that show
+    /// it are decoded, so none of them is written with the field empty.
+    #[error(
+        "Bubble type `{bubble_type}`: schema drift on the declared field `{field}` (key `{key}`): {detail}; no thing showing the drift was written: update the declared schema (or --keys) or the app, then run again"
+    )]
+    SchemaDrift {
+        /// Type being read.
+        bubble_type: String,
+        /// The declared field (its column).
+        field: String,
+        /// Its key in the app's key mode.
+        key: String,
+        /// What changed.
+        detail: String,
+    },
     /// A thing cannot be paged by key (no or bad `Created Date`).
     #[error(
         "Bubble type `{bubble_type}`: thing `{id}` has no valid `Created Date` ({detail}); keyset paging needs it"

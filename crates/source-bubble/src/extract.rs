@@ -1,6 +1,7 @@
 //! [`BubbleExtract`]: one Bubble type as an [`etl_core::Extract`], units = `Created Date` windows.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_schema::SchemaRef;
 use chrono::{DateTime, Utc};
@@ -8,12 +9,17 @@ use etl_core::{BatchStream, Extract, ExtractOptions, SizeHint, Unit};
 use futures::StreamExt;
 
 use crate::client::{BubbleClient, Constraint, KeysetPager, Window};
+use crate::drift::{DriftGuard, check_meta};
 use crate::error::BubbleError;
 use crate::schema::{MODIFIED_DATE, RecordDecoder, TypeSchema};
 
 /// One Bubble type as a source. Units are disjoint `Created Date` windows paged
 /// concurrently (run the pipeline with `parallel >= windows`); the client's rate limit
 /// covers them all.
+///
+/// Schema drift fails the extract loudly, naming the type and the field, before the things
+/// showing it are decoded (see [`crate::drift`]): the declared schema is checked against the
+/// app's `/meta` when the units are listed, and every page against the declared schema.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -35,6 +41,8 @@ pub struct BubbleExtract {
     windows: usize,
     constraints: Vec<Constraint>,
     name: String,
+    /// The app's `/meta` judged the declared schema when the units were listed.
+    meta: Arc<AtomicBool>,
 }
 
 impl BubbleExtract {
@@ -47,6 +55,7 @@ impl BubbleExtract {
             raw: false,
             windows: 1,
             constraints: Vec::new(),
+            meta: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -92,6 +101,11 @@ impl Extract for BubbleExtract {
 
     async fn units(&self) -> etl_core::Result<Vec<Unit>> {
         let t = &self.spec.bubble_type;
+        let judged = match self.client.meta().await? {
+            Some(m) => check_meta(&self.spec, &m)?,
+            None => false,
+        };
+        self.meta.store(judged, Ordering::Relaxed);
         let (windows, total) = self
             .client
             .windows(t, self.windows, &self.constraints)
@@ -121,13 +135,25 @@ impl Extract for BubbleExtract {
         })?;
         let pager = KeysetPager::new(self.client.clone(), &self.spec.bubble_type, window);
         let decoder = RecordDecoder::new(self.spec.clone(), unit.name.as_str().into(), self.raw);
-        let state = (pager, decoder, 0u64, false, options.batch_size.max(1));
+        let guard = DriftGuard::new(
+            self.client.clone(),
+            self.spec.clone(),
+            self.meta.load(Ordering::Relaxed),
+        );
+        let state = (
+            (pager, guard),
+            decoder,
+            0u64,
+            false,
+            options.batch_size.max(1),
+        );
         let stream = futures::stream::try_unfold(
             state,
-            |(mut pager, mut dec, mut n, mut done, size)| async move {
+            |((mut pager, mut guard), mut dec, mut n, mut done, size)| async move {
                 while !done && dec.len() < size {
                     match pager.next_page().await? {
                         Some(things) => {
+                            guard.check(&things, pager.pages()).await?;
                             for t in &things {
                                 n += 1;
                                 dec.push_json(n, t);
@@ -142,7 +168,7 @@ impl Extract for BubbleExtract {
                 match dec.flush()? {
                     Some(mut b) => {
                         b.consumed = b.read();
-                        Ok(Some((b, (pager, dec, n, done, size))))
+                        Ok(Some((b, ((pager, guard), dec, n, done, size))))
                     }
                     None => Ok(None),
                 }

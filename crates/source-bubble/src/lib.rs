@@ -14,6 +14,8 @@
 //!   that do not fit are rejects with a reason) or lossless raw text batches.
 //! * [`BubbleExtract`]: a type as an [`etl_core::Extract`] whose units are disjoint
 //!   `Created Date` windows, paged concurrently.
+//! * [`drift`]: schema drift (a declared field renamed, removed or changing shape) fails the
+//!   extract loudly, naming the type and the field, before anything showing it is written.
 //! * [`export`]: the export steps of a migration on the run layer: a type to Parquet and
 //!   CSV (an ordinary pipeline from [`BubbleExtract`] `.raw(true)` into
 //!   `etl_parquet::ExportLoad`), each file recording the run that wrote it, so a resume or
@@ -30,6 +32,7 @@
 
 mod client;
 pub mod declared;
+pub mod drift;
 mod error;
 pub mod export;
 mod extract;
@@ -41,8 +44,8 @@ pub mod schema;
 pub mod test_server;
 
 pub use client::{
-    BubbleClient, BubbleConfig, ClientStats, Constraint, KeysetPager, MAX_PAGE_SIZE, PACE_HEADROOM,
-    Page, PageQuery, Window,
+    AppMeta, BubbleClient, BubbleConfig, ClientStats, Constraint, KeysetPager, MAX_PAGE_SIZE,
+    MetaField, MetaType, PACE_HEADROOM, Page, PageQuery, Window,
 };
 pub use error::{BubbleError, Result};
 pub use extract::BubbleExtract;

@@ -6,7 +6,13 @@
 //! back in a different order on every request (even when an `_id` tie-break is asked for,
 //! unless [`ServerConfig::honor_tie_break`]); keys are display names or generated ids; over
 //! the request rate it answers 429 (or a legacy 503) with `Retry-After`; a bad token is 401,
-//! an unknown type 404; latency is injected per request; and failures can be injected.
+//! an unknown type 404; latency is injected per request; and failures can be injected:
+//! the next `n` answers ([`TestServer::fail_next`]), or a fraction of all answers drawn from
+//! [`Fault`]s (429/5xx, bodies cut short, bodies that are not JSON, answers slower than the
+//! client's timeout: [`ServerConfig::faults`]). `GET /meta` describes the types and their
+//! fields as the Data API's `/meta` does, and the schema can drift while the server runs
+//! ([`TestServer::drift_after`], [`TestServer::drift_after_type_requests`]: a field
+//! renamed, removed, or changing shape).
 //!
 //! A tiny HTTP/1.1 server on tokio (keep-alive, GET only): no web framework needed.
 
@@ -44,6 +50,78 @@ pub struct ServerConfig {
     pub latency: Duration,
     /// Order ties by `_id` when asked (otherwise ties are shuffled on every request).
     pub honor_tie_break: bool,
+    /// Faults injected into a fraction of the authorized requests.
+    pub faults: Faults,
+    /// Serve `GET /meta` (the real Data API does; an app can turn it off).
+    pub meta: bool,
+}
+
+/// Faults injected at a rate: each authorized request draws (from a seeded generator, so a
+/// run is reproducible) whether it fails and which of `kinds` it gets.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Fraction of requests that get a fault, `0.0..=1.0`.
+    pub rate: f64,
+    /// The faults drawn from, uniformly.
+    pub kinds: Vec<Fault>,
+    /// Seed of the draw.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// `rate` of the requests get one of `kinds`.
+    pub fn new(rate: f64, kinds: &[Fault]) -> Self {
+        Faults {
+            rate,
+            kinds: kinds.to_vec(),
+            seed: 14,
+        }
+    }
+
+    /// `rate` of the requests get a transient failure a client must retry: 429, 500, 502,
+    /// 503, a body cut short or a body that is not JSON.
+    pub fn transient(rate: f64) -> Self {
+        Self::new(
+            rate,
+            &[
+                Fault::Status(429),
+                Fault::Status(500),
+                Fault::Status(502),
+                Fault::Status(503),
+                Fault::Truncated,
+                Fault::Malformed,
+            ],
+        )
+    }
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// An error status (429, 500, 502, 503) with the Data API's error body.
+    Status(u16),
+    /// `200 OK` with the full `Content-Length`, half of the body, then the connection closes.
+    Truncated,
+    /// `200 OK` with a complete body that is not JSON (a proxy's error page, a cut JSON text).
+    Malformed,
+    /// The right answer, after this delay (past the client's timeout, it never arrives).
+    Slow(Duration),
+}
+
+/// A change of a type's schema on the server (what an app developer does in the editor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// The field `from` is sent as `to` (a renamed field, display-name keys).
+    Rename {
+        /// The old key.
+        from: String,
+        /// The new key.
+        to: String,
+    },
+    /// The field is no longer sent (deleted, or no longer exposed).
+    Remove(String),
+    /// The field's values are sent as a list of themselves (text became a list of texts).
+    ToList(String),
 }
 
 impl Default for ServerConfig {
@@ -58,6 +136,8 @@ impl Default for ServerConfig {
             throttle_status: 429,
             latency: Duration::ZERO,
             honor_tie_break: false,
+            faults: Faults::default(),
+            meta: true,
         }
     }
 }
@@ -123,6 +203,23 @@ struct TypeData {
     by_id: HashMap<String, usize>,
     to_id_key: HashMap<String, String>,
     from_id_key: HashMap<String, String>,
+    /// Field keys (display names) with their `/meta` type, from the things.
+    fields: BTreeMap<String, &'static str>,
+    /// Requests for things of the type so far.
+    requests: AtomicU64,
+}
+
+/// The `/meta` type of a JSON value.
+fn meta_type(v: &Value) -> Option<&'static str> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(s) if parse_datetime(s).is_some() && s.len() >= 10 => "date",
+        Value::String(_) => "text",
+        Value::Array(_) => "list.text",
+        Value::Object(_) => "geographic_address",
+    })
 }
 
 struct State {
@@ -130,6 +227,9 @@ struct State {
     types: HashMap<String, TypeData>,
     recent: Mutex<VecDeque<Instant>>,
     fail: Mutex<(u32, u16)>,
+    rng: Mutex<fastrand::Rng>,
+    /// Drifts waiting for the request count, and the ones in effect, per type.
+    drifts: Mutex<Vec<(DriftAfter, String, Drift)>>,
     stats: ServerStats,
 }
 
@@ -178,6 +278,17 @@ impl TestServer {
                         .map(|id| (id.to_owned(), i))
                 })
                 .collect();
+            let mut fields = BTreeMap::new();
+            for t in &things {
+                for (k, v) in t {
+                    if [ID, CREATED_DATE, MODIFIED_DATE].contains(&k.as_str()) {
+                        continue;
+                    }
+                    if let Some(ty) = meta_type(v) {
+                        fields.entry(k.clone()).or_insert(ty);
+                    }
+                }
+            }
             let to_id_key = fixtures.id_keys.get(&name).cloned().unwrap_or_default();
             let from_id_key = to_id_key
                 .iter()
@@ -191,12 +302,16 @@ impl TestServer {
                     by_id,
                     to_id_key,
                     from_id_key,
+                    fields,
+                    requests: AtomicU64::new(0),
                 },
             );
         }
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
+            rng: Mutex::new(fastrand::Rng::with_seed(config.faults.seed)),
+            drifts: Mutex::new(Vec::new()),
             config,
             types,
             recent: Mutex::new(VecDeque::new()),
@@ -252,6 +367,90 @@ impl TestServer {
     pub fn fail_next(&self, n: u32, status: u16) {
         *self.state.fail.lock().expect("lock") = (n, status);
     }
+
+    /// Injected failures sent (by [`TestServer::fail_next`] and [`ServerConfig::faults`]).
+    pub fn injected(&self) -> u64 {
+        self.state.stats.injected.load(Ordering::Relaxed)
+    }
+
+    /// From the `requests`-th request on (counted from the server's start; 0 = now), the
+    /// things of `bubble_type` (and `/meta`) show `drift`.
+    pub fn drift_after(&self, requests: u64, bubble_type: &str, drift: Drift) {
+        self.state.drifts.lock().expect("lock").push((
+            DriftAfter::Requests(requests),
+            bubble_type.to_owned(),
+            drift,
+        ));
+    }
+
+    /// From the `requests`-th request for things of `bubble_type` on (counted from the
+    /// server's start), they (and `/meta`) show `drift`: a drift in the middle of paging
+    /// the type, whatever the other types' requests.
+    pub fn drift_after_type_requests(&self, requests: u64, bubble_type: &str, drift: Drift) {
+        self.state.drifts.lock().expect("lock").push((
+            DriftAfter::TypeRequests(requests),
+            bubble_type.to_owned(),
+            drift,
+        ));
+    }
+}
+
+/// When a drift starts.
+#[derive(Debug, Clone, Copy)]
+enum DriftAfter {
+    /// At this request number of the server.
+    Requests(u64),
+    /// At this request number for things of the type.
+    TypeRequests(u64),
+}
+
+impl State {
+    /// The drifts of `ty` in effect at request number `n`.
+    fn drifts_of(&self, ty: &str, n: u64) -> Vec<Drift> {
+        let of_type = self
+            .types
+            .get(ty)
+            .map_or(0, |d| d.requests.load(Ordering::Relaxed));
+        self.drifts
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(after, t, _)| {
+                t == ty
+                    && match after {
+                        DriftAfter::Requests(a) => *a <= n,
+                        DriftAfter::TypeRequests(a) => *a <= of_type,
+                    }
+            })
+            .map(|(_, _, d)| d.clone())
+            .collect()
+    }
+}
+
+/// `thing` (display-name keys) as the drifted schema sends it.
+fn apply_drifts(thing: &Map<String, Value>, drifts: &[Drift]) -> Map<String, Value> {
+    let mut t = thing.clone();
+    for d in drifts {
+        match d {
+            Drift::Rename { from, to } => {
+                if let Some(v) = t.remove(from) {
+                    t.insert(to.clone(), v);
+                }
+            }
+            Drift::Remove(f) => {
+                t.remove(f);
+            }
+            Drift::ToList(f) => {
+                if let Some(v) = t.get_mut(f)
+                    && !v.is_null()
+                    && !v.is_array()
+                {
+                    *v = Value::Array(vec![v.take()]);
+                }
+            }
+        }
+    }
+    t
 }
 
 async fn serve_conn(sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
@@ -299,7 +498,7 @@ async fn serve_conn(sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
             .nth(1)
             .unwrap_or("/")
             .to_owned();
-        let (status, extra, body) = handle(&st, &target, auth.as_deref()).await;
+        let (status, extra, body, cut) = handle(&st, &target, auth.as_deref()).await;
         let reason = match status {
             200 => "OK",
             400 => "Bad Request",
@@ -318,6 +517,12 @@ async fn serve_conn(sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
         }
         head.push_str("\r\n");
         w.write_all(head.as_bytes()).await?;
+        if cut {
+            // Half of the announced body, then the connection closes.
+            w.write_all(&body.as_bytes()[..body.len() / 2]).await?;
+            w.flush().await?;
+            return Ok(());
+        }
         w.write_all(body.as_bytes()).await?;
         w.flush().await?;
         if close {
@@ -356,12 +561,95 @@ fn percent_decode(s: &str) -> String {
 
 type Answer = (u16, Vec<(&'static str, String)>, String);
 
-async fn handle(st: &State, target: &str, auth: Option<&str>) -> Answer {
-    st.stats.requests.fetch_add(1, Ordering::Relaxed);
+/// The answer, and whether its body is cut short ([`Fault::Truncated`]).
+async fn handle(
+    st: &State,
+    target: &str,
+    auth: Option<&str>,
+) -> (u16, Vec<(&'static str, String)>, String, bool) {
+    let n = st.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let authorized = auth == Some(&format!("Bearer {}", st.config.token));
+    let f = &st.config.faults;
+    let fault = if authorized && f.rate > 0.0 && !f.kinds.is_empty() {
+        let mut rng = st.rng.lock().expect("lock");
+        (rng.f64() < f.rate).then(|| f.kinds[rng.usize(..f.kinds.len())])
+    } else {
+        None
+    };
+    if fault.is_some() {
+        st.stats.injected.fetch_add(1, Ordering::Relaxed);
+    }
+    match fault {
+        Some(Fault::Status(s)) => {
+            let code = if s == 429 {
+                "TOO_MANY_REQUESTS"
+            } else {
+                "ERROR"
+            };
+            return (s, vec![], error_body(s, code, "injected failure"), false);
+        }
+        Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let (status, extra, mut body) = answer(st, target, auth, n).await;
+    let cut = status == 200 && fault == Some(Fault::Truncated);
+    if status == 200 && fault == Some(Fault::Malformed) {
+        // A JSON text cut short, with a Content-Length that matches it.
+        body.truncate(body.len() / 2);
+    }
+    (status, extra, body, cut)
+}
+
+/// `GET /meta`: every type with its fields (display name, generated id, type), drifts
+/// applied.
+fn meta(st: &State, n: u64) -> String {
+    let mut types = Map::new();
+    let mut names: Vec<&String> = st.types.keys().collect();
+    names.sort();
+    for name in names {
+        let data = &st.types[name];
+        let mut fields = data.fields.clone();
+        for d in st.drifts_of(name, n) {
+            match d {
+                Drift::Rename { from, to } => {
+                    if let Some(t) = fields.remove(&from) {
+                        fields.insert(to, t);
+                    }
+                }
+                Drift::Remove(f) => {
+                    fields.remove(&f);
+                }
+                Drift::ToList(f) => {
+                    if let Some(t) = fields.get_mut(&f) {
+                        *t = "list.text";
+                    }
+                }
+            }
+        }
+        let fields: Vec<Value> = fields
+            .iter()
+            .map(|(k, t)| {
+                let id = data.to_id_key.get(k).cloned().unwrap_or_else(|| k.clone());
+                json!({"display": k, "id": id, "type": t})
+            })
+            .collect();
+        types.insert(name.clone(), json!({"display": name, "fields": fields}));
+    }
+    let get: Vec<&String> = types.keys().collect();
+    json!({"get": get, "types": types}).to_string()
+}
+
+async fn answer(st: &State, target: &str, auth: Option<&str>, n: u64) -> Answer {
     let arrived = Instant::now();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let path = path.strip_prefix("/version-test").unwrap_or(path);
-    let Some(rest) = path.strip_prefix("/api/1.1/obj/") else {
+    let is_meta = path == "/api/1.1/meta" && st.config.meta;
+    let rest = match path.strip_prefix("/api/1.1/obj/") {
+        Some(rest) => Some(rest),
+        None if is_meta => Some(""),
+        None => None,
+    };
+    let Some(rest) = rest else {
         return (
             404,
             vec![],
@@ -374,6 +662,9 @@ async fn handle(st: &State, target: &str, auth: Option<&str>) -> Answer {
             vec![],
             error_body(401, "UNAUTHORIZED", "invalid or missing API token"),
         );
+    }
+    if is_meta {
+        return (200, vec![], meta(st, n));
     }
     if let Some(limit) = st.config.rate_limit {
         let throttled = {
@@ -427,9 +718,11 @@ async fn handle(st: &State, target: &str, auth: Option<&str>) -> Answer {
             error_body(404, "NOT_FOUND", &format!("type {ty} not found")),
         );
     };
+    data.requests.fetch_add(1, Ordering::Relaxed);
+    let drifts = st.drifts_of(ty, n);
     let body = match id {
         Some(id) => match data.by_id.get(&id) {
-            Some(&i) => json!({"response": render(st, data, &data.things[i])}).to_string(),
+            Some(&i) => json!({"response": render(st, data, &data.things[i], &drifts)}).to_string(),
             None => {
                 return (
                     404,
@@ -438,7 +731,7 @@ async fn handle(st: &State, target: &str, auth: Option<&str>) -> Answer {
                 );
             }
         },
-        None => match list(st, data, query) {
+        None => match list(st, data, query, &drifts) {
             Ok(b) => b,
             Err(m) => return (400, vec![], error_body(400, "INVALID_DATA", &m)),
         },
@@ -447,7 +740,14 @@ async fn handle(st: &State, target: &str, auth: Option<&str>) -> Answer {
     (200, vec![], body)
 }
 
-fn render(st: &State, data: &TypeData, t: &Map<String, Value>) -> Value {
+fn render(st: &State, data: &TypeData, t: &Map<String, Value>, drifts: &[Drift]) -> Value {
+    let drifted;
+    let t = if drifts.is_empty() {
+        t
+    } else {
+        drifted = apply_drifts(t, drifts);
+        &drifted
+    };
     match st.config.key_mode {
         KeyMode::DisplayNames => Value::Object(t.clone()),
         KeyMode::GeneratedIds => Value::Object(
@@ -499,7 +799,7 @@ fn matches(t: &Map<String, Value>, c: &Cons) -> bool {
     }
 }
 
-fn list(st: &State, data: &TypeData, query: &str) -> Result<String, String> {
+fn list(st: &State, data: &TypeData, query: &str, drifts: &[Drift]) -> Result<String, String> {
     let mut cursor = 0usize;
     let mut limit = 100usize;
     let mut constraints: Vec<Cons> = Vec::new();
@@ -608,7 +908,7 @@ fn list(st: &State, data: &TypeData, query: &str) -> Result<String, String> {
     };
     let results: Vec<Value> = page
         .iter()
-        .map(|&i| render(st, data, &data.things[i]))
+        .map(|&i| render(st, data, &data.things[i], drifts))
         .collect();
     let count = results.len();
     Ok(json!({"response": {

@@ -98,6 +98,16 @@ async fn extract_ids(e: &BubbleExtract) -> etl_core::Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The first batch (up to 1,000 things) of the first unit of `e`.
+async fn first_batch(e: &BubbleExtract) -> etl_core::Batch {
+    let unit = e.units().await.unwrap().remove(0);
+    let opts = ExtractOptions {
+        batch_size: 1000,
+        buffer: 1,
+    };
+    e.open(&unit, opts).unwrap().next().await.unwrap().unwrap()
+}
+
 fn assert_exactly_once(ids: &[String], want: &[Map<String, Value>]) {
     let set: HashSet<&String> = ids.iter().collect();
     assert_eq!(set.len(), ids.len(), "duplicates returned");
@@ -165,17 +175,7 @@ async fn both_key_modes_give_the_same_batches() {
         };
         let s = server(150, 1, cfg).await;
         let e = BubbleExtract::new(client(&s, |_| {}), spec(mode));
-        let unit = e.units().await.unwrap().remove(0);
-        let mut st = e
-            .open(
-                &unit,
-                ExtractOptions {
-                    batch_size: 1000,
-                    buffer: 1,
-                },
-            )
-            .unwrap();
-        let b = st.next().await.unwrap().unwrap();
+        let b = first_batch(&e).await;
         assert_eq!(b.num_rows(), 150);
         assert_eq!(b.data.column(3).null_count(), 0, "rate decoded in {mode:?}");
         assert_eq!(b.data.column(5).null_count(), 0, "tags decoded in {mode:?}");
@@ -375,4 +375,235 @@ async fn a_type_is_exported_to_csv_and_parquet_and_read_back() {
         );
     }
     assert_exactly_once(&ids, &things(1234, 2));
+}
+
+/// Rows of every batch of one unit until the stream ends or fails: `(rows, error)`.
+async fn drain(e: &BubbleExtract) -> (Vec<arrow_array::RecordBatch>, Option<etl_core::Error>) {
+    let units = match e.units().await {
+        Ok(u) => u,
+        Err(err) => return (Vec::new(), Some(err)),
+    };
+    let mut out = Vec::new();
+    for unit in units {
+        let mut s = e
+            .open(
+                &unit,
+                ExtractOptions {
+                    batch_size: 100,
+                    buffer: 1,
+                },
+            )
+            .unwrap();
+        while let Some(b) = s.next().await {
+            match b {
+                Ok(b) => out.push(b.data),
+                Err(err) => return (out, Some(err)),
+            }
+        }
+    }
+    (out, None)
+}
+
+/// 429, 5xx, bodies cut short, bodies that are not JSON and answers slower than the
+/// client's timeout, on 20 % of the requests: every thing arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_a_fifth_of_the_requests_are_retried_to_exact_results() {
+    use etl_source_bubble::test_server::{Fault, Faults};
+    let mut faults = Faults::transient(0.2);
+    faults.kinds.push(Fault::Slow(Duration::from_millis(800)));
+    let cfg = ServerConfig {
+        offset_cap: 500,
+        faults,
+        ..ServerConfig::default()
+    };
+    let s = server(4000, 3, cfg).await;
+    let c = client(&s, |c| {
+        c.timeout = Duration::from_millis(300);
+        c.max_retries = 10;
+    });
+    let want = things(4000, 3);
+    for windows in [1, 3] {
+        let e = BubbleExtract::new(c.clone(), spec(KeyMode::DisplayNames)).windows(windows);
+        assert_exactly_once(&extract_ids(&e).await.unwrap(), &want);
+    }
+    let retries = c.stats().retries.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(s.injected() >= 10, "faults were injected: {}", s.injected());
+    assert_eq!(retries, s.injected(), "every fault was retried once");
+}
+
+/// A 200 answer whose body is cut short or is not JSON, every time: retried a bounded
+/// number of times, then a loud error naming the type, the page and where it starts.
+#[tokio::test]
+async fn truncated_or_malformed_bodies_that_persist_fail_naming_type_and_page() {
+    use etl_source_bubble::test_server::{Fault, Faults};
+    for fault in [Fault::Truncated, Fault::Malformed] {
+        let cfg = ServerConfig {
+            faults: Faults::new(1.0, &[fault]),
+            meta: false,
+            ..ServerConfig::default()
+        };
+        let s = server(50, 1, cfg).await;
+        let c = client(&s, |c| c.max_retries = 2);
+        let (rows, err) = drain(&BubbleExtract::new(c, spec(KeyMode::DisplayNames))).await;
+        assert!(rows.is_empty());
+        let err = err.expect("fails").to_string();
+        assert!(
+            err.contains("type `thing` page 0 (cursor 0, constraints [])")
+                && err.contains("after 3 attempts")
+                && err.contains("cannot read the answer"),
+            "{fault:?}: {err}"
+        );
+    }
+}
+
+/// Schema drift before the run: a declared field renamed (or removed) in the app fails
+/// the extract up front, naming the type, the field and the new name, before a thing is
+/// read; a list declared as text likewise.
+#[tokio::test]
+async fn a_field_renamed_or_reshaped_before_the_run_fails_up_front() {
+    use etl_source_bubble::test_server::Drift;
+    let s = server(300, 1, ServerConfig::default()).await;
+    s.drift_after(
+        0,
+        "thing",
+        Drift::Rename {
+            from: "name".into(),
+            to: "title".into(),
+        },
+    );
+    let (rows, err) = drain(&BubbleExtract::new(
+        client(&s, |_| {}),
+        spec(KeyMode::DisplayNames),
+    ))
+    .await;
+    assert!(rows.is_empty());
+    let err = err.expect("fails").to_string();
+    assert!(
+        err.contains("Bubble type `thing`: schema drift on the declared field `name` (key `name`)")
+            && err.contains(
+                "no longer lists it (renamed or removed); its fields not declared: `title`"
+            ),
+        "{err}"
+    );
+    assert_eq!(s.requests(), 1, "only /meta was asked");
+
+    let s = server(300, 1, ServerConfig::default()).await;
+    s.drift_after(0, "thing", Drift::ToList("name".into()));
+    let (_, err) = drain(&BubbleExtract::new(
+        client(&s, |_| {}),
+        spec(KeyMode::DisplayNames),
+    ))
+    .await;
+    let err = err.expect("fails").to_string();
+    assert!(
+        err.contains("field `name`")
+            && err.contains("declared as a single value, the app's /meta says `list.text`"),
+        "{err}"
+    );
+}
+
+/// Schema drift in the middle of a run: a field renamed, removed or turned into a list
+/// after some pages were read fails the extract naming the field, and no row with the
+/// field empty (or holding the list's text) is ever yielded: with `/meta` (asked again
+/// when a field vanishes) and, for a rename, without it.
+#[tokio::test]
+async fn a_field_renamed_removed_or_reshaped_mid_run_fails_before_a_null_is_yielded() {
+    use etl_source_bubble::test_server::Drift;
+    let rename = Drift::Rename {
+        from: "name".into(),
+        to: "title".into(),
+    };
+    let cases = [
+        (
+            true,
+            rename.clone(),
+            "no longer lists it (renamed or removed); its fields not declared: `title`",
+        ),
+        (
+            false,
+            rename,
+            "things of page 4 does, and they carry keys no earlier page did: `title` (renamed?)",
+        ),
+        (
+            true,
+            Drift::Remove("name".into()),
+            "no longer lists it (renamed or removed); its fields not declared: none",
+        ),
+        (
+            false,
+            Drift::ToList("name".into()),
+            "values on page 4 are lists, not Utf8",
+        ),
+    ];
+    for (meta, d, want) in cases {
+        let cfg = ServerConfig {
+            meta,
+            honor_tie_break: true,
+            ..ServerConfig::default()
+        };
+        let s = server(1000, 1, cfg).await;
+        // /meta (answered or 404), the first-thing edge, then pages 1..=3 as they were.
+        let before = 2 + 3;
+        s.drift_after(before + 1, "thing", d.clone());
+        let (rows, err) = drain(&BubbleExtract::new(
+            client(&s, |_| {}),
+            spec(KeyMode::DisplayNames),
+        ))
+        .await;
+        let err = err
+            .unwrap_or_else(|| panic!("{d:?} goes unnoticed"))
+            .to_string();
+        assert!(
+            err.contains("schema drift on the declared field `name`") && err.contains(want),
+            "{d:?}: {err}"
+        );
+        let n: usize = rows.iter().map(arrow_array::RecordBatch::num_rows).sum();
+        // 100 + 99 + 99: each page after the first asks its first thing's date again.
+        assert_eq!(n, 298, "{d:?}: the pages before the drift");
+        for b in &rows {
+            assert_eq!(b.column(3).null_count(), 0, "{d:?}: no name written empty");
+        }
+    }
+}
+
+/// A field that is only empty (left out of every thing of a page, as Bubble does) is not
+/// drift: `/meta` still lists it. One odd value of another shape is a row reject naming
+/// the column, not an error.
+#[tokio::test]
+async fn an_empty_field_is_not_drift_and_one_odd_value_is_a_row_reject() {
+    let mut t = things(300, 1);
+    for (i, x) in t.iter_mut().enumerate() {
+        if (100..200).contains(&i) {
+            x.remove("name");
+        }
+        if i == 250 {
+            x.insert("name".into(), json!(["odd"]));
+        }
+    }
+    let mut f = Fixtures::new();
+    f.insert("thing", t, id_keys());
+    let s = TestServer::start(
+        f,
+        ServerConfig {
+            honor_tie_break: true,
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = BubbleExtract::new(client(&s, |_| {}), spec(KeyMode::DisplayNames));
+    let b = first_batch(&e).await;
+    assert_eq!(b.num_rows(), 299);
+    assert_eq!(
+        b.data.column(3).null_count(),
+        100,
+        "the empty page stays empty"
+    );
+    assert_eq!(b.rejects.len(), 1);
+    assert_eq!(b.rejects[0].column.as_deref(), Some("name"));
+    assert!(
+        b.rejects[0].reason.contains("is not text"),
+        "{}",
+        b.rejects[0].reason
+    );
 }

@@ -43,6 +43,31 @@ use std::time::{Duration, Instant};
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
+/// Limit the size of any file the child started by `cmd` writes to `bytes`
+/// (`RLIMIT_FSIZE`, as a small full filesystem would), with `SIGXFSZ` ignored in the child
+/// so that a write past the limit fails with `EFBIG` ("File too large") instead of killing
+/// the process: a disk-full fault the child must report.
+pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: between fork and exec the closure only calls the async-signal-safe
+    // `signal` and `setrlimit`, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            let lim = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Name of the OS user PostgreSQL runs as when the tests run as root.
 const PG_OS_USER: &str = "postgres";
 /// How long to wait for a started (or reused) server to accept connections.

@@ -1,7 +1,8 @@
 //! [`PgFaultProxy`]: a loopback proxy in front of a PostgreSQL server that injects the
 //! faults a migration must survive: a `COMMIT` that reaches the server and commits but
 //! whose answer never comes back (the connection drops), a connection cut after some
-//! bytes, a link that goes silent (a stall).
+//! bytes or at a given statement (an index build, a switch's rename), a link that goes
+//! silent (a stall), a statement held while the server restarts.
 //!
 //! It reads the frontend protocol (startup message, then typed messages) to recognise a
 //! simple-query `COMMIT` sent on a connection that carried `COPY` data. Connect through it
@@ -34,6 +35,52 @@ pub enum PgFault {
     /// but keep the sockets open: a link that went silent (what keepalives and timeouts
     /// are for).
     StallAfterBytes(u64),
+    /// The first statement (a simple query or a parse, on any connection) whose text
+    /// contains `pattern` (ASCII case-insensitive) cuts its connection: before it reaches
+    /// the server (`forward: false`), or once it runs (`forward: true`: the server runs it,
+    /// at its `Execute` for a parsed statement, and what the client sends in the next
+    /// 500 ms, but every answer from then on is lost; an open transaction is rolled back
+    /// when the connection closes, an autocommit statement commits). Fires once.
+    CutOnQuery {
+        /// Text the statement contains, e.g. `CREATE INDEX`, `RENAME TO`.
+        pattern: &'static str,
+        /// Whether the statement reaches the server.
+        forward: bool,
+    },
+    /// The first statement whose text contains `pattern` is held: from then on nothing is
+    /// forwarded on its connection either way, until the server closes its side (a
+    /// restart, a terminated backend), which closes the client's. Fires once; for
+    /// injecting a server restart at a precise moment ([`PgFaultProxy::fired`] says when).
+    StallOnQuery {
+        /// Text the statement contains.
+        pattern: &'static str,
+    },
+    /// The first connection whose `COPY` data passes this many bytes is cut (both ways,
+    /// the data never completes): a load's connection lost mid-COPY. Fires once.
+    CutMidCopy {
+        /// `COPY` data bytes (message bodies) forwarded before the cut.
+        after: u64,
+    },
+    /// On the first connection that sends a statement containing `pattern`, the next
+    /// simple-query `COMMIT` is forwarded and commits, and its answer is lost (the
+    /// connection closes): a switch that committed without the client hearing it. Fires
+    /// once.
+    LoseCommitAfter {
+        /// Text of a statement of the transaction.
+        pattern: &'static str,
+    },
+}
+
+/// The SQL text of a simple query (`Q`) or parse (`P`) message, upper-cased.
+fn statement_text(kind: u8, msg: &[u8]) -> Option<String> {
+    let body = msg.get(5..)?;
+    let text = match kind {
+        b'Q' => body,
+        // statement name, then the query
+        b'P' => &body[body.iter().position(|&b| b == 0)? + 1..],
+        _ => return None,
+    };
+    Some(String::from_utf8_lossy(text).to_ascii_uppercase())
 }
 
 /// A running proxy; stops when dropped.
@@ -79,6 +126,10 @@ impl PgFaultProxy {
                 };
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                        // Messages are forwarded one by one: Nagle's algorithm would hold
+                        // each small one for the peer's delayed ACK.
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
                         let _ = relay(client, server, shared).await;
                     }
                 });
@@ -93,9 +144,39 @@ impl PgFaultProxy {
         })
     }
 
+    /// [`PgFaultProxy::start`] in front of the server of `url` (a `postgres://` URL of a
+    /// server on 127.0.0.1): connect through it with [`PgFaultProxy::url_for`].
+    ///
+    /// # Errors
+    /// `url` names no port, or the listening socket cannot be bound.
+    pub async fn in_front_of(url: &str, fault: PgFault) -> std::io::Result<PgFaultProxy> {
+        let authority = url.split_once("//").map_or(url, |(_, r)| r);
+        let authority = authority.split(['/', '?']).next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let port = host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("no port in the server's URL (host `{host}`)"),
+                )
+            })?;
+        Self::start(port, fault).await
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `url` (a `postgres://` URL of the upstream server) through the proxy: its port
+    /// replaced, `sslmode=disable` added.
+    pub fn url_for(&self, url: &str) -> String {
+        let (head, tail) = url.split_at(url.rfind(':').map_or(url.len(), |i| i + 1));
+        let rest = tail.find(['/', '?']).map_or("", |i| &tail[i..]);
+        let sep = if rest.contains('?') { '&' } else { '?' };
+        format!("{head}{}{rest}{sep}sslmode=disable", self.port)
     }
 
     /// Change the fault for what follows.
@@ -138,6 +219,9 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
     let mut sent: u64 = 0;
     let mut typed = false;
     let mut copied = false;
+    let mut armed = false;
+    let mut copy_bytes: u64 = 0;
+    let mut cut_at_execute = false;
     loop {
         let (kind, msg) = match read_message(&mut cr, typed).await {
             Ok(m) => m,
@@ -167,8 +251,70 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
             while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
             break;
         }
+        let current = *shared.fault.borrow();
         if kind == b'd' {
             copied = true;
+            copy_bytes += msg.len() as u64 - 5;
+            if let PgFault::CutMidCopy { after } = current
+                && copy_bytes > after
+                && shared
+                    .fired
+                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                break;
+            }
+        }
+        if let PgFault::LoseCommitAfter { pattern } = current
+            && statement_text(kind, &msg).is_some_and(|t| t.contains(&pattern.to_ascii_uppercase()))
+        {
+            armed = true;
+        }
+        let matched = matches!(current, PgFault::CutOnQuery { pattern, .. } | PgFault::StallOnQuery { pattern }
+            if statement_text(kind, &msg).is_some_and(|t| t.contains(&pattern.to_ascii_uppercase())))
+            && shared
+                .fired
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        // A forwarded statement is cut once it executes: at once for a simple query, at
+        // its `Execute` for a parsed one (its parse and describe are answered normally).
+        let execute_now = match current {
+            PgFault::CutOnQuery { forward: true, .. } if matched && kind == b'P' => {
+                cut_at_execute = true;
+                false
+            }
+            PgFault::CutOnQuery { forward: true, .. } => {
+                matched || (cut_at_execute && kind == b'E')
+            }
+            _ => false,
+        };
+        if execute_now {
+            let _ = swallow_tx.send(true);
+            sw.write_all(&msg).await?;
+            // What follows (sync, more statements) reaches the server too, unanswered.
+            let until = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Ok(Ok((_, m))) =
+                tokio::time::timeout_at(until, read_message(&mut cr, true)).await
+            {
+                sw.write_all(&m).await?;
+            }
+            tokio::time::sleep_until(until).await;
+            break;
+        }
+        if matched && matches!(current, PgFault::CutOnQuery { forward: false, .. }) {
+            break;
+        }
+        if matched && matches!(current, PgFault::StallOnQuery { .. }) {
+            let _ = swallow_tx.send(true);
+            // Until the server closes its side (which closes the client's) or the client
+            // gives up.
+            let mut sink = vec![0u8; 64 * 1024];
+            let mut down = down;
+            tokio::select! {
+                _ = &mut down => {}
+                _ = async { while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {} } => {}
+            }
+            return Ok(());
         }
         let is_commit = kind == b'Q'
             && copied
@@ -176,6 +322,21 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Shared) -> std::io:
                 .trim_start()
                 .to_ascii_uppercase()
                 .starts_with("COMMIT");
+        let is_plain_commit = kind == b'Q'
+            && statement_text(kind, &msg).is_some_and(|t| t.trim_start().starts_with("COMMIT"));
+        if armed
+            && is_plain_commit
+            && shared
+                .fired
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            let _ = swallow_tx.send(true);
+            sw.write_all(&msg).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            down.abort();
+            return Ok(());
+        }
         if is_commit {
             copied = false;
             let n = shared.commits.fetch_add(1, Ordering::SeqCst) + 1;

@@ -189,3 +189,108 @@ async fn the_pg_fault_proxy_cuts_and_stalls_connections() {
     assert!(stalled.is_err(), "a stalled link gives no answer");
     assert_eq!(proxy.fired(), 2);
 }
+
+/// The statement faults of the PostgreSQL proxy: a cut before a statement leaves nothing
+/// done, a cut after it lets an autocommit statement commit, a `COMMIT` after a matching
+/// statement commits while its answer is lost; each fires once.
+#[tokio::test]
+async fn the_pg_fault_proxy_cuts_at_statements_and_loses_a_commit_answer() {
+    use etl_testkit::{PgFault, PgFaultProxy};
+    use sqlx::Connection as _;
+    let db = TestDb::create().await.unwrap();
+    let url = db.url();
+    let mut direct = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE t (x int)")
+        .execute(&mut direct)
+        .await
+        .unwrap();
+    let count = |sql: &'static str| async move {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    // A proxy with `fault` and a connection through it.
+    let through = |fault| async move {
+        let proxy = PgFaultProxy::in_front_of(url, fault).await.unwrap();
+        let c = sqlx::PgConnection::connect(&proxy.url_for(url))
+            .await
+            .unwrap();
+        (proxy, c)
+    };
+    for (forward, want) in [(false, 0), (true, 1)] {
+        sqlx::raw_sql("TRUNCATE t")
+            .execute(&mut direct)
+            .await
+            .unwrap();
+        let cut = PgFault::CutOnQuery {
+            pattern: "insert into t",
+            forward,
+        };
+        let (proxy, mut c) = through(cut).await;
+        assert!(
+            sqlx::query("INSERT INTO t VALUES ($1)")
+                .bind(1)
+                .execute(&mut c)
+                .await
+                .is_err()
+        );
+        assert_eq!(proxy.fired(), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM t").await,
+            want,
+            "forward {forward}"
+        );
+        // Fires once: a new connection goes through.
+        let mut c = sqlx::PgConnection::connect(&proxy.url_for(url))
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+
+    let (proxy, mut c) = through(PgFault::LoseCommitAfter {
+        pattern: "INSERT INTO T",
+    })
+    .await;
+    let mut tx = sqlx::Connection::begin(&mut c).await.unwrap();
+    sqlx::query("INSERT INTO t VALUES (3)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(tx.commit().await.is_err(), "the client hears nothing");
+    assert_eq!(
+        count("SELECT count(*) FROM t WHERE x = 3").await,
+        1,
+        "but it committed"
+    );
+    assert_eq!(proxy.fired(), 1);
+}
+
+#[tokio::test]
+async fn the_pg_fault_proxy_rewrites_urls_to_itself() {
+    let proxy = etl_testkit::PgFaultProxy::in_front_of(
+        "postgres://u:pw@127.0.0.1:5432/db",
+        etl_testkit::PgFault::None,
+    )
+    .await
+    .unwrap();
+    let p = proxy.port();
+    assert!(
+        etl_testkit::PgFaultProxy::in_front_of("postgres://u@h/db", etl_testkit::PgFault::None)
+            .await
+            .is_err(),
+        "no port"
+    );
+    assert_eq!(
+        proxy.url_for("postgres://u:pw@127.0.0.1:5432/db"),
+        format!("postgres://u:pw@127.0.0.1:{p}/db?sslmode=disable")
+    );
+    assert_eq!(
+        proxy.url_for("postgres://u@127.0.0.1:5432/db?application_name=x"),
+        format!("postgres://u@127.0.0.1:{p}/db?application_name=x&sslmode=disable")
+    );
+}

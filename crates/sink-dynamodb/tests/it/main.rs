@@ -707,3 +707,98 @@ async fn a_file_of_items_loads_by_row_group_resumes_and_verifies() {
     assert_eq!((t.rows, t.expected, t.target, t.checked), (20, 19, 19, 5));
     assert!(t.diffs.is_empty(), "{:?}", t.diffs);
 }
+
+/// 30 % of the BatchWriteItem calls throttled (both exceptions), answered 500, or with
+/// half their items back in `UnprocessedItems`: every item is written exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_of_calls_throttled_5xx_or_partly_unprocessed_still_write_every_item() {
+    const FAULTS: &[Fault] = &[
+        Fault::Throughput,
+        Fault::Throttling,
+        Fault::ServerError,
+        Fault::UnprocessedTail(0.5),
+    ];
+    let dl = Dynalite::start().await.unwrap();
+    table(&dl.client(None), "rate").await;
+    let proxy =
+        FaultProxy::start(dl.port(), HashMap::new(), Some(Fault::Random(300, FAULTS))).await;
+    let client = etl_sink_dynamodb::admin::static_client(
+        &proxy.endpoint(),
+        "us-east-1",
+        Some(RetryConfig::disabled()),
+    );
+    let opts = WriteOptions {
+        concurrency: 4,
+        ..fast_retries(10)
+    };
+    let w = ItemWriter::new(client, "rate", keys(), opts);
+    let items: Vec<Item> = (0..1000)
+        .map(|i| item(&format!("P{}", i % 7), &format!("{i:04}"), "v"))
+        .collect();
+    let out = w.put_items(items).await.unwrap();
+    assert_eq!(out.written, 1000);
+    let stats = w.stats();
+    let injected = proxy.injected();
+    assert!(injected >= 5, "faults were injected: {injected}");
+    assert!(
+        stats.throttled > 0 && stats.unprocessed_retried > 0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.calls as usize, proxy.batch_calls());
+    assert_eq!(
+        count_items(&dl.client(None), "rate", None, 2)
+            .await
+            .unwrap(),
+        1000
+    );
+}
+
+/// Calls slower than the client's attempt timeout (on 30 % of them): the SDK gives up on
+/// the answer, the writer retries the call; the slow call still reached the table, so the
+/// retry writes the same items again (puts are idempotent): every item exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_slower_than_the_timeout_are_retried_without_duplicates() {
+    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    const SLOW: &[Fault] = &[Fault::Slow(700)];
+    let dl = Dynalite::start().await.unwrap();
+    table(&dl.client(None), "slow").await;
+    let proxy = FaultProxy::start(dl.port(), HashMap::new(), Some(Fault::Random(300, SLOW))).await;
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "test"))
+        .endpoint_url(proxy.endpoint())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_millis(250))
+                .build(),
+        )
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let opts = WriteOptions {
+        concurrency: 2,
+        ..fast_retries(8)
+    };
+    let w = ItemWriter::new(client, "slow", keys(), opts);
+    let items: Vec<Item> = (0..250)
+        .map(|i| item("S", &format!("{i:03}"), "v"))
+        .collect();
+    let out = w.put_items(items).await.unwrap();
+    assert_eq!(out.written, 250);
+    assert!(proxy.injected() >= 1, "a call was slow");
+    assert!(
+        proxy.batch_calls() > 10,
+        "the timed-out calls were sent again: {}",
+        proxy.batch_calls()
+    );
+    // Let the last slow call land before counting.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        count_items(&dl.client(None), "slow", None, 2)
+            .await
+            .unwrap(),
+        250
+    );
+}

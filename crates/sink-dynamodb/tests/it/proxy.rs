@@ -22,8 +22,32 @@ pub enum Fault {
     /// The last fraction of the requests is not forwarded and comes back in
     /// `UnprocessedItems`.
     UnprocessedTail(f64),
-    /// Forwarded after this many milliseconds (so calls overlap and in-flight counts show).
+    /// Forwarded after this many milliseconds (so calls overlap and in-flight counts show;
+    /// past the client's attempt timeout, the call still reaches the table but its answer
+    /// is never read).
     Slow(u64),
+    /// On this many calls in 1,000 (drawn from the call's number, so a run is
+    /// reproducible), one of these faults.
+    Random(u64, &'static [Fault]),
+}
+
+/// SplitMix64: a well-mixed number from the call's number.
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The fault `f` resolves to on call `n` (a [`Fault::Random`] draws).
+fn resolve(f: Fault, n: usize) -> Option<Fault> {
+    match f {
+        Fault::Random(per_mille, kinds) => {
+            let x = mix(n as u64);
+            (x % 1000 < per_mille).then(|| kinds[((x >> 32) % kinds.len() as u64) as usize])
+        }
+        f => Some(f),
+    }
 }
 
 /// A running proxy.
@@ -82,17 +106,24 @@ impl FaultProxy {
         self.calls.load(Ordering::SeqCst)
     }
 
+    /// Faults injected so far.
+    pub fn injected(&self) -> usize {
+        self.in_flight.injected.load(Ordering::SeqCst)
+    }
+
     /// Most BatchWriteItem calls that were in the proxy at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.in_flight.max.load(Ordering::SeqCst)
     }
 }
 
-/// BatchWriteItem calls between request read and response written.
+/// BatchWriteItem calls between request read and response written, and faults injected.
 #[derive(Default)]
 struct InFlight {
     now: AtomicUsize,
     max: AtomicUsize,
+    /// Faults injected (not counted in flight; here because every connection shares it).
+    injected: AtomicUsize,
 }
 
 struct Message {
@@ -196,7 +227,11 @@ async fn serve(
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
             let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
             flight.max.fetch_max(now, Ordering::SeqCst);
-            schedule.get(&n).copied().or(always)
+            schedule
+                .get(&n)
+                .copied()
+                .or(always)
+                .and_then(|f| resolve(f, n))
         } else {
             None
         };
@@ -210,6 +245,9 @@ async fn serve(
             }
         }
         let _out = Out(flight, is_batch);
+        if fault.is_some() {
+            flight.injected.fetch_add(1, Ordering::SeqCst);
+        }
         let mut tail: Option<(String, Vec<serde_json::Value>)> = None;
         match fault {
             Some(Fault::Throughput) => {
@@ -254,7 +292,7 @@ async fn serve(
                 req.set_body(serde_json::to_vec(&body).unwrap());
             }
             Some(Fault::Slow(ms)) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
-            None => {}
+            Some(Fault::Random(..)) | None => {}
         }
         up.write_all(&req.bytes()).await?;
         let Some(mut resp) = read_message(&mut up, &mut ubuf).await? else {
