@@ -527,12 +527,9 @@ async fn culturebridge_disk_full_while_exporting_fails_naming_the_file_then_reru
 
 /// The disk fills when CultureBridge writes its rollback script at the switch (the limit
 /// lies between its largest export file and that script, measured on a clean run): the
-/// run fails loudly naming the script, and `--resume` completes with exactly a clean
-/// run's content.
-///
-/// Not asserted: production untouched. The switch commits its upsert before it writes
-/// the script, so production is already switched when the write fails (and the script
-/// left behind is cut short): see the report of issue 14.
+/// run fails loudly naming the script, production is untouched (the script is written
+/// before the switch commits, and a failed write rolls the switch back), and `--resume`
+/// completes with exactly a clean run's content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn culturebridge_disk_full_at_the_rollback_script_fails_naming_it_and_resume_is_exact() {
     let (reference, export, script) = cb_reference_files().await;
@@ -549,11 +546,18 @@ async fn culturebridge_disk_full_at_the_rollback_script_fails_naming_it_and_resu
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     assert!(
-        err.contains("step `switch` failed: cannot write ")
+        err.contains("step `switch` failed: cannot write the rollback script (nothing committed)")
             && err.contains("/reports/rollback_migration_")
             && err.contains("File too large"),
         "{err}"
     );
+    for line in cb_checksums(db.url()).await {
+        assert_eq!(
+            line.split(' ').nth(1),
+            Some("0"),
+            "production untouched: {line}"
+        );
+    }
     let o = output(culturebridge(&server, db.url(), dir.path(), &["--resume"])).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(cb_checksums(db.url()).await, reference);

@@ -364,6 +364,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     create_private(path)?.write_all(bytes)
 }
 
+/// [`write_private`], atomically: an owner-only temp file beside `path`, written and
+/// fsynced, then renamed over it; a failed write (a full disk) leaves `path` as it was.
+///
+/// # Errors
+/// The temp file cannot be written or renamed (the error names it).
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp~");
+    let written = create_private(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(tmp.display(), e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
+}
+
 /// Write a file atomically: write a temp file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp~");

@@ -399,6 +399,7 @@ pub struct Upsert {
     tables: Arc<Vec<UpsertTable>>,
     checks: Arc<Vec<SqlCheck>>,
     undo_table: TableName,
+    script: Option<Arc<(std::path::PathBuf, String)>>,
 }
 
 fn sql_err(what: &str) -> impl Fn(sqlx::Error) -> etl_core::BoxError + '_ {
@@ -414,7 +415,16 @@ impl Upsert {
             tables: Arc::new(tables),
             checks: Arc::default(),
             undo_table: TableName::new("ferry_upsert_undo"),
+            script: None,
         }
+    }
+
+    /// Write the rollback script of a committing run to `path` (owner-only, atomically,
+    /// `header` first) BEFORE the transaction commits: a script that cannot be written (a
+    /// full disk) rolls the upsert back, so a committed upsert always has its script.
+    pub fn rollback_script(mut self, path: impl Into<std::path::PathBuf>, header: &str) -> Self {
+        self.script = Some(Arc::new((path.into(), header.to_owned())));
+        self
     }
 
     /// Checks run in the transaction after every table is upserted.
@@ -648,6 +658,13 @@ impl Upsert {
             });
         }
         let script = self.rollback_sql(&mut tx, run_id, step).await?;
+        if let Some(file) = &self.script {
+            let (path, header) = &**file;
+            etl_core::report::write_private_atomic(path, format!("{header}{script}").as_bytes())
+                .map_err(|e| {
+                    format!("cannot write the rollback script (nothing committed): {e}")
+                })?;
+        }
         tx.commit().await?;
         Ok(UpsertOutcome {
             changes,

@@ -324,9 +324,10 @@ impl Cb {
             }
             Err(e) => Err(e),
         };
+        let paths = Paths::new(&rdir, ts);
         Ok(Cb {
-            paths: Paths::new(&rdir, ts),
-            upsert: upsert(opts.clone()),
+            upsert: upsert(opts.clone()).rollback_script(&paths.rollback, PRIVATE),
+            paths,
             opts,
             pool,
             db,
@@ -415,6 +416,10 @@ fn upsert(opts: PgConnectOptions) -> Upsert {
         warn("confirmed_bookings_have_payments", "bookings b WHERE b.status IN ('confirmed', 'completed') AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.booking_id = b.id)", "confirmed or completed bookings without a payment (rejected or never existed)"),
     ])
 }
+
+/// The rollback script's first lines: before-images of users hold their password hashes
+/// (bcrypt), so it is written owner-only (0600), before the switch commits.
+const PRIVATE: &str = "-- PRIVATE: this script restores rows from their before-images, users' password\n-- hashes (bcrypt) included. Keep it owner-only (it is written with mode 0600).\n";
 
 const DROP_STAGING: &str = "DROP SCHEMA IF EXISTS cb_staging CASCADE";
 
@@ -739,14 +744,7 @@ async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         .execute(&c.pool)
         .await?;
     let out = c.upsert.run(cx.run_id, &cx.step, false).await?;
-    if let Some(sql) = &out.rollback_sql {
-        // Before-images of users hold their password hashes (bcrypt): owner-only, and
-        // the script says so at its top.
-        let sql = format!(
-            "-- PRIVATE: this script restores rows from their before-images, users' password\n-- hashes (bcrypt) included. Keep it owner-only (it is written with mode 0600).\n{sql}"
-        );
-        etl_core::report::write_private(&c.paths.rollback, sql.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", c.paths.rollback.display()))?;
+    if out.rollback_sql.is_some() {
         cx.add_file(file_name(&c.paths.rollback));
     }
     let details = json!({
