@@ -69,22 +69,16 @@ impl Mig {
         self.bin()
     }
     /// Tables switched at once: each holds its old or its new content, never a mix.
-    fn switched(self) -> &'static [&'static str] {
+    fn switched(self) -> Vec<&'static str> {
         match self {
-            Mig::Trade | Mig::Arctic => &["cites_trade_records"],
-            Mig::S9 => &["SalesTable-dev", "BuyersTable-dev", "ProducersTable-dev"],
-            Mig::CultureBridge => &[
-                "users",
-                "client_profiles",
-                "coach_profiles",
-                "bookings",
-                "payments",
-                "posts",
-                "comments",
-                "resources",
-            ],
+            Mig::Trade | Mig::Arctic => vec!["cites_trade_records"],
+            Mig::S9 => S9_TABLES.to_vec(),
+            Mig::CultureBridge => {
+                use etl_examples::culturebridge::schema::{MIGRATED, table_of};
+                MIGRATED.map(table_of).to_vec()
+            }
             Mig::Partitioning | Mig::PartitioningOnline => {
-                &["petri_observations", "gasifier_observations"]
+                etl_examples::partitioning::schema::TABLES.to_vec()
             }
         }
     }
@@ -96,6 +90,12 @@ impl Mig {
             Mig::CultureBridge => &["bubble_id_map"],
             _ => &[],
         }
+    }
+    /// Every production table: the switched ones, then the derived ones.
+    fn production(self) -> Vec<&'static str> {
+        let mut v = self.switched();
+        v.extend(self.derived());
+        v
     }
     /// Columns that differ from database to database (generated ids, run ids, times).
     fn volatile(self, table: &str) -> &'static [&'static str] {
@@ -346,11 +346,11 @@ impl Env {
     /// Count and checksum of every production table.
     async fn snapshot(&self) -> Snapshot {
         let mut out = Snapshot::new();
-        let tables = self.mig.switched().iter().chain(self.mig.derived());
+        let tables = self.mig.production();
         if self.mig.is_s9() {
             let client = self.dynamo();
             for t in tables {
-                out.insert((*t).to_owned(), dynamo_state(&client, t).await);
+                out.insert(t.to_owned(), dynamo_state(&client, t).await);
             }
             return out;
         }
@@ -381,7 +381,7 @@ impl Env {
                     items: vec![],
                 },
             };
-            out.insert((*t).to_owned(), s);
+            out.insert(t.to_owned(), s);
         }
         out
     }
@@ -621,7 +621,7 @@ fn classify(mig: Mig, now: &Snapshot, clean: &Clean) -> String {
     let mut mixed = Vec::new();
     let (mut old, mut new) = (true, true);
     for t in mig.switched() {
-        let (n, b, a) = (&now[*t], &clean.before[*t], &clean.after[*t]);
+        let (n, b, a) = (&now[t], &clean.before[t], &clean.after[t]);
         old &= n == b;
         new &= n == a;
         if n != b && n != a {
@@ -770,14 +770,9 @@ async fn run_point(mig: Mig, clean: &Clean, point: &Point) -> Outcome {
         Then::Rollback => &clean.before,
     };
     let tables: Vec<&str> = match expect {
-        Then::Resume => mig
-            .switched()
-            .iter()
-            .chain(mig.derived())
-            .copied()
-            .collect(),
+        Then::Resume => mig.production(),
         // A rollback undoes the switch; derived tables the run rebuilt stay as rebuilt.
-        Then::Rollback => mig.switched().to_vec(),
+        Then::Rollback => mig.switched(),
     };
     let mut exact = true;
     let mut lost = 0;
@@ -875,32 +870,21 @@ async fn matrix(mig: Mig) {
     assert!(failed.is_empty(), "{}:\n{}", mig.label(), failed.join("\n"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kills_of_cites_trade() {
-    matrix(Mig::Trade).await;
+/// One test per migration, so they run in parallel and fail apart.
+macro_rules! kill_tests {
+    ($($name:ident => $mig:expr),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            matrix($mig).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kills_of_cites_arctic() {
-    matrix(Mig::Arctic).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kills_of_s9_sales() {
-    matrix(Mig::S9).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kills_of_culturebridge() {
-    matrix(Mig::CultureBridge).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kills_of_observations_partitioning_batch() {
-    matrix(Mig::Partitioning).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kills_of_observations_partitioning_online() {
-    matrix(Mig::PartitioningOnline).await;
+kill_tests! {
+    kills_of_cites_trade => Mig::Trade,
+    kills_of_cites_arctic => Mig::Arctic,
+    kills_of_s9_sales => Mig::S9,
+    kills_of_culturebridge => Mig::CultureBridge,
+    kills_of_observations_partitioning_batch => Mig::Partitioning,
+    kills_of_observations_partitioning_online => Mig::PartitioningOnline,
 }
