@@ -616,10 +616,11 @@ impl Outcome {
     }
 }
 
-/// Classifies production at the kill: `old`, `new`, or which tables are between.
+/// Classifies production at the kill: `old`, `new`, or which tables are between
+/// (`PARTIAL ...`, a failure; for S9 `partial ...` when every item is an old or a new one).
 fn classify(mig: Mig, now: &Snapshot, clean: &Clean) -> String {
     let mut mixed = Vec::new();
-    let (mut old, mut new) = (true, true);
+    let (mut old, mut new, mut foreign_items) = (true, true, false);
     for t in mig.switched() {
         let (n, b, a) = (&now[t], &clean.before[t], &clean.after[t]);
         old &= n == b;
@@ -630,6 +631,7 @@ fn classify(mig: Mig, now: &Snapshot, clean: &Clean) -> String {
                 .iter()
                 .filter(|h| b.items.binary_search(h).is_err() && a.items.binary_search(h).is_err())
                 .count();
+            foreign_items |= foreign > 0;
             mixed.push(if mig.is_s9() {
                 format!("{t} {} items, {foreign} neither old nor new", n.rows)
             } else {
@@ -640,8 +642,9 @@ fn classify(mig: Mig, now: &Snapshot, clean: &Clean) -> String {
     match (old, new) {
         (true, _) => "old".into(),
         (_, true) => "new".into(),
-        _ if mixed.is_empty() => "old/new by table".into(),
-        _ if mig.is_s9() => format!(
+        _ if mixed.is_empty() => "PARTIAL: some tables old, some new".into(),
+        // DynamoDB has no switch: part of the new items, but nothing else, is accepted.
+        _ if mig.is_s9() && !foreign_items => format!(
             "partial (no atomic switch in DynamoDB): {}",
             mixed.join("; ")
         ),
