@@ -821,6 +821,7 @@ impl<C: Send + Sync> Migration<C> {
                 reports.push(step_report(&rec, "not_reached", ""));
                 continue;
             }
+            test_pause(&step.name, "before").await;
             let cx = self.cx(run_id, step, rec.attempts, opts, &shared);
             tracing::info!(step = %step.name, position = i + 1, of = n, attempt = rec.attempts, "step started");
             let ticker = crate::progress::StepTicker::start(
@@ -830,6 +831,7 @@ impl<C: Send + Sync> Migration<C> {
             let t0 = Instant::now();
             crate::mem::reset_peak_rss();
             let result = (step.action)(ctx, &cx).await;
+            test_pause(&step.name, "after").await;
             let peak = crate::mem::peak_rss_bytes().map(crate::mem::mib);
             let secs = t0.elapsed().as_secs_f64();
             ticker.finish();
@@ -1264,4 +1266,21 @@ pub(crate) fn host() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// TEST-ONLY fault hook for the kill matrix (`examples/tests/kill_matrix.rs`): with
+/// `FERRY_TEST_PAUSE_AT=STEP` (or `STEP:before`) a run stops right after it recorded step
+/// `STEP` as running, before its action; with `STEP:after`, right after the action returned,
+/// before the journal records the outcome. It prints `FERRY_TEST_PAUSED <when> <step>` to
+/// stderr and sleeps for an hour, so a test can SIGKILL the process at exactly that point.
+/// Unset (always, outside tests), it costs one environment lookup per step.
+async fn test_pause(step: &str, when: &str) {
+    let Ok(at) = std::env::var("FERRY_TEST_PAUSE_AT") else {
+        return;
+    };
+    let (name, at_when) = at.split_once(':').unwrap_or((at.as_str(), "before"));
+    if name == step && at_when == when {
+        eprintln!("FERRY_TEST_PAUSED {when} {step}");
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
 }
