@@ -60,13 +60,29 @@ struct Row {
     ta: Option<Vec<Option<String>>>,
     ia: Option<Vec<Option<i32>>>,
     la: Option<Vec<Option<i64>>>,
+    /// Into `numeric` from decimal text: the text and the value PostgreSQL must print
+    /// (`None`: not a number, an encoder error).
+    nt: Option<(String, Option<String>)>,
+    /// Into `numeric` from `Float64`.
+    nf: Option<f64>,
+    /// Into `text` from `Int64`.
+    t8: Option<i64>,
+    /// Into `timestamp` from `Timestamp(Second)`.
+    tss: Option<i64>,
+    /// Into `timestamptz` from `Timestamp(Nanosecond, UTC)`.
+    tsn: Option<i64>,
+    /// Into `bytea` from `FixedSizeBinary(16)`.
+    ub: Option<[u8; 16]>,
+    /// Into `bigint` from `UInt64`.
+    u8: Option<u64>,
 }
 
 const CREATE: &str =
     "CREATE TABLE t (k integer, b boolean, i2 smallint, i4 integer, i8 bigint, f4 real,
     f8 double precision, n38 numeric(38,10), n6 numeric(6,2), nu numeric, nneg numeric,
     t text, tv text, j jsonb, u uuid, us uuid, d date, ts timestamp, tz timestamptz, by bytea,
-    ta text[], ia integer[], la bigint[])";
+    ta text[], ia integer[], la bigint[], nt numeric, nf numeric, t8 text, tss timestamp,
+    tsn timestamptz, ub bytea, u8 bigint)";
 
 fn list(t: DataType) -> DataType {
     DataType::List(Arc::new(Field::new_list_field(t, true)))
@@ -101,6 +117,16 @@ fn schema() -> Arc<Schema> {
         f("ta", list(DataType::Utf8)),
         f("ia", list(DataType::Int32)),
         f("la", list(DataType::Int64)),
+        f("nt", DataType::Utf8),
+        f("nf", DataType::Float64),
+        f("t8", DataType::Int64),
+        f("tss", DataType::Timestamp(TimeUnit::Second, None)),
+        f(
+            "tsn",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        ),
+        f("ub", DataType::FixedSizeBinary(16)),
+        f("u8", DataType::UInt64),
     ]))
 }
 
@@ -173,6 +199,25 @@ fn batch(rows: &[&Row]) -> RecordBatch {
         Arc::new(ta.finish()),
         Arc::new(ia.finish()),
         Arc::new(la.finish()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.nt.as_ref().map(|n| n.0.clone()))
+                .collect::<StringArray>(),
+        ),
+        prim!(Float64Array, nf),
+        prim!(Int64Array, t8),
+        prim!(TimestampSecondArray, tss),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.tsn)
+                .collect::<TimestampNanosecondArray>()
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(rows.iter().map(|r| r.ub), 16)
+                .unwrap(),
+        ),
+        prim!(UInt64Array, u8),
     ];
     RecordBatch::try_new(schema(), columns).unwrap()
 }
@@ -196,6 +241,20 @@ fn bad_column(r: &Row) -> Option<&'static str> {
     }
     if r.tz.is_some_and(|v| v < TS_MIN) {
         return Some("tz");
+    }
+    if r.nt.as_ref().is_some_and(|n| n.1.is_none()) {
+        return Some("nt");
+    }
+    if r.nf.is_some_and(f64::is_infinite) {
+        return Some("nf");
+    }
+    if r.tss
+        .is_some_and(|v| v.checked_mul(1_000_000).is_none_or(|us| us < TS_MIN))
+    {
+        return Some("tss");
+    }
+    if r.u8.is_some_and(|v| i64::try_from(v).is_err()) {
+        return Some("u8");
     }
     None
 }
@@ -335,8 +394,42 @@ fn row() -> impl Strategy<Value = Row> {
         opt(prop::collection::vec(opt(any::<i32>()), 0..5)),
         opt(prop::collection::vec(opt(any::<i64>()), 0..5)),
     );
-    (ints, numerics, texts, times, lists).prop_map(
-        |((b, i2, i4, i8, f4, f8), (n38, n6, nu, nneg), (t, tv, j, u, us), (d, ts, tz), l)| Row {
+    let more = (
+        opt(numeric_text()),
+        opt(prop_oneof![
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            Just(5e-324),
+            Just(f64::MIN_POSITIVE),
+            any::<f64>().prop_filter("< 1e30", |f| f.abs() < 1e30),
+        ]),
+        opt(any::<i64>()),
+        opt(prop_oneof![
+            Just(TS_MIN / 1_000_000),
+            Just(TS_MIN / 1_000_000 - 1),
+            Just(i64::MAX / 1_000_000 + 1),
+            any::<i64>(),
+            -1_000_000_000_000i64..1_000_000_000_000,
+        ]),
+        opt(any::<i64>()),
+        opt(any::<[u8; 16]>()),
+        opt(prop_oneof![
+            Just(i64::MAX as u64),
+            Just(i64::MAX as u64 + 1),
+            any::<u64>()
+        ]),
+    );
+    (ints, numerics, texts, times, lists, more).prop_map(
+        |(
+            (b, i2, i4, i8, f4, f8),
+            (n38, n6, nu, nneg),
+            (t, tv, j, u, us),
+            (d, ts, tz),
+            l,
+            (nt, nf, t8, tss, tsn, ub, u8),
+        )| Row {
             b,
             i2,
             i4,
@@ -359,8 +452,43 @@ fn row() -> impl Strategy<Value = Row> {
             ta: l.1,
             ia: l.2,
             la: l.3,
+            nt,
+            nf,
+            t8,
+            tss,
+            tsn,
+            ub,
+            u8,
         },
     )
+}
+
+/// Decimal text (padded, with trailing zeros or an exponent) and the number PostgreSQL
+/// prints for it, or text that is not a number.
+fn numeric_text() -> impl Strategy<Value = (String, Option<String>)> {
+    let max = 10i128.pow(30);
+    prop_oneof![
+        4 => (-max..max, 0..8u32, 0..3usize, any::<bool>()).prop_map(|(v, scale, zeros, pad)| {
+            let p = 10u128.pow(scale);
+            let abs = v.unsigned_abs();
+            let mut s = format!(
+                "{}{}.{:0w$}",
+                if v < 0 { "-" } else { "" },
+                abs / p,
+                abs % p,
+                w = scale as usize
+            );
+            s.extend(std::iter::repeat_n('0', zeros));
+            if pad {
+                s = format!(" {s}  ");
+            }
+            (s, Some(decimal_text(v, scale as i8)))
+        }),
+        1 => (-1_000_000i128..1_000_000, -6i8..6)
+            .prop_map(|(v, e)| (format!("{v}e{e}"), Some(decimal_text(v, -e)))),
+        1 => prop_oneof![Just("abc"), Just("1.2.3"), Just("--1"), Just("1e")]
+            .prop_map(|s| (s.to_owned(), None)),
+    ]
 }
 
 fn rows() -> impl Strategy<Value = Vec<Row>> {
@@ -417,7 +545,11 @@ const SELECT: &str = "SELECT k, b, i2, i4, i8, f4, f8, n38::text, n6::text, nu::
     (extract(epoch FROM ts - timestamp '2000-01-01') * 1000000 + 946684800000000)::text AS ts,
     (extract(epoch FROM tz - timestamptz '2000-01-01 00:00:00+00') * 1000000
         + 946684800000000)::text AS tz,
-    by, ta, ia, la FROM t ORDER BY k";
+    by, ta, ia, la, nt::text, nf::text, t8,
+    (extract(epoch FROM tss - timestamp '2000-01-01') * 1000000 + 946684800000000)::text AS tss,
+    (extract(epoch FROM tsn - timestamptz '2000-01-01 00:00:00+00') * 1000000
+        + 946684800000000)::text AS tsn,
+    ub, u8 FROM t ORDER BY k";
 
 fn check_row(r: &Row, got: &sqlx::postgres::PgRow) -> Result<(), TestCaseError> {
     macro_rules! eq {
@@ -514,6 +646,52 @@ fn check_row(r: &Row, got: &sqlx::postgres::PgRow) -> Result<(), TestCaseError> 
         "la",
         got.get::<Option<Vec<Option<i64>>>, _>("la"),
         r.la.clone()
+    );
+    eq!(
+        "nt",
+        got.get::<Option<String>, _>("nt")
+            .as_deref()
+            .map(trim_numeric),
+        r.nt.as_ref().map(|n| n.1.clone().unwrap())
+    );
+    eq!(
+        "nf",
+        got.get::<Option<String>, _>("nf")
+            .as_deref()
+            .map(trim_numeric),
+        r.nf.map(|f| match trim_numeric(&format!("{f}")) {
+            z if z == "-0" => "0".to_owned(),
+            s => s,
+        })
+    );
+    eq!(
+        "t8",
+        got.get::<Option<String>, _>("t8"),
+        r.t8.map(|v| v.to_string())
+    );
+    eq!(
+        "tss",
+        got.get::<Option<String>, _>("tss")
+            .as_deref()
+            .map(trim_numeric),
+        r.tss.map(|v| (v * 1_000_000).to_string())
+    );
+    eq!(
+        "tsn",
+        got.get::<Option<String>, _>("tsn")
+            .as_deref()
+            .map(trim_numeric),
+        r.tsn.map(|v| v.div_euclid(1000).to_string())
+    );
+    eq!(
+        "ub",
+        got.get::<Option<Vec<u8>>, _>("ub"),
+        r.ub.map(|u| u.to_vec())
+    );
+    eq!(
+        "u8",
+        got.get::<Option<i64>, _>("u8"),
+        r.u8.map(|v| v as i64)
     );
     Ok(())
 }
