@@ -351,15 +351,55 @@ fn value_size(v: &AttributeValue) -> usize {
     }
 }
 
+/// The decimal value of number text (`-012.50e1` -> `(true, "125", 0)`): sign, significant
+/// digits, exponent of the last digit; `None` if it is not number text.
+fn decimal_value(s: &str) -> Option<(bool, String, i64)> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (mantissa, exp) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() && frac.is_empty()
+        || !(int.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    let digits = digits.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    if trimmed.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let exp = exp - frac.len() as i64 + (digits.len() - trimmed.len()) as i64;
+    Some((neg, trimmed.to_owned(), exp))
+}
+
 /// An item as plain JSON (`{"Total": 27550, "Address": {"City": "São Paulo"}}`): numbers as
-/// JSON numbers, sets as arrays. For comparisons and people, not for round trips.
+/// JSON numbers, except those a JSON reader would get wrong (more significant digits than
+/// a double holds: `12345678901234567.89`; doubles serde_json does not read back exactly),
+/// which are strings of the exact number; sets as arrays.
 pub fn to_plain_json(v: &AttributeValue) -> Value {
     match v {
         AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::N(n) => n
-            .parse::<serde_json::Number>()
-            .map(Value::Number)
-            .unwrap_or_else(|_| Value::String(n.clone())),
+        AttributeValue::N(n) => match n.parse::<serde_json::Number>() {
+            Ok(num) if num.is_i64() || num.is_u64() => Value::Number(num),
+            // The JSON text of the double is the number, and reads back as the double
+            // (serde_json's default parser is not exact for every double it prints).
+            Ok(num)
+                if num.as_f64().is_some_and(|f| {
+                    let text = num.to_string();
+                    decimal_value(&text).is_some_and(|d| Some(d) == decimal_value(n))
+                        && serde_json::from_str::<f64>(&text).ok() == Some(f)
+                }) =>
+            {
+                Value::Number(num)
+            }
+            _ => Value::String(n.clone()),
+        },
         AttributeValue::B(b) => Value::String(base64_encode(b.as_ref())),
         AttributeValue::Bool(b) => Value::Bool(*b),
         AttributeValue::Null(_) => Value::Null,
@@ -602,6 +642,38 @@ mod tests {
         .unwrap()
     }
 
+    #[test]
+    fn plain_json_numbers_are_exact_or_strings() {
+        let plain = |n: &str| to_plain_json(&AttributeValue::N(n.to_owned()));
+        assert_eq!(plain("27550"), serde_json::json!(27550));
+        assert_eq!(plain("-12.5"), serde_json::json!(-12.5));
+        assert_eq!(
+            plain("0.30000000000000004"),
+            serde_json::json!(0.30000000000000004)
+        );
+        assert_eq!(plain("1e+28"), serde_json::json!(1e28));
+        assert_eq!(plain(&i64::MIN.to_string()), serde_json::json!(i64::MIN));
+        // A double would round these: a reader of the JSON would get another number.
+        assert_eq!(
+            plain("1234567890123456.78"),
+            serde_json::json!("1234567890123456.78")
+        );
+        assert_eq!(
+            plain("9999999999999999999999999999.9999999999"),
+            serde_json::json!("9999999999999999999999999999.9999999999")
+        );
+        // Its JSON text would be 79506074861474.12 (serde_json's double printing).
+        assert_eq!(
+            plain("79506074861474.13"),
+            serde_json::json!("79506074861474.13")
+        );
+        assert_eq!(
+            decimal_value("-012.50e1"),
+            Some((true, "125".to_owned(), 0))
+        );
+        assert_eq!(decimal_value("0.000"), Some((false, String::new(), 0)));
+        assert_eq!(decimal_value("1.2.3"), None);
+    }
     #[test]
     fn rows_become_items() {
         let items = items_from_batch(&batch(), &MappingOptions::default());

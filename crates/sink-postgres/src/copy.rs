@@ -608,20 +608,28 @@ fn write_numeric_parts(
     scale: u32,
     out: &mut BytesMut,
 ) -> std::result::Result<(), String> {
-    // Align the fractional part to whole base-10000 groups.
-    let pad = (4 - scale % 4) % 4;
-    let aligned = abs
-        .checked_mul(10u128.pow(pad))
-        .ok_or("numeric value too large")?;
-    let frac_groups = (scale + pad) / 4;
+    // Base-10000 groups, least significant first: the fractional part padded to whole
+    // groups, then the integer part. (Padding the whole value instead overflows u128 for
+    // 38-digit values.)
+    let (mut int, mut frac) = match 10u128.checked_pow(scale) {
+        Some(p) => (abs / p, abs % p),
+        None => (0, abs),
+    };
+    let frac_groups = scale.div_ceil(4);
     let mut groups: Vec<i16> = Vec::with_capacity(12);
-    let mut v = aligned;
-    while v > 0 {
-        groups.push((v % 10_000) as i16);
-        v /= 10_000;
+    let partial = scale % 4;
+    if partial != 0 {
+        let p = 10u128.pow(partial);
+        groups.push(((frac % p) * 10u128.pow(4 - partial)) as i16);
+        frac /= p;
     }
     while (groups.len() as u32) < frac_groups {
-        groups.push(0);
+        groups.push((frac % 10_000) as i16);
+        frac /= 10_000;
+    }
+    while int > 0 {
+        groups.push((int % 10_000) as i16);
+        int /= 10_000;
     }
     groups.reverse();
     let mut weight = groups.len() as i32 - frac_groups as i32 - 1;
@@ -776,6 +784,15 @@ mod tests {
         write_numeric_scaled(255_000_000_000, 10, &mut b).unwrap();
         assert_eq!(b.to_vec(), numeric("25.5"));
         assert_eq!(numeric(" 12.5 "), numeric("12.5"));
+        // 38 digits at a scale that is not a multiple of 4 (padding the whole value to
+        // base-10000 groups overflowed u128: "numeric value too large").
+        let mut b = BytesMut::new();
+        write_numeric_scaled(10i128.pow(38) - 1, 1, &mut b).unwrap();
+        assert_eq!(
+            b.to_vec(),
+            numeric("9999999999999999999999999999999999999.9")
+        );
+        assert_eq!(b[4..12], [0, 11, 0, 9, 0, 0, 0, 1]);
         assert!(write_numeric_text("1.2.3", &mut b).is_err());
         assert!(write_numeric_text("abc", &mut b).is_err());
     }

@@ -2,6 +2,7 @@
 
 mod backup;
 mod compare;
+mod copy_props;
 mod copy_roundtrip;
 mod journal;
 mod load_resume;
