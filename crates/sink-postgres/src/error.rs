@@ -44,7 +44,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying may succeed (connection loss, serialization failure, deadlock).
+    /// Whether retrying may succeed (connection loss, serialization failure, deadlock, a
+    /// server shutting down or starting: `57P01` admin shutdown, `57P02` crash shutdown,
+    /// `57P03` "the database system is shutting down / starting up").
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Sql(
@@ -53,7 +55,7 @@ impl Error {
             Error::Sql(sqlx::Error::Database(db)) => {
                 matches!(
                     db.code().as_deref(),
-                    Some("40001" | "40P01" | "57P01" | "08006" | "08003")
+                    Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08006" | "08003")
                 )
             }
             _ => false,
