@@ -315,7 +315,15 @@ pub fn parse_decimal(s: &str, precision: u8, scale: i8) -> Result<i128, String> 
         Err(DecimalError::Scale) => {
             let mantissa = t.split(['e', 'E']).next().unwrap_or(t);
             let frac = mantissa.split_once('.').map_or("", |(_, f)| f);
+            // Float noise (`12.300000000000001`) is what a double prints: at most 17
+            // significant digits. Longer text holds real digits that rounding would lose.
+            let significant = mantissa
+                .chars()
+                .filter(char::is_ascii_digit)
+                .skip_while(|c| *c == '0')
+                .count();
             if frac.trim_end_matches('0').len() >= 14
+                && significant <= 17
                 && let Ok(f) = t.parse::<f64>()
             {
                 let scaled = f * 10f64.powi(i32::from(scale));
