@@ -219,6 +219,9 @@ pub fn render_value(array: &ArrayRef, row: usize) -> String {
 pub fn format_decimal(value: i128, scale: i8) -> String {
     if scale <= 0 {
         let mut s = value.to_string();
+        if value == 0 {
+            return s;
+        }
         for _ in 0..(-scale) {
             s.push('0');
         }
@@ -297,5 +300,6 @@ mod tests {
         assert_eq!(format_decimal(-5, 3), "-0.005");
         assert_eq!(format_decimal(1_000, 2), "10");
         assert_eq!(format_decimal(7, -2), "700");
+        assert_eq!(format_decimal(0, -3), "0");
     }
 }
