@@ -977,12 +977,7 @@ async fn a_server_restart_mid_load_is_retried_to_exact_counts() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("reports/report.json")).unwrap())
             .unwrap();
-    let retries: u64 = report["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["retries"].as_u64().unwrap_or(0))
-        .sum();
+    let retries = support::unit_retries(&report);
     assert!(retries >= 1, "a unit was retried: {}", report["units"]);
     let loaded = report["totals"]["loaded"].as_i64().unwrap();
     let mut conn = PgConnection::connect(pg.url()).await.unwrap();

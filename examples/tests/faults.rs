@@ -23,7 +23,7 @@
 //! answer and a restart mid-load in `tests/cites.rs`.
 
 mod support;
-use support::example_binary;
+use support::{example_binary, table_items};
 
 use std::path::Path;
 use std::process::Output;
@@ -309,12 +309,7 @@ async fn cites_cut_mid_copy_is_retried_to_exact_content() {
         &std::fs::read(data.dir.path().join("reports/report.json")).unwrap(),
     )
     .unwrap();
-    let retries: u64 = report["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["retries"].as_u64().unwrap_or(0))
-        .sum();
+    let retries = support::unit_retries(&report);
     assert_eq!(retries, 1, "the cut unit was retried: {}", report["units"]);
     assert_eq!(cites_checksum(url).await, r2, "exact");
 }
@@ -561,25 +556,6 @@ async fn culturebridge_disk_full_at_the_rollback_script_fails_naming_it_and_resu
     let o = output(culturebridge(&server, db.url(), dir.path(), &["--resume"])).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(cb_checksums(db.url()).await, reference);
-}
-
-/// Every item of a DynamoDB table as plain JSON, sorted.
-async fn table_items(
-    client: &etl_sink_dynamodb::aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Vec<serde_json::Value> {
-    let items = std::sync::Mutex::new(Vec::new());
-    etl_sink_dynamodb::admin::scan_items(client, table, None, 2, |page| {
-        items.lock().unwrap().extend(
-            page.iter()
-                .map(etl_sink_dynamodb::mapping::item_to_plain_json),
-        );
-    })
-    .await
-    .unwrap();
-    let mut items = items.into_inner().unwrap();
-    items.sort_by_key(|v| v.to_string());
-    items
 }
 
 /// The disk fills while S9 writes its Parquet artifacts (every file limited to 32 KiB):

@@ -1,6 +1,7 @@
 //! The S9 migration against a real PostgreSQL (etl-testkit) and a real dynalite.
 
 mod support;
+use support::table_items;
 
 use std::path::Path;
 
@@ -473,25 +474,6 @@ async fn kill_mid_extract_then_resume(
         assert_eq!(got, want.into_iter().collect(), "{file}: no gaps");
     }
     o
-}
-
-/// Every item of `table` as plain JSON, sorted: what "the table equals" compares.
-async fn table_items(
-    client: &etl_sink_dynamodb::aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Vec<Value> {
-    let items = std::sync::Mutex::new(Vec::new());
-    etl_sink_dynamodb::admin::scan_items(client, table, None, 2, |page| {
-        items
-            .lock()
-            .unwrap()
-            .extend(page.iter().map(item_to_plain_json));
-    })
-    .await
-    .unwrap();
-    let mut items = items.into_inner().unwrap();
-    items.sort_by_key(|v| v.to_string());
-    items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

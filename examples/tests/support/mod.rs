@@ -85,3 +85,31 @@ pub fn plan(binary: &dyn Fn(&str, &[&str]) -> std::process::Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Every item of a DynamoDB table as plain JSON, sorted: what "the table equals" compares.
+#[allow(dead_code)] // the DynamoDB tests only
+pub async fn table_items(
+    client: &etl_sink_dynamodb::aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<serde_json::Value> {
+    let items = std::sync::Mutex::new(Vec::new());
+    etl_sink_dynamodb::admin::scan_items(client, table, None, 2, |page| {
+        items.lock().unwrap().extend(
+            page.iter()
+                .map(etl_sink_dynamodb::mapping::item_to_plain_json),
+        );
+    })
+    .await
+    .unwrap();
+    let mut items = items.into_inner().unwrap();
+    items.sort_by_key(|v| v.to_string());
+    items
+}
+
+/// The retries of all units in a `report.json`.
+#[allow(dead_code)]
+pub fn unit_retries(report: &serde_json::Value) -> u64 {
+    (report["units"].as_array().unwrap().iter())
+        .map(|u| u["retries"].as_u64().unwrap_or(0))
+        .sum()
+}
