@@ -9,12 +9,7 @@ use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::partition_steps::{PartitionSteps, PartitionTable};
 use sqlx::PgConnection;
 
-async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(conn)
-        .await
-        .unwrap();
-}
+use super::plan::exec;
 
 async fn text(conn: &mut PgConnection, sql: &str) -> String {
     let (s,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
