@@ -39,6 +39,7 @@ pub mod ledger;
 mod load;
 pub mod move_data;
 pub mod partition;
+pub mod partition_steps;
 pub mod preflight;
 pub mod proof;
 pub mod rollup;

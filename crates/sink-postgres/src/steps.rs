@@ -336,7 +336,7 @@ async fn run_sql(conn: &mut PgConnection, sql: &str) -> crate::Result<()> {
 }
 
 /// A connection of `opts` with `lock_timeout` set for the session.
-async fn connect_with_timeout(
+pub(crate) async fn connect_with_timeout(
     opts: &PgConnectOptions,
     lock_timeout: &str,
 ) -> Result<PgConnection, etl_core::BoxError> {

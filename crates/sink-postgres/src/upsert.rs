@@ -837,6 +837,18 @@ pub fn changes_line(changes: &[TableChange]) -> String {
         .join(", ")
 }
 
+/// `{"inserted": {table: n, ...}, "updated": {table: n, ...}}`: the changes as a report's
+/// figures.
+pub fn changes_json(changes: &[TableChange]) -> serde_json::Value {
+    let by = |f: fn(&TableChange) -> u64| -> serde_json::Map<String, serde_json::Value> {
+        changes
+            .iter()
+            .map(|x| (x.table.clone(), f(x).into()))
+            .collect()
+    };
+    serde_json::json!({ "inserted": by(|x| x.inserted), "updated": by(|x| x.updated) })
+}
+
 /// What an undo did, in one line.
 pub fn undo_line(undone: &[TableChange]) -> String {
     format!(
@@ -891,4 +903,26 @@ fn list<S: AsRef<str>>(columns: impl IntoIterator<Item = S>, pattern: &str, sep:
         .map(|c| pattern.replace("{c}", &quote_ident(c.as_ref())))
         .collect::<Vec<_>>()
         .join(sep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_as_figures_and_line() {
+        let c = |t: &str, inserted, updated| TableChange {
+            table: t.into(),
+            inserted,
+            updated,
+        };
+        let changes = [c("users", 10, 2), c("orders", 30, 0)];
+        let j = changes_json(&changes);
+        assert_eq!(
+            j["inserted"],
+            serde_json::json!({"users": 10, "orders": 30})
+        );
+        assert_eq!(j["updated"], serde_json::json!({"users": 2, "orders": 0}));
+        assert_eq!(changes_line(&changes), "users +10 ~2, orders +30 ~0");
+    }
 }

@@ -38,6 +38,7 @@ pub mod export;
 mod extract;
 pub mod mapping;
 pub mod passwords;
+pub mod report;
 pub mod sample;
 pub mod schema;
 #[cfg(feature = "test-server")]

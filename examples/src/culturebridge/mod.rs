@@ -63,17 +63,16 @@ use etl_sink_postgres::idmap::MapFormat;
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::steps::{pg_dump_step, sql_step};
 use etl_sink_postgres::upsert::{
-    SqlCheck, TableChange, TextLoad, Upsert, UpsertTable, changes_line, undo_line,
+    SqlCheck, TextLoad, Upsert, UpsertTable, changes_json, changes_line, undo_line,
 };
-use etl_source_bubble::export::{
-    ExportSpec, check_exports, export_run_of, export_step, own_export,
-};
+use etl_source_bubble::export::{ExportSpec, check_exports, export_step, own_export};
 use etl_source_bubble::mapping::RejectLog;
+use etl_source_bubble::report::{TypeTotals, export_sources, findings_of, write_run_report};
 use etl_source_bubble::test_server::{ServerConfig, TestServer};
 use etl_source_bubble::{
     BubbleClient, BubbleConfig, KeyMode, PageQuery, TypeSchema, parse_datetime,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
@@ -695,10 +694,10 @@ async fn checks(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         findings.len(),
         changes_line(&preview.changes)
     ))
-    .with_details(
-        json!({ "inserted": by_table(&preview.changes, |x| x.inserted),
-        "updated": by_table(&preview.changes, |x| x.updated), "findings": findings }),
-    )
+    .with_details({
+        let ch = changes_json(&preview.changes);
+        json!({ "inserted": ch["inserted"], "updated": ch["updated"], "findings": findings })
+    })
     .with_findings(findings))
 }
 
@@ -712,15 +711,6 @@ fn high_water_mark(cx: &StepCx) -> Option<DateTime<Utc>> {
                 .flatten()
         })
         .max()
-}
-
-/// `{table: f(change)}`.
-fn by_table(changes: &[TableChange], f: fn(&TableChange) -> u64) -> Value {
-    changes
-        .iter()
-        .map(|x| (x.table.clone(), json!(f(x))))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
 
 async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
@@ -747,9 +737,10 @@ async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
     if out.rollback_sql.is_some() {
         cx.add_file(file_name(&c.paths.rollback));
     }
+    let ch = changes_json(&out.changes);
     let details = json!({
-        "inserted": by_table(&out.changes, |x| x.inserted),
-        "updated": by_table(&out.changes, |x| x.updated),
+        "inserted": ch["inserted"],
+        "updated": ch["updated"],
         "since": since,
         "high_water_mark": hwm,
         "rollback_script": out.rollback_sql.as_ref().map(|_| c.paths.rollback.display().to_string()),
@@ -763,33 +754,11 @@ async fn switch(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
 }
 
 async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
-    let mut per_type = serde_json::Map::new();
-    let mut counters: HashMap<String, u64> = HashMap::new();
-    for t in all_types() {
-        let Some(p) = cx.pipeline_of(&format!("load_{t}")) else {
-            continue;
-        };
-        let tt = &p.totals;
-        per_type.insert(t.to_owned(), json!({"read": tt.read, "loaded": tt.loaded, "rejected": tt.rejected, "filtered": tt.filtered,
-            "rejected_by_reason": tt.rejected_by_reason, "counters": tt.counters}));
-        for (k, v) in &tt.counters {
-            *counters.entry(k.clone()).or_default() += v;
-        }
-    }
-    // Which run's export each type was loaded from (another run's with --skip-export).
-    let export_runs: serde_json::Map<String, Value> = all_types()
-        .filter_map(|t| export_run_of(cx, t).map(|r| (t.to_owned(), json!(r))))
-        .collect();
-    let mut from: Vec<&Value> = export_runs.values().collect();
-    from.dedup();
-    let export_from = match from.as_slice() {
-        [run] => json!({"run_id": run, "reused": c.args.skip_export}),
-        _ => Value::Null,
-    };
+    let totals = TypeTotals::of(cx, all_types());
+    let (export_runs, export_from) = export_sources(cx, all_types(), c.args.skip_export);
     let switch = cx.details_of("switch").unwrap_or_default();
-    let counter = |k: &str| json!(counters.get(k).copied().unwrap_or(0));
-    let extra = json!({
-        "per_type": per_type,
+    let counter = |k: &str| json!(totals.counter(k));
+    let extra = serde_json::from_value(json!({
         "inserted": switch["inserted"],
         "updated": switch["updated"],
         "password_reset_required": counter("password_reset_required"),
@@ -802,50 +771,10 @@ async fn reports(c: &Cb, cx: &StepCx) -> Result<StepOutput, BoxError> {
         "export_from": export_from,
         "database": c.db.redacted(),
         "rollback_script": switch["rollback_script"],
-    });
-    let checks: Vec<Finding> = cx
-        .details_of("checks")
-        .and_then(|d| serde_json::from_value(d["findings"].clone()).ok())
-        .unwrap_or_default();
-    let mut doc = json!({"migration": "culturebridge", "run_id": cx.run_id, "dry_run": cx.dry_run, "written_at": Utc::now(), "checks": checks});
-    let mut summary = format!(
-        "CultureBridge migration (Bubble -> PostgreSQL), run {}{}\n\n{:<16} {:>8} {:>8} {:>9} {:>9}\n",
-        cx.run_id,
-        if cx.dry_run {
-            " (dry run: nothing was written to the target database)"
-        } else {
-            ""
-        },
-        "type",
-        "read",
-        "loaded",
-        "rejected",
-        "filtered"
-    );
-    for (t, v) in &per_type {
-        let n = |k: &str| v[k].as_u64().unwrap_or(0);
-        let (r, l, j, f) = (n("read"), n("loaded"), n("rejected"), n("filtered"));
-        summary.push_str(&format!("{t:<16} {r:>8} {l:>8} {j:>9} {f:>9}\n"));
-    }
-    summary.push('\n');
-    for f in &checks {
-        let state = match (f.passed, f.vetoes()) {
-            (true, _) => "ok",
-            (false, true) => "FAILED",
-            (false, false) => "warn",
-        };
-        summary.push_str(&format!("{state:<6} {}: {}\n", f.check, f.message));
-    }
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        cx.set_extra(k.clone(), v.clone());
-        doc[k] = v.clone();
-        if k != "per_type" && !v.is_null() {
-            summary.push_str(&format!("{k}: {v}\n"));
-        }
-    }
-    std::fs::write(&c.paths.json, serde_json::to_vec_pretty(&doc)?)?;
-    std::fs::write(&c.paths.summary, summary)?;
-    let p = &c.paths;
+    }))?;
+    let (p, checks) = (&c.paths, findings_of(cx, "checks"));
+    let title = "CultureBridge migration (Bubble -> PostgreSQL)";
+    write_run_report(cx, title, &totals, &checks, extra, &p.json, &p.summary)?;
     for f in [&p.summary, &p.json, &p.errors, &p.rollback, &p.log] {
         if f.exists() {
             cx.add_file(file_name(f));

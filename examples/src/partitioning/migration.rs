@@ -11,12 +11,13 @@ use etl_core::cli::{BackupArgs, CommonArgs};
 use etl_core::migration::{Action, Journal, Migration, RunState, Status, StepKind, StepState};
 use etl_core::{CancellationToken, RunReport};
 use etl_sink_postgres::journal::PgJournal;
+use etl_sink_postgres::partition_steps::PartitionSteps;
 use etl_sink_postgres::proof::ProofArgs;
 use etl_sink_postgres::sql_file::{SqlMigration, check_unchanged};
-use etl_sink_postgres::steps::{MoveSteps, pg_dump_step, preflight, sql_migration};
+use etl_sink_postgres::steps::{pg_dump_step, preflight, sql_migration};
 use sqlx::{ConnectOptions as _, Connection, PgConnection};
 
-use super::steps::{self, Ctx, KEY, PK, tables};
+use super::steps::{Ctx, KEY, PK, proof_queries, tables};
 
 /// The migration's name in the journal and the markers.
 pub const NAME: &str = "observations_partitioning";
@@ -103,55 +104,41 @@ pub fn migration(args: &PartitioningArgs, url: &str) -> anyhow::Result<(Ctx, Mig
     let opts = etl_sink_postgres::connect_options(url)?
         .options([("lock_timeout", args.lock_timeout.as_str())])
         .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
-    let specs = tables();
-    let mut mv = MoveSteps::new(
-        opts.clone(),
-        NAME,
-        specs.iter().map(|s| s.t.clone()).collect(),
-        &[KEY, PK],
-        PK,
-    );
-    (mv.batch_size, mv.pause) = (
+    let mut p = PartitionSteps::new(opts.clone(), NAME, tables(), KEY, PK);
+    (p.mv.batch_size, p.mv.pause) = (
         args.common.batch_size.max(1) as i64,
         Duration::from_millis(args.pause_ms),
     );
-    (mv.lock_timeout, mv.online) = (args.lock_timeout.clone(), args.online);
-    let ctx = Ctx {
-        opts: opts.clone(),
-        tables: specs,
-        online: args.online,
-        min_month_share: args.min_month_share,
-        premake: args.premake,
-        lock_timeout: args.lock_timeout.clone(),
-        mv: mv.clone(),
-        proof: args.proof.clone(),
-    };
+    (p.mv.lock_timeout, p.mv.online) = (args.lock_timeout.clone(), args.online);
+    (p.min_month_share, p.premake) = (args.min_month_share, args.premake);
+    (p.proof, p.queries) = (args.proof.clone(), proof_queries());
+    let ctx = Ctx { opts: opts.clone() };
     let sql = |i: usize| {
         let f = &files(args)[i];
         sql_migration(opts.clone(), f).with_context(|| format!("reading migration {}", f.display()))
     };
-    let live: Vec<_> = ctx.tables.iter().map(|s| s.t.live.clone()).collect();
-    let old = ctx.tables.iter().map(|s| s.t.old.clone());
+    let live: Vec<_> = p.mv.tables().iter().map(|t| t.live.clone()).collect();
+    let old = p.mv.tables().iter().map(|t| t.old.clone());
     let dir = args.backup.backup_dir.clone();
     let before_cleanup = live.iter().cloned().chain(old).collect();
     let m = Migration::new(NAME)
         .step(preflight(opts.clone(), live.clone(), &args.lock_timeout))
-        .step(steps::inbound_foreign_keys())
+        .step(p.inbound_foreign_keys())
         .step(pg_dump_step("backup", url, live, dir.clone()))
         .steps([sql(0)?, sql(1)?, sql(2)?])
-        .step(steps::partitioned_tables())
-        .step(mv.move_data())
-        .step(steps::verify())
-        .step(mv.swap())
+        .step(p.partitioned_tables())
+        .step(p.mv.move_data())
+        .step(p.verify())
+        .step(p.mv.swap())
         .step(sql(3)?)
-        .step(steps::foreign_keys())
-        .step(steps::indexes())
+        .step(p.foreign_keys())
+        .step(p.indexes())
         .step(sql(4)?)
-        .step(steps::analyze())
-        .step(steps::proof())
-        .step(steps::maintain())
+        .step(p.analyze())
+        .step(p.proof())
+        .step(p.maintain())
         .step(pg_dump_step("backup_before_cleanup", url, before_cleanup, dir).optional())
-        .step(mv.cleanup());
+        .step(p.mv.cleanup());
     Ok((ctx, m))
 }
 

@@ -7,6 +7,7 @@ mod copy_roundtrip;
 mod journal;
 mod load_resume;
 mod partition;
+mod partition_steps;
 mod plan;
 mod switchover;
 mod upsert;

@@ -12,7 +12,7 @@ use etl_sink_postgres::sql_file::{SqlMigration, check_unchanged};
 use etl_sink_postgres::steps::{preflight, sql_migration};
 use sqlx::{Connection, PgConnection};
 
-async fn exec(conn: &mut PgConnection, sql: &str) {
+pub(crate) async fn exec(conn: &mut PgConnection, sql: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(conn)
         .await
