@@ -160,64 +160,13 @@ impl Rollup {
     }
 }
 
-/// The distinct values of one key column (in the row format of its own converter), each
-/// with a small id: a group's key is its columns' ids packed into one `u128`.
-struct Dict {
-    field: SortField,
-    converter: RowConverter,
-    index: HashMap<Box<[u8]>, u32>,
-    values: Vec<Box<[u8]>>,
-}
-
-impl Dict {
-    fn new(field: SortField) -> Result<Self> {
-        Ok(Dict {
-            converter: RowConverter::new(vec![field.clone()]).map_err(arrow)?,
-            field,
-            index: HashMap::new(),
-            values: Vec::new(),
-        })
-    }
-
-    fn id(&mut self, bytes: &[u8]) -> u32 {
-        if let Some(&id) = self.index.get(bytes) {
-            return id;
-        }
-        let id = self.values.len() as u32;
-        self.index.insert(bytes.into(), id);
-        self.values.push(bytes.into());
-        id
-    }
-}
-
-/// A multiply-xorshift hash of the packed ids (std's SipHash costs more than the lookup).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        let x = (v as u64 ^ ((v >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = x ^ (x >> 32);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// The most key columns a [`Rollup`] groups by (their ids are packed into 128 bits).
-pub const MAX_KEYS: usize = 4;
-
 /// The groups of one [`Rollup`]: of one unit's batches, or of the run's committed units.
 pub(crate) struct Groups {
     rollup: Arc<Rollup>,
-    dicts: Vec<Dict>,
-    index: HashMap<u128, usize, std::hash::BuildHasherDefault<IdHasher>>,
-    keys: Vec<u128>,
+    fields: Vec<SortField>,
+    converter: Option<RowConverter>,
+    index: HashMap<Box<[u8]>, usize>,
+    keys: Vec<Box<[u8]>>,
     rows: Vec<i64>,
     sums: Vec<Vec<Sum>>,
     sum_types: Vec<DataType>,
@@ -262,8 +211,9 @@ impl Groups {
         let n = rollup.sums.len();
         Groups {
             rollup,
-            dicts: Vec::new(),
-            index: HashMap::default(),
+            fields: Vec::new(),
+            converter: None,
+            index: HashMap::new(),
             keys: Vec::new(),
             rows: Vec::new(),
             sums: vec![Vec::new(); n],
@@ -277,14 +227,14 @@ impl Groups {
             .ok_or_else(|| Error::Mapping(format!("rollup column `{name}` is not in the batch")))
     }
 
-    /// The group of the packed key `key`, created when new.
-    fn slot(&mut self, key: u128) -> usize {
-        if let Some(&g) = self.index.get(&key) {
+    /// The group of the key `bytes` (row format), created when new.
+    fn slot(&mut self, bytes: &[u8]) -> usize {
+        if let Some(&g) = self.index.get(bytes) {
             return g;
         }
         let g = self.keys.len();
-        self.index.insert(key, g);
-        self.keys.push(key);
+        self.index.insert(bytes.into(), g);
+        self.keys.push(bytes.into());
         self.rows.push(0);
         for s in &mut self.sums {
             s.push(Sum::Null);
@@ -300,29 +250,19 @@ impl Groups {
             .iter()
             .map(|k| Self::column(batch, k).cloned())
             .collect::<Result<Vec<_>>>()?;
-        if keys.len() > MAX_KEYS {
-            return Err(Error::Mapping(format!(
-                "a rollup groups by at most {MAX_KEYS} columns, not {}",
-                keys.len()
-            )));
+        if self.converter.is_none() {
+            self.fields = keys
+                .iter()
+                .map(|a| SortField::new(a.data_type().clone()))
+                .collect();
+            self.converter = Some(RowConverter::new(self.fields.clone()).map_err(arrow)?);
         }
-        if self.dicts.is_empty() {
-            self.dicts = (keys.iter())
-                .map(|a| Dict::new(SortField::new(a.data_type().clone())))
-                .collect::<Result<_>>()?;
-        }
-        let mut packed = vec![0u128; batch.num_rows()];
-        for (c, (dict, col)) in self.dicts.iter_mut().zip(&keys).enumerate() {
-            let rows = (dict.converter)
-                .convert_columns(std::slice::from_ref(col))
-                .map_err(arrow)?;
-            for (p, row) in packed.iter_mut().zip(rows.iter()) {
-                *p |= u128::from(dict.id(row.as_ref())) << (32 * c);
-            }
-        }
-        let mut group = Vec::with_capacity(packed.len());
-        for key in packed {
-            let g = self.slot(key);
+        let rows = (self.converter.as_ref().expect("set above"))
+            .convert_columns(&keys)
+            .map_err(arrow)?;
+        let mut group = Vec::with_capacity(batch.num_rows());
+        for row in rows.iter() {
+            let g = self.slot(row.as_ref());
             self.rows[g] += 1;
             group.push(g);
         }
@@ -336,27 +276,19 @@ impl Groups {
         Ok(())
     }
 
-    /// Add the groups of `other` (of the same rollup; its ids are translated into ours).
+    /// Add the groups of `other` (of the same rollup).
     pub(crate) fn merge(&mut self, other: Groups) -> Result<()> {
-        if other.dicts.is_empty() {
+        if other.converter.is_none() {
             return Ok(());
         }
-        if self.dicts.is_empty() {
-            self.dicts = (other.dicts.iter())
-                .map(|d| Dict::new(d.field.clone()))
-                .collect::<Result<_>>()?;
-            self.sum_types = other.sum_types.clone();
+        if self.converter.is_none() {
+            self.converter = Some(RowConverter::new(other.fields.clone()).map_err(arrow)?);
+            (self.fields, self.sum_types) = (other.fields.clone(), other.sum_types.clone());
         }
-        let names = self.rollup.sums.clone();
         for (i, key) in other.keys.iter().enumerate() {
-            let mut mine = 0u128;
-            for (c, (dict, theirs)) in self.dicts.iter_mut().zip(&other.dicts).enumerate() {
-                let id = (key >> (32 * c)) as u32;
-                mine |= u128::from(dict.id(&theirs.values[id as usize])) << (32 * c);
-            }
-            let g = self.slot(mine);
+            let g = self.slot(key);
             self.rows[g] += other.rows[i];
-            for (c, name) in names.iter().enumerate() {
+            for (c, name) in self.rollup.sums.clone().iter().enumerate() {
                 self.sums[c][g] = self.sums[c][g].plus(other.sums[c][i], name)?;
             }
         }
@@ -365,17 +297,13 @@ impl Groups {
 
     /// The groups as a batch of the rollup table's columns.
     fn batch(&self, run_id: Uuid) -> Result<Option<RecordBatch>> {
-        if self.dicts.is_empty() {
+        let Some(converter) = &self.converter else {
             return Ok(None);
-        }
-        let mut keys = Vec::with_capacity(self.dicts.len());
-        for (c, dict) in self.dicts.iter().enumerate() {
-            let parser = dict.converter.parser();
-            let rows = (self.keys.iter())
-                .map(|k| parser.parse(&dict.values[(k >> (32 * c)) as u32 as usize]));
-            let mut array = dict.converter.convert_rows(rows).map_err(arrow)?;
-            keys.push(array.remove(0));
-        }
+        };
+        let parser = converter.parser();
+        let keys = converter
+            .convert_rows(self.keys.iter().map(|k| parser.parse(k)))
+            .map_err(arrow)?;
         let n = self.keys.len();
         let mut fields = vec![Field::new("run_id", DataType::Utf8, false)];
         let mut columns: Vec<ArrayRef> =
