@@ -166,7 +166,6 @@ pub(crate) struct Groups {
     fields: Vec<SortField>,
     converter: Option<RowConverter>,
     index: HashMap<Box<[u8]>, usize>,
-    keys: Vec<Box<[u8]>>,
     rows: Vec<i64>,
     sums: Vec<Vec<Sum>>,
     sum_types: Vec<DataType>,
@@ -176,7 +175,7 @@ impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Groups")
             .field("table", &self.rollup.table)
-            .field("groups", &self.keys.len())
+            .field("groups", &self.rows.len())
             .finish()
     }
 }
@@ -214,7 +213,6 @@ impl Groups {
             fields: Vec::new(),
             converter: None,
             index: HashMap::new(),
-            keys: Vec::new(),
             rows: Vec::new(),
             sums: vec![Vec::new(); n],
             sum_types: Vec::new(),
@@ -232,9 +230,8 @@ impl Groups {
         if let Some(&g) = self.index.get(bytes) {
             return g;
         }
-        let g = self.keys.len();
+        let g = self.rows.len();
         self.index.insert(bytes.into(), g);
-        self.keys.push(bytes.into());
         self.rows.push(0);
         for s in &mut self.sums {
             s.push(Sum::Null);
@@ -276,6 +273,15 @@ impl Groups {
         Ok(())
     }
 
+    /// The keys, in group order (each key is held once, by the index).
+    fn keys_in_order(&self) -> Vec<&[u8]> {
+        let mut keys = vec![&[][..]; self.rows.len()];
+        for (k, &g) in &self.index {
+            keys[g] = k;
+        }
+        keys
+    }
+
     /// Add the groups of `other` (of the same rollup).
     pub(crate) fn merge(&mut self, other: Groups) -> Result<()> {
         if other.converter.is_none() {
@@ -285,10 +291,11 @@ impl Groups {
             self.converter = Some(RowConverter::new(other.fields.clone()).map_err(arrow)?);
             (self.fields, self.sum_types) = (other.fields.clone(), other.sum_types.clone());
         }
-        for (i, key) in other.keys.iter().enumerate() {
+        let rollup = self.rollup.clone();
+        for (key, &i) in &other.index {
             let g = self.slot(key);
             self.rows[g] += other.rows[i];
-            for (c, name) in self.rollup.sums.clone().iter().enumerate() {
+            for (c, name) in rollup.sums.iter().enumerate() {
                 self.sums[c][g] = self.sums[c][g].plus(other.sums[c][i], name)?;
             }
         }
@@ -302,9 +309,9 @@ impl Groups {
         };
         let parser = converter.parser();
         let keys = converter
-            .convert_rows(self.keys.iter().map(|k| parser.parse(k)))
+            .convert_rows(self.keys_in_order().into_iter().map(|k| parser.parse(k)))
             .map_err(arrow)?;
-        let n = self.keys.len();
+        let n = self.rows.len();
         let mut fields = vec![Field::new("run_id", DataType::Utf8, false)];
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(StringArray::from(vec![run_id.to_string(); n]))];
@@ -496,7 +503,7 @@ mod tests {
                 n * batches.len(),
                 el,
                 el.as_nanos() as f64 / (n * batches.len()) as f64,
-                g.keys.len()
+                g.rows.len()
             );
         }
     }
