@@ -7,6 +7,7 @@ mod journal;
 mod load_resume;
 mod partition;
 mod plan;
+mod proof;
 mod switchover;
 mod upsert;
 
