@@ -172,20 +172,18 @@ impl Lookup {
         mut decide: impl FnMut(usize, &str) -> Option<Fate>,
     ) -> Resolved<'a> {
         let mut r = Resolved::default();
+        let has_nulls = values.null_count() > 0;
         for (i, fate) in fates.iter_mut().enumerate() {
             if fate.is_some() {
                 continue;
             }
-            let value = if values.is_null(i) {
-                ""
-            } else {
-                values.value(i)
-            };
+            let null = has_nulls && values.is_null(i);
+            let value = if null { "" } else { values.value(i) };
             if let Some(f) = decide(i, value) {
                 *fate = Some(f);
                 continue;
             }
-            match self.ids.get(value).filter(|_| !values.is_null(i)) {
+            match if null { None } else { self.ids.get(value) } {
                 Some(id) => {
                     ids.extend_from_slice(id.as_bytes());
                     r.matched += 1;
