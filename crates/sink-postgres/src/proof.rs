@@ -298,3 +298,142 @@ pub async fn free_space(conn: &mut PgConnection) -> Result<Option<u64>> {
         .nth(1)
         .and_then(|l| l.trim().parse().ok()))
 }
+
+/// A table's figures at one moment (the seed's `migration_stats_pre`): its rows, the
+/// distinct values of one column, the range of an integer column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct TableStats {
+    /// The table.
+    pub table: String,
+    /// Whether it exists (every figure is 0 / None when it does not).
+    pub exists: bool,
+    /// Rows.
+    pub rows: i64,
+    /// `(column, distinct non-NULL values)`.
+    pub distinct: Option<(String, i64)>,
+    /// `(column, min, max)` of an integer column (None when the table is empty).
+    pub range: Option<(String, Option<i64>, Option<i64>)>,
+    /// When the figures were taken.
+    pub snapshot_time: chrono::DateTime<chrono::Utc>,
+}
+
+impl TableStats {
+    /// The figures of `table`: `count(*)`, `count(DISTINCT distinct_of)`, and
+    /// `min`/`max` of the integer column `range_of`, in one scan.
+    ///
+    /// # Errors
+    /// The database's (a column that does not exist, `range_of` not an integer).
+    pub async fn take(
+        conn: &mut PgConnection,
+        table: &TableName,
+        distinct_of: Option<&str>,
+        range_of: Option<&str>,
+    ) -> Result<TableStats> {
+        let mut stats = TableStats {
+            table: table.to_string(),
+            snapshot_time: chrono::Utc::now(),
+            ..TableStats::default()
+        };
+        if !exists(conn, table).await? {
+            return Ok(stats);
+        }
+        let d = distinct_of.map_or("0".into(), |c| {
+            format!("count(DISTINCT {})", quote_ident(c))
+        });
+        let (lo, hi) = range_of.map_or(("NULL::bigint".into(), "NULL::bigint".into()), |c| {
+            let c = quote_ident(c);
+            (format!("min({c})::bigint"), format!("max({c})::bigint"))
+        });
+        let (rows, distinct, min, max): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            sqlf!("SELECT count(*), {d}, {lo}, {hi} FROM {}", table.sql()),
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        stats.exists = true;
+        stats.rows = rows;
+        stats.distinct = distinct_of.map(|c| (c.to_owned(), distinct));
+        stats.range = range_of.map(|c| (c.to_owned(), min, max));
+        Ok(stats)
+    }
+
+    /// A warning finding `check` that compares the figures `before` a switch with these:
+    /// `rows 10 -> 12, distinct species_id 3 -> 3, min year 1990 -> 1990, max year ...`;
+    /// it passes when no row was lost. None when the table did not exist before.
+    pub fn comparison(&self, before: &TableStats, check: &str) -> Option<Finding> {
+        if !before.exists {
+            return None;
+        }
+        let mut parts = vec![format!("rows {} -> {}", before.rows, self.rows)];
+        if let (Some((c, a)), Some((_, b))) = (&before.distinct, &self.distinct) {
+            parts.push(format!("distinct {c} {a} -> {b}"));
+        }
+        if let (Some((c, a0, a1)), Some((_, b0, b1))) = (&before.range, &self.range) {
+            let n = |v: &Option<i64>| v.map_or("NULL".into(), |v| v.to_string());
+            parts.push(format!("min {c} {} -> {}", n(a0), n(b0)));
+            parts.push(format!("max {c} {} -> {}", n(a1), n(b1)));
+        }
+        let mut f = Finding::warn(check, parts.join(", "));
+        f.passed = self.rows >= before.rows;
+        Some(f)
+    }
+}
+
+/// What [`disk_check`] weighed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiskCheck {
+    /// Bytes of input.
+    pub input_bytes: u64,
+    /// Bytes the run needs: `input_bytes x factor + copies`.
+    pub needed_bytes: u64,
+    /// Free bytes of the data directory, when they can be known ([`free_space`]).
+    pub free_bytes: Option<u64>,
+    /// `checked`, or why the estimate is only stated.
+    pub note: String,
+}
+
+/// The disk pre-flight of a load: the space the run needs on the server (`input` bytes x
+/// `factor` for the new table with its indexes, plus the sizes of the tables `copies` that
+/// the run copies first) against [`free_space`]. A run that does not fit is refused with
+/// the figures before anything is written.
+///
+/// # Errors
+/// Not enough space ([`crate::Error::State`]), or the database's.
+pub async fn disk_check(
+    conn: &mut PgConnection,
+    input: u64,
+    factor: f64,
+    copies: &[TableName],
+) -> Result<DiskCheck> {
+    let names: Vec<String> = copies.iter().map(|t| t.sql()).collect();
+    let (copy_bytes,): (i64,) = sqlx::query_as(
+        "SELECT coalesce(sum(pg_table_size(to_regclass(t))), 0)::bigint FROM unnest($1::text[]) t",
+    )
+    .bind(&names)
+    .fetch_one(&mut *conn)
+    .await?;
+    let copy_bytes = copy_bytes as u64;
+    let needed = (input as f64 * factor) as u64 + copy_bytes;
+    let free = free_space(conn).await?;
+    if let Some(free) = free
+        && free < needed
+    {
+        return Err(crate::Error::State(format!(
+            "not enough disk for the run: the data directory has {} MiB free, the run needs about {} MiB ({} MiB of input x {factor} for the new table and its indexes + {} MiB of backup copies); free space or skip the copies",
+            free >> 20,
+            needed >> 20,
+            input >> 20,
+            copy_bytes >> 20
+        )));
+    }
+    let note = if free.is_none() {
+        "the data directory's free space cannot be known from here (a remote server, or no right to read data_directory): the estimate is stated, not checked"
+    } else {
+        "checked"
+    };
+    Ok(DiskCheck {
+        input_bytes: input,
+        needed_bytes: needed,
+        free_bytes: free,
+        note: note.into(),
+    })
+}

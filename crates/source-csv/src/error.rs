@@ -101,6 +101,17 @@ pub enum CsvError {
     /// An option is invalid (e.g. a quote or newline as delimiter).
     #[error("invalid csv option: {0}")]
     InvalidOption(String),
+    /// A record of a reference list read whole ([`crate::read_pairs`]) is bad: a reference
+    /// list has no rejects, it is right or the run stops.
+    #[error("{unit}:{line}: {reason}")]
+    InvalidReference {
+        /// File.
+        unit: String,
+        /// Line of the record.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// Building an Arrow array failed.
     #[error("arrow error: {0}")]
     Arrow(#[from] ArrowError),

@@ -52,10 +52,12 @@ mod columns;
 mod decoder;
 mod error;
 mod options;
+mod reference;
 mod source;
 mod value;
 
 pub use decoder::{Decoder, DecoderBuilder, Header};
 pub use error::{CsvError, Result};
 pub use options::CsvOptions;
+pub use reference::read_pairs;
 pub use source::{CsvSource, file_fingerprint, glob_match, natural_cmp};

@@ -4,6 +4,8 @@
 //!
 //! * [`RowRules`] — a `Transform` that rejects rows breaking row-level rules (a year out
 //!   of range, a code not in a list, an empty required field), each with its reason;
+//! * [`lookup::LookupTransform`] — a text column mapped to an id through a reference list
+//!   with aliases; unmatched rows filtered with a reason and counted per value;
 //! * aggregate gates over the run's totals — [`RejectRate`], [`MatchRate`] — that veto the
 //!   commit when the data as a whole is not good enough;
 //! * [`sql::SqlChecks`] (feature `postgres`) — checks run in the database after the load:
@@ -20,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod gates;
+pub mod lookup;
 mod rules;
 #[cfg(feature = "postgres")]
 pub mod sql;

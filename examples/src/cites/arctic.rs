@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use super::migration::{CitesArgs, CitesConfig};
-use super::schema::read_pairs;
 use super::species::Scope;
+use etl_source_csv::read_pairs;
 
 /// Options of `cites_arctic`.
 #[derive(clap::Args, Debug, Clone)]

@@ -22,7 +22,7 @@ use etl_core::{CancellationToken, Pipeline, RunReport, step_fn};
 use etl_sink_postgres::ident::TableName;
 use etl_sink_postgres::journal::PgJournal;
 use etl_sink_postgres::ledger::LedgerTables;
-use etl_sink_postgres::proof::{self, ProofArgs, QueryCheck};
+use etl_sink_postgres::proof::{self, ProofArgs, QueryCheck, TableStats};
 use etl_sink_postgres::staging::{StagingTable, analyze, backup_tables, exists};
 use etl_sink_postgres::steps::{ReplaceSteps, pg_dump_step, sql_step};
 use etl_sink_postgres::{PgLoad, connect_options};
@@ -36,7 +36,7 @@ use uuid::Uuid;
 use super::schema::{
     self, IMPORT_ERRORS, LIVE, MIGRATION_LOG, SUMMARY, SUMMARY_ANNUAL, cites_schema,
 };
-use super::species::{Scope, SpeciesMap, SpeciesMapping, UNMATCHED};
+use super::species::{Scope, SpeciesMap, SpeciesMapping, UNMATCHED, load_species};
 use super::summary;
 
 /// Options of the CITES migrations (shared by `cites_trade` and `cites_arctic`).
@@ -329,7 +329,12 @@ async fn preflight(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
         Some(etl_core::SizeHint::Bytes(b)) => Some(b),
         _ => None,
     });
-    let (files, disk) = (units.len(), disk_check(c, &mut conn, input.sum()).await?);
+    let copies = match c.cfg.args.no_backup {
+        true => vec![],
+        false => vec![c.cfg.live(), TableName::new(SUMMARY)],
+    };
+    let disk = proof::disk_check(&mut conn, input.sum(), TABLE_PER_CSV_BYTE, &copies).await?;
+    let files = units.len();
     Ok(
         StepOutput::message(format!("nothing in the way; {files} file headers fit"))
             .with_details(json!({ "pre_migration": pre, "files": files, "disk": disk })),
@@ -340,42 +345,6 @@ async fn preflight(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
 /// (`gen_cites --files 4 --rows-per-file 50000`): 31.0 MB of CSV became 54.7 MB of
 /// `cites_trade_records` with its indexes (1.77 x).
 const TABLE_PER_CSV_BYTE: f64 = 1.8;
-
-/// The space the run needs on the server (staging with its indexes: `input` bytes x
-/// [`TABLE_PER_CSV_BYTE`]; the in-database copies of the live table and the summary)
-/// against the free space of the data directory when it can be known; refuses with the
-/// figures when it does not fit.
-async fn disk_check(c: &Cites, conn: &mut PgConnection, input: u64) -> anyhow::Result<Value> {
-    let (copies,): (i64,) = sqlx::query_as(
-        "SELECT coalesce(pg_table_size(to_regclass($1)), 0) + coalesce(pg_table_size(to_regclass($2)), 0)",
-    )
-    .bind(LIVE)
-    .bind(SUMMARY)
-    .fetch_one(&mut *conn)
-    .await?;
-    let copies = if c.cfg.args.no_backup {
-        0
-    } else {
-        copies as u64
-    };
-    let needed = (input as f64 * TABLE_PER_CSV_BYTE) as u64 + copies;
-    let free = proof::free_space(conn).await?;
-    if let Some(free) = free
-        && free < needed
-    {
-        anyhow::bail!(
-            "not enough disk for the run: the data directory has {} MiB free, the run needs about {} MiB ({} MiB of input x {TABLE_PER_CSV_BYTE} for staging and its indexes + {} MiB of backup copies); free space or use --no-backup",
-            free >> 20,
-            needed >> 20,
-            input >> 20,
-            copies >> 20
-        );
-    }
-    Ok(
-        json!({ "input_bytes": input, "needed_bytes": needed, "free_bytes": free,
-        "note": if free.is_none() { "the data directory's free space cannot be known from here (a remote server, or no right to read data_directory): the estimate is stated, not checked" } else { "checked" } }),
-    )
-}
 
 /// Both summaries from the rollups the load of this run committed with its files, or,
 /// when they do not reconcile with the ledger's row count, from one scan of the table.
@@ -422,11 +391,11 @@ type Pairs = Vec<(String, String)>;
 /// The species and synonym lists of the options.
 fn reference_lists(cfg: &CitesConfig) -> anyhow::Result<(Pairs, Pairs)> {
     let species = match &cfg.species_csv {
-        Some(p) => schema::read_pairs(p)?,
+        Some(p) => etl_source_csv::read_pairs(p)?,
         None => Vec::new(),
     };
     let synonyms = match &cfg.args.synonyms_csv {
-        Some(p) => schema::read_pairs(p)?,
+        Some(p) => etl_source_csv::read_pairs(p)?,
         None => Vec::new(),
     };
     Ok((species, synonyms))
@@ -461,35 +430,33 @@ async fn copies(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
 
 /// The seed's `migration_stats_pre` (000 §1.2): the live table's figures before anything
 /// changes, as a row of the table (per run) and `migration_stats_pre.csv`.
-async fn stats_pre(c: &Cites, cx: &StepCx, conn: &mut PgConnection) -> anyhow::Result<Value> {
+async fn stats_pre(c: &Cites, cx: &StepCx, conn: &mut PgConnection) -> anyhow::Result<TableStats> {
     let pre = table_stats(conn, &c.cfg.live()).await?;
-    if pre["exists"] == json!(false) {
+    let (Some((_, species)), Some((_, min, max))) = (&pre.distinct, &pre.range) else {
         return Ok(pre);
-    }
+    };
+    let (min, max) = (min.map(|y| y as i32), max.map(|y| y as i32));
     schema::ensure(conn).await?;
     sqlx::query("INSERT INTO migration_stats_pre SELECT $1, $2, $3, $4, $5, $6, $7")
         .bind(cx.run_id)
         .bind(LIVE)
-        .bind(pre["record_count"].as_i64())
-        .bind(pre["unique_species"].as_i64())
-        .bind(pre["min_year"].as_i64().map(|y| y as i32))
-        .bind(pre["max_year"].as_i64().map(|y| y as i32))
-        .bind(Utc::now())
+        .bind(pre.rows)
+        .bind(species)
+        .bind(min)
+        .bind(max)
+        .bind(pre.snapshot_time)
         .execute(&mut *conn)
         .await?;
+    let opt = |v: Option<i32>| v.map(|v| v.to_string()).unwrap_or_default();
     let csv = format!(
-        "table_name,record_count,unique_species,min_year,max_year,snapshot_time\n{LIVE},{},{},{},{},{}\n",
-        pre["record_count"],
-        pre["unique_species"],
-        pre["min_year"],
-        pre["max_year"],
-        pre["snapshot_time"].as_str().unwrap_or_default()
+        "table_name,record_count,unique_species,min_year,max_year,snapshot_time\n{LIVE},{},{species},{},{},{}\n",
+        pre.rows,
+        opt(min),
+        opt(max),
+        json!(pre.snapshot_time).as_str().unwrap_or_default()
     );
     std::fs::create_dir_all(&cx.report_dir)?;
-    std::fs::write(
-        cx.report_dir.join("migration_stats_pre.csv"),
-        csv.replace("null", ""),
-    )?;
+    std::fs::write(cx.report_dir.join("migration_stats_pre.csv"), csv)?;
     cx.add_file("migration_stats_pre.csv");
     Ok(pre)
 }
@@ -581,7 +548,7 @@ async fn run_pipeline(
     let (species_list, synonyms) = reference_lists(cfg)?;
     let mut conn = c.conn().await?;
     let mut map = if exists(&mut conn, &TableName::new("species")).await? {
-        SpeciesMap::load(&mut conn).await?
+        load_species(&mut conn).await?
     } else {
         SpeciesMap::default()
     };
@@ -590,7 +557,7 @@ async fn run_pipeline(
         for (name, _) in &species_list {
             map.insert_if_absent(name, Uuid::nil());
         }
-        map.add_synonyms(&synonyms);
+        map.add_aliases(&synonyms);
     }
     if !map.ambiguous.is_empty() {
         extra.insert("ambiguous_species_names".into(), json!(map.ambiguous));
@@ -643,7 +610,7 @@ async fn run_pipeline(
             "min_match_rate": args.min_match_rate,
             "unmatched_taxa": unmatched.len(),
             "unmatched_by_taxon": unmatched.iter().take(100).map(|(t, n)| json!({"taxon": t, "rows": n})).collect::<Vec<_>>(),
-            "mapped_through_synonyms": mapping.map().via_synonym,
+            "mapped_through_synonyms": mapping.map().via_alias,
         }),
     );
     Ok((report, extra))
@@ -739,21 +706,12 @@ async fn analyze_step(c: &Cites, cx: &StepCx) -> anyhow::Result<StepOutput> {
     analyze(&mut conn, &c.cfg.live()).await?;
     let post = table_stats(&mut conn, &c.cfg.live()).await?;
     let pre = cx.details_of("copies").map(|d| d["stats_pre"].clone());
-    let mut findings = Vec::new();
-    if let Some(pre) = pre.filter(|p| p["exists"] != json!(false)) {
-        let fig = |v: &Value, k: &str| v[k].as_i64().unwrap_or(0);
-        let line = |k: &str| format!("{k} {} -> {}", fig(&pre, k), fig(&post, k));
-        let msg = ["record_count", "unique_species", "min_year", "max_year"]
-            .map(line)
-            .join(", ");
-        // After the switch this only informs: a release may hold fewer records.
-        let mut f = etl_core::Finding::warn("stats_post_vs_pre", msg);
-        f.passed = fig(&post, "record_count") >= fig(&pre, "record_count");
-        findings.push(f);
-    }
+    let pre: Option<TableStats> = pre.and_then(|p| serde_json::from_value(p).ok());
+    // After the switch this only informs: a release may hold fewer records.
+    let finding = pre.and_then(|pre| post.comparison(&pre, "stats_post_vs_pre"));
     Ok(StepOutput::message("analyzed")
         .with_details(json!({ "post_migration": post }))
-        .with_findings(findings))
+        .with_findings(finding.into_iter().collect()))
 }
 
 /// Run the migration as the options say (`--plan` is handled by [`run_cli`]); the report is
@@ -816,23 +774,7 @@ pub async fn run_cli(
     Ok(crate::common::exit_code(report.status))
 }
 
-async fn table_stats(conn: &mut PgConnection, table: &TableName) -> anyhow::Result<Value> {
-    if !exists(conn, table).await? {
-        return Ok(json!({ "table": table.to_string(), "exists": false }));
-    }
-    let (n, species, min_year, max_year): (i64, i64, Option<i32>, Option<i32>) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*), count(DISTINCT species_id), min(year), max(year) FROM {}",
-            table.sql()
-        )))
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(json!({
-        "table": table.to_string(),
-        "record_count": n,
-        "unique_species": species,
-        "min_year": min_year,
-        "max_year": max_year,
-        "snapshot_time": Utc::now(),
-    }))
+/// Records, species, and the range of years of `table`.
+async fn table_stats(conn: &mut PgConnection, table: &TableName) -> anyhow::Result<TableStats> {
+    Ok(TableStats::take(conn, table, Some("species_id"), Some("year")).await?)
 }

@@ -1,7 +1,7 @@
 //! The CITES database objects, created idempotently with the original project's columns
-//! (see `examples/data/README.md`), and the species / synonym seed lists.
+//! (see `examples/data/README.md`), and the species / synonym seed lists (read with
+//! [`etl_source_csv::read_pairs`]).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -133,47 +133,6 @@ pub async fn ensure(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Read a two-column CSV (`a,b` header then rows; simple quoting) into pairs.
-pub fn read_pairs(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields = split_csv_line(line);
-        if fields.len() < 2 || fields[0].trim().is_empty() {
-            anyhow::bail!(
-                "{}:{}: expected two columns, got {line:?}",
-                path.display(),
-                i + 1
-            );
-        }
-        out.push((fields[0].trim().to_owned(), fields[1].trim().to_owned()));
-    }
-    Ok(out)
-}
-
-fn split_csv_line(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                out.last_mut().unwrap().push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(String::new()),
-            c => out.last_mut().unwrap().push(c),
-        }
-    }
-    out
-}
-
 /// Add species (`scientific_name,common_name`) that are not there yet; returns how many
 /// were added. Existing rows are never changed.
 pub async fn add_species(
@@ -263,17 +222,4 @@ pub fn cites_schema() -> SchemaRef {
         })
         .collect::<Vec<_>>();
     Arc::new(Schema::new(fields))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_lines_split_with_quotes() {
-        assert_eq!(
-            split_csv_line("a,\"b, c\",\"d\"\"e\""),
-            vec!["a", "b, c", "d\"e"]
-        );
-    }
 }

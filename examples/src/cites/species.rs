@@ -1,20 +1,21 @@
 //! `Taxon` -> `species.id`: the species mapping transform.
 //!
-//! The species table is loaded once into memory. A `Taxon` matches a species by exact,
-//! case-sensitive `scientific_name`, or through the `species_synonyms` table (pairs used in
-//! both directions: CITES still writes `Branta canadensis leucopareia` where a newer list
-//! says `Branta hutchinsii leucopareia`). A row that matches nothing is never dropped
-//! silently: it is *filtered* with reason `unmatched species`, counted per taxon, and the
-//! match rate is gated.
+//! The species table is loaded once into memory (an [`etl_validate::lookup::Lookup`]). A
+//! `Taxon` matches a species by exact, case-sensitive `scientific_name`, or through the
+//! `species_synonyms` table (pairs used in both directions: CITES still writes `Branta
+//! canadensis leucopareia` where a newer list says `Branta hutchinsii leucopareia`). A row
+//! that matches nothing is never dropped silently: it is *filtered* with reason `unmatched
+//! species`, counted per taxon, and the match rate is gated.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use etl_core::{Batch, Error, Fate, Result, Stage, Transform};
+use etl_validate::lookup::{Lookup, Unmatched, id_array};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -72,89 +73,18 @@ pub const TARGET_COLUMNS: [&str; 20] = [
     "origin_permit",
 ];
 
-/// The species lookup, loaded once.
-#[derive(Debug, Clone, Default)]
-pub struct SpeciesMap {
-    ids: HashMap<String, Uuid>,
-    /// Names that appear more than once in `species` (the first by `created_at`, `id` wins).
-    pub ambiguous: Vec<String>,
-    /// Names reached only through a synonym.
-    pub via_synonym: Vec<(String, String)>,
-}
+/// The species lookup: `scientific_name` -> `species.id` (the first by `created_at`, `id`
+/// wins; repeated names are listed in `ambiguous`), with `species_synonyms` both ways.
+pub type SpeciesMap = Lookup;
 
-impl SpeciesMap {
-    /// Load `species` and `species_synonyms`.
-    pub async fn load(conn: &mut PgConnection) -> anyhow::Result<Self> {
-        let rows: Vec<(String, Uuid, i64)> = sqlx::query_as(
-            "SELECT scientific_name, id, count(*) OVER (PARTITION BY scientific_name)
-               FROM species ORDER BY scientific_name, created_at NULLS LAST, id",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut map = SpeciesMap::default();
-        for (name, id, n) in rows {
-            if n > 1 && !map.ids.contains_key(&name) {
-                map.ambiguous.push(name.clone());
-            }
-            map.ids.entry(name).or_insert(id);
-        }
-        let synonyms: Vec<(String, String)> =
-            sqlx::query_as("SELECT synonym, scientific_name FROM species_synonyms ORDER BY 1")
-                .fetch_all(&mut *conn)
-                .await?;
-        map.add_synonyms(&synonyms);
-        Ok(map)
-    }
-
-    /// A map from explicit pairs (dry runs and tests).
-    pub fn from_pairs(
-        species: impl IntoIterator<Item = (String, Uuid)>,
-        synonyms: &[(String, String)],
-    ) -> Self {
-        let mut map = SpeciesMap::default();
-        for (n, id) in species {
-            map.ids.entry(n).or_insert(id);
-        }
-        map.add_synonyms(synonyms);
-        map
-    }
-
-    /// Map each pair's missing side to the id of its present side.
-    pub fn add_synonyms(&mut self, pairs: &[(String, String)]) {
-        for (a, b) in pairs {
-            match (self.ids.get(a).copied(), self.ids.get(b).copied()) {
-                (None, Some(id)) => {
-                    self.ids.insert(a.clone(), id);
-                    self.via_synonym.push((a.clone(), b.clone()));
-                }
-                (Some(id), None) => {
-                    self.ids.insert(b.clone(), id);
-                    self.via_synonym.push((b.clone(), a.clone()));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Map `name` to `id` unless it maps already.
-    pub fn insert_if_absent(&mut self, name: &str, id: Uuid) {
-        self.ids.entry(name.to_owned()).or_insert(id);
-    }
-
-    /// The species id of a taxon.
-    pub fn get(&self, taxon: &str) -> Option<Uuid> {
-        self.ids.get(taxon).copied()
-    }
-
-    /// Number of names (including synonyms) that map.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Whether no name maps.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
+/// Load the species lookup from `species` and `species_synonyms`.
+///
+/// # Errors
+/// A query fails.
+pub async fn load_species(conn: &mut PgConnection) -> etl_core::Result<SpeciesMap> {
+    let species = "SELECT scientific_name, id FROM species ORDER BY scientific_name, created_at NULLS LAST, id";
+    let synonyms = "SELECT synonym, scientific_name FROM species_synonyms ORDER BY 1";
+    Lookup::load(conn, species, Some(synonyms)).await
 }
 
 /// Which rows are in scope.
@@ -180,13 +110,13 @@ impl Scope {
     }
 }
 
-/// Maps taxa to species, renames the CSV columns to the table's, and adds the row `id`
-/// and `species_id`.
+/// Maps taxa to species ([`Lookup::resolve`], with the scope decided in the same pass),
+/// renames the CSV columns to the table's, and adds the row `id` and `species_id`.
 #[derive(Debug)]
 pub struct SpeciesMapping {
     map: SpeciesMap,
     scope: Scope,
-    unmatched: Mutex<HashMap<String, u64>>,
+    unmatched: Unmatched,
     output: SchemaRef,
 }
 
@@ -201,30 +131,24 @@ impl SpeciesMapping {
         for (f, target) in input.fields().iter().zip(TARGET_COLUMNS) {
             fields.push(Field::new(target, f.data_type().clone(), f.is_nullable()));
         }
+        let (unmatched, output) = (Unmatched::default(), Arc::new(Schema::new(fields)));
         SpeciesMapping {
             map,
             scope,
-            unmatched: Mutex::new(HashMap::new()),
-            output: Arc::new(Schema::new(fields)),
+            unmatched,
+            output,
         }
     }
 
     /// Unmatched taxa with their row counts, most frequent first.
     pub fn unmatched(&self) -> Vec<(String, u64)> {
-        let m = self.unmatched.lock().expect("lock");
-        let mut v: Vec<(String, u64)> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v
+        self.unmatched.sorted()
     }
 
     /// The species map.
     pub fn map(&self) -> &SpeciesMap {
         &self.map
     }
-}
-
-fn uuid_array(bytes: Vec<u8>) -> ArrayRef {
-    Arc::new(FixedSizeBinaryArray::new(16, bytes.into(), None))
 }
 
 impl Transform for SpeciesMapping {
@@ -248,60 +172,35 @@ impl Transform for SpeciesMapping {
         let n = batch.num_rows();
         let mut fates: Vec<Option<Fate>> = vec![None; n];
         let mut species: Vec<u8> = Vec::with_capacity(n * 16);
-        let mut unmatched: BTreeMap<&str, u64> = BTreeMap::new();
-        let (mut matched, mut not_matched) = (0u64, 0u64);
-        {
-            let taxa = batch.data.column(3).as_string_view();
-            let years = batch.data.column(1).as_primitive::<Int32Type>();
-            for (i, fate) in fates.iter_mut().enumerate() {
-                let taxon = taxa.value(i);
-                if let Some(y) = self.scope.year
-                    && years.value(i) != y
-                {
-                    *fate = Some(Fate::Filter {
-                        reason: OTHER_YEAR.into(),
-                    });
-                    continue;
-                }
-                if let Some(set) = &self.scope.taxa
-                    && !set.contains(taxon)
-                {
-                    *fate = Some(Fate::Filter {
-                        reason: NOT_ARCTIC.into(),
-                    });
-                    continue;
-                }
-                match self.map.get(taxon) {
-                    Some(id) => {
-                        species.extend_from_slice(id.as_bytes());
-                        matched += 1;
-                    }
-                    None => {
-                        *unmatched.entry(taxon).or_default() += 1;
-                        not_matched += 1;
-                        *fate = Some(Fate::Filter {
-                            reason: UNMATCHED.into(),
-                        });
-                    }
-                }
-            }
-        }
-        if !unmatched.is_empty() {
-            let mut m = self.unmatched.lock().expect("lock");
-            for (k, v) in unmatched {
-                *m.entry(k.to_owned()).or_default() += v;
-            }
-        }
-        batch.count("species_matched", matched);
-        batch.count("species_unmatched", not_matched);
+        let data = batch.data.clone();
+        let years = data.column(1).as_primitive::<Int32Type>();
+        let filter = |reason: &str| {
+            Some(Fate::Filter {
+                reason: reason.into(),
+            })
+        };
+        let r = self.map.resolve(
+            data.column(3),
+            &mut fates,
+            &mut species,
+            UNMATCHED,
+            |i, taxon| match (self.scope.year, &self.scope.taxa) {
+                (Some(y), _) if years.value(i) != y => filter(OTHER_YEAR),
+                (_, Some(set)) if !set.contains(taxon) => filter(NOT_ARCTIC),
+                _ => None,
+            },
+        )?;
+        batch.count("species_matched", r.matched);
+        batch.count("species_unmatched", r.unmatched);
+        self.unmatched.add(r.by_value);
         batch.apply_fates(&fates)?;
         let ids = batch.data.column(0).as_primitive::<Int64Type>();
+        debug_assert_eq!(ids.null_count(), 0);
         let mut row_ids = Vec::with_capacity(ids.len() * 16);
         for id in ids.values().iter() {
             row_ids.extend_from_slice(&row_id(*id));
         }
-        debug_assert_eq!(ids.null_count(), 0);
-        let mut columns = vec![uuid_array(row_ids), uuid_array(species)];
+        let mut columns: Vec<ArrayRef> = vec![id_array(row_ids), id_array(species)];
         columns.extend(batch.data.columns().iter().cloned());
         batch.data = RecordBatch::try_new(self.output.clone(), columns)?;
         Ok(batch)

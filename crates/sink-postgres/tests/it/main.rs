@@ -9,6 +9,7 @@ mod load_resume;
 mod partition;
 mod partition_steps;
 mod plan;
+mod proof;
 mod switchover;
 mod upsert;
 
