@@ -370,8 +370,23 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// # Errors
 /// The temp file cannot be written or renamed (the error names it).
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, bytes, create_private)
+}
+
+/// Write a file atomically: write a temp file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, bytes, |p| std::fs::File::create(p))
+}
+
+/// `bytes` into a temp file beside `path` made by `create`, fsynced, renamed over `path`;
+/// a failed write removes the temp file.
+fn write_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    create: impl Fn(&Path) -> std::io::Result<std::fs::File>,
+) -> Result<()> {
     let tmp = path.with_extension("tmp~");
-    let written = create_private(&tmp).and_then(|mut f| {
+    let written = create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
     });
@@ -379,16 +394,6 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(tmp.display(), e));
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
-}
-
-/// Write a file atomically: write a temp file beside it, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(tmp.display(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
 }
 

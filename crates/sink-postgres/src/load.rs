@@ -198,12 +198,17 @@ impl Load for PgLoad {
                 .map_err(Error::from)?;
             st.build_indexes(&mut conn).await?;
         }
-        // The run's groups, when this process committed every unit of the run.
+        // The run's groups, when this process committed every unit of the run: all
+        // rollups in one transaction, so a kill never leaves one written and another not
+        // (the summary checks one rollup's rows against the ledger).
         let groups = std::mem::take(&mut *self.run_groups.lock().expect("groups lock"));
-        if groups.0 {
+        if groups.0 && !groups.1.is_empty() {
+            use sqlx::Connection as _;
+            let mut tx = conn.begin().await.map_err(Error::from)?;
             for g in &groups.1 {
-                g.write(&mut conn, state.run_id).await?;
+                g.write(&mut tx, state.run_id).await?;
             }
+            tx.commit().await.map_err(Error::from)?;
         }
         crate::staging::analyze(&mut conn, &self.table).await?;
         self.ledger

@@ -40,11 +40,11 @@ use crate::ident::{TableName, quote_ident};
 use crate::ledger::LedgerTables;
 use crate::{Error, Result};
 
-/// Group-by counts and sums of the loaded rows, kept per unit in `table` (see the module
-/// docs).
+/// Group-by counts and sums of the loaded rows, written to `table` at the end of the load
+/// (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Rollup {
-    /// The table of partial groups (created by the load when missing).
+    /// The table of the run's groups (created by the load when missing).
     pub table: TableName,
     /// The columns grouped by (names of the load's batch columns and target columns).
     pub keys: Vec<String>,
@@ -53,7 +53,7 @@ pub struct Rollup {
 }
 
 impl Rollup {
-    /// Partial groups of `keys` with the row count and the sums of `sums`, kept in `table`.
+    /// Groups of `keys` with the row count and the sums of `sums`, written to `table`.
     pub fn new<K, S>(
         table: TableName,
         keys: impl IntoIterator<Item = K>,
@@ -70,13 +70,15 @@ impl Rollup {
         }
     }
 
-    /// A query of the groups of run `run_id` (`$1`): the key columns, `rows` and the sums.
-    pub fn groups_sql(&self) -> String {
+    /// A query of the groups of run `run_id`: the key columns, `rows` and the sums (the
+    /// run id is a literal, so the query can stand as a subquery of a multi-statement
+    /// script).
+    pub fn groups_sql(&self, run_id: Uuid) -> String {
         let mut cols: Vec<String> = self.keys.iter().map(|k| quote_ident(k)).collect();
         cols.push("rows".into());
         cols.extend(self.sums.iter().map(|s| quote_ident(s)));
         format!(
-            "SELECT {} FROM {} WHERE run_id = $1",
+            "SELECT {} FROM {} WHERE run_id = '{run_id}'::uuid",
             cols.join(", "),
             self.table.sql()
         )

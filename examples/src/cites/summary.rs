@@ -84,8 +84,7 @@ const TRUNCATE: &str = "TRUNCATE species_trade_summary, species_trade_summary_an
 
 /// The rebuild from the rollups of run `run_id` (statements for one transaction).
 pub fn from_rollups(run_id: Uuid) -> String {
-    let [year, importer, exporter] =
-        rollups().map(|r| r.groups_sql().replace("$1", &format!("'{run_id}'::uuid")));
+    let [year, importer, exporter] = rollups().map(|r| r.groups_sql(run_id));
     format!(
         "{TRUNCATE}CREATE TEMP TABLE ferry_trade_groups ON COMMIT DROP AS
  SELECT species_id, year, term, NULL::text AS importer, NULL::text AS exporter, rows AS n, quantity AS q, 12 AS g

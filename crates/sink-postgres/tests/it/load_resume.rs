@@ -199,9 +199,8 @@ async fn rollup_groups_match_a_group_by_and_a_resumed_load_writes_none() {
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let groups: Vec<(String, i64, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT k, rows, q::text FROM ({}) g ORDER BY k",
-        rollup.groups_sql()
+        rollup.groups_sql(run.run_id)
     )))
-    .bind(run.run_id)
     .fetch_all(&mut conn)
     .await
     .unwrap();
