@@ -239,24 +239,20 @@ impl AsyncColumns {
     }
 }
 
-/// A signed decimal integer without allocation (the same fast path as ferry's).
+/// A signed decimal integer without allocation (ferry's fast path: at most 18 digits).
 fn parse_int(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
+    let (neg, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
         _ => (false, s),
     };
     if digits.is_empty() || digits.len() > 18 {
         return None;
     }
-    let mut v: i64 = 0;
-    for &b in digits {
+    let v = digits.iter().try_fold(0i64, |v, &b| {
         let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        v = v * 10 + i64::from(d);
-    }
+        (d <= 9).then_some(v * 10 + i64::from(d))
+    })?;
     Some(if neg { -v } else { v })
 }
 
