@@ -218,15 +218,6 @@ fn split_glob(p: &std::path::Path, ext: &str) -> (PathBuf, Option<String>) {
     }
 }
 
-fn one_byte(s: &Option<String>, what: &str, default: u8) -> anyhow::Result<u8> {
-    match s.as_deref() {
-        None => Ok(default),
-        Some("\\t") | Some("\t") => Ok(b'\t'),
-        Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
-        Some(s) => bail!("[source] {what} {s:?} must be one character"),
-    }
-}
-
 /// The CSV source of a job.
 ///
 /// # Errors
@@ -241,42 +232,9 @@ pub fn csv_source(job: &Job) -> anyhow::Result<CsvSource> {
         Some(p) => CsvSource::glob(schema, dir, p),
         None => CsvSource::files(schema, [dir]),
     };
-    let mut opts =
-        CsvOptions::default().with_delimiter(one_byte(&spec.delimiter, "delimiter", b',')?);
-    if let Some(nulls) = &spec.null {
-        opts = opts.with_empty_is_null(nulls.iter().any(String::is_empty));
-        if nulls.iter().any(|n| !n.is_empty()) {
-            bail!(
-                "{}: null markers other than \"\" need a newer etl-source-csv",
-                job.at(job.source.span())
-            );
-        }
-    }
-    for (what, v) in [("quote", &spec.quote), ("escape", &spec.escape)] {
-        if v.as_deref().is_some_and(|q| q != "\"") {
-            bail!(
-                "{}: [source] {what} {v:?} is not supported yet",
-                job.at(job.source.span())
-            );
-        }
-    }
-    if spec
-        .encoding
-        .as_deref()
-        .is_some_and(|e| !e.eq_ignore_ascii_case("utf-8"))
-    {
-        bail!(
-            "{}: [source] encoding {:?} is not supported yet",
-            job.at(job.source.span()),
-            spec.encoding
-        );
-    }
-    if spec.header == Some(false) {
-        bail!(
-            "{}: [source] header = false is not supported yet",
-            job.at(job.source.span())
-        );
-    }
+    let opts = CsvOptions::default()
+        .with_dialect(&spec.dialect)
+        .with_context(|| format!("{}: [source.dialect]", job.at(job.source.span())))?;
     Ok(source.with_options(opts))
 }
 

@@ -3,7 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use etl_core::migration::{Action, FileJournal, Journal, Migration, RunOptions};
+use anyhow::Context as _;
+
+use etl_core::migration::{
+    Action, FileJournal, Journal, Migration, RunOptions, RunState, StepState,
+};
 use etl_sink_postgres::journal::PgJournal;
 
 use crate::build::{JobRun, migration};
@@ -39,6 +43,53 @@ pub enum Command {
     Status(JobArgs),
     /// Check a job file and its source and target without writing anything.
     Validate(JobArgs),
+    /// Sample CSV or Parquet files and print a job file for them: the dialect, the
+    /// columns with their types and the evidence (values sampled, NULLs, values that did
+    /// not fit a narrower type, with their file and line).
+    Guess(GuessArgs),
+    /// Load files into a PostgreSQL table in one line: guess, create the table when
+    /// missing, load through a staging table and switch; bad rows go to the reject table
+    /// with their file, line and reason. The job it ran is saved in the report directory.
+    Load(LoadArgs),
+}
+
+/// `ferry guess`.
+#[derive(clap::Args, Debug)]
+pub struct GuessArgs {
+    /// The files: a path, a directory or a glob (`'data/*.csv'`, quoted); `.gz` and `.zst`
+    /// files are read through their decompressor.
+    pub source: String,
+    /// Data rows sampled from the start of each file.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub sample_rows: usize,
+    /// The target table written in the job (default: the first file's name).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Write the job here instead of to standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `ferry load`.
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// The files: a path, a directory or a glob (`'data/*.csv'`, quoted).
+    pub source: String,
+    /// The target: `postgres://user@host/db?table=name` (`table` defaults to the first
+    /// file's name; `&mode=append` appends instead of replacing).
+    pub target: String,
+    /// Data rows sampled from the start of each file to guess the types.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub sample_rows: usize,
+    /// Where the reports and the job file go.
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Largest acceptable reject rate (rejected / read).
+    #[arg(long, value_name = "RATE", default_value_t = 0.01)]
+    pub max_reject_rate: f64,
+    /// Units at once (default: the cores up to 8).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
 }
 
 /// A job file.
@@ -107,6 +158,8 @@ impl Cli {
             Command::Run(args) => run(args, self.quiet == 0).await,
             Command::Status(args) => status(args).await,
             Command::Validate(args) => validate(args).await,
+            Command::Guess(args) => guess(args),
+            Command::Load(args) => load(args, self.quiet == 0).await,
         }
     }
 }
@@ -189,4 +242,145 @@ async fn validate(args: &JobArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn guess(args: &GuessArgs) -> anyhow::Result<ExitCode> {
+    let sample = crate::guess::sample(&args.source, args.sample_rows)?;
+    let table = args
+        .table
+        .clone()
+        .unwrap_or_else(|| crate::guess::default_table(&sample));
+    let text = crate::guess::job_toml(&sample, "${DATABASE_URL}", &table, "replace")?;
+    match &args.output {
+        Some(p) => {
+            std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "wrote {} (check the types, then: ferry run {})",
+                p.display(),
+                p.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `(url without the ferry parameters, table, mode)` of a `ferry load` target.
+fn split_target(target: &str) -> anyhow::Result<(String, Option<String>, String)> {
+    if !target.starts_with("postgres://") && !target.starts_with("postgresql://") {
+        anyhow::bail!("the target must be a PostgreSQL URL (postgres://user@host/db?table=name)");
+    }
+    let (base, query) = target.split_once('?').unwrap_or((target, ""));
+    let (mut table, mut mode, mut rest) = (None, "replace".to_owned(), Vec::new());
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("table", t)) => table = Some(t.to_owned()),
+            Some(("mode", m)) if m == "replace" || m == "append" => mode = m.to_owned(),
+            Some(("mode", m)) => anyhow::bail!("mode={m}: use replace or append"),
+            _ => rest.push(kv),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, table, mode))
+}
+
+async fn load(args: &LoadArgs, progress: bool) -> anyhow::Result<ExitCode> {
+    let (url, table, mode) = split_target(&args.target)?;
+    let source = absolute(&args.source)?;
+    let sample = crate::guess::sample(&source, args.sample_rows)?;
+    let table = table.unwrap_or_else(|| crate::guess::default_table(&sample));
+    let mut text = crate::guess::job_toml(&sample, "${DATABASE_URL}", &table, &mode)?;
+    text = text.replace("max = 0.01", &format!("max = {}", args.max_reject_rate));
+    std::fs::create_dir_all(&args.report_dir)?;
+    let name = format!("load_{}", etl_source_csv::guess::sql_name(&table));
+    let path = args.report_dir.join(format!("{name}.toml"));
+    std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    let vars = |k: &str| {
+        if k == "DATABASE_URL" {
+            Some(url.clone())
+        } else {
+            std::env::var(k).ok()
+        }
+    };
+    let job = Job::load_with(&path, vars)?;
+    let c = JobRun::new(job, None, args.parallel);
+    let m = migration(&c)?;
+    let journal = journal(&c, &args.report_dir)?;
+    // A load replaces the table it replaced last time: the table kept for the rollback of a
+    // finished load is dropped first (a failed or unfinished load is left for --resume).
+    if mode == "replace" {
+        let status = m.status(journal.as_ref()).await?;
+        let done = status
+            .run
+            .as_ref()
+            .is_some_and(|r| r.state == RunState::Done);
+        let cleaned = status
+            .steps
+            .iter()
+            .any(|s| s.name == "cleanup" && s.state == StepState::Done);
+        if done && !cleaned {
+            let mut opts = RunOptions::new(&args.report_dir);
+            opts.action = Action::Only(vec!["cleanup".into()]);
+            m.execute(&c, journal.as_ref(), &opts).await?;
+        }
+    }
+    let opts = RunOptions {
+        action: Action::Run,
+        stop_before: None,
+        report_dir: args.report_dir.clone(),
+        progress,
+        cancel: etl_core::cli::cancel_on_ctrl_c(),
+        target: Some(target_line(&c)),
+        unit_retries: 3,
+        guard_formulas: false,
+    };
+    let report = m.execute(&c, journal.as_ref(), &opts).await?;
+    println!("{}", report.summary_text());
+    if report.succeeded() {
+        eprintln!(
+            "job saved as {} (ferry run it to load again)",
+            path.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "the load did not finish; fix the cause, then continue it with:\n  DATABASE_URL=<the target URL> ferry run {} --resume\nor undo it with --rollback",
+            path.display()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// `path` with an absolute directory (the saved job file lives elsewhere).
+fn absolute(path: &str) -> anyhow::Result<String> {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Ok(path.to_owned());
+    }
+    Ok(std::env::current_dir()?.join(p).display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_targets_split_into_url_table_and_mode() {
+        let (u, t, m) = split_target("postgres://u@h/db?table=trips&sslmode=disable").unwrap();
+        assert_eq!(
+            (u.as_str(), t.as_deref(), m.as_str()),
+            (
+                "postgres://u@h/db?sslmode=disable",
+                Some("trips"),
+                "replace"
+            )
+        );
+        let (_, t, m) = split_target("postgres://u@h/db?mode=append").unwrap();
+        assert_eq!((t, m.as_str()), (None, "append"));
+        assert!(split_target("mysql://h/db").is_err());
+    }
 }

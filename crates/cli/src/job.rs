@@ -124,25 +124,10 @@ pub struct CsvSourceSpec {
     /// A file, a directory (every `*.csv`), or a glob on file names (`data/trade_*.csv`);
     /// `.gz` and `.zst` files are read through their decompressor.
     pub path: String,
-    /// Field delimiter (one character; default `,`).
+    /// How the files are written (`[source.dialect]`: delimiter, quote, escape,
+    /// encoding, header, null markers); defaults: RFC 4180 CSV in UTF-8 with a header.
     #[serde(default)]
-    pub delimiter: Option<String>,
-    /// Quote character (default `"`; `""` for none).
-    #[serde(default)]
-    pub quote: Option<String>,
-    /// Escape character inside quotes (default none: quotes are doubled).
-    #[serde(default)]
-    pub escape: Option<String>,
-    /// `utf-8` (default) or `latin-1`.
-    #[serde(default)]
-    pub encoding: Option<String>,
-    /// Whether the first line is a header (default true); without one, `columns` gives
-    /// the names in file order.
-    #[serde(default)]
-    pub header: Option<bool>,
-    /// Values read as NULL in every column (default `[""]`: an empty field).
-    #[serde(default)]
-    pub null: Option<Vec<String>>,
+    pub dialect: etl_source_csv::Dialect,
     /// The columns, in file order.
     pub columns: Vec<ColumnSpec>,
 }

@@ -17,6 +17,7 @@ pub mod bcrypt;
 pub mod build;
 pub mod commands;
 pub mod dtype;
+pub mod guess;
 pub mod job;
 pub mod parquet;
 pub mod pgcsv;
