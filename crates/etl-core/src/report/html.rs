@@ -498,7 +498,7 @@ fn timeline(h: &mut String, r: &RunReport) {
         let _ = write!(
             h,
             "<p class=\"note\">{} more steps in report.json.</p>",
-            r.steps.len() - steps.len()
+            num((r.steps.len() - steps.len()) as u64)
         );
     }
     h.push_str("</section>\n");
@@ -621,7 +621,7 @@ fn counts_table(h: &mut String, title: &str, counts: &crate::batch::Counts, read
         let _ = write!(
             h,
             "<p class=\"note\">{} more reasons in report.json.</p>",
-            rows.len() - MAX_ROWS
+            num((rows.len() - MAX_ROWS) as u64)
         );
     }
 }
@@ -695,7 +695,7 @@ fn gates(h: &mut String, r: &RunReport) {
             let _ = write!(
                 h,
                 "<p class=\"note\">{} more checks in report.json.</p>",
-                r.validation.len() - MAX_ROWS
+                num((r.validation.len() - MAX_ROWS) as u64)
             );
         }
     }
@@ -713,8 +713,8 @@ fn gates(h: &mut String, r: &RunReport) {
     h.push_str("</section>\n");
 }
 
-/// The scalars under `v` as `(path, value)`; arrays of scalars joined, arrays of objects
-/// counted; paths for which `keep` is false are left out.
+/// The scalars under `v` as `(path, value)`; arrays of scalars joined, other arrays as JSON
+/// (counted when long); paths for which `keep` is false are left out.
 fn flatten(v: &Value, path: String, out: &mut Vec<(String, String)>, keep: &dyn Fn(&str) -> bool) {
     if !keep(&path) {
         return;
@@ -731,8 +731,12 @@ fn flatten(v: &Value, path: String, out: &mut Vec<(String, String)>, keep: &dyn 
                 flatten(x, p, out, keep);
             }
         }
-        Value::Array(a) if a.iter().any(|x| x.is_object() || x.is_array()) => {
-            out.push((path, format!("[{} items]", a.len())));
+        Value::Array(a) if a.is_empty() || a.iter().any(|x| x.is_object() || x.is_array()) => {
+            let text = v.to_string();
+            match text.chars().count() <= MAX_TEXT {
+                true => out.push((path, text)),
+                false => out.push((path, format!("[{} items]", a.len()))),
+            }
         }
         Value::Array(a) => {
             let s: Vec<String> = a.iter().map(scalar).collect();
@@ -771,7 +775,7 @@ fn kv_table(h: &mut String, rows: &[(String, String)]) {
         let _ = write!(
             h,
             "<p class=\"note\">{} more figures in report.json.</p>",
-            rows.len() - MAX_ROWS
+            num((rows.len() - MAX_ROWS) as u64)
         );
     }
 }
@@ -853,6 +857,13 @@ fn unmatched(h: &mut String, r: &RunReport) {
                 }
             }
         }
+        // The names (text) before the figures (numbers).
+        let numeric = |c: &String| {
+            a.iter()
+                .find_map(|x| x.get(c.as_str()))
+                .is_some_and(Value::is_number)
+        };
+        cols.sort_by_key(|c| numeric(c));
         h.push_str("<table>");
         if !cols.is_empty() {
             h.push_str("<thead><tr>");
@@ -1030,6 +1041,10 @@ mod tests {
         assert!(html.contains("bad_integer") && html.contains("unmatched species"));
         assert!(html.contains("species_mapping.unmatched_by_taxon"));
         assert!(html.contains("<td class=\"t\">Xus</td>"));
+        assert!(
+            html.contains("<th>taxon</th><th>rows</th>"),
+            "names before figures"
+        );
         // Capped: the 50 slowest units and a note.
         assert_eq!(html.matches("<tr><td class=\"t\">part_").count(), MAX_UNITS);
         assert!(html.contains("part_119.csv") && !html.contains(">part_000.csv<"));
@@ -1087,6 +1102,28 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(reject_examples(&path, 5, 2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_large_run_stays_a_small_page() {
+        let mut r = report();
+        let mut units = r.units.clone();
+        for i in 0..20_000 {
+            let mut u = units[0].clone();
+            u.name = format!("many_{i}.csv");
+            u.rejected_by_reason.insert(format!("reason_{i}"), 1);
+            units.push(u);
+        }
+        r.set_units(units);
+        let taxa: Vec<Value> = (0..5_000)
+            .map(|i| serde_json::json!({"taxon": format!("t{i}"), "rows": 1}))
+            .collect();
+        r.extra.insert("unmatched_all".into(), Value::Array(taxa));
+        let html = render_html(&r, &[]);
+        assert!(html.len() < 400_000, "{} bytes", html.len());
+        assert!(html.contains("The 50 slowest of 20,121 units"));
+        assert!(html.contains("19,801 more reasons in report.json"));
+        assert!(html.contains("4,950 more in report.json"));
     }
 
     #[test]
