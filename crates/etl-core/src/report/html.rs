@@ -258,6 +258,34 @@ fn rate(r: f64) -> String {
     }
 }
 
+/// The name serde gives a unit enum (`completed`, `error`).
+fn serde_name(v: impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Open an `<svg>` of `width` × `height` user units, scaled down to fit the page.
+fn svg_open(h: &mut String, id: &str, width: f64, height: f64, label: &str) {
+    let _ = write!(
+        h,
+        "<svg id=\"{id}\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" role=\"img\" aria-label=\"{}\">",
+        esc(label)
+    );
+}
+
+/// The note under a capped table: `n` more `what` in `report.json`.
+fn more_note(h: &mut String, n: usize, what: &str) {
+    if n > 0 {
+        let _ = write!(
+            h,
+            "<p class=\"note\">{} more {what} in report.json.</p>",
+            num(n as u64)
+        );
+    }
+}
+
 fn unit_rate(u: &UnitReport) -> f64 {
     if u.duration_s > 0.0 {
         u.read as f64 / u.duration_s
@@ -382,11 +410,12 @@ fn timeline(h: &mut String, r: &RunReport) {
             .max(1e-3);
         let (label_w, bar_w, row_h) = (190.0, 760.0, 22.0);
         let height = 24.0 + row_h * steps.len() as f64;
-        let _ = write!(
+        svg_open(
             h,
-            "<svg id=\"timeline\" viewBox=\"0 0 {w} {height}\" width=\"{w}\" role=\"img\" \
-             aria-label=\"steps on a time axis\">",
-            w = label_w + bar_w + 10.0
+            "timeline",
+            label_w + bar_w + 10.0,
+            height,
+            "steps on a time axis",
         );
         for i in 0..=4 {
             let x = label_w + bar_w * i as f64 / 4.0;
@@ -494,13 +523,7 @@ fn timeline(h: &mut String, r: &RunReport) {
         h.push_str("</td></tr>");
     }
     h.push_str("</tbody></table>");
-    if r.steps.len() > steps.len() {
-        let _ = write!(
-            h,
-            "<p class=\"note\">{} more steps in report.json.</p>",
-            num((r.steps.len() - steps.len()) as u64)
-        );
-    }
+    more_note(h, r.steps.len() - steps.len(), "steps");
     h.push_str("</section>\n");
 }
 
@@ -523,11 +546,13 @@ fn throughput(h: &mut String, r: &RunReport) {
     let max = units.iter().map(|u| unit_rate(u)).fold(0.0_f64, f64::max);
     let (label_w, bar_w, row_h) = (230.0, 600.0, 20.0);
     let height = 6.0 + row_h * units.len() as f64;
-    let _ = write!(
+    let width = label_w + bar_w + 130.0;
+    svg_open(
         h,
-        "<svg id=\"throughput\" viewBox=\"0 0 {w} {height}\" width=\"{w}\" role=\"img\" \
-         aria-label=\"records read per second, per unit\">",
-        w = label_w + bar_w + 130.0
+        "throughput",
+        width,
+        height,
+        "records read per second, per unit",
     );
     for (i, u) in units.iter().enumerate() {
         let y = 3.0 + row_h * i as f64;
@@ -564,10 +589,7 @@ fn throughput(h: &mut String, r: &RunReport) {
         <th class=\"n\">loaded</th><th class=\"n\">rejected</th><th class=\"n\">filtered</th>\
         <th class=\"n\">time</th><th class=\"n\">rows/s</th><th class=\"n\">retries</th><th>error</th></tr></thead><tbody>");
     for u in &units {
-        let st = serde_json::to_value(u.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let st = serde_name(u.status);
         let _ = write!(
             h,
             "<tr><td class=\"t\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
@@ -617,13 +639,7 @@ fn counts_table(h: &mut String, title: &str, counts: &crate::batch::Counts, read
         );
     }
     h.push_str("</tbody></table>");
-    if rows.len() > MAX_ROWS {
-        let _ = write!(
-            h,
-            "<p class=\"note\">{} more reasons in report.json.</p>",
-            num((rows.len() - MAX_ROWS) as u64)
-        );
-    }
+    more_note(h, rows.len().saturating_sub(MAX_ROWS), "reasons");
 }
 
 fn rejects(h: &mut String, r: &RunReport, examples: &[RejectExample]) {
@@ -678,10 +694,7 @@ fn gates(h: &mut String, r: &RunReport) {
                 (false, true) => ("fail", "✗ FAIL"),
                 (false, false) => ("warn", "! warn"),
             };
-            let sev = serde_json::to_value(f.severity)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let sev = serde_name(f.severity);
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td class=\"{cls}\">{mark}</td><td>{}</td><td>{}</td></tr>",
@@ -691,13 +704,7 @@ fn gates(h: &mut String, r: &RunReport) {
             );
         }
         h.push_str("</tbody></table>");
-        if r.validation.len() > MAX_ROWS {
-            let _ = write!(
-                h,
-                "<p class=\"note\">{} more checks in report.json.</p>",
-                num((r.validation.len() - MAX_ROWS) as u64)
-            );
-        }
+        more_note(h, r.validation.len().saturating_sub(MAX_ROWS), "checks");
     }
     for s in gate_steps {
         let mut rows = Vec::new();
@@ -713,6 +720,14 @@ fn gates(h: &mut String, r: &RunReport) {
     h.push_str("</section>\n");
 }
 
+/// `path.key`, or `key` at the top.
+fn join_path(path: &str, key: &str) -> String {
+    match path {
+        "" => key.to_owned(),
+        p => format!("{p}.{key}"),
+    }
+}
+
 /// The scalars under `v` as `(path, value)`; arrays of scalars joined, other arrays as JSON
 /// (counted when long); paths for which `keep` is false are left out.
 fn flatten(v: &Value, path: String, out: &mut Vec<(String, String)>, keep: &dyn Fn(&str) -> bool) {
@@ -723,11 +738,7 @@ fn flatten(v: &Value, path: String, out: &mut Vec<(String, String)>, keep: &dyn 
         Value::Null => {}
         Value::Object(m) => {
             for (k, x) in m {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = join_path(&path, k);
                 flatten(x, p, out, keep);
             }
         }
@@ -771,13 +782,7 @@ fn kv_table(h: &mut String, rows: &[(String, String)]) {
         );
     }
     h.push_str("</tbody></table>");
-    if rows.len() > MAX_ROWS {
-        let _ = write!(
-            h,
-            "<p class=\"note\">{} more figures in report.json.</p>",
-            num((rows.len() - MAX_ROWS) as u64)
-        );
-    }
+    more_note(h, rows.len().saturating_sub(MAX_ROWS), "figures");
 }
 
 fn is_unmatched(key: &str) -> bool {
@@ -789,11 +794,7 @@ fn find_unmatched<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Val
     match v {
         Value::Object(m) => {
             for (k, x) in m {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = join_path(&path, k);
                 if is_unmatched(k) {
                     out.push((p, x));
                 } else {
@@ -889,13 +890,7 @@ fn unmatched(h: &mut String, r: &RunReport) {
             h.push_str("</tr>");
         }
         h.push_str("</tbody></table>");
-        if a.len() > MAX_UNITS {
-            let _ = write!(
-                h,
-                "<p class=\"note\">{} more in report.json.</p>",
-                num((a.len() - MAX_UNITS) as u64)
-            );
-        }
+        more_note(h, a.len().saturating_sub(MAX_UNITS), "values");
     }
     h.push_str("</section>\n");
 }
@@ -1123,7 +1118,7 @@ mod tests {
         assert!(html.len() < 400_000, "{} bytes", html.len());
         assert!(html.contains("The 50 slowest of 20,121 units"));
         assert!(html.contains("19,801 more reasons in report.json"));
-        assert!(html.contains("4,950 more in report.json"));
+        assert!(html.contains("4,950 more values in report.json"));
     }
 
     #[test]
