@@ -72,7 +72,8 @@ pub struct RunOptions {
     /// Stop before this step (e.g. `switch` for `--no-switchover`); the run is then
     /// `stopped` and `--resume` continues it there.
     pub stop_before: Option<String>,
-    /// Where `report.json`, `summary.txt`, `rejects.csv` and the migration's files go.
+    /// Where `report.json`, `report.html`, `summary.txt`, `rejects.csv` and the migration's
+    /// files go.
     pub report_dir: PathBuf,
     /// Progress bars on a terminal, a progress line every 10 s off one.
     pub progress: bool,
@@ -1161,7 +1162,7 @@ impl<C: Send + Sync> Migration<C> {
         report.run_state = Some(state.as_str().to_owned());
         report.journal = Some(journal.location());
         report.target = opts.target.clone();
-        report.files = ["report.json", "summary.txt", "rejects.csv"]
+        report.files = ["report.json", "report.html", "summary.txt", "rejects.csv"]
             .into_iter()
             .map(str::to_owned)
             .chain(shared.files.iter().cloned())
