@@ -30,6 +30,7 @@
 //! | `ferry_run_info{run_id,action}` | gauge | 1 for the run (its id and what was asked) |
 //! | `ferry_run_state{state}` | gauge | 1 for the run's state (`running`, `stopped`, `failed`, `done`, `rolled_back`, `refused`), 0 for the others |
 //! | `ferry_run_start_timestamp_seconds` | gauge | when the invocation started (Unix time) |
+//! | `ferry_run_duration_seconds` | gauge | seconds since then, or until it ended |
 //! | `ferry_last_update_timestamp_seconds` | gauge | the last progress: a batch, a unit or a step changing state |
 //! | `ferry_step_state{step,state}` | gauge | 1 for each step's state (`pending`, `running`, `done`, `failed`, `rolled_back`) |
 //! | `ferry_current_step_info{step,position}` | gauge | 1 for the step running now (absent between steps) |
@@ -121,6 +122,7 @@ struct State {
     action: Option<String>,
     run_state: Option<String>,
     started_s: f64,
+    ended_s: Option<f64>,
     steps: Vec<StepEntry>,
     file: Option<PathBuf>,
     addr: Option<SocketAddr>,
@@ -230,6 +232,7 @@ impl Metrics {
             s.run_id = Some(run_id.to_owned());
             s.action = Some(action.to_owned());
             s.run_state = Some("running".into());
+            s.ended_s = None;
         }
         for r in steps {
             self.step_record(r);
@@ -249,8 +252,12 @@ impl Metrics {
     }
 
     /// The run's state (a [`RunState`](crate::migration::RunState) name, or `refused`).
+    /// Any state but `running` ends the run's duration.
     pub fn set_run_state(&self, state: &str) {
-        self.inner.state.lock().expect("metrics lock").run_state = Some(state.to_owned());
+        let mut s = self.inner.state.lock().expect("metrics lock");
+        s.run_state = Some(state.to_owned());
+        s.ended_s = (state != "running").then(now_s);
+        drop(s);
         self.touch();
     }
 
@@ -353,6 +360,17 @@ impl Metrics {
             "ferry_run_start_timestamp_seconds",
             &[("migration", mig)],
             &float(s.started_s),
+        );
+        out.family(
+            "ferry_run_duration_seconds",
+            "gauge",
+            "Seconds since the invocation started, or until it ended.",
+        );
+        let duration = s.ended_s.unwrap_or_else(now_s) - s.started_s;
+        out.sample(
+            "ferry_run_duration_seconds",
+            &[("migration", mig)],
+            &float(duration.max(0.0)),
         );
         out.family(
             "ferry_last_update_timestamp_seconds",

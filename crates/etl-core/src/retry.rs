@@ -194,6 +194,19 @@ mod tests {
         assert_eq!(r.attempts(), 3);
     }
 
+    #[test]
+    fn granted_retries_are_counted_for_the_metrics_unless_uncounted() {
+        let b = Backoff::new(Duration::from_millis(1), Duration::from_millis(2), 1);
+        let before = retries_in_process();
+        let mut r = b.retries();
+        assert!(r.next_delay(None).is_some());
+        assert!(r.next_delay(None).is_none());
+        let mut quiet = b.retries().uncounted();
+        assert!(quiet.next_delay(None).is_some());
+        // Other tests of this binary may retry meanwhile: at least the one granted here.
+        assert!(retries_in_process() > before);
+    }
+
     #[tokio::test]
     async fn retries_until_done_exhausted_or_refused() {
         let b = Backoff::new(Duration::from_millis(1), Duration::from_millis(2), 2);

@@ -458,7 +458,8 @@ async fn a_run_writes_and_serves_metrics_that_match_its_report() {
     assert_eq!(value(&s, "ferry_unit_retries_total", &load), Some(1.0));
     let retries: u32 = report.units.iter().map(|u| u.retries).sum();
     assert_eq!(retries, 1, "the report counts the same retry");
-    assert!(value(&s, "ferry_client_retries_total", &[]).is_some());
+    // The unit's retry is not counted again as a client retry.
+    assert_eq!(value(&s, "ferry_client_retries_total", &[]), Some(0.0));
     assert_eq!(
         value(&s, "ferry_run_state", &[("state", "done")]),
         Some(1.0)
@@ -498,6 +499,12 @@ async fn a_run_writes_and_serves_metrics_that_match_its_report() {
     let start = value(&s, "ferry_run_start_timestamp_seconds", &[]).unwrap();
     let last = value(&s, "ferry_last_update_timestamp_seconds", &[]).unwrap();
     assert!(start > 1.7e9 && last >= start, "{start} {last}");
+    let took = value(&s, "ferry_run_duration_seconds", &[]).unwrap();
+    assert!(took > 0.0 && took < 60.0, "{took}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = parse(&metrics.render()).1;
+    let after = value(&again, "ferry_run_duration_seconds", &[]);
+    assert_eq!(after, Some(took), "the duration stops with the run");
     assert!(
         std::fs::read_dir(file.parent().unwrap())
             .unwrap()
