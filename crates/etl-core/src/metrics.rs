@@ -366,7 +366,8 @@ impl Metrics {
             "gauge",
             "Seconds since the invocation started, or until it ended.",
         );
-        let duration = s.ended_s.unwrap_or_else(now_s) - s.started_s;
+        // Both are whole milliseconds: rounded, the difference shows no float noise.
+        let duration = ((s.ended_s.unwrap_or_else(now_s) - s.started_s) * 1000.0).round() / 1000.0;
         out.sample(
             "ferry_run_duration_seconds",
             &[("migration", mig)],
@@ -553,7 +554,7 @@ impl Metrics {
                 .local_addr()
                 .map_err(|e| Error::io(format!("metrics endpoint {addr}"), e))?;
             self.inner.state.lock().expect("metrics lock").served = Some(bound);
-            tracing::info!(addr = %bound, "metrics served at http://{bound}/metrics");
+            tracing::info!("metrics served at http://{bound}/metrics");
             tasks.push(tokio::spawn(serve(listener, self.clone(), stop.clone())));
         }
         if let Some(path) = &file {
