@@ -80,7 +80,7 @@ pub struct CommonArgs {
     pub guard_formulas: bool,
     /// Write the run's metrics to this file in the Prometheus text format (rows read,
     /// loaded, rejected and filtered, units, bytes, current step, step durations,
-    /// retries), rewritten atomically every 5 s and at the end. The format the CloudWatch
+    /// retries), rewritten atomically every 5 s, at each step and at the end. The format the CloudWatch
     /// agent, Prometheus, Grafana Agent and Datadog collect; a name ending in `.prom` in
     /// node_exporter's textfile directory is picked up as it is.
     #[arg(long, value_name = "PATH")]

@@ -15,8 +15,8 @@
 //! Collector, Datadog, New Relic and Victoria Metrics scrape. Two ways out:
 //!
 //! * `--metrics-file PATH` ([`Metrics::write_file`]): rewritten atomically (temp file and
-//!   rename) every 5 s while the run lasts and once at its end, failed or refused runs
-//!   included. Point it into node_exporter's textfile-collector directory (a name ending
+//!   rename) every 5 s while the run lasts, when a step starts or ends, and once at its
+//!   end, failed or refused runs included. Point it into node_exporter's textfile-collector directory (a name ending
 //!   in `.prom`) or let any agent tail it; it also stays behind as the run's last figures.
 //! * `--metrics-addr ADDR` ([`Metrics::listen`]): `GET /metrics` over HTTP/1.1 for the
 //!   duration of the run. Bind it to loopback (`127.0.0.1:9464`) and let the local agent
@@ -113,6 +113,8 @@ struct Inner {
     state: Mutex<State>,
     last_update_ms: AtomicU64,
     client_retries_at_start: AtomicU64,
+    /// A step or the run changed state: the file is rewritten at once.
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -167,7 +169,8 @@ impl Metrics {
         m
     }
 
-    /// Rewrite `path` atomically every 5 s while the run lasts and once at its end.
+    /// Rewrite `path` atomically every 5 s while the run lasts, when a step starts or ends,
+    /// and once at the run's end.
     pub fn write_file(self, path: impl Into<PathBuf>) -> Self {
         self.inner.state.lock().expect("metrics lock").file = Some(path.into());
         self
@@ -249,6 +252,7 @@ impl Metrics {
         e.duration_s = rec.duration_s;
         drop(s);
         self.touch();
+        self.inner.changed.notify_one();
     }
 
     /// The run's state (a [`RunState`](crate::migration::RunState) name, or `refused`).
@@ -259,6 +263,7 @@ impl Metrics {
         s.ended_s = (state != "running").then(now_s);
         drop(s);
         self.touch();
+        self.inner.changed.notify_one();
     }
 
     /// Count rows of a batch (or of a step that moves rows without a pipeline).
@@ -530,7 +535,7 @@ impl Metrics {
 
     /// Start the ways out this handle was given: bind `/metrics` (an error when the
     /// address cannot be bound) and write the file once (an error when it cannot be
-    /// written), then rewrite it every 5 s. [`MetricsExport::finish`] writes it a last time
+    /// written), then rewrite it every 5 s and at each change of a step. [`MetricsExport::finish`] writes it a last time
     /// and stops the endpoint.
     ///
     /// # Errors
@@ -578,6 +583,7 @@ impl Metrics {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tick.tick() => {}
+                        _ = m.inner.changed.notified() => {}
                     }
                     if let Err(e) = m.write_to(path.clone()).await {
                         tracing::warn!(file = %path.display(), error = %e, "cannot write the metrics file");
