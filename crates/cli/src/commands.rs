@@ -90,6 +90,9 @@ pub struct LoadArgs {
     /// Units at once (default: the cores up to 8).
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    /// Prometheus metrics of the run.
+    #[command(flatten)]
+    pub metrics: etl_core::cli::MetricsArgs,
 }
 
 /// A job file.
@@ -141,6 +144,9 @@ pub struct RunArgs {
     /// Times a unit failing with a retryable error is run again before the run fails.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub unit_retries: u32,
+    /// Prometheus metrics of the run.
+    #[command(flatten)]
+    pub metrics: etl_core::cli::MetricsArgs,
 }
 
 impl Cli {
@@ -204,6 +210,7 @@ async fn run(args: &RunArgs, progress: bool) -> anyhow::Result<ExitCode> {
         target: Some(target_line(&c)),
         unit_retries: args.unit_retries,
         guard_formulas: false,
+        metrics: args.metrics.metrics(),
     };
     let (code, _) =
         etl_core::cli::run_migration(&m, &c, journal.as_ref(), &opts, args.plan).await?;
@@ -337,6 +344,7 @@ async fn load(args: &LoadArgs, progress: bool) -> anyhow::Result<ExitCode> {
         target: Some(target_line(&c)),
         unit_retries: 3,
         guard_formulas: false,
+        metrics: args.metrics.metrics(),
     };
     let report = m.execute(&c, journal.as_ref(), &opts).await?;
     println!("{}", report.summary_text());

@@ -61,7 +61,7 @@ pub struct CommonArgs {
     /// `cleanup`, or one step again. See --plan for the names.
     #[arg(long, value_name = "STEP", conflicts_with_all = ["resume", "rollback", "dry_run", "plan"])]
     pub only: Vec<String>,
-    /// Where report.json, summary.txt and rejects.csv go.
+    /// Where report.json, report.html, summary.txt and rejects.csv go.
     #[arg(long, value_name = "DIR", default_value = "reports")]
     pub report_dir: PathBuf,
     /// Rows per Arrow batch. Memory in flight is about parallel × 6 batches; 8,192 keeps
@@ -78,6 +78,24 @@ pub struct CommonArgs {
     /// spreadsheet (the raw lines are then no longer byte-exact).
     #[arg(long)]
     pub guard_formulas: bool,
+    /// The metrics flags (`--metrics-file`, `--metrics-addr`).
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    /// Units processed at once (files, tables, API types); each uses one connection.
+    #[arg(long, value_name = "N", default_value_t = default_parallelism())]
+    pub parallel: usize,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only); also hides progress bars.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+}
+
+/// The metrics flags of a run (flattened into [`CommonArgs`]; a binary of its own flattens
+/// them into its arguments).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
     /// Write the run's metrics to this file in the Prometheus text format (rows read,
     /// loaded, rejected and filtered, units, bytes, current step, step durations,
     /// retries), rewritten atomically every 5 s, at each step and at the end. The format the CloudWatch
@@ -90,15 +108,23 @@ pub struct CommonArgs {
     /// authentication. Port 0 picks a free port (logged).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Units processed at once (files, tables, API types); each uses one connection.
-    #[arg(long, value_name = "N", default_value_t = default_parallelism())]
-    pub parallel: usize,
-    /// More logging (-v debug, -vv trace).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
-    /// Less logging (-q warnings only, -qq errors only); also hides progress bars.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub quiet: u8,
+}
+
+impl MetricsArgs {
+    /// The metrics `--metrics-file` and `--metrics-addr` ask for (none without them).
+    pub fn metrics(&self) -> Option<crate::metrics::Metrics> {
+        if self.metrics_file.is_none() && self.metrics_addr.is_none() {
+            return None;
+        }
+        let mut m = crate::metrics::Metrics::new();
+        if let Some(path) = &self.metrics_file {
+            m = m.write_file(path);
+        }
+        if let Some(addr) = self.metrics_addr {
+            m = m.listen(addr);
+        }
+        Some(m)
+    }
 }
 
 /// Backup options of migrations that change a database (flatten them next to
@@ -156,17 +182,7 @@ impl CommonArgs {
 
     /// The metrics `--metrics-file` and `--metrics-addr` ask for (none without them).
     pub fn metrics(&self) -> Option<crate::metrics::Metrics> {
-        if self.metrics_file.is_none() && self.metrics_addr.is_none() {
-            return None;
-        }
-        let mut m = crate::metrics::Metrics::new();
-        if let Some(path) = &self.metrics_file {
-            m = m.write_file(path);
-        }
-        if let Some(addr) = self.metrics_addr {
-            m = m.listen(addr);
-        }
-        Some(m)
+        self.metrics.metrics()
     }
 
     /// Run options for [`crate::migration::Migration::execute`] from these flags: the
