@@ -349,11 +349,22 @@ columns = [{ name = \"id\", type = \"int64\" }, { name = \"v\", type = \"int32\"
     let path = dir.path().join("p.toml");
     std::fs::write(&path, job).unwrap();
     let r = dir.path().join("r").display().to_string();
+    let prom = dir.path().join("metrics.prom");
+    let (p, m) = (path.display().to_string(), prom.display().to_string());
     let out = ferry(
-        &["run", &path.display().to_string(), "--report-dir", &r, "-q"],
+        &["run", &p, "--report-dir", &r, "-q", "--metrics-file", &m],
         "",
     );
     assert!(out.status.success());
+    // The metrics file and report.html of a ferry run.
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    let loaded = metrics
+        .lines()
+        .find(|l| l.starts_with("ferry_rows_loaded_total{"))
+        .unwrap_or_else(|| panic!("no loaded rows in\n{metrics}"));
+    assert!(loaded.ends_with(" 150"), "{loaded}");
+    let html = std::fs::read_to_string(Path::new(&r).join("report.html")).unwrap();
+    assert!(html.contains("to_parquet") && html.contains("150"));
     let mut rows = 0;
     for e in std::fs::read_dir(dir.path().join("out")).unwrap() {
         let p = e.unwrap().path();
