@@ -17,11 +17,23 @@ use crate::job::{Job, Target};
 ///
 /// A job file (TOML) declares a source (CSV, Parquet), transforms (rename, cast, default,
 /// rules, filter, lookup, UUID ids, bcrypt), a target (PostgreSQL replace / append /
-/// upsert, Parquet), gates and SQL steps; `ferry run` executes it step by step, recording
+/// upsert, Parquet, DynamoDB), gates and SQL steps; `ferry run` executes it step by step, recording
 /// every step in a journal so that a killed run continues with `--resume` and a finished
 /// one is undone with `--rollback`. Reference: docs/job-file.md.
 #[derive(clap::Parser, Debug)]
-#[command(name = "ferry", version, propagate_version = true)]
+#[command(
+    name = "ferry",
+    version,
+    propagate_version = true,
+    after_help = "Examples:
+  ferry guess 'data/*.csv' -o trips.toml            # a job file with the guessed dialect and types
+  ferry load 'data/*.csv' 'postgres://me@localhost/db?table=trips'
+  DATABASE_URL=postgres://me@localhost/db ferry run trips.toml
+  ferry run trips.toml --plan | --resume | --rollback | --cleanup
+  ferry status trips.toml
+
+Exit codes: 0 done, 1 the run failed (its report says why), 2 refused or a configuration error."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
