@@ -8,8 +8,8 @@
 #   --rows R      rows per file (default 500000)
 #   --runs N      runs of each method, interleaved (default 3); the median is reported
 #   --parallel P  ferry's --parallel (default: number of cores)
-#   --only LIST   comma list of methods to run (copy,copy_indexed,psql,pgloader,ferry,ferry_base;
-#                 default all but ferry_base)
+#   --only LIST   comma list of methods to run (copy,copy_indexed,psql,pgloader,ferry,job,
+#                 ferry_base; default all but ferry_base)
 #   --baseline BIN  also run BIN (a cites_trade binary built from another commit) as method
 #                 `ferry_base`, interleaved with the others: a refactor is compared with the code
 #                 before it in the same run (e.g. git worktree add /tmp/old <commit>; cargo build
@@ -26,11 +26,13 @@
 #   ferry     cargo's release build of `cites_trade --no-switchover`: parse, type, map species,
 #             row rules, binary COPY into cites_trade_records_staging, then (reported apart)
 #             the index build and the validation queries. `load` is the load phase alone.
+#   job       the same migration declared as a job file: `ferry run examples/jobs/cites_trade.toml
+#             --stop-before switch` (release build of crates/cli); the same rows (checked)
 # Peak RSS is the client process's (for `copy`, psql is only a messenger: its RSS is shown).
 # Installs pgloader and GNU time with apt-get when missing. Release builds only (run by hand).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-files=4 rows=500000 runs=3 parallel="$(nproc)" keep=0 only="copy,copy_indexed,psql,pgloader,ferry"
+files=4 rows=500000 runs=3 parallel="$(nproc)" keep=0 only="copy,copy_indexed,psql,pgloader,ferry,job"
 baseline=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -61,6 +63,7 @@ command -v psql >/dev/null || need_apt psql postgresql-client
 log "building release binaries (first time: 15-30 min on 2 cores)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 (cd "$root" && cargo build --release -q -p etl-examples --example cites_trade --example gen_cites)
+if [[ ",$only," == *,job,* ]]; then (cd "$root" && cargo build --release -q -p ferry-cli --bin ferry); fi
 bin="$target/release/examples"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ferry-peers.XXXXXX")"
@@ -167,10 +170,32 @@ ferry_with() {
     loaded=$(python3 -c "import json;print(json.load(open('$work/$name-report/report.json'))['totals']['loaded'])")
     load_s=$(python3 -c "import json;print(json.load(open('$work/$name-report/report.json'))['extra']['phases']['load_s'])")
     check_rows "$name" cites_trade_records_staging "$loaded"
+    if [[ "$name" == ferry ]]; then
+        ferry_sum=$(psql "$url" -AtX -c "SELECT sum(hashtextextended(t::text, 0)) FROM cites_trade_records_staging t")
+    fi
     echo "${name}_load $load_s 0" >> "$results"
     echo "${name}_loaded $loaded 0" >> "$results"
 }
 run_ferry() { ferry_with ferry "$bin/cites_trade"; }
+# The job file, stopped before its switch like --no-switchover; its staging table must hold
+# the same rows as the example's (count and content checksum, when both ran).
+run_job() {
+    psql "$url" -qX -c "DROP TABLE IF EXISTS cites_trade_records_staging" -c "CHECKPOINT" 2>/dev/null || true
+    rm -rf "$work/job-report"
+    timed job env DATABASE_URL="$url" CITES_DIR="$data" CITES_SPECIES="$data/species.csv" \
+        "$target/release/ferry" -q run "$root/examples/jobs/cites_trade.toml" --stop-before switch \
+        --parallel "$parallel" --report-dir "$work/job-report"
+    local loaded load_s sum
+    loaded=$(python3 -c "import json;print(json.load(open('$work/job-report/report.json'))['totals']['loaded'])")
+    load_s=$(python3 -c "import json;print(json.load(open('$work/job-report/report.json'))['extra']['phases']['load_s'])")
+    check_rows job cites_trade_records_staging "$loaded"
+    sum=$(psql "$url" -AtX -c "SELECT sum(hashtextextended(t::text, 0)) FROM cites_trade_records_staging t")
+    if [[ -n "${ferry_sum:-}" && "$sum" != "$ferry_sum" ]]; then
+        log "the job's staging table differs from the example's (checksum $sum vs $ferry_sum)"; exit 1
+    fi
+    echo "job_load $load_s 0" >> "$results"
+    echo "job_loaded $loaded 0" >> "$results"
+}
 run_ferry_base() { ferry_with ferry_base "$baseline"; }
 
 for r in $(seq 1 "$runs"); do
@@ -191,13 +216,15 @@ med = {k: statistics.median(x for x, _ in v) for k, v in res.items()}
 rss = {k: max(y for _, y in v) for k, v in res.items()}
 loaded = int(med.pop("ferry_loaded", rows)) if "ferry_loaded" in med else rows
 base_loaded = med.pop("ferry_base_loaded", None)
+job_loaded = med.pop("job_loaded", None)
 print(f"\n{rows:,} rows, {nbytes/1048576:.0f} MiB of CSV; median of {len(res.get('copy', res.get('ferry', [[0]])))} runs\n")
 print(f"| method | wall s | rows/s | MB/s | peak RSS MiB |")
 print(f"| --- | ---: | ---: | ---: | ---: |")
 label = {"copy": "server-side COPY (limit)", "copy_indexed": "server-side COPY into the same table with its 4 indexes", "psql": "psql \\copy", "pgloader": "pgloader",
          "ferry": "ferry cites_trade --no-switchover (whole run)", "ferry_load": "ferry load phase",
-         "ferry_base": "baseline binary, whole run (--baseline)", "ferry_base_load": "baseline binary, load phase"}
-for k in ["copy", "copy_indexed", "psql", "pgloader", "ferry", "ferry_load", "ferry_base", "ferry_base_load"]:
+         "ferry_base": "baseline binary, whole run (--baseline)", "ferry_base_load": "baseline binary, load phase",
+         "job": "ferry run examples/jobs/cites_trade.toml --stop-before switch (whole run)", "job_load": "job file, load phase"}
+for k in ["copy", "copy_indexed", "psql", "pgloader", "ferry", "ferry_load", "job", "job_load", "ferry_base", "ferry_base_load"]:
     if k not in med:
         continue
     w = med[k]
@@ -210,6 +237,9 @@ def ratio(a, b):
 print()
 ratio("ferry", "copy"); ratio("ferry_load", "copy"); ratio("ferry", "copy_indexed"); ratio("ferry", "pgloader"); ratio("ferry_load", "pgloader")
 ratio("ferry", "ferry_base"); ratio("ferry_load", "ferry_base_load")
+ratio("job", "ferry"); ratio("job_load", "ferry_load")
+if job_loaded is not None and int(job_loaded) != loaded:
+    print(f"WARNING: the job loaded {int(job_loaded):,} rows, the example {loaded:,}")
 if base_loaded is not None and int(base_loaded) != loaded:
     print(f"WARNING: the baseline loaded {int(base_loaded):,} rows, this build {loaded:,}")
 if "ferry" in med:

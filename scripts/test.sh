@@ -3,7 +3,9 @@
 #
 #   1. installs what is missing: PostgreSQL server binaries (apt-get install -y postgresql, when
 #      neither `initdb` on PATH nor /usr/lib/postgresql/*/bin/initdb exists), the rustfmt and
-#      clippy components (rustup); uses cargo-nextest when present, else `cargo test`;
+#      clippy components (rustup), dynalite (npm), chromium (apt-get: the report.html browser
+#      test; FERRY_REQUIRE_CHROMIUM=1 is exported); uses cargo-nextest when present, else
+#      `cargo test`;
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings, and
 #      RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps (every intra-doc link resolves)
@@ -43,7 +45,7 @@ while [[ $# -gt 0 ]]; do
         --no-install) install=0 && shift ;;
         --fail-fast) fail_fast=1 && shift ;;
         -h | --help)
-            sed -n '2,25p' "$0"
+            sed -n '2,28p' "$0"
             exit 0
             ;;
         *)
@@ -256,6 +258,18 @@ setup() {
         npm ci --prefix "$root/tools/dynalite" --no-audit --no-fund </dev/null || die "npm ci --prefix tools/dynalite failed"
     fi
     # --- end dynalite ---
+
+    # --- chromium (issue 15: etl-core's report_html test renders report.html headless) ---
+    if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+        [[ $install -eq 1 ]] || die "chromium missing and --no-install given: apt-get install -y --no-install-recommends chromium"
+        command -v apt-get >/dev/null 2>&1 || die "chromium not found and there is no apt-get: install Chromium and put chromium on PATH"
+        log "installing chromium: apt-get update && apt-get install -y --no-install-recommends chromium"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null &&
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium </dev/null ||
+            die "apt-get install -y chromium failed"
+    fi
+    export FERRY_REQUIRE_CHROMIUM=1 # the report_html test fails instead of skipping
+    # --- end chromium ---
 
     if [[ -z "${FERRY_NO_NEXTEST:-}" ]] && cargo nextest --version >/dev/null 2>&1; then
         use_nextest=1

@@ -186,3 +186,93 @@ fn the_readme_shows_the_cities_steps_verbatim() {
         "the example stays under 100 lines"
     );
 }
+
+/// `--metrics-addr` and `--metrics-file` on a real binary against a real PostgreSQL:
+/// scraped while the run is held after its load, killed there, resumed; the file of the
+/// resumed run says how it ended.
+#[tokio::test]
+async fn cities_serves_and_writes_its_metrics() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r");
+    let file = dir.path().join("ferry.prom");
+    let mut run = tokio::process::Command::new(example_binary("cities"))
+        .args(["--report-dir", &report.display().to_string()])
+        .args(["--metrics-file", &file.display().to_string()])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", url)
+        .env("FERRY_TEST_PAUSE_AT", "load:after")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let mut addr = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(rest) = line.split("metrics served at http://").nth(1) {
+            addr = rest.split('/').next().map(str::to_owned);
+        }
+        if line.contains("FERRY_TEST_PAUSED after load") {
+            break;
+        }
+    }
+    let addr = addr.expect("the bound address is logged");
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    for line in [
+        "ferry_current_step_info{migration=\"cities\",step=\"load\",position=\"3\"} 1\n",
+        "ferry_rows_read_total{migration=\"cities\",step=\"load\"} 11\n",
+        "ferry_rows_loaded_total{migration=\"cities\",step=\"load\"} 9\n",
+        "ferry_rows_rejected_total{migration=\"cities\",step=\"load\"} 2\n",
+        "ferry_units_done{migration=\"cities\",step=\"load\"} 2\n",
+        "ferry_run_state{migration=\"cities\",state=\"running\"} 1\n",
+        "ferry_step_state{migration=\"cities\",step=\"staging\",state=\"done\"} 1\n",
+    ] {
+        assert!(answer.contains(line), "{line} in {answer}");
+    }
+    // The file is there while the run lasts (written at the start, then every 5 s).
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("ferry_run_info{")
+    );
+    run.start_kill().unwrap(); // SIGKILL
+    run.wait().await.unwrap();
+
+    // The resume finishes; the load's units were committed: skipped, counted done.
+    let o = cities(
+        url,
+        &report,
+        &["--resume", "--metrics-file", &file.display().to_string()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let m = std::fs::read_to_string(&file).unwrap();
+    for line in [
+        "ferry_run_state{migration=\"cities\",state=\"done\"} 1\n",
+        "ferry_rows_read_total{migration=\"cities\",step=\"load\"} 0\n",
+        "ferry_units_done{migration=\"cities\",step=\"load\"} 2\n",
+        "ferry_step_state{migration=\"cities\",step=\"analyze\",state=\"done\"} 1\n",
+    ] {
+        assert!(m.contains(line), "{line} in {m}");
+    }
+    assert!(m.contains("action=\"resume\"} 1\n"), "{m}");
+    let done: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    for step in done["steps"].as_array().unwrap() {
+        if step["state"] == "done" {
+            let name = step["name"].as_str().unwrap();
+            let prefix =
+                format!("ferry_step_duration_seconds{{migration=\"cities\",step=\"{name}\"}} ");
+            assert!(m.contains(&prefix), "{prefix} in {m}");
+        }
+    }
+}

@@ -61,7 +61,7 @@ pub struct CommonArgs {
     /// `cleanup`, or one step again. See --plan for the names.
     #[arg(long, value_name = "STEP", conflicts_with_all = ["resume", "rollback", "dry_run", "plan"])]
     pub only: Vec<String>,
-    /// Where report.json, summary.txt and rejects.csv go.
+    /// Where report.json, report.html, summary.txt and rejects.csv go.
     #[arg(long, value_name = "DIR", default_value = "reports")]
     pub report_dir: PathBuf,
     /// Rows per Arrow batch. Memory in flight is about parallel × 6 batches; 8,192 keeps
@@ -78,6 +78,9 @@ pub struct CommonArgs {
     /// spreadsheet (the raw lines are then no longer byte-exact).
     #[arg(long)]
     pub guard_formulas: bool,
+    /// The metrics flags (`--metrics-file`, `--metrics-addr`).
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Units processed at once (files, tables, API types); each uses one connection.
     #[arg(long, value_name = "N", default_value_t = default_parallelism())]
     pub parallel: usize,
@@ -87,6 +90,41 @@ pub struct CommonArgs {
     /// Less logging (-q warnings only, -qq errors only); also hides progress bars.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub quiet: u8,
+}
+
+/// The metrics flags of a run (flattened into [`CommonArgs`]; a binary of its own flattens
+/// them into its arguments).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Write the run's metrics to this file in the Prometheus text format (rows read,
+    /// loaded, rejected and filtered, units, bytes, current step, step durations,
+    /// retries), rewritten atomically every 5 s, at each step and at the end. The format the CloudWatch
+    /// agent, Prometheus, Grafana Agent and Datadog collect; a name ending in `.prom` in
+    /// node_exporter's textfile directory is picked up as it is.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Serve the same metrics at http://ADDR/metrics while the run lasts, for a collector
+    /// to scrape. Use a loopback address (127.0.0.1:9464): the endpoint has no
+    /// authentication. Port 0 picks a free port (logged).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// The metrics `--metrics-file` and `--metrics-addr` ask for (none without them).
+    pub fn metrics(&self) -> Option<crate::metrics::Metrics> {
+        if self.metrics_file.is_none() && self.metrics_addr.is_none() {
+            return None;
+        }
+        let mut m = crate::metrics::Metrics::new();
+        if let Some(path) = &self.metrics_file {
+            m = m.write_file(path);
+        }
+        if let Some(addr) = self.metrics_addr {
+            m = m.listen(addr);
+        }
+        Some(m)
+    }
 }
 
 /// Backup options of migrations that change a database (flatten them next to
@@ -142,9 +180,14 @@ impl CommonArgs {
         }
     }
 
+    /// The metrics `--metrics-file` and `--metrics-addr` ask for (none without them).
+    pub fn metrics(&self) -> Option<crate::metrics::Metrics> {
+        self.metrics.metrics()
+    }
+
     /// Run options for [`crate::migration::Migration::execute`] from these flags: the
-    /// action, the report directory, progress unless `-q`, and a token cancelled on
-    /// Ctrl-C (the running step stops at its next batch; `--resume` continues).
+    /// action, the report directory, progress unless `-q`, a token cancelled on Ctrl-C
+    /// (the running step stops at its next batch; `--resume` continues) and the metrics.
     pub fn run_options(&self) -> crate::migration::RunOptions {
         crate::migration::RunOptions {
             action: self.action(),
@@ -155,6 +198,7 @@ impl CommonArgs {
             target: None,
             unit_retries: self.unit_retries,
             guard_formulas: self.guard_formulas,
+            metrics: self.metrics(),
         }
     }
 }
@@ -334,6 +378,29 @@ mod tests {
         assert_eq!(a.input.as_deref(), Some("/data/in"));
         assert_eq!(a.common.batch_size, 5);
         assert!(a.common.dry_run);
+    }
+
+    #[test]
+    fn metrics_flags_give_run_options_metrics() {
+        let a: Args = parse_args_from(["x"].map(OsString::from)).unwrap();
+        assert!(a.common.metrics().is_none());
+        let a: Args = parse_args_from(
+            [
+                "x",
+                "--metrics-file",
+                "/tmp/m.prom",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ]
+            .map(OsString::from),
+        )
+        .unwrap();
+        let m = a.common.metrics().expect("metrics");
+        assert_eq!(m.file(), Some(PathBuf::from("/tmp/m.prom")));
+        assert!(
+            parse_args_from::<Args>(["x", "--metrics-addr", "localhost"].map(OsString::from))
+                .is_err()
+        );
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub mod codec;
 pub mod config;
 mod error;
 pub mod mem;
+pub mod metrics;
 pub mod migration;
 pub mod pipeline;
 pub mod progress;

@@ -11,11 +11,12 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::report::{RejectSpool, RunReport, RunStatus};
 use crate::{
     Batch, Error, Extract, ExtractOptions, Finding, Load, Progress, Result, RunInfo, RunLedger,
-    SharedTransform, SharedValidate, Stage, Transform, Unit, UnitStatus, UnitSummary, UnitWriter,
-    Validate,
+    SharedTransform, SharedValidate, SizeHint, Stage, Transform, Unit, UnitStatus, UnitSummary,
+    UnitWriter, Validate,
 };
 
 /// How the runner runs.
@@ -145,6 +146,14 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
     /// and `error` set. The report is also written to `options.report_dir` when set.
     pub async fn run(&self, run: &RunInfo) -> RunReport {
         let started_at = Utc::now();
+        // The handle of the step (or the scope `pipeline`), so batches only touch atomics.
+        let run = &RunInfo {
+            metrics: run.metrics.as_ref().map(|m| {
+                m.set_migration(&run.migration);
+                m.scoped()
+            }),
+            ..run.clone()
+        };
         let ledger = RunLedger::default();
         let spool = self
             .options
@@ -215,6 +224,9 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             let _ = self.load.abort_run(&e.to_string()).await;
             return (RunStatus::Failed, Some(e.to_string()), Vec::new());
         }
+        if let Some(m) = &run.metrics {
+            m.units_listed(units.len() as u64);
+        }
         let mut todo = Vec::new();
         for unit in units {
             if let Some(prev) = done.iter().find(|d| d.name == unit.name) {
@@ -224,6 +236,9 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                     let _ = spool.seal(&unit.name);
                 }
                 tracing::info!(unit = %unit.name, rows = prev.loaded, "unit already committed; skipped");
+                if let Some(m) = &run.metrics {
+                    m.unit_done();
+                }
                 ledger.put(prev);
             } else {
                 ledger.put(UnitSummary::new(&unit.name));
@@ -365,7 +380,8 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
             std::time::Duration::from_secs(30),
             self.options.unit_retries,
         );
-        let mut retries = backoff.retries();
+        let mut retries = backoff.retries().uncounted();
+        let metrics = run.metrics.as_ref();
         loop {
             let r = self
                 .run_unit_once(
@@ -380,6 +396,13 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                     retries.attempts(),
                 )
                 .await;
+            if let Some(m) = metrics {
+                match &r {
+                    Ok(()) => m.unit_done(),
+                    Err(Error::Cancelled) => {}
+                    Err(_) => m.unit_failed(),
+                }
+            }
             match r {
                 Err(e) if e.is_retryable() && !cancel.is_cancelled() => {
                     let Some(delay) = retries.next_delay(None) else {
@@ -390,6 +413,9 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                         of = self.options.unit_retries, delay_ms = delay.as_millis() as u64,
                         "unit failed with a retryable error; running it again"
                     );
+                    if let Some(m) = metrics {
+                        m.unit_retried();
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = cancel.cancelled() => return Err(e),
@@ -449,6 +475,7 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                 rows,
                 progress,
                 t0,
+                run.metrics.as_ref(),
             ),
             async {
                 if run.dry_run {
@@ -546,7 +573,9 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
         rows: &AtomicU64,
         progress: &Progress,
         t0: Instant,
+        metrics: Option<&Metrics>,
     ) -> Result<()> {
+        let in_bytes = matches!(unit.size, Some(SizeHint::Bytes(_)));
         let opts = ExtractOptions {
             batch_size: self.options.batch_size,
             buffer: self.options.buffer.max(1),
@@ -616,6 +645,17 @@ impl<E: Extract, L: Load> Pipeline<E, L> {
                 s.append(&batch.rejects)?;
             }
             summary.add_batch(&batch, read, loaded);
+            if let Some(m) = metrics {
+                m.add_rows(
+                    read,
+                    loaded,
+                    batch.rejects.len() as u64,
+                    batch.filtered_total(),
+                );
+                if in_bytes {
+                    m.add_bytes(batch.consumed);
+                }
+            }
             bar.advance(batch.consumed, summary.read);
             let total = rows.fetch_add(read, Ordering::Relaxed) + read;
             progress.set_rows(total, total as f64 / t0.elapsed().as_secs_f64().max(1e-9));

@@ -1,4 +1,7 @@
-//! The run report: `report.json`, `summary.txt` and `rejects.csv` in `--report-dir`.
+//! The run report: `report.json`, `summary.txt`, `rejects.csv` and `report.html` ([`html`])
+//! in `--report-dir`.
+
+pub mod html;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -311,7 +314,9 @@ impl RunReport {
     }
 
     /// Write `report.json` and `summary.txt` into `dir` (atomically: temp file then rename),
-    /// and merge the spooled rejects into `rejects.csv` if `rejects` is given.
+    /// merge the spooled rejects into `rejects.csv` if `rejects` is given, then write
+    /// `report.html` ([`html::render_html`], with a few examples from `rejects.csv`; owner-only,
+    /// as it shows rejected records).
     pub fn write(&self, dir: &Path, rejects: Option<&RejectSpool>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
         let json = serde_json::to_vec_pretty(self)
@@ -330,7 +335,9 @@ impl RunReport {
                 }
             }
         }
-        Ok(())
+        let examples = html::reject_examples(&dir.join("rejects.csv"), 3, 30).unwrap_or_default();
+        let page = html::render_html(self, &examples);
+        write_private_atomic(&dir.join("report.html"), page.as_bytes())
     }
 }
 

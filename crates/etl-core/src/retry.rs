@@ -29,7 +29,18 @@
 //! ```
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Retries granted by every [`Retries`] budget of the process (the pipeline's unit
+/// retries apart): `ferry_client_retries_total` of [`crate::metrics`].
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// Retries the clients of this process made so far ([`Backoff::retry`] and
+/// [`Retries::next_delay`] granting one), for the metrics.
+pub fn retries_in_process() -> u64 {
+    RETRIES.load(Ordering::Relaxed)
+}
 
 /// A retry policy: exponential backoff with equal jitter, a cap and a retry budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +60,7 @@ pub struct Backoff {
 pub struct Retries {
     policy: Backoff,
     attempts: u32,
+    counted: bool,
 }
 
 impl Retries {
@@ -59,12 +71,21 @@ impl Retries {
         if self.attempts > self.policy.max_retries {
             return None;
         }
+        if self.counted {
+            RETRIES.fetch_add(1, Ordering::Relaxed);
+        }
         Some(retry_after.unwrap_or_else(|| self.policy.delay(self.attempts)))
     }
 
     /// Failed attempts recorded so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// Not counted in [`retries_in_process`] (the pipeline counts its unit retries apart).
+    pub(crate) fn uncounted(mut self) -> Self {
+        self.counted = false;
+        self
     }
 }
 
@@ -98,6 +119,7 @@ impl Backoff {
         Retries {
             policy: *self,
             attempts: 0,
+            counted: true,
         }
     }
 
@@ -170,6 +192,19 @@ mod tests {
         );
         assert_eq!(r.next_delay(None), None);
         assert_eq!(r.attempts(), 3);
+    }
+
+    #[test]
+    fn granted_retries_are_counted_for_the_metrics_unless_uncounted() {
+        let b = Backoff::new(Duration::from_millis(1), Duration::from_millis(2), 1);
+        let before = retries_in_process();
+        let mut r = b.retries();
+        assert!(r.next_delay(None).is_some());
+        assert!(r.next_delay(None).is_none());
+        let mut quiet = b.retries().uncounted();
+        assert!(quiet.next_delay(None).is_some());
+        // Other tests of this binary may retry meanwhile: at least the one granted here.
+        assert!(retries_in_process() > before);
     }
 
     #[tokio::test]

@@ -24,6 +24,10 @@ pub struct RunInfo {
     pub dry_run: bool,
     /// Cancelling it stops the run at the next batch.
     pub cancel: CancellationToken,
+    /// Where the pipeline counts its rows, units and retries (once per batch and per
+    /// unit): the step's handle when the pipeline runs in a migration
+    /// ([`StepCx::run_info`](crate::migration::StepCx::run_info)).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl RunInfo {
@@ -35,6 +39,7 @@ impl RunInfo {
             resume: false,
             dry_run: false,
             cancel: CancellationToken::new(),
+            metrics: None,
         }
     }
 }

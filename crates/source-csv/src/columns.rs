@@ -223,6 +223,7 @@ impl Column {
     pub(crate) fn new(
         field: &Arc<Field>,
         empty_is_null: bool,
+        null_markers: bool,
         cap: usize,
     ) -> Result<Self, CsvError> {
         let values = match field.data_type() {
@@ -272,9 +273,12 @@ impl Column {
         };
         Ok(Column {
             values,
-            // A view column's validity is derived from its views at the end (see `finish`).
+            // A view column's validity is derived from its views at the end (see `finish`)
+            // unless an empty text is a value and a null marker can still make a NULL.
             nulls: Nulls::new(
-                field.is_nullable() && field.data_type() != &DataType::Utf8View,
+                field.is_nullable()
+                    && (field.data_type() != &DataType::Utf8View
+                        || (null_markers && !empty_is_null)),
                 cap,
             ),
             nullable: field.is_nullable(),
@@ -290,7 +294,7 @@ impl Column {
 
     /// Append a NULL (or refuse if the column is non-nullable).
     #[inline]
-    fn push_null(&mut self) -> Result<(), ValueError> {
+    pub(crate) fn push_null(&mut self) -> Result<(), ValueError> {
         if !self.nullable {
             return Err(ValueError::Missing);
         }

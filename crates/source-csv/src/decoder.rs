@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use arrow_array::{RecordBatch, RecordBatchOptions};
 use arrow_buffer::Buffer;
-use arrow_schema::SchemaRef;
+use arrow_schema::{Schema, SchemaRef};
 use etl_core::{Batch, Reject};
 use memchr::memchr;
 
 use crate::columns::{Column, ValueError, ViewSource, shown};
 use crate::error::{CsvError, Result};
-use crate::options::CsvOptions;
+use crate::options::{CsvOptions, HeaderMode};
 
 /// Raw text kept in a reject of an over-long record.
 const MAX_RAW: usize = 1024;
@@ -24,15 +24,35 @@ fn data_limit(max_record_bytes: usize) -> usize {
     (i32::MAX as usize).saturating_sub(max_record_bytes + 2)
 }
 
+/// The bytes that structure records: delimiter, quote and escape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Syntax {
+    pub(crate) delim: u8,
+    pub(crate) quote: Option<u8>,
+    pub(crate) escape: Option<u8>,
+}
+
+impl Syntax {
+    pub(crate) fn of(options: &CsvOptions) -> Self {
+        Syntax {
+            delim: options.delimiter(),
+            quote: options.quote(),
+            escape: options.escape(),
+        }
+    }
+}
+
 /// Where one field lies in the input.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct FieldPos {
     /// Start of the value (after the opening quote), or of the raw quoted text if `escaped`.
-    start: usize,
+    pub(crate) start: usize,
     /// End of the value (before the closing quote), or of the raw text if `escaped`.
-    end: usize,
+    pub(crate) end: usize,
     /// The raw text must be unescaped (`""` inside, or text after the closing quote).
-    escaped: bool,
+    pub(crate) escaped: bool,
+    /// The field was quoted (null markers match unquoted fields only).
+    pub(crate) quoted: bool,
 }
 
 /// Position of the first `a` or `b` in `hay`.
@@ -73,7 +93,7 @@ fn find2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
 
 /// What the splitter found at a position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Split {
+pub(crate) enum Split {
     /// A record: text up to `end` (without terminator); the next record starts at `next`.
     Record {
         end: usize,
@@ -94,15 +114,16 @@ enum Split {
 /// `expect` is the expected field count: once a record that crossed a line inside quotes
 /// has more fields than that, it is a stray quote (no need to read further).
 #[inline]
-fn split(
+pub(crate) fn split(
     fields: &mut Vec<FieldPos>,
-    delim: u8,
+    syn: Syntax,
     expect: usize,
     buf: &[u8],
     start: usize,
     eof: bool,
 ) -> Split {
     let n = buf.len();
+    let delim = syn.delim;
     fields.clear();
     match buf.get(start) {
         Some(b'\n') => return Split::Blank { next: start + 1 },
@@ -119,12 +140,19 @@ fn split(
     let mut spanned = false;
     loop {
         // At the start of a field.
-        if i < n && buf[i] == b'"' {
+        if let Some(quote) = syn.quote
+            && i < n
+            && buf[i] == quote
+        {
             let open = i;
             let mut j = i + 1;
             let mut escaped = false;
             let close = loop {
-                match find2(b'"', b'\n', &buf[j..]) {
+                let found = match syn.escape {
+                    None => find2(quote, b'\n', &buf[j..]),
+                    Some(e) => memchr::memchr3(quote, b'\n', e, &buf[j..]),
+                };
+                match found {
                     None => {
                         return if eof && spanned {
                             Split::StrayQuote
@@ -143,8 +171,23 @@ fn split(
                             j = q + 1;
                             continue;
                         }
+                        if syn.escape.is_some() && Some(buf[q]) == syn.escape {
+                            // The byte after the escape is literal (a line end counts).
+                            escaped = true;
+                            match buf.get(q + 1) {
+                                Some(b'\n') => {
+                                    newlines += 1;
+                                    spanned = true;
+                                }
+                                Some(_) => {}
+                                None if eof => return Split::StrayQuote,
+                                None => return Split::Incomplete { spanned },
+                            }
+                            j = q + 2;
+                            continue;
+                        }
                         if q + 1 < n {
-                            if buf[q + 1] == b'"' {
+                            if buf[q + 1] == quote {
                                 escaped = true;
                                 j = q + 2;
                                 continue;
@@ -199,12 +242,14 @@ fn split(
                     start: open,
                     end,
                     escaped: true,
+                    quoted: true,
                 });
             } else {
                 fields.push(FieldPos {
                     start: open + 1,
                     end: close,
                     escaped: false,
+                    quoted: true,
                 });
             }
             i = k;
@@ -223,6 +268,7 @@ fn split(
                 start: fs,
                 end: fe,
                 escaped: false,
+                quoted: false,
             });
             i = e;
         }
@@ -264,12 +310,21 @@ fn split(
     }
 }
 
-/// Unescape the raw text of a quoted field (`"a""b"c` -> `a"bc`) into `out`.
-fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
-    debug_assert_eq!(raw.first(), Some(&b'"'));
+/// Unescape the raw text of a quoted field (`"a""b"c` -> `a"bc`, with an escape `\\`
+/// also `"a\"b"` -> `a"b`) into `out`.
+pub(crate) fn unescape_into(raw: &[u8], syn: Syntax, out: &mut Vec<u8>) {
+    let Some(quote) = syn.quote else {
+        out.extend_from_slice(raw);
+        return;
+    };
+    debug_assert_eq!(raw.first(), Some(&quote));
     let mut i = 1;
     while i < raw.len() {
-        match memchr(b'"', &raw[i..]) {
+        let found = match syn.escape {
+            None => memchr(quote, &raw[i..]),
+            Some(e) => memchr::memchr2(quote, e, &raw[i..]),
+        };
+        match found {
             None => {
                 out.extend_from_slice(&raw[i..]);
                 return;
@@ -277,8 +332,16 @@ fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
             Some(k) => {
                 out.extend_from_slice(&raw[i..i + k]);
                 let q = i + k;
-                if raw.get(q + 1) == Some(&b'"') {
-                    out.push(b'"');
+                if raw[q] != quote {
+                    // The escape: the next byte is literal.
+                    if let Some(&c) = raw.get(q + 1) {
+                        out.push(c);
+                    }
+                    i = q + 2;
+                    continue;
+                }
+                if raw.get(q + 1) == Some(&quote) {
+                    out.push(quote);
                     i = q + 2;
                 } else {
                     // Closing quote: whatever follows is taken literally.
@@ -349,7 +412,7 @@ impl Header {
                     unit: unit.to_owned(),
                 });
             }
-            match split(&mut fields, options.delimiter(), usize::MAX, buf, pos, eof) {
+            match split(&mut fields, Syntax::of(options), usize::MAX, buf, pos, eof) {
                 Split::Blank { next } => {
                     pos = next;
                     line += 1;
@@ -373,7 +436,7 @@ impl Header {
                     for f in &fields {
                         let bytes = if f.escaped {
                             scratch.clear();
-                            unescape_into(&buf[f.start..f.end], &mut scratch);
+                            unescape_into(&buf[f.start..f.end], Syntax::of(options), &mut scratch);
                             &scratch[..]
                         } else {
                             &buf[f.start..f.end]
@@ -394,6 +457,86 @@ impl Header {
                         next_line: line + 1 + newlines as u64,
                     }));
                 }
+            }
+        }
+    }
+}
+
+impl Header {
+    /// The header of a file read with `options`, whatever its [`HeaderMode`]:
+    /// [`Header::parse`] for `Present`; for `Skip` the first line is parsed and skipped and
+    /// the names are the column list ([`CsvOptions::with_columns`], or else the schema's
+    /// fields in order); for `Absent` nothing but a UTF-8 byte order mark is consumed, the
+    /// names are those of `Skip` and the data starts on line 1. `Ok(None)` as for
+    /// [`Header::parse`].
+    ///
+    /// # Errors
+    /// As [`Header::parse`]; for `Skip` also [`CsvError::InvalidHeader`] when the header
+    /// line has another number of columns than the column list.
+    ///
+    /// # Examples
+    /// ```
+    /// use arrow_schema::{DataType, Field, Schema};
+    /// use etl_source_csv::{CsvOptions, Header, HeaderMode};
+    /// let schema = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+    /// let opts = CsvOptions::default().with_header(HeaderMode::Absent);
+    /// let h = Header::read("a.csv", b"7\n8\n", &opts, &schema, true).unwrap().unwrap();
+    /// assert_eq!((h.names.as_slice(), h.len, h.next_line), (&["id".to_string()][..], 0, 1));
+    /// ```
+    pub fn read(
+        unit: &str,
+        buf: &[u8],
+        options: &CsvOptions,
+        schema: &Schema,
+        eof: bool,
+    ) -> Result<Option<Header>> {
+        let names = || -> Vec<String> {
+            if options.columns().is_empty() {
+                schema.fields().iter().map(|f| f.name().clone()).collect()
+            } else {
+                options.columns().to_vec()
+            }
+        };
+        match options.header() {
+            HeaderMode::Present => Header::parse(unit, buf, options, eof),
+            HeaderMode::Skip => {
+                let Some(h) = Header::parse(unit, buf, options, eof)? else {
+                    return Ok(None);
+                };
+                let names = names();
+                if h.names.len() != names.len() {
+                    return Err(CsvError::InvalidHeader {
+                        unit: unit.to_owned(),
+                        reason: format!(
+                            "the header line has {} columns, the column list {} ({})",
+                            h.names.len(),
+                            names.len(),
+                            names.join(", ")
+                        ),
+                    });
+                }
+                Ok(Some(Header { names, ..h }))
+            }
+            HeaderMode::Absent => {
+                const BOM: &[u8] = b"\xEF\xBB\xBF";
+                if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
+                    return Err(CsvError::InvalidHeader {
+                        unit: unit.to_owned(),
+                        reason: "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8".into(),
+                    });
+                }
+                let len = if buf.starts_with(BOM) {
+                    BOM.len()
+                } else if !eof && BOM.starts_with(buf) {
+                    return Ok(None);
+                } else {
+                    0
+                };
+                Ok(Some(Header {
+                    names: names(),
+                    len,
+                    next_line: 1,
+                }))
             }
         }
     }
@@ -498,7 +641,14 @@ impl DecoderBuilder {
             .schema
             .fields()
             .iter()
-            .map(|f| Column::new(f, self.options.empty_is_null(), cap))
+            .map(|f| {
+                Column::new(
+                    f,
+                    self.options.empty_is_null(),
+                    !self.options.null_markers().is_empty(),
+                    cap,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Decoder {
             schema: self.schema,
@@ -506,7 +656,13 @@ impl DecoderBuilder {
             columns,
             col_to_file,
             file_fields: header.len(),
-            delimiter: self.options.delimiter(),
+            syntax: Syntax::of(&self.options),
+            null_markers: self
+                .options
+                .null_markers()
+                .iter()
+                .map(|m| m.as_bytes().into())
+                .collect(),
             max_record_bytes: self.options.max_record_bytes(),
             data_limit: data_limit(self.options.max_record_bytes()),
             batch_size: self.batch_size,
@@ -567,7 +723,9 @@ pub struct Decoder {
     col_to_file: Vec<usize>,
     /// Fields per record in the file (the header's length).
     file_fields: usize,
-    delimiter: u8,
+    syntax: Syntax,
+    /// Unquoted texts that are NULL.
+    null_markers: Vec<Box<[u8]>>,
     max_record_bytes: usize,
     /// Raw bytes after which the batch is full (see [`data_limit`]).
     data_limit: usize,
@@ -768,7 +926,7 @@ impl Decoder {
         while pos < n && self.capacity() > 0 && base + (pos - copy_from) < self.data_limit {
             let split = split(
                 &mut self.fields,
-                self.delimiter,
+                self.syntax,
                 self.file_fields,
                 buf,
                 pos,
@@ -893,8 +1051,13 @@ impl Decoder {
         let row = self.rows;
         for ci in 0..self.columns.len() {
             let f = self.fields[self.col_to_file[ci]];
+            let marker = !self.null_markers.is_empty()
+                && !f.quoted
+                && self.null_markers.iter().any(|m| **m == buf[f.start..f.end]);
             let col = &mut self.columns[ci];
-            let res = if !f.escaped {
+            let res = if marker {
+                col.push_null()
+            } else if !f.escaped {
                 col.push(
                     &buf[f.start..f.end],
                     &buf[f.start..(f.start + 16).min(buf.len())],
@@ -905,7 +1068,7 @@ impl Decoder {
                 )
             } else if col.is_text() {
                 let off = self.extra.len();
-                unescape_into(&buf[f.start..f.end], &mut self.extra);
+                unescape_into(&buf[f.start..f.end], self.syntax, &mut self.extra);
                 col.push(
                     &self.extra[off..],
                     &self.extra[off..],
@@ -916,7 +1079,7 @@ impl Decoder {
                 )
             } else {
                 self.scratch.clear();
-                unescape_into(&buf[f.start..f.end], &mut self.scratch);
+                unescape_into(&buf[f.start..f.end], self.syntax, &mut self.scratch);
                 col.push(
                     &self.scratch,
                     &self.scratch,
@@ -953,7 +1116,7 @@ impl Decoder {
         let f = self.fields[self.col_to_file[ci]];
         let mut value = Vec::new();
         if f.escaped {
-            unescape_into(&buf[f.start..f.end], &mut value);
+            unescape_into(&buf[f.start..f.end], self.syntax, &mut value);
         } else {
             value.extend_from_slice(&buf[f.start..f.end]);
         }
@@ -1056,16 +1219,26 @@ fn extend_utf8(buf: &[u8], mut ok: usize, want: usize) -> usize {
 mod tests {
     use super::*;
 
+    const COMMA: Syntax = Syntax {
+        delim: b',',
+        quote: Some(b'"'),
+        escape: None,
+    };
+
     fn fields(input: &str, eof: bool) -> (Split, Vec<String>) {
+        fields_with(COMMA, input, eof)
+    }
+
+    fn fields_with(syn: Syntax, input: &str, eof: bool) -> (Split, Vec<String>) {
         let mut f = Vec::new();
-        let s = split(&mut f, b',', 3, input.as_bytes(), 0, eof);
+        let s = split(&mut f, syn, 3, input.as_bytes(), 0, eof);
         let v = f
             .iter()
             .map(|p| {
                 let raw = &input.as_bytes()[p.start..p.end];
                 let mut out = Vec::new();
                 if p.escaped {
-                    unescape_into(raw, &mut out);
+                    unescape_into(raw, syn, &mut out);
                 } else {
                     out.extend_from_slice(raw);
                 }
@@ -1100,6 +1273,36 @@ mod tests {
         ));
         let (_, v) = fields("\"ab\"cd,e\"f,g\r\n", false);
         assert_eq!(v, ["abcd", "e\"f", "g"]);
+    }
+
+    #[test]
+    fn backslash_escapes_and_no_quote() {
+        let esc = Syntax {
+            escape: Some(b'\\'),
+            ..COMMA
+        };
+        let (s, v) = fields_with(esc, "\"a\\\"b\",\"c\\\\\",\"x\"\"y\"\n", false);
+        assert_eq!(v, ["a\"b", "c\\", "x\"y"]);
+        assert!(matches!(s, Split::Record { next: 20, .. }), "{s:?}");
+        // An escaped line end inside quotes is text and counts as a line.
+        let (s, v) = fields_with(esc, "\"a\\\nb\",c,d\n", false);
+        assert_eq!(v, ["a\nb", "c", "d"]);
+        assert!(matches!(s, Split::Record { newlines: 1, .. }), "{s:?}");
+        // Outside quotes the escape is text.
+        assert_eq!(fields_with(esc, "a\\,b,c\n", false).1, ["a\\", "b", "c"]);
+        assert_eq!(
+            fields_with(esc, "\"a\\", false).0,
+            Split::Incomplete { spanned: false }
+        );
+        assert_eq!(fields_with(esc, "\"a\\", true).0, Split::StrayQuote);
+        let bare = Syntax {
+            quote: None,
+            ..COMMA
+        };
+        assert_eq!(
+            fields_with(bare, "\"a,b\",c\n", false).1,
+            ["\"a", "b\"", "c"]
+        );
     }
 
     #[test]

@@ -11,9 +11,17 @@
 //! * [`Decoder`]: the pure push decoder underneath (bytes in, [`etl_core::Batch`]es out),
 //!   usable without files. [`Header`] parses a header line.
 //!
+//! * Dialects ([`CsvOptions`], or [`Dialect`] from a job file): delimiter, quote (or none),
+//!   backslash-style escape, UTF-8 or Latin-1 ([`Encoding`]), a header or a column list
+//!   ([`HeaderMode`]), null markers (`NA`, `\N`). gzip and zstd files are read
+//!   transparently ([`Compression`], by their first bytes).
+//! * [`guess()`]: reads a sample of files and guesses their dialect and a schema, with the
+//!   evidence (the skeleton of a job file).
+//!
 //! Strings are decoded into `Utf8View` columns whose long values point into one shared
 //! buffer holding the batch's raw record bytes, so a string column costs 16 bytes a row
-//! and no copy. Only the empty field is NULL: `"NA"` (Namibia) is a value.
+//! and no copy. By default only the empty field is NULL: `"NA"` (Namibia) is a value;
+//! null markers ([`CsvOptions::with_null_markers`]) match unquoted fields only.
 //!
 //! Reject kinds: `field_count`, `bad_integer`, `bad_number`, `bad_decimal`, `bad_boolean`,
 //! `bad_date`, `bad_timestamp`, `missing_value`, `invalid_utf8`, `nul_byte`,
@@ -51,6 +59,8 @@
 mod columns;
 mod decoder;
 mod error;
+pub mod guess;
+mod input;
 mod options;
 mod reference;
 mod source;
@@ -58,6 +68,8 @@ mod value;
 
 pub use decoder::{Decoder, DecoderBuilder, Header};
 pub use error::{CsvError, Result};
-pub use options::CsvOptions;
+pub use guess::{Guess, guess};
+pub use input::{Compression, latin1_to_utf8};
+pub use options::{CsvOptions, Dialect, Encoding, HeaderMode};
 pub use reference::read_pairs;
 pub use source::{CsvSource, file_fingerprint, glob_match, natural_cmp};

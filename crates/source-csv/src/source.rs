@@ -1,18 +1,18 @@
 //! [`CsvSource`]: many CSV files as units, each streamed into typed batches.
 
 use std::cmp::Ordering;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_schema::SchemaRef;
+use arrow_schema::{Schema, SchemaRef};
 use etl_core::{Batch, BatchStream, Extract, ExtractOptions, SizeHint, Unit};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::decoder::{Decoder, Header};
 use crate::error::{CsvError, Result};
+use crate::input::Input;
 use crate::options::CsvOptions;
 
 /// Which files a [`CsvSource`] reads.
@@ -119,13 +119,15 @@ impl CsvSource {
         let units = self.list_units()?;
         for u in &units {
             let path = PathBuf::from(&u.locator);
-            let mut file = File::open(&path).map_err(|source| CsvError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let mut input =
+                Input::open(&path, self.options.encoding()).map_err(|source| CsvError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             let (mut buf, mut start) = (Vec::new(), 0);
             let (h, _) = read_header(
-                &mut file,
+                &mut input.reader,
+                &self.schema,
                 &u.name,
                 &path,
                 &self.options,
@@ -292,12 +294,13 @@ impl ReadJob {
             path: self.path.display().to_string(),
             source,
         };
-        let mut file = File::open(&self.path).map_err(io)?;
+        let mut input = Input::open(&self.path, self.options.encoding()).map_err(io)?;
         let chunk = self.options.chunk_size();
         let mut buf: Vec<u8> = Vec::with_capacity(chunk);
         let mut start = 0usize;
         let (header, mut eof) = read_header(
-            &mut file,
+            &mut input.reader,
+            &self.schema,
             &self.unit,
             &self.path,
             &self.options,
@@ -315,6 +318,8 @@ impl ReadJob {
         // Header bytes count towards the first batch's `consumed`.
         let mut extra = header_bytes;
         let mut sent = false;
+        // A compressed or transcoded file reports the file bytes read instead.
+        let mut progress = input.transformed.then_some(0u64);
         loop {
             let n = if eof {
                 decoder.decode_eof(&buf[start..])?
@@ -323,7 +328,8 @@ impl ReadJob {
             };
             start += n;
             if decoder.capacity() == 0 {
-                if !self.send(tx, &mut decoder, &mut extra, &mut sent)? {
+                let raw = input.raw_read();
+                if !self.send(tx, &mut decoder, &mut extra, &mut sent, &mut progress, raw)? {
                     return Ok(());
                 }
                 continue;
@@ -333,7 +339,7 @@ impl ReadJob {
                 break;
             }
             eof = fill(
-                &mut file,
+                &mut input.reader,
                 &mut buf,
                 &mut start,
                 chunk,
@@ -341,25 +347,37 @@ impl ReadJob {
             )
             .map_err(io)?;
         }
+        let raw = input.raw_read();
         if decoder.has_pending() {
-            self.send(tx, &mut decoder, &mut extra, &mut sent)?;
+            self.send(tx, &mut decoder, &mut extra, &mut sent, &mut progress, raw)?;
         } else if !sent {
             // No data rows at all: one empty batch still reports the bytes read.
-            let _ = tx.blocking_send(Ok(empty_batch(&self.schema, &self.unit, extra)));
+            let consumed = progress.map_or(extra, |p| raw - p);
+            let _ = tx.blocking_send(Ok(empty_batch(&self.schema, &self.unit, consumed)));
         }
         Ok(())
     }
 
     /// Flush the decoder and send the batch; `false` if the stream was dropped.
+    ///
+    /// `progress` is the file bytes already reported for a compressed or transcoded file,
+    /// whose batches report the file bytes read since (`raw`) rather than decoded bytes:
+    /// approximate per batch (the decompressor reads ahead), exact in total.
     fn send(
         &self,
         tx: &Sender,
         decoder: &mut Decoder,
         extra: &mut u64,
         sent: &mut bool,
+        progress: &mut Option<u64>,
+        raw: u64,
     ) -> Result<bool> {
         if let Some(mut batch) = decoder.flush()? {
             batch.consumed += std::mem::take(extra);
+            if let Some(p) = progress {
+                batch.consumed = raw - *p;
+                *p = raw;
+            }
             *sent = true;
             return Ok(tx.blocking_send(Ok(batch)).is_ok());
         }
@@ -382,7 +400,8 @@ fn empty_batch(schema: &SchemaRef, unit: &Arc<str>, consumed: u64) -> Batch {
 /// Read `file` until its header is whole: the header, and whether the file ended (`buf`
 /// holds what was read, `start` where reading stopped).
 fn read_header(
-    file: &mut File,
+    file: &mut dyn Read,
+    schema: &Schema,
     unit: &str,
     path: &std::path::Path,
     options: &CsvOptions,
@@ -402,7 +421,7 @@ fn read_header(
             options.max_record_bytes(),
         )
         .map_err(io)?;
-        if let Some(h) = Header::parse(unit, buf, options, eof)? {
+        if let Some(h) = Header::read(unit, buf, options, schema, eof)? {
             return Ok((h, eof));
         }
         if eof {
@@ -414,7 +433,7 @@ fn read_header(
 }
 
 fn fill(
-    file: &mut File,
+    file: &mut dyn Read,
     buf: &mut Vec<u8>,
     start: &mut usize,
     chunk: usize,

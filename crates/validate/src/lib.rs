@@ -6,6 +6,8 @@
 //!   of range, a code not in a list, an empty required field), each with its reason;
 //! * [`lookup::LookupTransform`] — a text column mapped to an id through a reference list
 //!   with aliases; unmatched rows filtered with a reason and counted per value;
+//! * [`columns`] — rename, drop, cast, default, filter and deterministic UUID ids, the
+//!   column transforms of a declarative job;
 //! * aggregate gates over the run's totals — [`RejectRate`], [`MatchRate`] — that veto the
 //!   commit when the data as a whole is not good enough;
 //! * [`sql::SqlChecks`] (feature `postgres`) — checks run in the database after the load:
@@ -21,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod columns;
 mod gates;
 pub mod lookup;
 mod rules;

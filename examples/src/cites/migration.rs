@@ -213,6 +213,7 @@ impl CitesConfig {
             target: Some(target),
             unit_retries: common.unit_retries,
             guard_formulas: common.guard_formulas,
+            metrics: common.metrics(),
         }
     }
 }

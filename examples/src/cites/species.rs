@@ -38,15 +38,7 @@ pub const ROW_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a1e_6c2e_0b6f_4c3e_9d2a_5f
 /// are, deterministic, and free to compute (no hashing: 28 M SHA-1s would cost seconds).
 /// Ids outside `0..2^62` fall back to a version-5 UUID of the id.
 pub fn row_id(id: i64) -> [u8; 16] {
-    if (0..1 << 62).contains(&id) {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&ROW_ID_NAMESPACE.as_bytes()[..8]);
-        b[6] = (b[6] & 0x0f) | 0x80;
-        b[8..].copy_from_slice(&(id as u64 | 1 << 63).to_be_bytes());
-        b
-    } else {
-        *Uuid::new_v5(&ROW_ID_NAMESPACE, &id.to_be_bytes()).as_bytes()
-    }
+    etl_validate::columns::embedded_id(&ROW_ID_NAMESPACE, id)
 }
 
 /// Target column of each CSV column, in [`CITES_COLUMNS`] order.

@@ -41,56 +41,26 @@ pub fn rollups() -> [Rollup; 3] {
     ]
 }
 
-/// The groups from one scan of the live table.
-const GROUPS_BY_SCAN: &str = "CREATE TEMP TABLE ferry_trade_groups ON COMMIT DROP AS
- SELECT species_id, year, term, importer, exporter, count(*) AS n, sum(quantity) AS q,
-        GROUPING(importer, exporter, year, term) AS g
-   FROM cites_trade_records
-  GROUP BY GROUPING SETS ((species_id, year, term), (species_id, importer), (species_id, exporter));";
+/// Both summaries from one scan of the live table (also the job file's fallback).
+const SCAN: &str = include_str!("../../jobs/cites_trade/summary_scan.sql");
 
-/// Both summaries from `ferry_trade_groups` (`g` is `GROUPING(importer, exporter, year,
-/// term)`: 12 per species, year and term; 7 per importer; 11 per exporter).
-const FROM_GROUPS: &str = "INSERT INTO species_trade_summary (species_id, last_updated_at, total_trade_records,
-       overall_min_year, overall_max_year, overall_total_quantity, distinct_years,
-       distinct_terms, distinct_importers, distinct_exporters, annual_summaries)
-SELECT s.species_id, now(), s.records, s.min_year, s.max_year, s.quantity, s.years, s.terms,
-       coalesce(i.codes, '[]'::jsonb), coalesce(e.codes, '[]'::jsonb), a.annual
-  FROM (SELECT species_id, sum(n)::int AS records, min(year) AS min_year, max(year) AS max_year,
-               coalesce(sum(q), 0) AS quantity,
-               jsonb_agg(DISTINCT year ORDER BY year) AS years,
-               jsonb_agg(DISTINCT term ORDER BY term) AS terms
-          FROM ferry_trade_groups WHERE g = 12 GROUP BY species_id) s
-  JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('year', year, 'terms_summary', terms) ORDER BY year) AS annual
-          FROM (SELECT species_id, year,
-                       jsonb_agg(jsonb_build_object('term', term, 'records', n, 'quantity', coalesce(q, 0)) ORDER BY term) AS terms
-                  FROM ferry_trade_groups WHERE g = 12 GROUP BY species_id, year) y
-         GROUP BY species_id) a USING (species_id)
-  LEFT JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('code', importer, 'name', NULL) ORDER BY importer) AS codes
-               FROM ferry_trade_groups WHERE g = 7 AND importer IS NOT NULL GROUP BY species_id) i USING (species_id)
-  LEFT JOIN (SELECT species_id, jsonb_agg(jsonb_build_object('code', exporter, 'name', NULL) ORDER BY exporter) AS codes
-               FROM ferry_trade_groups WHERE g = 11 AND exporter IS NOT NULL GROUP BY species_id) e USING (species_id);
-INSERT INTO species_trade_summary_annual (species_id, year, total_records, total_quantity,
-       min_year, max_year, summary_type)
-SELECT species_id, year, sum(n)::int, coalesce(sum(q), 0), year, year, 'annual'
-  FROM ferry_trade_groups WHERE g = 12 GROUP BY species_id, year;";
+/// Both summaries from the rollups; `{groups:<table>}` stands for the run's groups.
+const ROLLUPS: &str = include_str!("../../jobs/cites_trade/summary_rollups.sql");
 
 /// The rebuild from one scan of the live table (statements for one transaction: the
 /// rollback after the previous table is live again, and the fallback of [`from_rollups`]).
 pub fn rebuild() -> String {
-    format!("{TRUNCATE}{GROUPS_BY_SCAN}\n{FROM_GROUPS}")
+    SCAN.to_owned()
 }
-
-const TRUNCATE: &str = "TRUNCATE species_trade_summary, species_trade_summary_annual;\n";
 
 /// The rebuild from the rollups of run `run_id` (statements for one transaction).
 pub fn from_rollups(run_id: Uuid) -> String {
-    let [year, importer, exporter] = rollups().map(|r| r.groups_sql(run_id));
-    format!(
-        "{TRUNCATE}CREATE TEMP TABLE ferry_trade_groups ON COMMIT DROP AS
- SELECT species_id, year, term, NULL::text AS importer, NULL::text AS exporter, rows AS n, quantity AS q, 12 AS g
-   FROM ({year}) y
- UNION ALL SELECT species_id, NULL, NULL, importer, NULL, rows, NULL, 7 FROM ({importer}) i
- UNION ALL SELECT species_id, NULL, NULL, NULL, exporter, rows, NULL, 11 FROM ({exporter}) e;
-{FROM_GROUPS}"
-    )
+    let mut sql = ROLLUPS.to_owned();
+    for r in rollups() {
+        sql = sql.replace(
+            &format!("{{groups:{}}}", r.table),
+            &format!("({})", r.groups_sql(run_id)),
+        );
+    }
+    sql
 }

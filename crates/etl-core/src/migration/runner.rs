@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::journal::{JournalRun, MemoryJournal, RunRecord, RunState, StepRecord, StepState};
 use super::step::{Shared, Step, StepCx, StepOutput, StepReport, Undo};
 use super::{Journal, StepKind};
+use crate::metrics::Metrics;
 use crate::report::{RejectSpool, RunReport, RunStatus};
 use crate::{Error, Finding, Result, UnitReport};
 
@@ -72,7 +73,8 @@ pub struct RunOptions {
     /// Stop before this step (e.g. `switch` for `--no-switchover`); the run is then
     /// `stopped` and `--resume` continues it there.
     pub stop_before: Option<String>,
-    /// Where `report.json`, `summary.txt`, `rejects.csv` and the migration's files go.
+    /// Where `report.json`, `report.html`, `summary.txt`, `rejects.csv` and the migration's
+    /// files go.
     pub report_dir: PathBuf,
     /// Progress bars on a terminal, a progress line every 10 s off one.
     pub progress: bool,
@@ -86,6 +88,9 @@ pub struct RunOptions {
     pub unit_retries: u32,
     /// Guard `rejects.csv` against spreadsheet formulas (`--guard-formulas`).
     pub guard_formulas: bool,
+    /// Prometheus metrics of the run (`--metrics-file`, `--metrics-addr`): written and
+    /// served while [`Migration::execute`] runs; every step's pipelines count into it.
+    pub metrics: Option<Metrics>,
 }
 
 impl RunOptions {
@@ -100,7 +105,14 @@ impl RunOptions {
             target: None,
             unit_retries: 3,
             guard_formulas: false,
+            metrics: None,
         }
+    }
+
+    /// The same options exporting `metrics` ([`crate::metrics`]).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The same options with another action.
@@ -541,6 +553,32 @@ impl<C: Send + Sync> Migration<C> {
         opts: &RunOptions,
     ) -> Result<RunReport> {
         let started = Utc::now();
+        let export = match &opts.metrics {
+            Some(m) => {
+                m.set_migration(&self.name);
+                Some(m.start_export().await?)
+            }
+            None => None,
+        };
+        let report = self.execute_locked(ctx, journal, opts, started).await;
+        if let (Some(m), Some(export)) = (&opts.metrics, export) {
+            m.set_run_state(match &report {
+                Ok(r) => r.run_state.as_deref().unwrap_or("done"),
+                Err(Error::Refused(_)) => "refused",
+                Err(_) => "failed",
+            });
+            export.finish().await;
+        }
+        report
+    }
+
+    async fn execute_locked(
+        &self,
+        ctx: &C,
+        journal: &dyn Journal,
+        opts: &RunOptions,
+        started: DateTime<Utc>,
+    ) -> Result<RunReport> {
         // One run per target: held to the end of this invocation (a dry run writes
         // nothing and takes none).
         let lock = if opts.action == Action::DryRun {
@@ -603,6 +641,7 @@ impl<C: Send + Sync> Migration<C> {
             unit_retries: opts.unit_retries,
             guard_formulas: opts.guard_formulas,
             shared: shared.clone(),
+            metrics: (opts.metrics.as_ref()).map(|m| m.for_step(&step.name)),
         }
     }
 
@@ -719,6 +758,14 @@ impl<C: Send + Sync> Migration<C> {
             }
         }
         tracing::info!(migration = %self.name, run = %run_id, action = opts.action.as_str(), journal = %journal.location(), "migration started");
+        if let Some(m) = &opts.metrics {
+            m.begin_run(
+                &self.name,
+                &run_id.to_string(),
+                opts.action.as_str(),
+                &run.steps,
+            );
+        }
 
         let shared = Self::shared_from(&run.steps);
         if let Some(log) = &self.errors_log {
@@ -821,6 +868,7 @@ impl<C: Send + Sync> Migration<C> {
                 reports.push(step_report(&rec, "not_reached", ""));
                 continue;
             }
+            note_step(opts, &rec);
             test_pause(&step.name, "before").await;
             let cx = self.cx(run_id, step, rec.attempts, opts, &shared);
             tracing::info!(step = %step.name, position = i + 1, of = n, attempt = rec.attempts, "step started");
@@ -891,6 +939,7 @@ impl<C: Send + Sync> Migration<C> {
                     step.name
                 ));
             }
+            note_step(opts, &rec);
             let outcome = if rec.state == StepState::Done {
                 "ran"
             } else {
@@ -1031,6 +1080,14 @@ impl<C: Send + Sync> Migration<C> {
         run.run.pid = std::process::id();
         journal.put_run(&run.run).await?;
         tracing::info!(migration = %self.name, run = %run_id, "rollback started");
+        if let Some(m) = &opts.metrics {
+            m.begin_run(
+                &self.name,
+                &run_id.to_string(),
+                opts.action.as_str(),
+                &run.steps,
+            );
+        }
         let shared = Self::shared_from(&run.steps);
         let mut reports: Vec<StepReport> = Vec::new();
         let mut error = None;
@@ -1076,6 +1133,7 @@ impl<C: Send + Sync> Migration<C> {
                     rec.finished_at = Some(Utc::now());
                     rec.error = None;
                     journal.put_step(&self.name, run_id, &rec).await?;
+                    note_step(opts, &rec);
                     reports.push(step_report(&rec, "rolled_back", &m));
                 }
                 Err(e) => {
@@ -1085,6 +1143,7 @@ impl<C: Send + Sync> Migration<C> {
                     ));
                     rec.error = Some(e);
                     journal.put_step(&self.name, run_id, &rec).await?;
+                    note_step(opts, &rec);
                     reports.push(step_report(&rec, "failed", ""));
                 }
             }
@@ -1161,12 +1220,19 @@ impl<C: Send + Sync> Migration<C> {
         report.run_state = Some(state.as_str().to_owned());
         report.journal = Some(journal.location());
         report.target = opts.target.clone();
-        report.files = ["report.json", "summary.txt", "rejects.csv"]
+        report.files = ["report.json", "report.html", "summary.txt", "rejects.csv"]
             .into_iter()
             .map(str::to_owned)
             .chain(shared.files.iter().cloned())
             .collect();
         report
+    }
+}
+
+/// A step's recorded state, for the metrics.
+fn note_step(opts: &RunOptions, rec: &StepRecord) {
+    if let Some(m) = &opts.metrics {
+        m.step_record(rec);
     }
 }
 

@@ -426,6 +426,7 @@ pub struct StepCx {
     pub(crate) resume: bool,
     pub(crate) errors_log: Option<PathBuf>,
     pub(crate) shared: Arc<Mutex<Shared>>,
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 /// What steps add to the run's report.
@@ -466,7 +467,16 @@ impl StepCx {
             resume: self.resuming(),
             dry_run: self.dry_run,
             cancel: self.cancel.clone(),
+            metrics: self.metrics.clone(),
         }
+    }
+
+    /// This step's metrics when the run exports them (`--metrics-file`,
+    /// `--metrics-addr`): its pipelines count into it through [`StepCx::run_info`]; a
+    /// step that moves rows without a pipeline can count them here
+    /// ([`Metrics::add_rows`](crate::metrics::Metrics::add_rows)).
+    pub fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.metrics.as_ref()
     }
 
     /// Pipeline options with this run's progress setting, report directory (for the

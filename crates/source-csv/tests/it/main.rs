@@ -2,6 +2,8 @@
 
 mod corpus;
 mod decoder;
+mod dialect;
+mod guess;
 mod props;
 mod source;
 
