@@ -36,5 +36,19 @@ fi
 exclude=()
 for p in "${unpublished[@]}"; do exclude+=(--exclude "$p"); done
 
+# cargo verifies each tarball against the others through a temporary local registry whose
+# crates it unpacks under $CARGO_HOME/registry/src/-<hash>/ (the hash is of the registry's
+# path, so the same for every run with this target dir) and never unpacks again while the
+# version is unchanged: a second run would compile against the first run's sources. Remove
+# this workspace's crates from those unnamed (local) registries first.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+while read -r crate; do
+    for d in "$cargo_home"/registry/src/-*/"$crate"; do
+        if [[ -d $d ]]; then rm -rf -- "$d"; fi
+    done
+done < <(cargo metadata --no-deps --format-version 1 |
+    python3 -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]: print(p["name"] + "-" + p["version"])')
+
 set -x
 cargo package --workspace "${exclude[@]}" -j "$jobs" "$@"
