@@ -107,6 +107,13 @@ fn types_nulls_names_and_evidence() {
     let json = serde_json::to_value(&g).unwrap();
     assert_eq!(json["dialect"]["header"], "skip");
     assert_eq!(json["columns"][2]["type_name"], "decimal(18,2)");
+    // Every type name reads back as its type.
+    for c in &g.columns {
+        assert_eq!(
+            etl_source_csv::guess::data_type(&c.type_name).as_ref(),
+            Some(&c.data_type)
+        );
+    }
 }
 
 #[tokio::test]
