@@ -435,11 +435,7 @@ impl Header {
             unit: unit.to_owned(),
             reason: reason.to_owned(),
         };
-        if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
-            return Err(invalid(
-                "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8",
-            ));
-        }
+        not_utf16(unit, buf)?;
         let mut pos = if buf.starts_with(b"\xEF\xBB\xBF") {
             3
         } else if !eof && b"\xEF\xBB\xBF".starts_with(buf) {
@@ -562,12 +558,7 @@ impl Header {
             }
             HeaderMode::Absent => {
                 const BOM: &[u8] = b"\xEF\xBB\xBF";
-                if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
-                    return Err(CsvError::InvalidHeader {
-                        unit: unit.to_owned(),
-                        reason: "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8".into(),
-                    });
-                }
+                not_utf16(unit, buf)?;
                 let len = if buf.starts_with(BOM) {
                     BOM.len()
                 } else if !eof && BOM.starts_with(buf) {
@@ -583,6 +574,19 @@ impl Header {
             }
         }
     }
+}
+
+/// [`CsvError::InvalidHeader`] if `buf` starts with a UTF-16 byte order mark.
+fn not_utf16(unit: &str, buf: &[u8]) -> Result<()> {
+    if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
+        return Err(CsvError::InvalidHeader {
+            unit: unit.to_owned(),
+            reason:
+                "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8"
+                    .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Builds a [`Decoder`]: the schema, the unit name for rejects, options, batch size.

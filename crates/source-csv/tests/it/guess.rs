@@ -1,21 +1,13 @@
 //! `guess` on files it has never seen, then a load with what it guessed.
 
-use std::path::{Path, PathBuf};
-
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_schema::{DataType, TimeUnit};
 use etl_source_csv::guess::{ColumnGuess, Misfit};
 use etl_source_csv::{Compression, CsvSource, Encoding, HeaderMode, guess};
 
-use crate::dialect::{gzip, read_all, zstd};
+use crate::dialect::{gzip, read_all, write, zstd};
 use crate::flatten;
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
 
 fn types(cols: &[ColumnGuess]) -> Vec<(&str, &str, bool)> {
     cols.iter()
