@@ -300,7 +300,13 @@ impl Transform for TextLists {
         let schema = self.output_schema(&batch.data.schema())?;
         let wanted: HashSet<&str> = self.columns.iter().map(String::as_str).collect();
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(batch.data.num_columns());
-        for (f, col) in batch.data.schema().fields().iter().zip(batch.data.columns()) {
+        for (f, col) in batch
+            .data
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.data.columns())
+        {
             if !wanted.contains(f.name().as_str()) || col.data_type() != &DataType::Utf8 {
                 cols.push(col.clone());
                 continue;

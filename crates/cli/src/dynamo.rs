@@ -71,10 +71,9 @@ fn nulls(d: &DynamoTargetSpec) -> anyhow::Result<NullMode> {
 /// The table's key attributes.
 pub fn keys(d: &DynamoTargetSpec) -> KeySchema {
     let pk = d.pk_attribute.clone().unwrap_or_else(|| "PK".into());
-    let sk = d
-        .sk
-        .as_ref()
-        .map(|_| d.sk_attribute.clone().unwrap_or_else(|| "SK".into()));
+    let sk =
+        d.sk.as_ref()
+            .map(|_| d.sk_attribute.clone().unwrap_or_else(|| "SK".into()));
     KeySchema::new(pk, sk.as_deref())
 }
 
@@ -93,13 +92,9 @@ pub fn client(d: &DynamoTargetSpec) -> anyhow::Result<Client> {
             Credentials::new(id, secret, expose(&d.session_token), None, "job file")
         }
         _ => match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(id), Some(secret)) => Credentials::new(
-                id,
-                secret,
-                var("AWS_SESSION_TOKEN"),
-                None,
-                "environment",
-            ),
+            (Some(id), Some(secret)) => {
+                Credentials::new(id, secret, var("AWS_SESSION_TOKEN"), None, "environment")
+            }
             _ if d.endpoint.is_some() => {
                 Credentials::new("local", "local", None, None, "local endpoint")
             }
@@ -200,7 +195,12 @@ pub async fn preflight(c: &JobRun) -> anyhow::Result<serde_json::Value> {
             .map(|t| t.key_schema())
             .unwrap_or_default()
             .iter()
-            .map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned()))
+            .map(|k| {
+                (
+                    k.attribute_name().to_owned(),
+                    k.key_type().as_str().to_owned(),
+                )
+            })
             .collect();
         let mut expected = vec![(want.partition.clone(), "HASH".to_owned())];
         expected.extend(want.sort.clone().map(|s| (s, "RANGE".to_owned())));
@@ -311,8 +311,13 @@ pub fn steps(m: Migration<JobRun>, c: &JobRun, load: Step<JobRun>) -> Migration<
         m.step(load.undo(|c: &JobRun, cx| {
             Box::pin(async move {
                 let d = spec(&c.job).ok_or("the target is not DynamoDB")?;
-                etl_sink_dynamodb::steps::undo_from_backups(&client(d)?, cx, "backup", write_options(d))
-                    .await
+                etl_sink_dynamodb::steps::undo_from_backups(
+                    &client(d)?,
+                    cx,
+                    "backup",
+                    write_options(d),
+                )
+                .await
             })
         }))
     } else {
@@ -454,7 +459,7 @@ impl Transform for KeyTemplates {
         let n = batch.num_rows();
         let mut fates: Vec<Option<Fate>> = vec![None; n];
         let mut keys: Vec<Vec<String>> = vec![Vec::with_capacity(n); self.templates.len()];
-        for row in 0..n {
+        for (row, fate) in fates.iter_mut().enumerate() {
             for (i, (attr, t)) in self.templates.iter().enumerate() {
                 let mut s = String::new();
                 for p in &t.0 {
@@ -464,7 +469,7 @@ impl Transform for KeyTemplates {
                             let col = batch.data.column(input.index_of(c)?);
                             let v = etl_core::batch::render_value(col, row);
                             if col.is_null(row) || v.is_empty() {
-                                fates[row].get_or_insert(Fate::Reject {
+                                fate.get_or_insert(Fate::Reject {
                                     column: Some(c.clone()),
                                     kind: "missing_key".into(),
                                     reason: format!("{c} is empty: no {attr} for the item"),

@@ -22,5 +22,5 @@ pub mod dtype;
 pub mod dynamo;
 pub mod job;
 pub mod parquet;
-pub mod pgcsv;
 pub mod pg_source;
+pub mod pgcsv;
