@@ -8,8 +8,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use etl_core::RunStatus;
+use etl_core::checkpoint::JsonCheckpoint;
 use etl_core::migration::{Action, RunOptions};
+use etl_core::{RunStatus, UnitStatus};
 use etl_examples::culturebridge::fixtures;
 use etl_examples::s9::generate;
 use etl_sink_dynamodb::admin::count_items;
@@ -36,9 +37,17 @@ fn job(name: &str, vars: &[(&str, String)]) -> JobRun {
 
 /// Run `c` as `ferry run` would, with its journal where `ferry` keeps it.
 async fn run_job(c: &JobRun, report_dir: &Path, action: Action) -> etl_core::RunReport {
+    run_with(c, report_dir, action, RunOptions::new(report_dir)).await
+}
+
+async fn run_with(
+    c: &JobRun,
+    report_dir: &Path,
+    action: Action,
+    mut opts: RunOptions,
+) -> etl_core::RunReport {
     let m = migration(c).unwrap();
     let journal = ferry_cli::commands::journal(c, report_dir).unwrap();
-    let mut opts = RunOptions::new(report_dir);
     opts.action = action;
     opts.progress = false;
     m.execute(c, journal.as_ref(), &opts).await.unwrap()
@@ -71,7 +80,7 @@ async fn s9_buyers_go_from_postgres_to_dynamodb_resume_and_roll_back() {
     let db = etl_testkit::TestDb::create().await.unwrap();
     let pool = db.pool().await.unwrap();
     let opts = generate::GenOptions {
-        sales: 2_000,
+        sales: 6_000,
         seed: 9,
     };
     let generated = generate::generate(&pool, opts).await.unwrap();
@@ -94,11 +103,47 @@ async fn s9_buyers_go_from_postgres_to_dynamodb_resume_and_roll_back() {
     let r = run_job(&dead, &reports, Action::Run).await;
     assert_eq!(r.status, RunStatus::Failed, "{:?}", r.error);
 
-    // ... and --resume with the server up creates the table and loads every buyer.
-    let c = job("s9_to_dynamodb.toml", &vars(dl.endpoint()));
+    // ... --resume with the server up creates the table and starts the load, which is
+    // interrupted (as by Ctrl-C) once two units are recorded in its checkpoint ...
+    let mut c = job("s9_to_dynamodb.toml", &vars(dl.endpoint()));
+    c.batch_size = 5;
+    c.parallel = 1;
+    let ck = JsonCheckpoint::new(
+        reports.join("journal/s9_buyers_job.dynamodb.checkpoint.json"),
+        "s9_buyers_job",
+    );
+    let mut opts = RunOptions::new(&reports);
+    let cancel = opts.cancel.clone();
+    let watch = {
+        let ck = ck.clone();
+        tokio::spawn(async move {
+            while ck.completed().map_or(0, |u| u.len()) < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            cancel.cancel();
+        })
+    };
+    opts.unit_retries = 0;
+    let r = run_with(&c, &reports, Action::Resume, opts).await;
+    watch.abort();
+    assert_ne!(r.status, RunStatus::Succeeded, "interrupted");
+    let done = ck.completed().unwrap().len();
+    assert!(done >= 2, "{done} units recorded before the interruption");
+
+    // ... and a second --resume skips the units recorded and loads the others.
     let r = run_job(&c, &reports, Action::Resume).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
     reconciles(&r);
+    let resumed = r
+        .units
+        .iter()
+        .filter(|u| u.status == UnitStatus::Resumed)
+        .count();
+    assert!(
+        resumed >= 2 && resumed < r.units.len(),
+        "{resumed} of {} units resumed",
+        r.units.len()
+    );
     let buyers: i64 = sqlx::query_scalar("SELECT count(*) FROM compradores")
         .fetch_one(&pool)
         .await
