@@ -207,6 +207,52 @@ async fn s9_buyers_go_from_postgres_to_dynamodb_resume_and_roll_back() {
     let (out, ok) = ferry_cli::build::validate(&c).await.unwrap();
     assert!(ok, "{out}");
     assert!(out.contains("exists with the job's key"), "{out}");
+
+    // A query source (a join) into Parquet files: every sale once, with its buyer's name.
+    let parts = dir.path().join("parts");
+    let text = format!(
+        r#"
+[job]
+name = "s9_sales_query"
+batch_size = 1000
+
+[source]
+kind = "postgres"
+url = "{}"
+query = "SELECT v.id_venda, v.status, c.nome AS buyer FROM vendas v LEFT JOIN compradores c USING (id_comprador)"
+key = "id_venda"
+
+[target]
+kind = "parquet"
+dir = "{}"
+"#,
+        db.url(),
+        parts.display()
+    );
+    let q = JobRun::new(
+        Job::parse(&text, &jobs_dir().join("query.toml")).unwrap(),
+        None,
+        Some(2),
+    );
+    let r = run_job(&q, &dir.path().join("query"), Action::Run).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    reconciles(&r);
+    let sales: i64 = sqlx::query_scalar("SELECT count(*) FROM vendas")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(r.totals.loaded, sales as u64);
+    let mut rows = 0;
+    for f in std::fs::read_dir(&parts).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "parquet") {
+            for b in etl_parquet::read_all(&f).unwrap() {
+                assert_eq!(b.schema().field(2).name(), "buyer");
+                rows += b.num_rows();
+            }
+        }
+    }
+    assert_eq!(rows as i64, sales);
 }
 
 type UserRow = (uuid::Uuid, String, String, String, bool, Option<String>);
@@ -292,4 +338,58 @@ async fn bubble_users_go_into_postgres_with_their_mapping_and_upsert_again() {
     let (out, ok) = ferry_cli::build::validate(&c).await.unwrap();
     assert!(ok, "{out}");
     assert!(out.contains("Bubble Data API answers for `user`"), "{out}");
+
+    // The client profiles next: their `user` references are checked against the users
+    // migrated (`parents`); those of rejected or missing users are rejected.
+    let text = format!(
+        r#"
+[job]
+name = "bubble_client_profiles"
+
+[source]
+kind = "bubble"
+url = "{}"
+token = "{}"
+mapping = "../src/culturebridge/mapping.toml"
+type = "client_profile"
+parents = {{ user = "SELECT bubble_id FROM bubble_users" }}
+
+[target]
+kind = "postgres"
+url = "{}"
+table = "bubble_client_profiles"
+mode = "upsert"
+keys = ["id"]
+create = """
+CREATE TABLE IF NOT EXISTS bubble_client_profiles (
+  id uuid PRIMARY KEY, bubble_id text NOT NULL UNIQUE,
+  user_id uuid NOT NULL UNIQUE REFERENCES bubble_users (id),
+  first_name varchar(100), last_name varchar(100), photo_url varchar(500), phone varchar(20),
+  timezone varchar(50), quiz_data jsonb NOT NULL, preferences jsonb,
+  created_at timestamp NOT NULL, updated_at timestamp NOT NULL)
+"""
+"#,
+        server.base_url(),
+        server.token(),
+        db.url()
+    );
+    let path = jobs_dir().join("profiles.toml");
+    let p = JobRun::new(Job::parse(&text, &path).unwrap(), None, Some(2));
+    let r = run_job(&p, &dir.path().join("profiles"), Action::Run).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    reconciles(&r);
+    let t = &r.totals;
+    assert_eq!(t.read, exp.read["client_profile"]);
+    assert_eq!(t.loaded, exp.loaded["client_profile"]);
+    assert_eq!(t.rejected, exp.rejected["client_profile"]);
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM bubble_client_profiles p LEFT JOIN bubble_users u ON u.id = p.user_id WHERE u.id IS NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+    // Without `parents` the job is refused when it is read, naming the line.
+    let e = Job::parse(&text.replace("parents = {", "# {"), &path).unwrap_err();
+    assert!(format!("{e:#}").contains("references `user`"), "{e:#}");
 }
