@@ -103,9 +103,19 @@ async fn s9_buyers_go_from_postgres_to_dynamodb_resume_and_roll_back() {
     let r = run_job(&dead, &reports, Action::Run).await;
     assert_eq!(r.status, RunStatus::Failed, "{:?}", r.error);
 
+    // A dry run reads, maps and checks every row, and writes nothing: no table.
+    let mut c = job("s9_to_dynamodb.toml", &vars(dl.endpoint()));
+    let r = run_job(&c, &dir.path().join("dry"), Action::DryRun).await;
+    assert_eq!(r.status, RunStatus::DryRun, "{:?}", r.error);
+    assert_eq!(r.totals.read, generated.buyers);
+    assert!(
+        !etl_sink_dynamodb::admin::table_exists(&client, "s9_buyers")
+            .await
+            .unwrap()
+    );
+
     // ... --resume with the server up creates the table and starts the load, which is
     // interrupted (as by Ctrl-C) once two units are recorded in its checkpoint ...
-    let mut c = job("s9_to_dynamodb.toml", &vars(dl.endpoint()));
     c.batch_size = 5;
     c.parallel = 1;
     let ck = JsonCheckpoint::new(
