@@ -950,6 +950,25 @@ fn extend(details: &mut serde_json::Map<String, serde_json::Value>, more: serde_
     }
 }
 
+/// `ferry validate`'s line for a source on a server: what its preflight found.
+async fn remote_source(job: &Job) -> anyhow::Result<String> {
+    Ok(match job.source.get_ref() {
+        Source::Postgres(_) => {
+            let d = crate::pg_source::preflight(job).await?;
+            let (rows, units) = (&d["source_rows"], &d["source_units"]);
+            format!("PostgreSQL source: {rows} rows in {units} units, in one snapshot")
+        }
+        _ => {
+            let d = crate::bubble::preflight(job).await?;
+            let (t, n) = (
+                d["bubble_type"].as_str().unwrap_or_default(),
+                &d["things_reported"],
+            );
+            format!("Bubble Data API answers for `{t}` ({n} things)")
+        }
+    })
+}
+
 /// `ferry validate`: the job parses, the source's files and headers fit, the transforms
 /// accept the source's schema, the target is reachable and its table takes the output.
 /// Nothing is written. Returns the report (one line per check) and whether all passed.
@@ -996,25 +1015,8 @@ pub async fn validate(c: &JobRun) -> anyhow::Result<(String, bool)> {
                 Err(e) => line(false, format!("source: {e:#}")),
             }
         }
-        Source::Postgres(_) => match crate::pg_source::preflight(&c.job).await {
-            Ok(d) => line(
-                true,
-                format!(
-                    "PostgreSQL source: {} rows in {} units, in one snapshot",
-                    d["source_rows"], d["source_units"]
-                ),
-            ),
-            Err(e) => line(false, format!("source: {e:#}")),
-        },
-        Source::Bubble(_) => match crate::bubble::preflight(&c.job).await {
-            Ok(d) => line(
-                true,
-                format!(
-                    "Bubble Data API answers for `{}` ({} things)",
-                    d["bubble_type"].as_str().unwrap_or_default(),
-                    d["things_reported"]
-                ),
-            ),
+        Source::Postgres(_) | Source::Bubble(_) => match remote_source(&c.job).await {
+            Ok(what) => line(true, what),
             Err(e) => line(false, format!("source: {e:#}")),
         },
     }
