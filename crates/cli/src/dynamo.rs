@@ -266,6 +266,12 @@ pub async fn validate(c: &JobRun, output: &SchemaRef) -> Vec<(bool, String)> {
     out
 }
 
+/// What the report says the target is: `DynamoDB table T at <endpoint>` (or `at AWS
+/// <region>`); never a credential.
+pub fn target_line(d: &DynamoTargetSpec) -> String {
+    format!("DynamoDB table {} at {}", d.table, endpoint_of(d))
+}
+
 fn endpoint_of(d: &DynamoTargetSpec) -> String {
     d.endpoint.clone().unwrap_or_else(|| {
         format!(
@@ -280,6 +286,9 @@ fn endpoint_of(d: &DynamoTargetSpec) -> String {
 /// the backup, or irreversible without one.
 pub fn steps(m: Migration<JobRun>, c: &JobRun, load: Step<JobRun>) -> Migration<JobRun> {
     let Some(d) = spec(&c.job) else { return m };
+    let load = load.describe(
+        "reads the source, applies the transforms, puts every unit's items (the unit then recorded in the checkpoint)",
+    );
     let mut m = m.restart_unfinished();
     if d.create {
         m = m.step(
