@@ -531,4 +531,35 @@ mod tests {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn aws_without_credentials_is_refused_not_looked_up() {
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+            return;
+        }
+        let text = r#"
+[job]
+name = "t"
+[source]
+kind = "parquet"
+path = "x.parquet"
+[target]
+kind = "dynamodb"
+table = "items"
+pk = "ITEM#{id}"
+"#;
+        let job = Job::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let err = client(spec(&job).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("no AWS credentials"), "{err}");
+        let local = text.replace(
+            "table = \"items\"",
+            "table = \"items\"\nendpoint = \"http://127.0.0.1:1\"",
+        );
+        let job = Job::parse(&local, std::path::Path::new("t.toml")).unwrap();
+        assert!(client(spec(&job).unwrap()).is_ok());
+        assert_eq!(
+            target_line(spec(&job).unwrap()),
+            "DynamoDB table items at http://127.0.0.1:1"
+        );
+    }
 }

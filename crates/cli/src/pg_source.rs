@@ -102,3 +102,42 @@ pub async fn preflight(job: &Job) -> anyhow::Result<serde_json::Value> {
     let units = src.units().await?.len();
     Ok(serde_json::json!({ "source_rows": rows, "source_units": units }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::job::Job;
+
+    const JOB: &str = r#"
+[job]
+name = "t"
+
+[source]
+kind = "postgres"
+url = "postgres://u:secret@127.0.0.1/db"
+table = "public.orders"
+key = "id"
+
+[target]
+kind = "parquet"
+dir = "out"
+"#;
+
+    #[test]
+    fn a_table_or_a_query_not_both() {
+        let job = Job::parse(JOB, Path::new("t.toml")).unwrap();
+        let e = super::entity(super::spec(&job).unwrap());
+        assert_eq!((e.name.as_str(), e.key.as_str()), ("orders", "id"));
+        let both = JOB.replace("key = \"id\"", "key = \"id\"\nquery = \"SELECT 1 AS id\"");
+        let err = format!("{:#}", Job::parse(&both, Path::new("t.toml")).unwrap_err());
+        assert!(
+            err.contains("t.toml:5") && err.contains("exactly one"),
+            "{err}"
+        );
+        assert!(
+            !format!("{job:?}").contains("secret"),
+            "the URL is redacted"
+        );
+    }
+}
