@@ -135,9 +135,7 @@ dir = "out"
             err.contains("t.toml:5") && err.contains("exactly one"),
             "{err}"
         );
-        assert!(
-            !format!("{job:?}").contains("secret"),
-            "the URL is redacted"
-        );
+        let spec = format!("{:?}", super::spec(&job).unwrap());
+        assert!(!spec.contains("secret"), "the URL is redacted: {spec}");
     }
 }
