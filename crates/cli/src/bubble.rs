@@ -26,7 +26,9 @@ use etl_source_bubble::declared::{Conversion, MappingFile, TypeMapping};
 use etl_source_bubble::mapping::{MapState, RejectLog};
 use etl_source_bubble::{BubbleClient, BubbleConfig, BubbleExtract, KeyMode, PageQuery};
 
+use crate::build::JobRun;
 use crate::job::{BubbleSourceSpec, Job, Source};
+use sqlx::Connection as _;
 
 /// The Bubble source of a job, if it has one.
 pub fn spec(job: &Job) -> Option<&BubbleSourceSpec> {
@@ -229,24 +231,30 @@ pub fn source(
     Ok((extract, transforms))
 }
 
-/// The parent types the source's references need, with their queries.
+/// The Bubble ids of each parent type the source's references need, read with its
+/// `parents` query from the PostgreSQL target.
 ///
 /// # Errors
-/// The mapping cannot be read.
-pub fn parent_queries(job: &Job) -> anyhow::Result<Vec<(String, String)>> {
-    let s = spec(job).context("the source is not Bubble")?;
-    let file = mapping(job)?;
-    let t = type_mapping(job, &file)?;
-    parent_types(t)
-        .into_iter()
-        .map(|p| {
-            let q = s
-                .parents
-                .get(&p)
-                .with_context(|| format!("[source] parents has no query for `{p}`"))?;
-            Ok((p, q.clone()))
-        })
-        .collect()
+/// The mapping cannot be read; a parent type without a query; the target is not
+/// PostgreSQL or a query fails.
+pub async fn parents(c: &JobRun) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let s = spec(&c.job).context("the source is not Bubble")?;
+    let file = mapping(&c.job)?;
+    let mut out = Vec::new();
+    for ty in parent_types(type_mapping(&c.job, &file)?) {
+        let query = (s.parents.get(&ty))
+            .with_context(|| format!("[source] parents has no query for `{ty}`"))?;
+        let opts = c.pg_opts().with_context(|| {
+            format!("[source] parents of `{ty}` are read from the target, which must be PostgreSQL")
+        })?;
+        let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
+        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(query.clone()))
+            .fetch_all(&mut conn)
+            .await
+            .with_context(|| format!("[source] parents `{ty}`: {query}"))?;
+        out.push((ty, ids));
+    }
+    Ok(out)
 }
 
 /// Preflight: the Data API answers for the type (one thing fetched).

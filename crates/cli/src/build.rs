@@ -464,17 +464,7 @@ async fn load(c: &JobRun, cx: &StepCx) -> anyhow::Result<StepOutput> {
             load_from(c, cx, source, Vec::new()).await
         }
         Source::Bubble(_) => {
-            let mut parents = Vec::new();
-            for (ty, query) in crate::bubble::parent_queries(&c.job)? {
-                let mut conn = c.conn().await.with_context(|| {
-                    format!("[source] parents of `{ty}` are read from the PostgreSQL target")
-                })?;
-                let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(query.clone()))
-                    .fetch_all(&mut conn)
-                    .await
-                    .with_context(|| format!("[source] parents `{ty}`: {query}"))?;
-                parents.push((ty, ids));
-            }
+            let parents = crate::bubble::parents(c).await?;
             let (source, pre) = crate::bubble::source(&c.job, c.parallel, parents)?;
             load_from(c, cx, source, pre).await
         }
