@@ -15,7 +15,8 @@ use crate::job::{Job, Target};
 
 /// `ferry`: declarative, resumable data migrations.
 ///
-/// A job file (TOML) declares a source (CSV, Parquet), transforms (rename, cast, default,
+/// A job file (TOML) declares a source (CSV, Parquet, a PostgreSQL table or query, a Bubble
+/// app's Data API), transforms (rename, cast, default,
 /// rules, filter, lookup, UUID ids, bcrypt), a target (PostgreSQL replace / append /
 /// upsert, Parquet, DynamoDB), gates and SQL steps; `ferry run` executes it step by step, recording
 /// every step in a journal so that a killed run continues with `--resume` and a finished
@@ -187,7 +188,9 @@ impl Cli {
 pub fn journal(c: &JobRun, report_dir: &Path) -> anyhow::Result<Box<dyn Journal>> {
     Ok(match c.job.target.get_ref() {
         Target::Postgres(_) => Box::new(PgJournal::new(c.pg_opts()?)),
-        _ => Box::new(FileJournal::new(report_dir.join("journal"))),
+        _ => Box::new(FileJournal::new(crate::dynamo::journal_dir(
+            &c.job, report_dir,
+        ))),
     })
 }
 
@@ -232,13 +235,9 @@ async fn run(args: &RunArgs, progress: bool) -> anyhow::Result<ExitCode> {
 /// What the report says the target is (never with a password).
 pub fn target_line(c: &JobRun) -> String {
     match c.job.target.get_ref() {
-        Target::Postgres(pg) => format!(
-            "PostgreSQL {} table {}",
-            etl_core::config::redact_url(&pg.url),
-            pg.table
-        ),
+        Target::Postgres(pg) => format!("PostgreSQL {} table {}", pg.url.redacted(), pg.table),
         Target::Parquet { dir } => format!("Parquet files in {}", c.job.resolve(dir).display()),
-        Target::Dynamodb(d) => format!("DynamoDB table {}", d.table),
+        Target::Dynamodb(d) => crate::dynamo::target_line(d),
     }
 }
 
