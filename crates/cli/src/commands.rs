@@ -56,7 +56,8 @@ pub enum Command {
     Status(JobArgs),
     /// Check a job file and its source and target without writing anything.
     Validate(JobArgs),
-    /// Sample CSV or Parquet files and print a job file for them: the dialect, the
+    /// Sample CSV or Parquet files (or read a PostgreSQL table's catalog) and print a job
+    /// file for them: the dialect, the
     /// columns with their types and the evidence (values sampled, NULLs, values that did
     /// not fit a narrower type, with their file and line).
     Guess(GuessArgs),
@@ -70,7 +71,9 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct GuessArgs {
     /// The files: a path, a directory or a glob (`'data/*.csv'`, quoted); `.gz` and `.zst`
-    /// files are read through their decompressor.
+    /// files are read through their decompressor. Or a PostgreSQL table:
+    /// `postgres://user@host/db?table=name` (its columns from the catalog, its key from its
+    /// primary key).
     pub source: String,
     /// Data rows sampled from the start of each file.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -177,7 +180,7 @@ impl Cli {
             Command::Run(args) => run(args, self.quiet == 0).await,
             Command::Status(args) => status(args).await,
             Command::Validate(args) => validate(args).await,
-            Command::Guess(args) => guess(args),
+            Command::Guess(args) => guess(args).await,
             Command::Load(args) => load(args, self.quiet == 0).await,
         }
     }
@@ -262,8 +265,13 @@ async fn validate(args: &JobArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn guess(args: &GuessArgs) -> anyhow::Result<ExitCode> {
-    let sample = crate::guess::sample(&args.source, args.sample_rows)?;
+async fn guess(args: &GuessArgs) -> anyhow::Result<ExitCode> {
+    let sample =
+        if args.source.starts_with("postgres://") || args.source.starts_with("postgresql://") {
+            crate::guess::sample_postgres(&args.source).await?
+        } else {
+            crate::guess::sample(&args.source, args.sample_rows)?
+        };
     let table = args
         .table
         .clone()
