@@ -4,8 +4,11 @@
 //! PostgreSQL replace: preflight ─> create ─> prepare* ─> staging ─> load ─> indexes ─> gates ─> switch ─> post_switch* ─> ids ─> (cleanup)
 //! PostgreSQL upsert:  preflight ─> create ─> prepare* ─> staging ─> load ─> gates ─> upsert ─> post_switch* ─> ids
 //! PostgreSQL append:  preflight ─> create ─> prepare* ─> load (into the table) ─> gates ─> post_switch* ─> ids
-//! Parquet, DynamoDB:  preflight ─> load ─> post_switch* (PostgreSQL SQL is refused)
+//! Parquet:            preflight ─> load (PostgreSQL SQL is refused)
+//! DynamoDB:           preflight ─> [create_table] ─> [backup] ─> load (see [`crate::dynamo`])
 //! ```
+//!
+//! Sources: CSV, Parquet, PostgreSQL ([`crate::pg_source`]), Bubble ([`crate::bubble`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,7 +79,7 @@ impl JobRun {
     /// The target is not PostgreSQL, or its URL does not parse.
     pub fn pg_opts(&self) -> anyhow::Result<PgConnectOptions> {
         let pg = self.pg().context("the target is not PostgreSQL")?;
-        Ok(connect_options(&pg.url)?)
+        Ok(connect_options(pg.url.expose())?)
     }
 
     /// The live and staging tables of a PostgreSQL target.
@@ -158,12 +161,22 @@ pub fn source_schema(job: &Job) -> anyhow::Result<SchemaRef> {
                 .context("no Parquet file matches [source] path")?;
             Ok(etl_parquet::file_schema(first)?)
         }
-        Source::Postgres(_) | Source::Bubble(_) => {
-            bail!(
-                "{}: this source kind is not supported by this build of ferry yet",
-                job.at(job.source.span())
-            )
-        }
+        Source::Bubble(_) => crate::bubble::schema(job),
+        Source::Postgres(_) => bail!(
+            "{}: the schema of a PostgreSQL source is read from the database: use `source_schema_of`",
+            job.at(job.source.span())
+        ),
+    }
+}
+
+/// [`source_schema`], with a PostgreSQL source's schema read from its database.
+///
+/// # Errors
+/// As [`source_schema`]; the source database cannot be reached.
+pub async fn source_schema_of(job: &Job) -> anyhow::Result<SchemaRef> {
+    match job.source.get_ref() {
+        Source::Postgres(_) => crate::pg_source::schema(job).await,
+        _ => source_schema(job),
     }
 }
 
@@ -399,21 +412,31 @@ async fn load_lookup(c: &JobRun, spec: &LookupSpec, dry_run: bool) -> anyhow::Re
 /// The load step: the source through the transforms into the target.
 async fn load(c: &JobRun, cx: &StepCx) -> anyhow::Result<StepOutput> {
     match c.job.source.get_ref() {
-        Source::Csv(_) => load_from(c, cx, csv_source(&c.job)?).await,
+        Source::Csv(_) => load_from(c, cx, csv_source(&c.job)?, Vec::new()).await,
         Source::Parquet { path } => {
             let files = expand(&c.job, path, "parquet")?;
-            load_from(c, cx, crate::parquet::ParquetFiles::new(files)?).await
+            load_from(c, cx, crate::parquet::ParquetFiles::new(files)?, Vec::new()).await
         }
-        Source::Postgres(_) | Source::Bubble(_) => {
-            bail!(
-                "{}: this source kind is not supported by this build of ferry yet",
-                c.job.at(c.job.source.span())
-            )
+        Source::Postgres(_) => {
+            let source = crate::pg_source::source(&c.job, c.parallel).await?;
+            load_from(c, cx, source, Vec::new()).await
+        }
+        Source::Bubble(_) => {
+            let parents = crate::bubble::parents(c).await?;
+            let (source, pre) = crate::bubble::source(&c.job, c.parallel, parents)?;
+            load_from(c, cx, source, pre).await
         }
     }
 }
 
-async fn load_from<E: Extract>(c: &JobRun, cx: &StepCx, source: E) -> anyhow::Result<StepOutput> {
+/// The source through `pre` (the source's own mapping), the job's transforms, and the
+/// target's load.
+async fn load_from<E: Extract>(
+    c: &JobRun,
+    cx: &StepCx,
+    source: E,
+    pre: Vec<SharedTransform>,
+) -> anyhow::Result<StepOutput> {
     match c.job.target.get_ref() {
         Target::Postgres(_) => {
             let table = c.load_table().context("no table")?;
@@ -421,7 +444,7 @@ async fn load_from<E: Extract>(c: &JobRun, cx: &StepCx, source: E) -> anyhow::Re
             for r in c.rollups() {
                 load = load.with_rollup(r);
             }
-            run_pipeline(c, cx, source, load).await
+            run_pipeline(c, cx, source, load, pre, Vec::new()).await
         }
         Target::Parquet { dir } => {
             let dir = c.job.resolve(dir);
@@ -430,12 +453,12 @@ async fn load_from<E: Extract>(c: &JobRun, cx: &StepCx, source: E) -> anyhow::Re
                 c.job.job.name.clone(),
             );
             let load = etl_parquet::ParquetPartsLoad::new(&dir, ck);
-            run_pipeline(c, cx, source, load).await
+            run_pipeline(c, cx, source, load, pre, Vec::new()).await
         }
-        Target::Dynamodb(_) => bail!(
-            "{}: DynamoDB targets are not supported by this build of ferry yet",
-            c.job.at(c.job.target.span())
-        ),
+        Target::Dynamodb(_) => {
+            let (load, post) = crate::dynamo::load(c, cx)?;
+            run_pipeline(c, cx, source, load, pre, post).await
+        }
     }
 }
 
@@ -444,10 +467,12 @@ async fn run_pipeline<E: Extract, L: Load>(
     cx: &StepCx,
     source: E,
     load: L,
+    pre: Vec<SharedTransform>,
+    post: Vec<SharedTransform>,
 ) -> anyhow::Result<StepOutput> {
     let built = build_transforms(c, cx.dry_run).await?;
     let mut p = Pipeline::new(source, load).options(cx.pipeline_options(c.batch_size, c.parallel));
-    for t in built.transforms {
+    for t in pre.into_iter().chain(built.transforms).chain(post) {
         p = p.transform_shared(t);
     }
     for v in built.validators {
@@ -550,7 +575,7 @@ async fn gates(c: &JobRun, cx: &StepCx) -> anyhow::Result<StepOutput> {
         .map(|p| p.totals)
         .context("the load step left no totals in the journal; run the load again")?;
     let pg = c.pg().context("not PostgreSQL")?;
-    let mut findings = SqlChecks::new(pg.url.clone(), sql_checks(c, &table)?)
+    let mut findings = SqlChecks::new(pg.url.expose(), sql_checks(c, &table)?)
         .run_all(&totals)
         .await?;
     for g in &c.job.gate {
@@ -664,6 +689,9 @@ pub fn migration(c: &JobRun) -> anyhow::Result<Migration<JobRun>> {
         );
     }
     let Some(pg) = pg else {
+        if crate::dynamo::spec(job).is_some() {
+            return Ok(crate::dynamo::steps(m, c, load_step()));
+        }
         return Ok(m.restart_unfinished().step(load_step()));
     };
     let opts = c.pg_opts()?;
@@ -832,7 +860,11 @@ async fn preflight(c: &JobRun, cx: &StepCx) -> anyhow::Result<StepOutput> {
                 json!(expand(&c.job, path, "parquet")?.len()),
             );
         }
-        _ => {}
+        Source::Postgres(_) => extend(&mut details, crate::pg_source::preflight(&c.job).await?),
+        Source::Bubble(_) => extend(&mut details, crate::bubble::preflight(&c.job).await?),
+    }
+    if crate::dynamo::spec(&c.job).is_some() {
+        extend(&mut details, crate::dynamo::preflight(c).await?);
     }
     if let Some(pg) = c.pg() {
         let mut conn = c.conn().await?;
@@ -860,6 +892,31 @@ async fn preflight(c: &JobRun, cx: &StepCx) -> anyhow::Result<StepOutput> {
         .with_details(serde_json::Value::Object(details)))
 }
 
+fn extend(details: &mut serde_json::Map<String, serde_json::Value>, more: serde_json::Value) {
+    if let serde_json::Value::Object(m) = more {
+        details.extend(m);
+    }
+}
+
+/// `ferry validate`'s line for a source on a server: what its preflight found.
+async fn remote_source(job: &Job) -> anyhow::Result<String> {
+    Ok(match job.source.get_ref() {
+        Source::Postgres(_) => {
+            let d = crate::pg_source::preflight(job).await?;
+            let (rows, units) = (&d["source_rows"], &d["source_units"]);
+            format!("PostgreSQL source: {rows} rows in {units} units, in one snapshot")
+        }
+        _ => {
+            let d = crate::bubble::preflight(job).await?;
+            let (t, n) = (
+                d["bubble_type"].as_str().unwrap_or_default(),
+                &d["things_reported"],
+            );
+            format!("Bubble Data API answers for `{t}` ({n} things)")
+        }
+    })
+}
+
 /// `ferry validate`: the job parses, the source's files and headers fit, the transforms
 /// accept the source's schema, the target is reachable and its table takes the output.
 /// Nothing is written. Returns the report (one line per check) and whether all passed.
@@ -882,7 +939,7 @@ pub async fn validate(c: &JobRun) -> anyhow::Result<(String, bool)> {
             c.job.gate.len()
         ),
     );
-    let schema = match source_schema(&c.job) {
+    let schema = match source_schema_of(&c.job).await {
         Ok(s) => s,
         Err(e) => {
             line(false, format!("source schema: {e:#}"));
@@ -906,7 +963,10 @@ pub async fn validate(c: &JobRun) -> anyhow::Result<(String, bool)> {
                 Err(e) => line(false, format!("source: {e:#}")),
             }
         }
-        _ => {}
+        Source::Postgres(_) | Source::Bubble(_) => match remote_source(&c.job).await {
+            Ok(what) => line(true, what),
+            Err(e) => line(false, format!("source: {e:#}")),
+        },
     }
     let mut output = schema.clone();
     match build_transforms(c, true).await {
@@ -1003,6 +1063,11 @@ pub async fn validate(c: &JobRun) -> anyhow::Result<(String, bool)> {
                     }
                 }
             }
+        }
+    }
+    if crate::dynamo::spec(&c.job).is_some() {
+        for (pass, what) in crate::dynamo::validate(c, &output).await {
+            line(pass, what);
         }
     }
     Ok((out, ok))

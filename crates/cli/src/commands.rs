@@ -15,7 +15,8 @@ use crate::job::{Job, Target};
 
 /// `ferry`: declarative, resumable data migrations.
 ///
-/// A job file (TOML) declares a source (CSV, Parquet), transforms (rename, cast, default,
+/// A job file (TOML) declares a source (CSV, Parquet, a PostgreSQL table or query, a Bubble
+/// app's Data API), transforms (rename, cast, default,
 /// rules, filter, lookup, UUID ids, bcrypt), a target (PostgreSQL replace / append /
 /// upsert, Parquet, DynamoDB), gates and SQL steps; `ferry run` executes it step by step, recording
 /// every step in a journal so that a killed run continues with `--resume` and a finished
@@ -55,7 +56,8 @@ pub enum Command {
     Status(JobArgs),
     /// Check a job file and its source and target without writing anything.
     Validate(JobArgs),
-    /// Sample CSV or Parquet files and print a job file for them: the dialect, the
+    /// Sample CSV or Parquet files (or read a PostgreSQL table's catalog) and print a job
+    /// file for them: the dialect, the
     /// columns with their types and the evidence (values sampled, NULLs, values that did
     /// not fit a narrower type, with their file and line).
     Guess(GuessArgs),
@@ -69,7 +71,9 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct GuessArgs {
     /// The files: a path, a directory or a glob (`'data/*.csv'`, quoted); `.gz` and `.zst`
-    /// files are read through their decompressor.
+    /// files are read through their decompressor. Or a PostgreSQL table:
+    /// `postgres://user@host/db?table=name` (its columns from the catalog, its key from its
+    /// primary key).
     pub source: String,
     /// Data rows sampled from the start of each file.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -176,7 +180,7 @@ impl Cli {
             Command::Run(args) => run(args, self.quiet == 0).await,
             Command::Status(args) => status(args).await,
             Command::Validate(args) => validate(args).await,
-            Command::Guess(args) => guess(args),
+            Command::Guess(args) => guess(args).await,
             Command::Load(args) => load(args, self.quiet == 0).await,
         }
     }
@@ -187,7 +191,9 @@ impl Cli {
 pub fn journal(c: &JobRun, report_dir: &Path) -> anyhow::Result<Box<dyn Journal>> {
     Ok(match c.job.target.get_ref() {
         Target::Postgres(_) => Box::new(PgJournal::new(c.pg_opts()?)),
-        _ => Box::new(FileJournal::new(report_dir.join("journal"))),
+        _ => Box::new(FileJournal::new(crate::dynamo::journal_dir(
+            &c.job, report_dir,
+        ))),
     })
 }
 
@@ -232,13 +238,9 @@ async fn run(args: &RunArgs, progress: bool) -> anyhow::Result<ExitCode> {
 /// What the report says the target is (never with a password).
 pub fn target_line(c: &JobRun) -> String {
     match c.job.target.get_ref() {
-        Target::Postgres(pg) => format!(
-            "PostgreSQL {} table {}",
-            etl_core::config::redact_url(&pg.url),
-            pg.table
-        ),
+        Target::Postgres(pg) => format!("PostgreSQL {} table {}", pg.url.redacted(), pg.table),
         Target::Parquet { dir } => format!("Parquet files in {}", c.job.resolve(dir).display()),
-        Target::Dynamodb(d) => format!("DynamoDB table {}", d.table),
+        Target::Dynamodb(d) => crate::dynamo::target_line(d),
     }
 }
 
@@ -263,8 +265,13 @@ async fn validate(args: &JobArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn guess(args: &GuessArgs) -> anyhow::Result<ExitCode> {
-    let sample = crate::guess::sample(&args.source, args.sample_rows)?;
+async fn guess(args: &GuessArgs) -> anyhow::Result<ExitCode> {
+    let sample =
+        if args.source.starts_with("postgres://") || args.source.starts_with("postgresql://") {
+            crate::guess::sample_postgres(&args.source).await?
+        } else {
+            crate::guess::sample(&args.source, args.sample_rows)?
+        };
     let table = args
         .table
         .clone()

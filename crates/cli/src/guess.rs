@@ -20,6 +20,17 @@ pub enum Sample {
         /// The guess.
         guess: Guess,
     },
+    /// A PostgreSQL table (its schema is the catalog's).
+    Postgres {
+        /// The table.
+        table: String,
+        /// Its key (the primary key's single column, else a single-column unique index).
+        key: String,
+        /// The columns as the source reads them.
+        schema: SchemaRef,
+        /// The planner's estimate of its rows.
+        rows: i64,
+    },
     /// Parquet files (their schema is in the files).
     Parquet {
         /// The path or glob as given.
@@ -148,10 +159,85 @@ fn job_name(table: &str) -> String {
     if n.is_empty() { "job".into() } else { n }
 }
 
+/// Sample a PostgreSQL table: `postgres://…/db?table=name` (`schema.name` allowed). The key
+/// is its primary key's column, else a single-column unique index's.
+///
+/// # Errors
+/// No `table`, the server cannot be reached, no single-column key.
+pub async fn sample_postgres(target: &str) -> anyhow::Result<Sample> {
+    use sqlx::Connection as _;
+    let (url, table) = match target.split_once('?') {
+        Some((base, q)) => {
+            let mut table = None;
+            let rest: Vec<&str> = q
+                .split('&')
+                .filter(|kv| match kv.strip_prefix("table=") {
+                    Some(t) => {
+                        table = Some(t.to_owned());
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            let url = if rest.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", rest.join("&"))
+            };
+            (url, table)
+        }
+        None => (target.to_owned(), None),
+    };
+    let table = table.context("name the table: postgres://…/db?table=name")?;
+    let opts = etl_sink_postgres::connect_options(&url)?;
+    let mut conn = sqlx::PgConnection::connect_with(&opts)
+        .await
+        .with_context(|| format!("connecting to {}", etl_core::config::redact_url(&url)))?;
+    let t = etl_sink_postgres::ident::TableName::parse(&table);
+    let keys: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT a.attname::text, i.indisprimary FROM pg_index i
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+          WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
+          ORDER BY i.indisprimary DESC, a.attnum",
+    )
+    .bind(t.sql())
+    .fetch_all(&mut conn)
+    .await
+    .with_context(|| format!("reading the keys of {table}"))?;
+    let key = keys.first().map(|(k, _)| k.clone()).with_context(|| {
+        format!("{table} has no single-column primary key or unique index to read it by")
+    })?;
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::regclass",
+    )
+    .bind(t.sql())
+    .fetch_one(&mut conn)
+    .await?;
+    let text = format!(
+        "[job]\nname = \"guess\"\n[source]\nkind = \"postgres\"\nurl = \"${{SOURCE_URL}}\"\ntable = {}\nkey = {}\n[target]\nkind = \"parquet\"\ndir = \"x\"\n",
+        lit(&table),
+        lit(&key)
+    );
+    let job = crate::job::Job::parse(
+        &etl_core::config::substitute_with(&text, |_| Some(url.clone()))?,
+        Path::new("guess.toml"),
+    )?;
+    let schema = crate::pg_source::schema(&job).await?;
+    Ok(Sample::Postgres {
+        table,
+        key,
+        schema,
+        rows,
+    })
+}
+
 /// The table a sample loads into by default: the first file's stem as a SQL name.
 pub fn default_table(s: &Sample) -> String {
     let path = match s {
         Sample::Csv { path, .. } | Sample::Parquet { path, .. } => path,
+        Sample::Postgres { table, .. } => {
+            return etl_sink_postgres::ident::TableName::parse(table).name;
+        }
     };
     let stem = Path::new(path)
         .file_name()
@@ -213,6 +299,22 @@ pub fn job_toml(s: &Sample, url: &str, table: &str, mode: &str) -> anyhow::Resul
             )?;
             (schema.clone(), Vec::new())
         }
+        Sample::Postgres {
+            table,
+            key,
+            schema,
+            rows,
+        } => {
+            writeln!(
+                out,
+                "# Written by `ferry guess` on {today}: the PostgreSQL table {table}, about {rows} rows,"
+            )?;
+            writeln!(
+                out,
+                "# read in `{key}` order from one snapshot. Set SOURCE_URL (and DATABASE_URL), then: ferry run <this file>"
+            )?;
+            (schema.clone(), Vec::new())
+        }
     };
     writeln!(out, "\n[job]\nname = {}\n", lit(&job_name(table)))?;
     writeln!(out, "[source]")?;
@@ -246,6 +348,22 @@ pub fn job_toml(s: &Sample, url: &str, table: &str, mode: &str) -> anyhow::Resul
         }
         Sample::Parquet { path, .. } => {
             writeln!(out, "kind = \"parquet\"\npath = {}\n", lit(path))?;
+        }
+        Sample::Postgres {
+            table, key, schema, ..
+        } => {
+            writeln!(
+                out,
+                "kind = \"postgres\"\nurl = \"${{SOURCE_URL}}\"\ntable = {}\nkey = {}",
+                lit(table),
+                lit(key)
+            )?;
+            let cols: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name(), dtype::name(f.data_type())))
+                .collect();
+            writeln!(out, "# columns: {}\n", cols.join(", "))?;
         }
     }
     if !renames.is_empty() {

@@ -26,8 +26,9 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A whole job file.
-#[derive(Debug, Clone, Deserialize)]
+/// A whole job file. Its `Debug` leaves out the file's text (it holds the substituted
+/// `${VAR}` values, passwords among them).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     /// `[job]`: name and run options.
@@ -57,6 +58,21 @@ pub struct Job {
     /// The job file's path.
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("path", &self.path)
+            .field("job", &self.job)
+            .field("source", &self.source)
+            .field("transform", &self.transform)
+            .field("target", &self.target)
+            .field("gate", &self.gate)
+            .field("prepare", &self.prepare)
+            .field("post_switch", &self.post_switch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[job]`.
@@ -132,43 +148,72 @@ pub struct CsvSourceSpec {
     pub columns: Vec<ColumnSpec>,
 }
 
-/// `[source] kind = "postgres"`.
+/// `[source] kind = "postgres"`: a table or a query read in key order, keyset page by
+/// keyset page, from one exported snapshot (every unit sees the same instant); a resumed
+/// load skips the units it committed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PgSourceSpec {
-    /// Source database URL (`${SOURCE_URL}`).
-    pub url: String,
+    /// Source database URL (`${SOURCE_URL}`); never printed.
+    pub url: etl_core::Secret,
     /// A table (`schema.table` or `table`); or `query`.
     #[serde(default)]
     pub table: Option<String>,
     /// A `SELECT` (with `table`'s place); the key must be one of its columns.
     #[serde(default)]
     pub query: Option<String>,
-    /// The keyset key (unique, indexed): rows are read in its order, page by page, from
-    /// one snapshot.
+    /// The keyset key (unique, not null, indexed): rows are read in its order, page by
+    /// page (a page is a batch: `[job] batch_size` rows), from one snapshot.
     pub key: String,
-    /// Rows per page (default: the batch size).
+    /// Only these columns, in this order (default: all of the table or query).
     #[serde(default)]
-    pub page: Option<usize>,
+    pub columns: Option<Vec<String>>,
+    /// Split an integer key into units of this many key values (read in parallel, each
+    /// committed and resumed on its own); default one unit.
+    #[serde(default)]
+    pub split_every: Option<u64>,
 }
 
-/// `[source] kind = "bubble"`.
+/// `[source] kind = "bubble"`: the things of one Bubble type, read through the Data API
+/// (keyset pages over `Created Date` windows, a request rate never exceeded, retries with
+/// backoff; schema drift fails the load) and mapped to the rows of its table as the
+/// declared mapping says (`etl_source_bubble::declared`: ids, codes, e-mails, decimals,
+/// dates, JSON, lists). The rows carry `bubble_id` and the mapping's columns of the type;
+/// a thing the mapping rejects is a reject with its reason.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BubbleSourceSpec {
-    /// The app's Data API root (`https://app.example.com/version-test/api/1.1/obj`).
+    /// The app's Data API root, ending in `/api/1.1`
+    /// (`https://app.example.com/version-test/api/1.1`; a trailing `/obj` is ignored).
     pub url: String,
-    /// The API token (`${BUBBLE_TOKEN}`); never printed.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// The declared mapping of the types (`declared` TOML of `etl-source-bubble`).
+    /// The admin API token (`${BUBBLE_TOKEN}`), sent as `Authorization: Bearer`; never
+    /// printed.
+    pub token: etl_core::Secret,
+    /// The declared mapping file (TOML of `etl_source_bubble::declared`: `id_namespace`,
+    /// `[codes.*]`, `[[types]]` with their columns), relative to the job file.
     pub mapping: String,
-    /// Only things modified since this time (RFC 3339).
+    /// The Bubble type read (`user`): one of the mapping's types with a `table`. A `ref`
+    /// column of it needs `parents`.
+    #[serde(rename = "type")]
+    pub bubble_type: String,
+    /// For `ref` columns: per parent type, a query on the target database returning the
+    /// Bubble ids already migrated (`{ user = "SELECT bubble_id FROM users" }`); a
+    /// reference to any other id is rejected as dangling.
+    #[serde(default)]
+    pub parents: BTreeMap<String, String>,
+    /// Only things modified after this time (RFC 3339, `2026-01-01T00:00:00Z`).
     #[serde(default)]
     pub since: Option<String>,
-    /// bcrypt cost of password columns (default 12).
+    /// Field keys of the app: `display` (display names, default) or `generated` (ids such
+    /// as `email_text`).
     #[serde(default)]
-    pub bcrypt_cost: Option<u32>,
+    pub key_mode: Option<String>,
+    /// Disjoint `Created Date` windows paged concurrently (units; default: `parallel`).
+    #[serde(default)]
+    pub windows: Option<usize>,
+    /// Requests per minute the client never exceeds (default 1000).
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
 }
 
 /// `[[transform]]`, applied in file order.
@@ -361,7 +406,7 @@ pub enum Mode {
 #[serde(deny_unknown_fields)]
 pub struct PgTargetSpec {
     /// Target database URL (`${DATABASE_URL}`); never printed.
-    pub url: String,
+    pub url: etl_core::Secret,
     /// The table (`schema.table` or `table`).
     pub table: String,
     /// `replace` (default), `append` or `upsert`.
@@ -421,24 +466,71 @@ pub struct RollupSpec {
     pub sums: Vec<String>,
 }
 
-/// `[target] kind = "dynamodb"`.
+/// `[target] kind = "dynamodb"`: every row becomes an item (columns -> attributes, NULLs
+/// omitted) put with `BatchWriteItem` (25 per call, `concurrency` calls in flight,
+/// throttling and unprocessed items retried with backoff). Puts are idempotent by key: a
+/// resumed load redoes only the units its checkpoint does not record, a second run
+/// overwrites the same items. The keys are made from `pk` and `sk` templates.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DynamoTargetSpec {
     /// The table.
     pub table: String,
-    /// Endpoint URL (a local DynamoDB-compatible server); default the AWS endpoint.
+    /// Endpoint URL (a local DynamoDB-compatible server); default the AWS endpoint of
+    /// `region`.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// Region (default `us-east-1`).
     #[serde(default)]
     pub region: Option<String>,
-    /// Partition key template, e.g. `CUSTOMER#{id}`.
+    /// Access key id (`${AWS_ACCESS_KEY_ID}`); default the environment's
+    /// `AWS_ACCESS_KEY_ID`. Credentials are never looked up anywhere else (no profile, no
+    /// instance metadata); with an `endpoint` and none given, placeholder ones are sent.
+    #[serde(default)]
+    pub access_key_id: Option<etl_core::Secret>,
+    /// Secret access key; default the environment's `AWS_SECRET_ACCESS_KEY`. Never printed.
+    #[serde(default)]
+    pub secret_access_key: Option<etl_core::Secret>,
+    /// Session token of temporary credentials; default the environment's
+    /// `AWS_SESSION_TOKEN`. Never printed.
+    #[serde(default)]
+    pub session_token: Option<etl_core::Secret>,
+    /// Partition key template: text with `{column}` placeholders, e.g. `CUSTOMER#{id}`
+    /// (a row with a NULL placeholder is rejected, `missing_key`).
     pub pk: String,
-    /// Sort key template, e.g. `PROFILE`.
+    /// Sort key template, e.g. `PROFILE` or `ORDER#{order_id}`; none: the table has only a
+    /// partition key.
     #[serde(default)]
     pub sk: Option<String>,
-    /// Where the journal goes (default `<report dir>/journal`).
+    /// The partition key attribute (default `PK`).
+    #[serde(default)]
+    pub pk_attribute: Option<String>,
+    /// The sort key attribute (default `SK`).
+    #[serde(default)]
+    pub sk_attribute: Option<String>,
+    /// Create the table when missing (on-demand billing, string keys), in a `create_table`
+    /// step before the load.
+    #[serde(default)]
+    pub create: bool,
+    /// Scan the table into a Parquet file before the load (a `backup` step), so that
+    /// `--rollback` restores it exactly (items added since deleted). Without it the load
+    /// is irreversible and `--rollback` is refused.
+    #[serde(default)]
+    pub backup: bool,
+    /// Where the backup goes (default `<report dir>/backup`).
+    #[serde(default)]
+    pub backup_dir: Option<String>,
+    /// `BatchWriteItem` calls in flight (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Retries of a throttled call or of unprocessed items before the unit fails
+    /// (default 8).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// What a NULL becomes: `omit` (no attribute, default) or `null` (a `NULL` attribute).
+    #[serde(default)]
+    pub nulls: Option<String>,
+    /// Where the journal and the load's checkpoint go (default `<report dir>/journal`).
     #[serde(default)]
     pub journal_dir: Option<String>,
 }
@@ -682,6 +774,9 @@ impl Job {
                 bail!("{at}: step `{}` needs one of `sql` or `file`", s.name);
             }
         }
+        crate::pg_source::check(self)?;
+        crate::bubble::check(self)?;
+        crate::dynamo::check(self)?;
         if let Target::Postgres(pg) = self.target.get_ref()
             && pg.mode == Mode::Upsert
             && pg.keys.is_empty()

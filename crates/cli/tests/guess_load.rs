@@ -168,3 +168,56 @@ async fn guess_then_load_files_never_seen() {
         .unwrap();
     assert_eq!(n, 399);
 }
+
+/// `ferry guess` of a PostgreSQL table: its key and types from the catalog; the job it
+/// writes copies the table.
+#[tokio::test]
+async fn guess_a_postgres_table_and_copy_it() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE orders (order_no bigint PRIMARY KEY, placed date NOT NULL, total numeric(10,2), note text);
+         INSERT INTO orders SELECT g, date '2024-01-01' + g % 300, g * 1.25, CASE WHEN g % 4 = 0 THEN NULL ELSE 'n' || g END
+           FROM generate_series(1, 1000) g",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("copy.toml");
+    let src = format!("{}?table=orders", db.url());
+    let out = ferry(&[
+        "guess",
+        &src,
+        "--table",
+        "orders_copy",
+        "-o",
+        &job.display().to_string(),
+    ]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&job).unwrap();
+    for want in [
+        "kind = \"postgres\"",
+        "key = \"order_no\"",
+        "table = \"orders_copy\"",
+        "\"total\" numeric(10,2)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let r = dir.path().join("r").display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", &job.display().to_string(), "--report-dir", &r, "-q"])
+        .env("SOURCE_URL", db.url())
+        .env("DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let same: bool = sqlx::query_scalar(
+        "SELECT (SELECT array_agg(o ORDER BY order_no)::text FROM orders o) = (SELECT array_agg(c ORDER BY order_no)::text FROM orders_copy c)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(same, "the copy has the same rows");
+}

@@ -173,6 +173,20 @@ fn value(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64> {
         .map(|s| s.value)
 }
 
+/// `ferry_step_state` of `step` and `state` (1 or 0).
+fn step_state(samples: &[Sample], step: &str, state: &str) -> Option<f64> {
+    value(
+        samples,
+        "ferry_step_state",
+        &[("step", step), ("state", state)],
+    )
+}
+
+/// `ferry_run_state` of `state` (1 or 0).
+fn run_state(samples: &[Sample], state: &str) -> Option<f64> {
+    value(samples, "ferry_run_state", &[("state", state)])
+}
+
 fn sum(samples: &[Sample], name: &str) -> f64 {
     samples
         .iter()
@@ -373,34 +387,10 @@ async fn a_run_writes_and_serves_metrics_that_match_its_report() {
         assert_eq!(types["ferry_step_duration_seconds"], "gauge");
         let wait = [("migration", "metrics_test"), ("step", "wait")];
         assert_eq!(value(&s, "ferry_current_step_info", &wait), Some(1.0));
-        assert_eq!(
-            value(
-                &s,
-                "ferry_step_state",
-                &[("step", "wait"), ("state", "running")]
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &s,
-                "ferry_step_state",
-                &[("step", "load"), ("state", "done")]
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &s,
-                "ferry_step_state",
-                &[("step", "after"), ("state", "pending")]
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(&s, "ferry_run_state", &[("state", "running")]),
-            Some(1.0)
-        );
+        assert_eq!(step_state(&s, "wait", "running"), Some(1.0));
+        assert_eq!(step_state(&s, "load", "done"), Some(1.0));
+        assert_eq!(step_state(&s, "after", "pending"), Some(1.0));
+        assert_eq!(run_state(&s, "running"), Some(1.0));
         assert_eq!(
             value(&s, "ferry_rows_read_total", &[("step", "load")]),
             Some(190.0)
@@ -460,14 +450,8 @@ async fn a_run_writes_and_serves_metrics_that_match_its_report() {
     assert_eq!(retries, 1, "the report counts the same retry");
     // The unit's retry is not counted again as a client retry.
     assert_eq!(value(&s, "ferry_client_retries_total", &[]), Some(0.0));
-    assert_eq!(
-        value(&s, "ferry_run_state", &[("state", "done")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(&s, "ferry_run_state", &[("state", "running")]),
-        Some(0.0)
-    );
+    assert_eq!(run_state(&s, "done"), Some(1.0));
+    assert_eq!(run_state(&s, "running"), Some(0.0));
     let run_id = report.run_id.as_str();
     assert_eq!(
         value(
@@ -480,16 +464,7 @@ async fn a_run_writes_and_serves_metrics_that_match_its_report() {
     assert!(value(&s, "ferry_current_step_info", &[]).is_none());
     for step in &report.steps {
         let st = step.state.as_str();
-        assert_eq!(
-            value(
-                &s,
-                "ferry_step_state",
-                &[("step", &step.name), ("state", st)]
-            ),
-            Some(1.0),
-            "{}",
-            step.name
-        );
+        assert_eq!(step_state(&s, &step.name, st), Some(1.0), "{}", step.name);
         if st == "done" {
             let d = value(&s, "ferry_step_duration_seconds", &[("step", &step.name)]);
             assert_eq!(d, step.seconds, "duration of {}", step.name);
@@ -525,27 +500,10 @@ async fn a_failed_and_a_refused_run_leave_their_state_in_the_file() {
     let report = migration().execute(&ctx, &journal, &opts).await.unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     let (_, s) = parse(&std::fs::read_to_string(&file).unwrap());
-    assert_eq!(
-        value(&s, "ferry_run_state", &[("state", "failed")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(
-            &s,
-            "ferry_step_state",
-            &[("step", "wait"), ("state", "failed")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(run_state(&s, "failed"), Some(1.0));
+    assert_eq!(step_state(&s, "wait", "failed"), Some(1.0));
     assert!(value(&s, "ferry_step_duration_seconds", &[("step", "wait")]).is_some());
-    assert_eq!(
-        value(
-            &s,
-            "ferry_step_state",
-            &[("step", "after"), ("state", "pending")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(step_state(&s, "after", "pending"), Some(1.0));
 
     // A plain run is refused while that run is unfinished: the file says so.
     let opts = RunOptions::new(dir.path()).with_metrics(Metrics::new().write_file(&file));
@@ -555,10 +513,7 @@ async fn a_failed_and_a_refused_run_leave_their_state_in_the_file() {
         .unwrap_err();
     assert!(matches!(e, Error::Refused(_)), "{e}");
     let (_, s) = parse(&std::fs::read_to_string(&file).unwrap());
-    assert_eq!(
-        value(&s, "ferry_run_state", &[("state", "refused")]),
-        Some(1.0)
-    );
+    assert_eq!(run_state(&s, "refused"), Some(1.0));
 
     // The resume runs the rest; the load is done earlier and keeps its figures out of
     // this process's counters, the wait step runs again.
@@ -570,21 +525,14 @@ async fn a_failed_and_a_refused_run_leave_their_state_in_the_file() {
     let report = migration().execute(&ctx, &journal, &opts).await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let (_, s) = parse(&std::fs::read_to_string(&file).unwrap());
-    assert_eq!(
-        value(&s, "ferry_run_state", &[("state", "done")]),
-        Some(1.0)
-    );
+    assert_eq!(run_state(&s, "done"), Some(1.0));
     assert_eq!(
         value(&s, "ferry_run_info", &[("action", "resume")]),
         Some(1.0)
     );
     assert!(value(&s, "ferry_rows_read_total", &[]).is_none());
     for step in ["check", "load", "wait", "after"] {
-        assert_eq!(
-            value(&s, "ferry_step_state", &[("step", step), ("state", "done")]),
-            Some(1.0),
-            "{step}"
-        );
+        assert_eq!(step_state(&s, step, "done"), Some(1.0), "{step}");
         assert!(value(&s, "ferry_step_duration_seconds", &[("step", step)]).is_some());
     }
 }

@@ -42,6 +42,49 @@ impl Syntax {
     }
 }
 
+/// What [`split`] needs of a dialect. [`Standard`] makes the quote a constant, so that the
+/// default dialect (`"` quotes, doubled inside) compiles to the same code as before
+/// dialects existed; [`Syntax`] serves the others.
+pub(crate) trait Dialectal: Copy {
+    fn delim(self) -> u8;
+    fn quote(self) -> Option<u8>;
+    fn escape(self) -> Option<u8>;
+}
+
+impl Dialectal for Syntax {
+    #[inline(always)]
+    fn delim(self) -> u8 {
+        self.delim
+    }
+    #[inline(always)]
+    fn quote(self) -> Option<u8> {
+        self.quote
+    }
+    #[inline(always)]
+    fn escape(self) -> Option<u8> {
+        self.escape
+    }
+}
+
+/// The default dialect with its delimiter: `"` quotes, no escape byte.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Standard(u8);
+
+impl Dialectal for Standard {
+    #[inline(always)]
+    fn delim(self) -> u8 {
+        self.0
+    }
+    #[inline(always)]
+    fn quote(self) -> Option<u8> {
+        Some(b'"')
+    }
+    #[inline(always)]
+    fn escape(self) -> Option<u8> {
+        None
+    }
+}
+
 /// Where one field lies in the input.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct FieldPos {
@@ -116,14 +159,14 @@ pub(crate) enum Split {
 #[inline]
 pub(crate) fn split(
     fields: &mut Vec<FieldPos>,
-    syn: Syntax,
+    syn: impl Dialectal,
     expect: usize,
     buf: &[u8],
     start: usize,
     eof: bool,
 ) -> Split {
     let n = buf.len();
-    let delim = syn.delim;
+    let delim = syn.delim();
     fields.clear();
     match buf.get(start) {
         Some(b'\n') => return Split::Blank { next: start + 1 },
@@ -140,7 +183,7 @@ pub(crate) fn split(
     let mut spanned = false;
     loop {
         // At the start of a field.
-        if let Some(quote) = syn.quote
+        if let Some(quote) = syn.quote()
             && i < n
             && buf[i] == quote
         {
@@ -148,7 +191,7 @@ pub(crate) fn split(
             let mut j = i + 1;
             let mut escaped = false;
             let close = loop {
-                let found = match syn.escape {
+                let found = match syn.escape() {
                     None => find2(quote, b'\n', &buf[j..]),
                     Some(e) => memchr::memchr3(quote, b'\n', e, &buf[j..]),
                 };
@@ -171,7 +214,7 @@ pub(crate) fn split(
                             j = q + 1;
                             continue;
                         }
-                        if syn.escape.is_some() && Some(buf[q]) == syn.escape {
+                        if syn.escape().is_some() && Some(buf[q]) == syn.escape() {
                             // The byte after the escape is literal (a line end counts).
                             escaped = true;
                             match buf.get(q + 1) {
@@ -392,11 +435,7 @@ impl Header {
             unit: unit.to_owned(),
             reason: reason.to_owned(),
         };
-        if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
-            return Err(invalid(
-                "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8",
-            ));
-        }
+        not_utf16(unit, buf)?;
         let mut pos = if buf.starts_with(b"\xEF\xBB\xBF") {
             3
         } else if !eof && b"\xEF\xBB\xBF".starts_with(buf) {
@@ -519,12 +558,7 @@ impl Header {
             }
             HeaderMode::Absent => {
                 const BOM: &[u8] = b"\xEF\xBB\xBF";
-                if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
-                    return Err(CsvError::InvalidHeader {
-                        unit: unit.to_owned(),
-                        reason: "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8".into(),
-                    });
-                }
+                not_utf16(unit, buf)?;
                 let len = if buf.starts_with(BOM) {
                     BOM.len()
                 } else if !eof && BOM.starts_with(buf) {
@@ -540,6 +574,19 @@ impl Header {
             }
         }
     }
+}
+
+/// [`CsvError::InvalidHeader`] if `buf` starts with a UTF-16 byte order mark.
+fn not_utf16(unit: &str, buf: &[u8]) -> Result<()> {
+    if buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF") {
+        return Err(CsvError::InvalidHeader {
+            unit: unit.to_owned(),
+            reason:
+                "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8"
+                    .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Builds a [`Decoder`]: the schema, the unit name for rejects, options, batch size.
@@ -894,6 +941,23 @@ impl Decoder {
     }
 
     fn decode_inner(&mut self, buf: &[u8], eof: bool) -> usize {
+        // One loop per kind of dialect, so that the default one pays for no other.
+        let syn = self.syntax;
+        match (syn.quote, syn.escape, self.null_markers.is_empty()) {
+            (Some(b'"'), None, true) => self.decode_with::<_, false>(buf, eof, Standard(syn.delim)),
+            (_, _, true) => self.decode_with::<_, false>(buf, eof, syn),
+            (_, _, false) => self.decode_with::<_, true>(buf, eof, syn),
+        }
+    }
+
+    /// [`decode_inner`](Self::decode_inner) for a dialect; `MARKERS`: null markers are set.
+    #[inline(always)]
+    fn decode_with<D: Dialectal, const MARKERS: bool>(
+        &mut self,
+        buf: &[u8],
+        eof: bool,
+        syn: D,
+    ) -> usize {
         let n = buf.len();
         let mut pos = 0;
         if self.skipping {
@@ -924,14 +988,7 @@ impl Decoder {
             found: None,
         };
         while pos < n && self.capacity() > 0 && base + (pos - copy_from) < self.data_limit {
-            let split = split(
-                &mut self.fields,
-                self.syntax,
-                self.file_fields,
-                buf,
-                pos,
-                eof,
-            );
+            let split = split(&mut self.fields, syn, self.file_fields, buf, pos, eof);
             match split {
                 Split::Blank { next } => {
                     self.line += 1;
@@ -987,7 +1044,7 @@ impl Decoder {
                         if good
                             && (!nul.within(buf, pos, end) || self.check_nul(buf, pos, end, line))
                         {
-                            self.push_record(buf, pos, end, line, base, copy_from);
+                            self.push_record::<MARKERS>(buf, pos, end, line, base, copy_from);
                         }
                     }
                     pos = next;
@@ -1039,7 +1096,7 @@ impl Decoder {
     /// Append the fields of a good record to the columns, or reject it on the first bad
     /// value. `buf[copy_from]` goes to position `base` of the batch's raw buffer.
     #[inline]
-    fn push_record(
+    fn push_record<const MARKERS: bool>(
         &mut self,
         buf: &[u8],
         pos: usize,
@@ -1051,7 +1108,7 @@ impl Decoder {
         let row = self.rows;
         for ci in 0..self.columns.len() {
             let f = self.fields[self.col_to_file[ci]];
-            let marker = !self.null_markers.is_empty()
+            let marker = MARKERS
                 && !f.quoted
                 && self.null_markers.iter().any(|m| **m == buf[f.start..f.end]);
             let col = &mut self.columns[ci];

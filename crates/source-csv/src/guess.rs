@@ -96,10 +96,11 @@ pub struct ColumnGuess {
     pub name: String,
     /// The header's name for it, as written, if the files have a header.
     pub header: Option<String>,
-    /// The Arrow type.
+    /// The Arrow type (not serialized: `type_name` says it, [`data_type`] reads it back).
+    #[serde(skip)]
     pub data_type: DataType,
     /// The type in short: `int32`, `int64`, `boolean`, `decimal(18,2)`, `float64`, `date`,
-    /// `timestamp(us)`, `timestamp(us, UTC)`, `text`.
+    /// `timestamp(us)`, `timestamp(us, UTC)`, `text` ([`data_type`] reads it).
     pub type_name: String,
     /// Whether the sample has a NULL in this column.
     pub nullable: bool,
@@ -845,6 +846,68 @@ fn plain_decimal(b: &[u8]) -> Option<(u32, u32)> {
     }
     let significant = int.iter().skip_while(|&&c| c == b'0').count();
     Some((significant as u32, frac.len() as u32))
+}
+
+/// The Arrow type of a type name as [`ColumnGuess::type_name`] writes it (for a job file):
+/// `boolean`, `int16`, `int32`, `int64`, `float32`, `float64`, `decimal(P,S)`, `date`,
+/// `timestamp(s|ms|us|ns)` with an optional `, UTC`, `text`; spaces and case do not
+/// matter. `None` for anything else.
+///
+/// ```
+/// use arrow_schema::{DataType, TimeUnit};
+/// use etl_source_csv::guess::data_type;
+/// assert_eq!(data_type("decimal(18,2)"), Some(DataType::Decimal128(18, 2)));
+/// assert_eq!(data_type("Timestamp(us, UTC)"), Some(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))));
+/// assert_eq!(data_type("text"), Some(DataType::Utf8View));
+/// assert_eq!(data_type("decimal(40,2)"), None);
+/// ```
+pub fn data_type(name: &str) -> Option<DataType> {
+    let n: String = name
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let args = |prefix: &str| {
+        n.strip_prefix(prefix)?
+            .strip_prefix('(')?
+            .strip_suffix(')')
+            .map(|a| a.split(',').map(str::to_owned).collect::<Vec<_>>())
+    };
+    Some(match n.as_str() {
+        "boolean" => DataType::Boolean,
+        "int16" => DataType::Int16,
+        "int32" => DataType::Int32,
+        "int64" => DataType::Int64,
+        "float32" => DataType::Float32,
+        "float64" => DataType::Float64,
+        "date" => DataType::Date32,
+        "text" => DataType::Utf8View,
+        _ if n.starts_with("decimal(") => {
+            let a = args("decimal")?;
+            let [p, s] = a.as_slice() else { return None };
+            let (p, s): (u8, i8) = (p.parse().ok()?, s.parse().ok()?);
+            if !(1..=38).contains(&p) || s < 0 || s as u8 > p {
+                return None;
+            }
+            DataType::Decimal128(p, s)
+        }
+        _ if n.starts_with("timestamp(") => {
+            let a = args("timestamp")?;
+            let unit = match a.first()?.as_str() {
+                "s" => TimeUnit::Second,
+                "ms" => TimeUnit::Millisecond,
+                "us" => TimeUnit::Microsecond,
+                "ns" => TimeUnit::Nanosecond,
+                _ => return None,
+            };
+            match a.get(1).map(String::as_str) {
+                None if a.len() == 1 => DataType::Timestamp(unit, None),
+                Some("utc") if a.len() == 2 => DataType::Timestamp(unit, Some("UTC".into())),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
 }
 
 /// A header name as a SQL identifier: lower case ASCII letters, digits and `_` (camel case

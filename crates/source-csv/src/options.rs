@@ -16,11 +16,13 @@ use crate::error::{CsvError, Result};
 ///
 /// # Encodings
 ///
-/// Input must be UTF-8 (a UTF-8 byte order mark before the header is skipped). Nothing is
-/// transcoded: a field of a declared text column that is not valid UTF-8 (Latin-1 `é` is
-/// the byte `0xE9`, UTF-16 has NUL bytes everywhere) rejects its record as `invalid_utf8`
-/// naming the column and the byte; a header that is not UTF-8 stops the file
-/// ([`CsvError::InvalidHeader`]). Convert other encodings first (`iconv -f latin1 -t utf-8`).
+/// Input is UTF-8 by default (a UTF-8 byte order mark before the header is skipped), read
+/// without a copy: a field of a declared text column that is not valid UTF-8 (Latin-1 `é`
+/// is the byte `0xE9`, UTF-16 has NUL bytes everywhere) rejects its record as
+/// `invalid_utf8` naming the column and the byte; a header that is not UTF-8 stops the file
+/// ([`CsvError::InvalidHeader`]). Latin-1 files are read with
+/// [`with_encoding(Encoding::Latin1)`](Self::with_encoding), which transcodes as the file
+/// is read (only then); convert other encodings first (`iconv -f cp1252 -t utf-8`).
 /// A NUL byte in a text field rejects its record as `nul_byte` (PostgreSQL `text` cannot
 /// hold it).
 ///

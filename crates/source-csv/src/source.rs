@@ -32,6 +32,14 @@ enum Files {
 /// undeclared header column stops the file with an error naming it. Every malformed record becomes an
 /// [`etl_core::Reject`] with its line number; the rest of the file loads.
 ///
+/// gzip and zstd files (whatever their names) are decompressed as they are read, and
+/// Latin-1 files transcoded ([`CsvOptions::with_encoding`]); line numbers and rejects are
+/// those of the text. The units' sizes and fingerprints are those of the files as stored,
+/// and the batches' `consumed` bytes too: for such files a batch reports the file bytes
+/// read since the previous one, which runs ahead of the rows decoded by the
+/// decompressor's and the reader's buffers (progress is approximate per batch, exact in
+/// total).
+///
 /// Decoding runs on a dedicated thread per opened unit that reads the file in chunks and
 /// sends batches through a bounded channel of `ExtractOptions::buffer` batches, so memory
 /// stays flat whatever the file size. Dropping the stream stops the thread.

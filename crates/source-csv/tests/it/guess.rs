@@ -1,21 +1,13 @@
 //! `guess` on files it has never seen, then a load with what it guessed.
 
-use std::path::{Path, PathBuf};
-
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_schema::{DataType, TimeUnit};
 use etl_source_csv::guess::{ColumnGuess, Misfit};
 use etl_source_csv::{Compression, CsvSource, Encoding, HeaderMode, guess};
 
-use crate::dialect::{gzip, read_all, zstd};
+use crate::dialect::{gzip, read_all, write, zstd};
 use crate::flatten;
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
 
 fn types(cols: &[ColumnGuess]) -> Vec<(&str, &str, bool)> {
     cols.iter()
@@ -107,6 +99,13 @@ fn types_nulls_names_and_evidence() {
     let json = serde_json::to_value(&g).unwrap();
     assert_eq!(json["dialect"]["header"], "skip");
     assert_eq!(json["columns"][2]["type_name"], "decimal(18,2)");
+    // Every type name reads back as its type.
+    for c in &g.columns {
+        assert_eq!(
+            etl_source_csv::guess::data_type(&c.type_name).as_ref(),
+            Some(&c.data_type)
+        );
+    }
 }
 
 #[tokio::test]

@@ -74,9 +74,17 @@ fn decoded(batches: &[Batch]) -> Decoded {
 /// of the file, so a quote inside a multi-byte character makes the record invalid even
 /// though the unquoted value would be valid), no NUL in text, an empty field is NULL.
 fn reference(input: &[u8], ncols: usize) -> Decoded {
+    reference_in(input, ncols, b',', b'"', None)
+}
+
+/// [`reference`] for another dialect: delimiter, quote and escape inside quotes.
+fn reference_in(input: &[u8], ncols: usize, delim: u8, quote: u8, escape: Option<u8>) -> Decoded {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
+        .delimiter(delim)
+        .quote(quote)
+        .escape(escape)
         .from_reader(input);
     let records: Vec<csv::ByteRecord> = rdr
         .byte_records()
@@ -238,6 +246,27 @@ fn mutate(input: &[u8], muts: &[Mutation]) -> Vec<u8> {
     out
 }
 
+/// `input` (`,` and `"` with doubled quotes) written again by the `csv` crate with
+/// another delimiter, quote and escape (quoting only where needed, LF line ends).
+fn rewrite(input: &[u8], delim: u8, quote: u8, escape: Option<u8>) -> Vec<u8> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(input);
+    let mut w = csv::WriterBuilder::new()
+        .flexible(true)
+        .delimiter(delim)
+        .quote(quote)
+        .double_quote(escape.is_none())
+        .escape(escape.unwrap_or(b'\\'))
+        .from_writer(Vec::new());
+    for r in rdr.byte_records() {
+        w.write_byte_record(&r.expect("the csv crate reads anything"))
+            .unwrap();
+    }
+    w.into_inner().unwrap()
+}
+
 /// The invariants of any input: lines only go up, each line holds at most one record, the
 /// result does not depend on how the bytes arrive or how batches are cut.
 fn check_invariants(
@@ -284,6 +313,32 @@ proptest! {
         if !stray {
             prop_assert_eq!(got, reference(&input, ncols), "input b\"{}\"", input.escape_ascii());
         }
+    }
+
+    #[test]
+    fn other_dialects_decode_as_the_csv_crate_reads_them(
+        (ncols, input) in file(),
+        style in 0usize..3,
+        chunk in 1usize..64,
+        batch in 1usize..8,
+    ) {
+        let (delim, quote, escape) = [
+            (b';', b'\'', Some(b'\\')),
+            (b'\t', b'"', Some(b'\\')),
+            (b'|', b'\'', None),
+        ][style];
+        let input = rewrite(&input, delim, quote, escape);
+        let opts = CsvOptions::default()
+            .with_delimiter(delim)
+            .with_quote(Some(quote))
+            .with_escape(escape);
+        let got = check_invariants(&input, ncols, chunk, batch, &opts);
+        prop_assert_eq!(
+            got,
+            reference_in(&input, ncols, delim, quote, escape),
+            "input b\"{}\"",
+            input.escape_ascii()
+        );
     }
 
     #[test]
