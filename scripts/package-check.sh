@@ -36,19 +36,26 @@ fi
 exclude=()
 for p in "${unpublished[@]}"; do exclude+=(--exclude "$p"); done
 
-# cargo verifies each tarball against the others through a temporary local registry whose
-# crates it unpacks under $CARGO_HOME/registry/src/-<hash>/ (the hash is of the registry's
-# path, so the same for every run with this target dir) and never unpacks again while the
-# version is unchanged: a second run would compile against the first run's sources. Remove
-# this workspace's crates from those unnamed (local) registries first.
+# cargo verifies each tarball against the others through a temporary local registry. It
+# treats those crates as it treats any registry crate, as never changing while the version
+# stays: their unpacked sources under $CARGO_HOME/registry/src/-<hash>/ (the hash is of the
+# registry's path, the same for every run with this target dir) and their compiled
+# artifacts are reused, so a second run would verify against the first run's code. Remove
+# both for this workspace's crates first (their dependencies stay compiled).
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-while read -r crate; do
-    for d in "$cargo_home"/registry/src/-*/"$crate"; do
+mapfile -t packages < <(cargo metadata --no-deps --format-version 1 |
+    python3 -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]: print(p["name"], p["version"])')
+clean=()
+for line in "${packages[@]}"; do
+    read -r name version <<<"$line"
+    if [[ " ${unpublished[*]} " == *" $name "* ]]; then continue; fi
+    for d in "$cargo_home"/registry/src/-*/"$name-$version"; do
         if [[ -d $d ]]; then rm -rf -- "$d"; fi
     done
-done < <(cargo metadata --no-deps --format-version 1 |
-    python3 -c 'import json, sys
-for p in json.load(sys.stdin)["packages"]: print(p["name"] + "-" + p["version"])')
+    clean+=(-p "$name")
+done
+cargo clean --quiet "${clean[@]}"
 
 set -x
 cargo package --workspace "${exclude[@]}" -j "$jobs" "$@"
