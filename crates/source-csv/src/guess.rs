@@ -19,8 +19,8 @@
 //!   column whose other values are not text (`\N` and `NULL` wherever they occur). They
 //!   are NULL in *every* column when loading; a note names the text columns where a
 //!   marker occurs too (`NA` could be Namibia there).
-//! * **Types**, narrowest first: `Int32`, `Int64`, `Boolean` (`true/false/t/f`, with
-//!   `1/0`), `Decimal128` (every value with a fraction has the same number of fractional
+//! * **Types**, narrowest first: `Int32`, `Int64`, `Boolean` (`true`/`false` in any
+//!   case, `t`/`f`, with `1`/`0`; not `T`/`F`, more often codes), `Decimal128` (every value with a fraction has the same number of fractional
 //!   digits: money-like; precision 18, or 38 when the sample needs more than 18 digits),
 //!   `Float64`, `Date32` (`YYYY-MM-DD`), `Timestamp` (microseconds, or nanoseconds when a
 //!   value has more fractional digits; `UTC` when a value has a zone), else `Utf8View`.
@@ -773,7 +773,12 @@ fn fits(k: Kind, v: &str, fit: &mut Fit) -> bool {
             plain_int(b) && value::parse_i64(b).is_some_and(|x| i32::try_from(x).is_ok())
         }
         Kind::Int64 => plain_int(b) && value::parse_i64(b).is_some(),
-        Kind::Boolean => value::parse_bool(b).is_some(),
+        // Upper-case `T` and `F` are more often codes than booleans.
+        Kind::Boolean => {
+            matches!(b, b"t" | b"f" | b"1" | b"0")
+                || b.eq_ignore_ascii_case(b"true")
+                || b.eq_ignore_ascii_case(b"false")
+        }
         Kind::Decimal => {
             let Some((int_digits, scale)) = plain_decimal(b) else {
                 return false;

@@ -254,13 +254,18 @@ fn text_only_header_and_escapes() {
     let header = write(
         dir.path(),
         "people.csv",
-        b"name,city\nAlice,Paris\nBob,Rome\n",
+        b"name,city,code\nAlice,Paris,T\nBob,Rome,F\n",
     );
     let g = guess(&[header], 10).unwrap();
     assert_eq!(g.dialect.header, HeaderMode::Present);
+    // Upper-case T and F are codes here, not booleans.
     assert_eq!(
         types(&g.columns),
-        [("name", "text", false), ("city", "text", false)]
+        [
+            ("name", "text", false),
+            ("city", "text", false),
+            ("code", "text", false)
+        ]
     );
 
     let none = write(dir.path(), "pairs.csv", b"Alice,Paris\nBob,Paris\n");
