@@ -701,12 +701,7 @@ pub fn migration(c: &JobRun) -> anyhow::Result<Migration<JobRun>> {
         .ledger(c.ledger());
     let replace = match (&pg.after_rollback, &pg.after_rollback_file) {
         (Some(sql), _) => replace.after_rollback(sql.clone()),
-        (None, Some(f)) => {
-            let p = job.resolve(f);
-            replace.after_rollback(
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-            )
-        }
+        (None, Some(f)) => replace.after_rollback(f.read(job)?),
         (None, None) => replace,
     };
     if let Some(ddl) = &pg.create {

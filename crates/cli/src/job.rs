@@ -433,9 +433,43 @@ pub struct PgTargetSpec {
     /// derived from the new one).
     #[serde(default)]
     pub after_rollback: Option<String>,
-    /// Or a file of it.
+    /// Or a file of it (or a list of files, run as one script).
     #[serde(default)]
-    pub after_rollback_file: Option<String>,
+    pub after_rollback_file: Option<SqlFiles>,
+}
+
+/// One SQL file, or several run one after the other as one script (to share a part
+/// between steps: the CITES summaries are one file after either of two ways of making
+/// their groups).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SqlFiles {
+    /// One file.
+    One(String),
+    /// Files in order.
+    Many(Vec<String>),
+}
+
+impl SqlFiles {
+    /// The files' text, joined by newlines.
+    ///
+    /// # Errors
+    /// A file cannot be read (named).
+    pub fn read(&self, job: &Job) -> anyhow::Result<String> {
+        let files: Vec<&String> = match self {
+            SqlFiles::One(f) => vec![f],
+            SqlFiles::Many(v) => v.iter().collect(),
+        };
+        let mut out = String::new();
+        for f in files {
+            let p = job.resolve(f);
+            out.push_str(
+                &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+            );
+            out.push('\n');
+        }
+        Ok(out)
+    }
 }
 
 /// Ledger table names.
@@ -603,9 +637,9 @@ pub struct SqlStepSpec {
     /// The SQL (several statements, one transaction).
     #[serde(default)]
     pub sql: Option<String>,
-    /// Or a file of SQL (relative to the job file).
+    /// Or a file of SQL (relative to the job file), or a list of files run as one script.
     #[serde(default)]
-    pub file: Option<String>,
+    pub file: Option<SqlFiles>,
     /// A CSV file loaded first into a temporary table (all columns text, from its
     /// header), for reference data the SQL inserts.
     #[serde(default)]
@@ -615,9 +649,9 @@ pub struct SqlStepSpec {
     /// ledger (a load resumed after a kill).
     #[serde(default)]
     pub fallback_sql: Option<String>,
-    /// Or a file of it.
+    /// Or a file (or files) of it.
     #[serde(default)]
-    pub fallback_file: Option<String>,
+    pub fallback_file: Option<SqlFiles>,
 }
 
 /// A CSV file loaded into a temporary table.
@@ -796,7 +830,7 @@ impl SqlStepSpec {
     /// # Errors
     /// The file cannot be read.
     pub fn text(&self, job: &Job) -> anyhow::Result<String> {
-        read_sql(job, self.sql.as_deref(), self.file.as_deref(), &self.name)
+        read_sql(job, self.sql.as_deref(), self.file.as_ref(), &self.name)
     }
 
     /// The fallback SQL text, if any.
@@ -810,7 +844,7 @@ impl SqlStepSpec {
         read_sql(
             job,
             self.fallback_sql.as_deref(),
-            self.fallback_file.as_deref(),
+            self.fallback_file.as_ref(),
             &self.name,
         )
         .map(Some)
@@ -820,16 +854,12 @@ impl SqlStepSpec {
 fn read_sql(
     job: &Job,
     sql: Option<&str>,
-    file: Option<&str>,
+    file: Option<&SqlFiles>,
     name: &str,
 ) -> anyhow::Result<String> {
     match (sql, file) {
         (Some(s), _) => Ok(s.to_owned()),
-        (None, Some(f)) => {
-            let p = job.resolve(f);
-            std::fs::read_to_string(&p)
-                .with_context(|| format!("step `{name}`: reading {}", p.display()))
-        }
+        (None, Some(f)) => f.read(job).with_context(|| format!("step `{name}`")),
         (None, None) => bail!("step `{name}` has no SQL"),
     }
 }

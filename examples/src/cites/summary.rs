@@ -41,21 +41,24 @@ pub fn rollups() -> [Rollup; 3] {
     ]
 }
 
-/// Both summaries from one scan of the live table (also the job file's fallback).
-const SCAN: &str = include_str!("../../jobs/cites_trade/summary_scan.sql");
+/// The groups from one scan of the live table (also the job file's fallback).
+const GROUPS_BY_SCAN: &str = include_str!("../../jobs/cites_trade/groups_scan.sql");
 
-/// Both summaries from the rollups; `{groups:<table>}` stands for the run's groups.
-const ROLLUPS: &str = include_str!("../../jobs/cites_trade/summary_rollups.sql");
+/// The groups from the rollups; `{groups:<table>}` stands for the run's groups.
+const GROUPS_FROM_ROLLUPS: &str = include_str!("../../jobs/cites_trade/groups_rollups.sql");
+
+/// Both summaries from the groups.
+const SUMMARIES: &str = include_str!("../../jobs/cites_trade/summaries.sql");
 
 /// The rebuild from one scan of the live table (statements for one transaction: the
 /// rollback after the previous table is live again, and the fallback of [`from_rollups`]).
 pub fn rebuild() -> String {
-    SCAN.to_owned()
+    format!("{GROUPS_BY_SCAN}\n{SUMMARIES}")
 }
 
 /// The rebuild from the rollups of run `run_id` (statements for one transaction).
 pub fn from_rollups(run_id: Uuid) -> String {
-    let mut sql = ROLLUPS.to_owned();
+    let mut sql = format!("{GROUPS_FROM_ROLLUPS}\n{SUMMARIES}");
     for r in rollups() {
         sql = sql.replace(
             &format!("{{groups:{}}}", r.table),

@@ -1,11 +1,6 @@
--- Both CITES summaries from the load's rollups ({groups:<table>} is the run's groups of
--- that rollup; one transaction). The scan (summary_scan.sql) is the fallback.
-TRUNCATE species_trade_summary, species_trade_summary_annual;
-CREATE TEMP TABLE ferry_trade_groups ON COMMIT DROP AS
- SELECT species_id, year, term, NULL::text AS importer, NULL::text AS exporter, rows AS n, quantity AS q, 12 AS g
-   FROM {groups:cites_rollup_year_term} y
- UNION ALL SELECT species_id, NULL, NULL, importer, NULL, rows, NULL, 7 FROM {groups:cites_rollup_importer} i
- UNION ALL SELECT species_id, NULL, NULL, NULL, exporter, rows, NULL, 11 FROM {groups:cites_rollup_exporter} e;
+-- Both CITES summaries from the groups in ferry_trade_groups (g = GROUPING(importer,
+-- exporter, year, term): 12 per species, year and term; 7 per importer; 11 per exporter),
+-- after groups_scan.sql or groups_rollups.sql, in the same transaction.
 INSERT INTO species_trade_summary (species_id, last_updated_at, total_trade_records,
        overall_min_year, overall_max_year, overall_total_quantity, distinct_years,
        distinct_terms, distinct_importers, distinct_exporters, annual_summaries)
