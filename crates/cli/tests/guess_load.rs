@@ -3,6 +3,8 @@
 //! value past the sample is rejected with its file and line, a second load replaces the
 //! first.
 
+mod support;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -48,17 +50,7 @@ fn write_files(dir: &Path, rows: usize, bad_line: usize) {
 }
 
 fn ferry(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    eprintln!(
-        "ferry {args:?}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    support::ferry_with(args, &[])
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Job files with every source format, transform and PostgreSQL mode, run by the real
 //! `ferry` binary against a real PostgreSQL.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -13,18 +15,7 @@ use parquet::file::properties::WriterProperties;
 use sqlx::{Connection, PgConnection};
 
 fn ferry(args: &[&str], url: &str) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    eprintln!(
-        "ferry {args:?}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    support::ferry_with(args, &[("DATABASE_URL", url)])
 }
 
 async fn one<T>(conn: &mut PgConnection, sql: &str) -> T

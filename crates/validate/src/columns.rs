@@ -450,14 +450,7 @@ impl Transform for UuidIds {
                 ));
             }
         }
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.retain(|f| f.name() != &self.column);
-        fields.push(Field::new(
-            &self.column,
-            DataType::FixedSizeBinary(16),
-            false,
-        ));
-        Ok(Arc::new(Schema::new(fields)))
+        Ok(crate::lookup::with_id_column(input, &self.column))
     }
 
     fn transform(&self, mut batch: Batch) -> Result<Batch> {

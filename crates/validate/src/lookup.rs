@@ -231,6 +231,15 @@ pub fn id_array(bytes: Vec<u8>) -> Arc<FixedSizeBinaryArray> {
     Arc::new(FixedSizeBinaryArray::new(16, bytes.into(), None))
 }
 
+/// `input` with `column` (a UUID: FixedSizeBinary(16), non-null) at the end, in place of
+/// a column of that name.
+pub(crate) fn with_id_column(input: &SchemaRef, column: &str) -> SchemaRef {
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.retain(|f| f.name() != column);
+    fields.push(Field::new(column, DataType::FixedSizeBinary(16), false));
+    Arc::new(Schema::new(fields))
+}
+
 /// A transform that maps `column` through a [`Lookup`] and appends `id_column`
 /// (FixedSizeBinary(16), non-null); unmatched rows are filtered with `reason`, and the
 /// counters `<counter>_matched` / `<counter>_unmatched` are kept for
@@ -289,13 +298,7 @@ impl Transform for LookupTransform {
         ) {
             return Err(self.error(format!("`{}` is {}, not text", self.column, f.data_type())));
         }
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new(
-            &self.id_column,
-            DataType::FixedSizeBinary(16),
-            false,
-        ));
-        Ok(Arc::new(Schema::new(fields)))
+        Ok(with_id_column(input, &self.id_column))
     }
 
     fn transform(&self, mut batch: Batch) -> Result<Batch> {
@@ -318,7 +321,12 @@ impl Transform for LookupTransform {
         batch.count(&format!("{}_matched", self.counter), matched);
         batch.count(&format!("{}_unmatched", self.counter), unmatched);
         batch.apply_fates(&fates)?;
-        let mut columns = batch.data.columns().to_vec();
+        // An input column of the id column's name is replaced.
+        let input = batch.data.schema();
+        let mut columns: Vec<_> = (input.fields().iter().zip(batch.data.columns()))
+            .filter(|(f, _)| f.name() != &self.id_column)
+            .map(|(_, c)| c.clone())
+            .collect();
         columns.push(id_array(ids));
         batch.data = RecordBatch::try_new(schema, columns)?;
         Ok(batch)
