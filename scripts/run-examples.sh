@@ -68,6 +68,8 @@ DATABASE_URL= run cargo run --example s9_sales -- --sales 2000 --data-dir "$TMP/
 DATABASE_URL="$(fresh_db ex_partitioning)" run cargo run --example observations_partitioning -- --report-dir "$TMP/partitioning"
 # a user's own migration on the run layer (README "Your own migration")
 DATABASE_URL="$(fresh_db ex_cities)" run cargo run --example cities -- --report-dir "$TMP/cities"
+# the CITES migration as a job file, run by the `ferry` command (issue 15)
+DATABASE_URL="$(fresh_db ex_cites_job)" run cargo run -p ferry-cli --bin ferry -- run examples/jobs/cites_trade.toml --report-dir "$TMP/cites_job"
 # ======================= END EXAMPLES ==========================================================
 
 echo

@@ -704,6 +704,17 @@ pub fn migration(c: &JobRun) -> anyhow::Result<Migration<JobRun>> {
         (None, Some(f)) => replace.after_rollback(f.read(job)?),
         (None, None) => replace,
     };
+    if pg.backup {
+        let mut tables = vec![tables.live.clone()];
+        tables.extend(pg.backup_tables.iter().map(|t| TableName::parse(t)));
+        let dir = pg.backup_dir.as_ref().map(|d| job.resolve(d));
+        m = m.step(etl_sink_postgres::steps::pg_dump_step(
+            "backup",
+            pg.url.expose(),
+            tables,
+            dir,
+        ));
+    }
     if let Some(ddl) = &pg.create {
         m = m.step(etl_sink_postgres::steps::sql_step(
             "create",

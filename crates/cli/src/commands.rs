@@ -147,6 +147,11 @@ pub struct RunArgs {
     /// Run only this step (repeatable) within the last run.
     #[arg(long, value_name = "STEP", conflicts_with_all = ["resume", "rollback", "dry_run", "plan", "cleanup"])]
     pub only: Vec<String>,
+    /// Instead of running, restore the backup in DIR (a directory the job's backup step
+    /// wrote, named in its report): every table it holds is put back in one transaction
+    /// and checked against its manifest; the latest unfinished run is marked rolled back.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "rollback", "plan", "dry_run", "cleanup", "only"])]
+    pub restore: Option<PathBuf>,
     /// Stop before this step (e.g. `switch`: load and validate, switch later with
     /// --resume); the run is `stopped`.
     #[arg(long, value_name = "STEP")]
@@ -206,6 +211,23 @@ async fn run(args: &RunArgs, progress: bool) -> anyhow::Result<ExitCode> {
     let c = JobRun::new(job, args.batch_size, args.parallel);
     let m: Migration<JobRun> = migration(&c)?;
     let journal = journal(&c, &args.job.report_dir)?;
+    if let Some(dir) = &args.restore {
+        let pg = c.pg().context("--restore needs a PostgreSQL target")?;
+        let note = format!("tables restored from the backup in {}", dir.display());
+        let url = pg.url.expose().to_owned();
+        let restore = async move { Ok(etl_sink_postgres::backup::restore(&url, dir).await?) };
+        let tables = m
+            .restore_outside(journal.as_ref(), &note, restore)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        for t in tables {
+            println!(
+                "restored {} ({} rows, checksum {} as in the backup)",
+                t.table, t.rows, t.checksum
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let action = if args.cleanup {
         Action::Only(vec!["cleanup".into()])
     } else if !args.only.is_empty() {

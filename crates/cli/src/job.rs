@@ -429,6 +429,17 @@ pub struct PgTargetSpec {
     /// step reads a rollup's groups as `{groups:<table>}`.
     #[serde(default)]
     pub rollup: Vec<RollupSpec>,
+    /// Take a `pg_dump` of the table (and of `backup_tables`) before anything changes, in
+    /// a directory of its own per run with a checksummed manifest; `ferry run --restore
+    /// DIR` puts them back in one transaction.
+    #[serde(default)]
+    pub backup: bool,
+    /// More tables the backup holds (reference tables the prepare steps change).
+    #[serde(default)]
+    pub backup_tables: Vec<String>,
+    /// Where the backups go (default `<report dir>/backups`).
+    #[serde(default)]
+    pub backup_dir: Option<String>,
     /// SQL run after `--rollback` swapped the previous table back (rebuild what was
     /// derived from the new one).
     #[serde(default)]

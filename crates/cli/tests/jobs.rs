@@ -456,3 +456,53 @@ create = \"CREATE TABLE IF NOT EXISTS k (id bigint PRIMARY KEY, v integer)\"\n\n
         assert!(out.status.success());
     }
 }
+
+/// `backup = true`: a `pg_dump` of the table before the run; `ferry run --restore DIR`
+/// puts the table back as it was, checked against the backup's manifest.
+#[tokio::test]
+async fn a_backup_is_restored() {
+    let db = etl_testkit::TestDb::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = (0..100).map(|i| format!("{i},{}\n", i * 2)).collect();
+    std::fs::write(dir.path().join("b.csv"), format!("id,v\n{rows}")).unwrap();
+    let job = "[job]\nname = \"backed_up\"\n\n[source]\nkind = \"csv\"\npath = \"b.csv\"\n\
+columns = [{ name = \"id\", type = \"int64\", nullable = false }, { name = \"v\", type = \"int64\" }]\n\n\
+[target]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\ntable = \"b\"\nbackup = true\n";
+    let path = dir.path().join("b.toml");
+    std::fs::write(&path, job).unwrap();
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE b (id bigint PRIMARY KEY, v bigint); INSERT INTO b VALUES (7, 7), (8, 8)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (p, r) = (
+        path.display().to_string(),
+        dir.path().join("r").display().to_string(),
+    );
+    let out = ferry(&["run", &p, "--report-dir", &r, "-q"], db.url());
+    assert!(out.status.success());
+    assert_eq!(one::<i64>(&mut conn, "SELECT count(*) FROM b").await, 100);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/report.json")).unwrap())
+            .unwrap();
+    let backup = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "backup")
+        .unwrap_or_else(|| panic!("no backup step in {report}"));
+    let backup_dir = backup["details"]["dir"].as_str().unwrap().to_owned();
+    let out = ferry(
+        &["run", &p, "--restore", &backup_dir, "--report-dir", &r],
+        db.url(),
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restored"));
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, v FROM b ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, [(7, 7), (8, 8)], "the table as it was before the run");
+}
