@@ -389,10 +389,11 @@ pub fn job_toml(s: &Sample, url: &str, table: &str, mode: &str) -> anyhow::Resul
         out,
         "# Run when the table is missing (the loaded table gets this shape).\ncreate = \"\"\"\n{ddl}\n\"\"\""
     )?;
-    writeln!(
-        out,
-        "\n[[gate]]\ncheck = \"reject_rate\"\nmax = 0.01\n\n[[gate]]\ncheck = \"row_count\""
-    )?;
+    writeln!(out, "\n[[gate]]\ncheck = \"reject_rate\"\nmax = 0.01")?;
+    // The table loaded holds exactly the rows loaded only when it is a new one (staging).
+    if mode != "append" {
+        writeln!(out, "\n[[gate]]\ncheck = \"row_count\"")?;
+    }
     Ok(out)
 }
 
