@@ -133,10 +133,7 @@ pub async fn restore<C: Send + Sync>(
     url: &str,
     dir: &Path,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let note = format!("tables restored from the backup in {}", dir.display());
-    let restore = async { Ok(etl_sink_postgres::backup::restore(url, dir).await?) };
-    let tables = m
-        .restore_outside(journal, &note, restore)
+    let tables = etl_sink_postgres::backup::restore_for(m, journal, url, dir)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     for t in tables {

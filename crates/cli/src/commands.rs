@@ -213,13 +213,10 @@ async fn run(args: &RunArgs, progress: bool) -> anyhow::Result<ExitCode> {
     let journal = journal(&c, &args.job.report_dir)?;
     if let Some(dir) = &args.restore {
         let pg = c.pg().context("--restore needs a PostgreSQL target")?;
-        let note = format!("tables restored from the backup in {}", dir.display());
-        let url = pg.url.expose().to_owned();
-        let restore = async move { Ok(etl_sink_postgres::backup::restore(&url, dir).await?) };
-        let tables = m
-            .restore_outside(journal.as_ref(), &note, restore)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let tables =
+            etl_sink_postgres::backup::restore_for(&m, journal.as_ref(), pg.url.expose(), dir)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
         for t in tables {
             println!(
                 "restored {} ({} rows, checksum {} as in the backup)",

@@ -195,6 +195,22 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         .map_err(|e| Error::Backup(format!("{} is not a backup manifest: {e}", path.display())))
 }
 
+/// [`restore`] for a migration: with the migration's run lock held, and its latest
+/// unfinished run marked rolled back (`--restore DIR` of the examples and of `ferry run`).
+///
+/// # Errors
+/// As [`restore`]; the run lock is held by another run.
+pub async fn restore_for<C: Send + Sync>(
+    migration: &etl_core::migration::Migration<C>,
+    journal: &dyn etl_core::migration::Journal,
+    url: &str,
+    dir: &Path,
+) -> std::result::Result<Vec<TableSum>, etl_core::BoxError> {
+    let note = format!("tables restored from the backup in {}", dir.display());
+    let restore = async { Ok(restore(url, dir).await?) };
+    migration.restore_outside(journal, &note, restore).await
+}
+
 /// Restore the backup in `dir` into the database at `url`: the dump file's SHA-256 is
 /// checked first, then in ONE transaction (`psql --single-transaction`) the dumped tables
 /// are dropped and restored from the dump (`pg_restore`'s script), with what
