@@ -10,7 +10,7 @@
 //!
 //! Sources: CSV, Parquet, PostgreSQL ([`crate::pg_source`]), Bubble ([`crate::bubble`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -180,52 +180,39 @@ pub async fn source_schema_of(job: &Job) -> anyhow::Result<SchemaRef> {
     }
 }
 
-/// The files a `path` names: a file, every `*.<ext>` of a directory, or a glob on file names
-/// (in natural order).
+/// The files a job's `path` names (see [`files`]), resolved against the job file.
 ///
 /// # Errors
 /// Nothing matches.
 pub fn expand(job: &Job, path: &str, ext: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let (dir, pattern) = split_glob(&job.resolve(path), ext);
-    let mut files: Vec<PathBuf> = match pattern {
-        None => vec![dir],
-        Some(p) => std::fs::read_dir(&dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                let name = e.file_name();
-                etl_source_csv::glob_match(&p, &name.to_string_lossy())
-            })
-            .map(|e| e.path())
-            .collect(),
-    };
-    files.sort_by(|a, b| etl_source_csv::natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
-    if files.is_empty() {
-        bail!(
-            "no file matches {path:?} (resolved in {})",
-            dir_of(&job.resolve(path)).display()
-        );
+    files(&job.resolve(path), &format!("*.{ext}"))
+}
+
+/// The files `path` names: a file, the files of a directory matching `in_dir`, or a glob
+/// on file names (`data/trade_*.csv`), in natural order.
+///
+/// # Errors
+/// Nothing matches, or the directory cannot be listed.
+pub fn files(path: &Path, in_dir: &str) -> anyhow::Result<Vec<PathBuf>> {
+    match split_glob(path, in_dir) {
+        (file, None) if file.is_file() => Ok(vec![file]),
+        (file, None) => bail!("no file {}", file.display()),
+        (dir, Some(pattern)) => Ok(etl_source_csv::glob_files(&dir, &pattern)?),
     }
-    Ok(files)
 }
 
-fn dir_of(p: &std::path::Path) -> PathBuf {
-    p.parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// `(dir, Some(pattern))` for a directory or a glob, `(file, None)` for a file.
-fn split_glob(p: &std::path::Path, ext: &str) -> (PathBuf, Option<String>) {
+/// `(dir, Some(pattern))` for a directory (`in_dir`) or a glob, `(file, None)` for a file.
+fn split_glob(p: &Path, in_dir: &str) -> (PathBuf, Option<String>) {
     if p.is_dir() {
-        return (p.to_path_buf(), Some(format!("*.{ext}")));
+        return (p.to_path_buf(), Some(in_dir.to_owned()));
     }
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if name.contains(['*', '?']) {
-        (dir_of(p), Some(name))
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        (dir.unwrap_or(Path::new(".")).to_path_buf(), Some(name))
     } else {
         (p.to_path_buf(), None)
     }
@@ -240,7 +227,7 @@ pub fn csv_source(job: &Job) -> anyhow::Result<CsvSource> {
         bail!("the source is not CSV")
     };
     let schema = source_schema(job)?;
-    let (dir, pattern) = split_glob(&job.resolve(&spec.path), "csv");
+    let (dir, pattern) = split_glob(&job.resolve(&spec.path), "*.csv");
     let source = match pattern {
         Some(p) => CsvSource::glob(schema, dir, p),
         None => CsvSource::files(schema, [dir]),

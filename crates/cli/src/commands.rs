@@ -310,31 +310,8 @@ async fn guess(args: &GuessArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `(url without the ferry parameters, table, mode)` of a `ferry load` target.
-fn split_target(target: &str) -> anyhow::Result<(String, Option<String>, String)> {
-    if !target.starts_with("postgres://") && !target.starts_with("postgresql://") {
-        anyhow::bail!("the target must be a PostgreSQL URL (postgres://user@host/db?table=name)");
-    }
-    let (base, query) = target.split_once('?').unwrap_or((target, ""));
-    let (mut table, mut mode, mut rest) = (None, "replace".to_owned(), Vec::new());
-    for kv in query.split('&').filter(|s| !s.is_empty()) {
-        match kv.split_once('=') {
-            Some(("table", t)) => table = Some(t.to_owned()),
-            Some(("mode", m)) if m == "replace" || m == "append" => mode = m.to_owned(),
-            Some(("mode", m)) => anyhow::bail!("mode={m}: use replace or append"),
-            _ => rest.push(kv),
-        }
-    }
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, table, mode))
-}
-
 async fn load(args: &LoadArgs, progress: bool) -> anyhow::Result<ExitCode> {
-    let (url, table, mode) = split_target(&args.target)?;
+    let (url, table, mode) = crate::guess::split_target(&args.target)?;
     let source = absolute(&args.source)?;
     let sample = crate::guess::sample(&source, args.sample_rows)?;
     let table = table.unwrap_or_else(|| crate::guess::default_table(&sample));
@@ -408,25 +385,4 @@ fn absolute(path: &str) -> anyhow::Result<String> {
         return Ok(path.to_owned());
     }
     Ok(std::env::current_dir()?.join(p).display().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn load_targets_split_into_url_table_and_mode() {
-        let (u, t, m) = split_target("postgres://u@h/db?table=trips&sslmode=disable").unwrap();
-        assert_eq!(
-            (u.as_str(), t.as_deref(), m.as_str()),
-            (
-                "postgres://u@h/db?sslmode=disable",
-                Some("trips"),
-                "replace"
-            )
-        );
-        let (_, t, m) = split_target("postgres://u@h/db?mode=append").unwrap();
-        assert_eq!((t, m.as_str()), (None, "append"));
-        assert!(split_target("mysql://h/db").is_err());
-    }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use arrow_schema::{DataType, SchemaRef};
 use etl_source_csv::{Dialect, Encoding, Guess, HeaderMode};
 
@@ -47,41 +47,7 @@ pub enum Sample {
 /// # Errors
 /// Nothing matches.
 pub fn files_of(path: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let p = Path::new(path);
-    let (dir, pattern) = if p.is_dir() {
-        (p.to_path_buf(), Some("*".to_owned()))
-    } else {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.contains(['*', '?']) {
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            (dir.to_path_buf(), Some(name))
-        } else {
-            (p.to_path_buf(), None)
-        }
-    };
-    let mut files = match pattern {
-        None => vec![dir.clone()],
-        Some(pat) => std::fs::read_dir(&dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                e.path().is_file()
-                    && etl_source_csv::glob_match(&pat, &e.file_name().to_string_lossy())
-            })
-            .map(|e| e.path())
-            .collect(),
-    };
-    files.sort_by(|a, b| etl_source_csv::natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
-    if files.is_empty() || !files[0].exists() {
-        bail!("no file matches {path:?}");
-    }
-    Ok(files)
+    crate::build::files(Path::new(path), "*")
 }
 
 fn is_parquet(p: &Path) -> bool {
@@ -159,6 +125,33 @@ fn job_name(table: &str) -> String {
     if n.is_empty() { "job".into() } else { n }
 }
 
+/// `(url without the ferry parameters, table, mode)` of a target or source URL
+/// (`postgres://…/db?table=t&mode=append`).
+///
+/// # Errors
+/// Not a PostgreSQL URL, or a mode other than `replace` / `append`.
+pub fn split_target(target: &str) -> anyhow::Result<(String, Option<String>, String)> {
+    if !target.starts_with("postgres://") && !target.starts_with("postgresql://") {
+        anyhow::bail!("the target must be a PostgreSQL URL (postgres://user@host/db?table=name)");
+    }
+    let (base, query) = target.split_once('?').unwrap_or((target, ""));
+    let (mut table, mut mode, mut rest) = (None, "replace".to_owned(), Vec::new());
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("table", t)) => table = Some(t.to_owned()),
+            Some(("mode", m)) if m == "replace" || m == "append" => mode = m.to_owned(),
+            Some(("mode", m)) => anyhow::bail!("mode={m}: use replace or append"),
+            _ => rest.push(kv),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, table, mode))
+}
+
 /// Sample a PostgreSQL table: `postgres://…/db?table=name` (`schema.name` allowed). The key
 /// is its primary key's column, else a single-column unique index's.
 ///
@@ -166,28 +159,7 @@ fn job_name(table: &str) -> String {
 /// No `table`, the server cannot be reached, no single-column key.
 pub async fn sample_postgres(target: &str) -> anyhow::Result<Sample> {
     use sqlx::Connection as _;
-    let (url, table) = match target.split_once('?') {
-        Some((base, q)) => {
-            let mut table = None;
-            let rest: Vec<&str> = q
-                .split('&')
-                .filter(|kv| match kv.strip_prefix("table=") {
-                    Some(t) => {
-                        table = Some(t.to_owned());
-                        false
-                    }
-                    None => true,
-                })
-                .collect();
-            let url = if rest.is_empty() {
-                base.to_owned()
-            } else {
-                format!("{base}?{}", rest.join("&"))
-            };
-            (url, table)
-        }
-        None => (target.to_owned(), None),
-    };
+    let (url, table, _) = split_target(target)?;
     let table = table.context("name the table: postgres://…/db?table=name")?;
     let opts = etl_sink_postgres::connect_options(&url)?;
     let mut conn = sqlx::PgConnection::connect_with(&opts)
@@ -439,4 +411,25 @@ fn dialect_toml(d: &Dialect) -> String {
         writeln!(out, "empty_is_null = {}", d.empty_is_null).ok();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_targets_split_into_url_table_and_mode() {
+        let (u, t, m) = split_target("postgres://u@h/db?table=trips&sslmode=disable").unwrap();
+        assert_eq!(
+            (u.as_str(), t.as_deref(), m.as_str()),
+            (
+                "postgres://u@h/db?sslmode=disable",
+                Some("trips"),
+                "replace"
+            )
+        );
+        let (_, t, m) = split_target("postgres://u@h/db?mode=append").unwrap();
+        assert_eq!((t, m.as_str()), (None, "append"));
+        assert!(split_target("mysql://h/db").is_err());
+    }
 }

@@ -72,4 +72,4 @@ pub use guess::{Guess, guess};
 pub use input::{Compression, latin1_to_utf8};
 pub use options::{CsvOptions, Dialect, Encoding, HeaderMode};
 pub use reference::read_pairs;
-pub use source::{CsvSource, file_fingerprint, glob_match, natural_cmp};
+pub use source::{CsvSource, file_fingerprint, glob_files, glob_match, natural_cmp};

@@ -158,28 +158,7 @@ impl CsvSource {
     /// files share a name.
     pub fn list_units(&self) -> Result<Vec<Unit>> {
         let paths = match &self.files {
-            Files::Glob { dir, pattern } => {
-                let io = |source| CsvError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                };
-                let mut paths = Vec::new();
-                for entry in std::fs::read_dir(dir).map_err(io)? {
-                    let entry = entry.map_err(io)?;
-                    let name = entry.file_name();
-                    let Some(name) = name.to_str() else { continue };
-                    if glob_match(pattern, name) && entry.path().is_file() {
-                        paths.push(entry.path());
-                    }
-                }
-                if paths.is_empty() {
-                    return Err(CsvError::NoFiles {
-                        dir: dir.display().to_string(),
-                        pattern: pattern.clone(),
-                    });
-                }
-                paths
-            }
+            Files::Glob { dir, pattern } => glob_files(dir, pattern)?,
             Files::List(list) => list.clone(),
         };
         let mut units = Vec::with_capacity(paths.len());
@@ -470,6 +449,35 @@ fn fill(
     }
     buf.truncate(filled);
     Ok(eof)
+}
+
+/// The files of `dir` whose name matches `pattern` ([`glob_match`]), in natural order of
+/// their names ([`natural_cmp`]).
+///
+/// # Errors
+/// [`CsvError::Io`] when `dir` cannot be listed, [`CsvError::NoFiles`] when nothing matches.
+pub fn glob_files(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
+    let io = |source| CsvError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if glob_match(pattern, name) && entry.path().is_file() {
+            paths.push(entry.path());
+        }
+    }
+    if paths.is_empty() {
+        return Err(CsvError::NoFiles {
+            dir: dir.display().to_string(),
+            pattern: pattern.to_owned(),
+        });
+    }
+    paths.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)));
+    Ok(paths)
 }
 
 /// Whether `name` matches `pattern`: `*` any run of characters, `?` one character.

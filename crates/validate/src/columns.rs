@@ -282,8 +282,9 @@ impl Transform for Default {
         let constant = self.constant(&t, n)?;
         if i < columns.len() {
             let col = &columns[i];
-            if col.null_count() > 0 {
-                let is_null = BooleanArray::from_iter((0..n).map(|r| Some(col.is_null(r))));
+            if let Some(nulls) = col.logical_nulls().filter(|n| n.null_count() > 0) {
+                // The validity bitmap inverted: true where the value is NULL.
+                let is_null = BooleanArray::new(!nulls.inner(), None);
                 columns[i] = arrow_select::zip::zip(&is_null, &constant, col)?;
             }
         } else {
